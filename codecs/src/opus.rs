@@ -1,0 +1,438 @@
+//! Opus (RFC 6716) over libopus through audiopus, opened at the rate of the other leg.
+//!
+//! libopus resamples internally, so on the G.711 (8 kHz) and AMR-WB (16 kHz) paths the
+//! encoder and decoder are opened at 8 or 16 kHz and no resampler runs (limits.md §6: the
+//! native-rate path costs less than half of resampling to 48 kHz). Whatever the rate we
+//! open at, the RTP clock of Opus is 48 kHz (RFC 7587 §4.1): use [`rtp_duration`].
+//!
+//! Frames are 2.5, 5, 10, 20, 40 or 60 ms; the bridge uses 20 ms ([`SampleRate::frame_20ms`]).
+//! Mono only: the bridge mixes in mono and WebRTC Opus is sent mono.
+
+use audiopus::coder::{Decoder, Encoder};
+use audiopus::packet::Packet;
+use audiopus::{Application as OpusApplication, Bitrate, Channels, ErrorCode, MutSignals};
+use thiserror::Error;
+
+/// Largest Opus packet (RFC 6716 §3.2.1: 1275 bytes per frame) and so the size of the
+/// buffer to give [`OpusEncoder::encode`].
+pub const MAX_PACKET_BYTES: usize = 1275;
+/// The RTP clock rate of Opus whatever the codec's rate (RFC 7587 §4.1).
+pub const RTP_CLOCK_RATE: u32 = 48_000;
+
+/// The rates we open libopus at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SampleRate {
+    /// 8 kHz, the G.711 path (Opus picks narrowband).
+    Hz8000,
+    /// 16 kHz, the AMR-WB path and the bridge's mixing rate (wideband).
+    Hz16000,
+    /// 48 kHz, full band.
+    Hz48000,
+}
+
+impl SampleRate {
+    /// Samples per second.
+    pub const fn hz(self) -> u32 {
+        match self {
+            Self::Hz8000 => 8_000,
+            Self::Hz16000 => 16_000,
+            Self::Hz48000 => 48_000,
+        }
+    }
+
+    /// Samples in a 20 ms frame: 160, 320 or 960.
+    pub const fn frame_20ms(self) -> usize {
+        self.hz() as usize / 50
+    }
+
+    const fn to_audiopus(self) -> audiopus::SampleRate {
+        match self {
+            Self::Hz8000 => audiopus::SampleRate::Hz8000,
+            Self::Hz16000 => audiopus::SampleRate::Hz16000,
+            Self::Hz48000 => audiopus::SampleRate::Hz48000,
+        }
+    }
+}
+
+/// The RTP timestamp increment for `samples` at `rate` (48 kHz clock).
+pub const fn rtp_duration(samples: usize, rate: SampleRate) -> u32 {
+    (samples as u64 * RTP_CLOCK_RATE as u64 / rate.hz() as u64) as u32
+}
+
+/// The kind of signal the encoder tunes for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Application {
+    /// Speech intelligibility first (the gateway's default).
+    #[default]
+    Voip,
+    /// Fidelity to the input, e.g. music on hold.
+    Audio,
+}
+
+/// Encoder settings, all changeable later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpusEncoderConfig {
+    /// 0..=10; limits.md prices 0, 5 and 10.
+    pub complexity: u8,
+    /// Target bit rate in bits per second (500..=512,000).
+    pub bitrate: u32,
+    /// In-band FEC (LBRR, RFC 6716 §2.1.7), which browsers use to recover a lost packet.
+    pub inband_fec: bool,
+    /// Expected loss in percent; FEC is only spent when this is above zero.
+    pub packet_loss_percent: u8,
+    /// Discontinuous transmission during silence.
+    pub dtx: bool,
+    /// What to tune for.
+    pub application: Application,
+}
+
+impl Default for OpusEncoderConfig {
+    /// Complexity 5 and 24 kbit/s, the configuration limits.md's budgets use; FEC on for
+    /// 5 % loss, as WebRTC peers expect; DTX off, as browsers send.
+    fn default() -> Self {
+        Self { complexity: 5, bitrate: 24_000, inband_fec: true, packet_loss_percent: 5, dtx: false, application: Application::Voip }
+    }
+}
+
+/// Errors from the Opus wrapper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum OpusError {
+    /// The packet is empty or not a valid Opus packet.
+    #[error("not a valid Opus packet")]
+    InvalidPacket,
+    /// A PCM buffer whose length is not an Opus frame duration at this rate.
+    #[error("{samples} samples is not an Opus frame duration at {rate:?}")]
+    FrameSize {
+        /// Samples given.
+        samples: usize,
+        /// The codec's rate.
+        rate: SampleRate,
+    },
+    /// The output buffer is too small for what the packet holds.
+    #[error("output buffer too small")]
+    BufferTooSmall,
+    /// A setting outside its range.
+    #[error("invalid Opus setting {setting:?}")]
+    InvalidSetting {
+        /// Which setting.
+        setting: OpusSetting,
+    },
+    /// Anything else libopus reports, by its error code (opus_defines.h).
+    #[error("libopus error {code}")]
+    Library {
+        /// The negative libopus code, 0 when audiopus gave no code.
+        code: i32,
+    },
+}
+
+/// A setting, for [`OpusError::InvalidSetting`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpusSetting {
+    /// Complexity.
+    Complexity,
+    /// Bit rate.
+    Bitrate,
+    /// Packet loss percentage.
+    PacketLossPercent,
+}
+
+/// An Opus encoder, mono, reusable for a whole leg.
+#[derive(Debug)]
+pub struct OpusEncoder {
+    inner: Encoder,
+    rate: SampleRate,
+}
+
+impl OpusEncoder {
+    /// Opens an encoder that takes PCM at `rate`.
+    pub fn new(rate: SampleRate, config: OpusEncoderConfig) -> Result<Self, OpusError> {
+        let application = match config.application {
+            Application::Voip => OpusApplication::Voip,
+            Application::Audio => OpusApplication::Audio,
+        };
+        let inner = Encoder::new(rate.to_audiopus(), Channels::Mono, application).map_err(map_error)?;
+        let mut encoder = Self { inner, rate };
+        encoder.set_complexity(config.complexity)?;
+        encoder.set_bitrate(config.bitrate)?;
+        encoder.set_inband_fec(config.inband_fec)?;
+        encoder.set_packet_loss_percent(config.packet_loss_percent)?;
+        encoder.set_dtx(config.dtx)?;
+        Ok(encoder)
+    }
+
+    /// The rate the encoder takes.
+    pub fn rate(&self) -> SampleRate {
+        self.rate
+    }
+
+    /// Encodes one frame into `out` (give it [`MAX_PACKET_BYTES`]) and returns the packet
+    /// length. With DTX on, a packet of 1–2 bytes during silence need not be sent.
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, OpusError> {
+        check_frame(pcm.len(), self.rate)?;
+        self.inner.encode(pcm, out).map_err(map_error)
+    }
+
+    /// Sets the complexity (0..=10).
+    pub fn set_complexity(&mut self, complexity: u8) -> Result<(), OpusError> {
+        if complexity > 10 {
+            return Err(OpusError::InvalidSetting { setting: OpusSetting::Complexity });
+        }
+        self.inner.set_complexity(complexity).map_err(map_error)
+    }
+
+    /// Sets the target bit rate in bits per second (500..=512,000).
+    pub fn set_bitrate(&mut self, bitrate: u32) -> Result<(), OpusError> {
+        let bits = i32::try_from(bitrate).ok().filter(|b| (500..=512_000).contains(b));
+        let bits = bits.ok_or(OpusError::InvalidSetting { setting: OpusSetting::Bitrate })?;
+        self.inner.set_bitrate(Bitrate::BitsPerSecond(bits)).map_err(map_error)
+    }
+
+    /// Turns in-band FEC on or off.
+    pub fn set_inband_fec(&mut self, on: bool) -> Result<(), OpusError> {
+        self.inner.set_inband_fec(on).map_err(map_error)
+    }
+
+    /// Sets the expected packet loss (0..=100 %), which sizes the FEC.
+    pub fn set_packet_loss_percent(&mut self, percent: u8) -> Result<(), OpusError> {
+        if percent > 100 {
+            return Err(OpusError::InvalidSetting { setting: OpusSetting::PacketLossPercent });
+        }
+        self.inner.set_packet_loss_perc(percent).map_err(map_error)
+    }
+
+    /// Turns DTX on or off.
+    pub fn set_dtx(&mut self, on: bool) -> Result<(), OpusError> {
+        self.inner.set_dtx(on).map_err(map_error)
+    }
+
+    /// The encoder's look-ahead in samples at its rate (for aligning test signals).
+    pub fn lookahead(&self) -> Result<usize, OpusError> {
+        self.inner.lookahead().map(|n| n as usize).map_err(map_error)
+    }
+}
+
+/// An Opus decoder, mono, reusable for a whole leg.
+#[derive(Debug)]
+pub struct OpusDecoder {
+    inner: Decoder,
+    rate: SampleRate,
+}
+
+impl OpusDecoder {
+    /// Opens a decoder that produces PCM at `rate`, whatever rate the sender encoded at.
+    pub fn new(rate: SampleRate) -> Result<Self, OpusError> {
+        let inner = Decoder::new(rate.to_audiopus(), Channels::Mono).map_err(map_error)?;
+        Ok(Self { inner, rate })
+    }
+
+    /// The rate the decoder produces.
+    pub fn rate(&self) -> SampleRate {
+        self.rate
+    }
+
+    /// Decodes one packet into `pcm` and returns the samples written. `pcm` must hold the
+    /// packet's duration (give it 120 ms, or [`Self::packet_samples`]).
+    pub fn decode(&mut self, packet: &[u8], pcm: &mut [i16]) -> Result<usize, OpusError> {
+        let packet = Packet::try_from(packet).map_err(|_| OpusError::InvalidPacket)?;
+        let output = MutSignals::try_from(pcm).map_err(|_| OpusError::BufferTooSmall)?;
+        self.inner.decode(Some(packet), output, false).map_err(map_error)
+    }
+
+    /// Conceals one lost packet (PLC): fills all of `pcm`, whose length is the lost duration.
+    pub fn conceal(&mut self, pcm: &mut [i16]) -> Result<usize, OpusError> {
+        check_frame(pcm.len(), self.rate)?;
+        let output = MutSignals::try_from(pcm).map_err(|_| OpusError::BufferTooSmall)?;
+        self.inner.decode(None, output, false).map_err(map_error)
+    }
+
+    /// Recovers a lost packet from the FEC data in the packet after it: call with that next
+    /// packet before decoding it normally. `pcm`'s length is the lost duration; without FEC
+    /// data in `next` this conceals like [`Self::conceal`].
+    pub fn decode_fec(&mut self, next: &[u8], pcm: &mut [i16]) -> Result<usize, OpusError> {
+        check_frame(pcm.len(), self.rate)?;
+        let packet = Packet::try_from(next).map_err(|_| OpusError::InvalidPacket)?;
+        let output = MutSignals::try_from(pcm).map_err(|_| OpusError::BufferTooSmall)?;
+        self.inner.decode(Some(packet), output, true).map_err(map_error)
+    }
+
+    /// The duration of `packet` in samples at this decoder's rate.
+    pub fn packet_samples(&self, packet: &[u8]) -> Result<usize, OpusError> {
+        let packet = Packet::try_from(packet).map_err(|_| OpusError::InvalidPacket)?;
+        self.inner.nb_samples(packet).map_err(map_error)
+    }
+}
+
+/// Opus frames last 2.5, 5, 10, 20, 40 or 60 ms (RFC 6716 §2.1.4).
+fn check_frame(samples: usize, rate: SampleRate) -> Result<(), OpusError> {
+    let per_2_5_ms = rate.hz() as usize / 400;
+    match samples.checked_div(per_2_5_ms) {
+        Some(1 | 2 | 4 | 8 | 16 | 24) if samples % per_2_5_ms == 0 => Ok(()),
+        _ => Err(OpusError::FrameSize { samples, rate }),
+    }
+}
+
+fn map_error(error: audiopus::Error) -> OpusError {
+    match error {
+        audiopus::Error::Opus(ErrorCode::InvalidPacket) | audiopus::Error::EmptyPacket => OpusError::InvalidPacket,
+        audiopus::Error::Opus(ErrorCode::BufferTooSmall) => OpusError::BufferTooSmall,
+        audiopus::Error::Opus(code) => OpusError::Library { code: code as i32 },
+        _ => OpusError::Library { code: 0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pcm::analysis::{best_delay, dominant_frequency, rms_dbfs, tone};
+
+    fn round_trip(rate: SampleRate, config: OpusEncoderConfig, input: &[i16]) -> Vec<i16> {
+        let mut encoder = OpusEncoder::new(rate, config).unwrap();
+        let mut decoder = OpusDecoder::new(rate).unwrap();
+        let mut packet = [0u8; MAX_PACKET_BYTES];
+        let mut pcm = vec![0i16; rate.frame_20ms()];
+        let mut output = Vec::with_capacity(input.len());
+        for frame in input.chunks_exact(rate.frame_20ms()) {
+            let len = encoder.encode(frame, &mut packet).unwrap();
+            let n = decoder.decode(&packet[..len], &mut pcm).unwrap();
+            assert_eq!(n, rate.frame_20ms());
+            output.extend_from_slice(&pcm[..n]);
+        }
+        output
+    }
+
+    #[test]
+    fn tone_keeps_frequency_and_level_at_every_rate_and_complexity() {
+        for (rate, frequency) in [(SampleRate::Hz8000, 1_004.0), (SampleRate::Hz16000, 440.0), (SampleRate::Hz48000, 3_000.0)] {
+            for complexity in [0, 5, 10] {
+                let input = tone(rate.hz(), frequency, -12.0, rate.hz() as usize * 2);
+                let config = OpusEncoderConfig { complexity, ..OpusEncoderConfig::default() };
+                let output = round_trip(rate, config, &input);
+                let settled = &output[rate.hz() as usize / 2..];
+                let found = dominant_frequency(settled, rate.hz());
+                assert!((found - frequency).abs() < 2.0, "{rate:?} c{complexity}: {found} Hz");
+                let level = rms_dbfs(settled) - rms_dbfs(&input);
+                assert!(level.abs() < 3.0, "{rate:?} c{complexity}: level {level:.1} dB");
+            }
+        }
+    }
+
+    #[test]
+    fn encoder_at_8k_gives_narrowband_and_the_rtp_clock_stays_48k() {
+        let mut encoder = OpusEncoder::new(SampleRate::Hz8000, OpusEncoderConfig::default()).unwrap();
+        let input = tone(8_000, 500.0, -12.0, 160);
+        let mut packet = [0u8; MAX_PACKET_BYTES];
+        let len = encoder.encode(&input, &mut packet).unwrap();
+        // RFC 6716 §3.1 TOC: configs 0-3 are SILK narrowband; 12-13 hybrid, 16-19 CELT NB.
+        let config = packet[0] >> 3;
+        assert!(config <= 3 || (16..=19).contains(&config), "TOC config {config}");
+        // A 48 kHz decoder sees the same packet as 960 samples: 20 ms on the 48 kHz clock.
+        let wide = OpusDecoder::new(SampleRate::Hz48000).unwrap();
+        assert_eq!(wide.packet_samples(&packet[..len]), Ok(960));
+        assert_eq!(rtp_duration(160, SampleRate::Hz8000), 960);
+        assert_eq!(rtp_duration(320, SampleRate::Hz16000), 960);
+        assert_eq!(rtp_duration(960, SampleRate::Hz48000), 960);
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let mut encoder = OpusEncoder::new(SampleRate::Hz16000, OpusEncoderConfig::default()).unwrap();
+        assert_eq!(encoder.set_complexity(11), Err(OpusError::InvalidSetting { setting: OpusSetting::Complexity }));
+        assert_eq!(encoder.set_bitrate(100), Err(OpusError::InvalidSetting { setting: OpusSetting::Bitrate }));
+        assert_eq!(encoder.set_packet_loss_percent(101), Err(OpusError::InvalidSetting { setting: OpusSetting::PacketLossPercent }));
+        encoder.set_bitrate(12_000).unwrap();
+        encoder.set_complexity(0).unwrap();
+        let mut packet = [0u8; MAX_PACKET_BYTES];
+        assert_eq!(encoder.encode(&[0; 300], &mut packet), Err(OpusError::FrameSize { samples: 300, rate: SampleRate::Hz16000 }));
+        assert!(encoder.lookahead().unwrap() > 0);
+    }
+
+    #[test]
+    fn bitrate_setting_changes_the_packet_size() {
+        let input = tone(16_000, 440.0, -12.0, 16_000);
+        let sizes: Vec<usize> = [8_000, 32_000]
+            .into_iter()
+            .map(|bitrate| {
+                let config = OpusEncoderConfig { bitrate, inband_fec: false, ..OpusEncoderConfig::default() };
+                let mut encoder = OpusEncoder::new(SampleRate::Hz16000, config).unwrap();
+                let mut packet = [0u8; MAX_PACKET_BYTES];
+                input.chunks_exact(320).map(|f| encoder.encode(f, &mut packet).unwrap()).sum()
+            })
+            .collect();
+        // 1 s at 8 and 32 kbit/s is about 1,000 and 4,000 bytes.
+        assert!(sizes[0] < 1_400 && sizes[1] > 2_800, "{sizes:?}");
+    }
+
+    #[test]
+    fn dtx_shrinks_silence_to_tiny_packets() {
+        let config = OpusEncoderConfig { dtx: true, ..OpusEncoderConfig::default() };
+        let mut encoder = OpusEncoder::new(SampleRate::Hz16000, config).unwrap();
+        let mut packet = [0u8; MAX_PACKET_BYTES];
+        let sizes: Vec<usize> = (0..50).map(|_| encoder.encode(&[0; 320], &mut packet).unwrap()).collect();
+        assert!(sizes[20..].iter().filter(|&&n| n <= 2).count() >= 20, "{sizes:?}");
+    }
+
+    #[test]
+    fn fec_recovers_a_lost_packet_better_than_plc() {
+        let rate = SampleRate::Hz16000;
+        // A chirp-free but changing signal: two tones alternating every 100 ms.
+        let mut input = Vec::new();
+        for i in 0..20 {
+            input.extend(tone(16_000, if i % 2 == 0 { 500.0 } else { 900.0 }, -12.0, 1_600));
+        }
+        let config = OpusEncoderConfig { inband_fec: true, packet_loss_percent: 30, ..OpusEncoderConfig::default() };
+        let mut encoder = OpusEncoder::new(rate, config).unwrap();
+        let packets: Vec<Vec<u8>> = input
+            .chunks_exact(320)
+            .map(|f| {
+                let mut p = [0u8; MAX_PACKET_BYTES];
+                let n = encoder.encode(f, &mut p).unwrap();
+                p[..n].to_vec()
+            })
+            .collect();
+        let lost = 55; // frame 55 starts at 17,600: inside the 900 Hz stretch (16,000..17,600 is 500 Hz).
+        let decode_with = |recover: &dyn Fn(&mut OpusDecoder, &mut [i16])| -> Vec<i16> {
+            let mut decoder = OpusDecoder::new(rate).unwrap();
+            let mut out = Vec::new();
+            let mut pcm = [0i16; 320];
+            for (i, p) in packets.iter().enumerate() {
+                if i == lost {
+                    recover(&mut decoder, &mut pcm);
+                } else {
+                    decoder.decode(p, &mut pcm).unwrap();
+                }
+                out.extend_from_slice(&pcm);
+            }
+            out
+        };
+        let fec = decode_with(&|d, pcm| {
+            assert_eq!(d.decode_fec(&packets[lost + 1], pcm), Ok(320));
+        });
+        let plc = decode_with(&|d, pcm| {
+            assert_eq!(d.conceal(pcm), Ok(320));
+        });
+        let clean = decode_with(&|d, pcm| {
+            d.decode(&packets[lost], pcm).unwrap();
+        });
+        let region = lost * 320..(lost + 1) * 320;
+        let error = |x: &[i16]| -> f64 {
+            x[region.clone()].iter().zip(&clean[region.clone()]).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum()
+        };
+        assert!(error(&fec) < error(&plc), "FEC error {} vs PLC error {}", error(&fec), error(&plc));
+        let _ = best_delay;
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut decoder = OpusDecoder::new(SampleRate::Hz16000).unwrap();
+        let mut pcm = [0i16; 5_760];
+        assert_eq!(decoder.decode(&[], &mut pcm), Err(OpusError::InvalidPacket));
+        // Code 3 (arbitrary frame count) with a count of zero frames (RFC 6716 §3.2.5, R5).
+        assert_eq!(decoder.decode(&[0x03, 0x00], &mut pcm), Err(OpusError::InvalidPacket));
+        // Code 1 (two equal frames) with an odd payload length (§3.2.3, R3).
+        assert_eq!(decoder.decode(&[0x01, 0x01, 0x02, 0x03], &mut pcm), Err(OpusError::InvalidPacket));
+        // Config 3 is 60 ms of SILK narrowband, which does not fit a 20 ms buffer.
+        let mut short = [0i16; 320];
+        assert_eq!(decoder.decode(&[0x18, 0x01, 0x02], &mut short), Err(OpusError::BufferTooSmall));
+        assert_eq!(decoder.conceal(&mut short[..100]), Err(OpusError::FrameSize { samples: 100, rate: SampleRate::Hz16000 }));
+    }
+}
