@@ -1,0 +1,371 @@
+//! The account API's handlers and JSON shapes (CONTRACT §2). Handlers only translate: JSON to a
+//! rooms operation and back. The OpenAPI document is generated from the annotations here.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Authenticated, JsonBody};
+use crate::ids::{self, ParticipantId, SessionId};
+use crate::rooms::model::{MediaType, Participant, ParticipantSubscription, Session, Subscriptions};
+use crate::rooms::{NewParticipant, Rooms};
+
+/// Longest `tag` accepted.
+const MAX_TAG_LEN: usize = 256;
+/// Longest `callbackUrl` accepted.
+const MAX_URL_LEN: usize = 2048;
+/// Most stream aliases per subscription, and the longest alias.
+const MAX_ALIASES: usize = 16;
+const MAX_ALIAS_LEN: usize = 64;
+/// Most explicit subscriptions in one request.
+const MAX_SUBSCRIPTIONS: usize = 1000;
+
+/// Body of `POST /sessions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateSessionRequest {
+    /// A label of the customer's.
+    pub tag: Option<String>,
+}
+
+/// A session.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionBody {
+    /// Its id.
+    pub id: String,
+    /// Its label, or null.
+    pub tag: Option<String>,
+}
+
+/// Subscriptions: the body of `PUT .../participants/{participantId}` and of the
+/// subscriptions endpoint.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubscriptionsBody {
+    /// Subscribe to everyone in this session, both ways.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Participants subscribed to one by one.
+    #[serde(default)]
+    pub participants: Option<Vec<ParticipantSubscriptionBody>>,
+}
+
+/// One explicit subscription.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ParticipantSubscriptionBody {
+    /// The publisher.
+    pub participant_id: String,
+    /// Names for the publisher's streams.
+    #[serde(default)]
+    pub stream_aliases: Option<Vec<String>>,
+}
+
+/// Body of `POST /participants`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateParticipantRequest {
+    /// Where the participant's events are POSTed (http or https).
+    pub callback_url: Option<String>,
+    /// What it may publish.
+    pub publish_permissions: Vec<MediaType>,
+    /// A label.
+    pub tag: Option<String>,
+    /// The device API version its client speaks.
+    pub device_api_version: Option<String>,
+}
+
+/// A participant.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantBody {
+    /// Its id.
+    pub id: String,
+    /// What it may publish.
+    pub publish_permissions: Vec<MediaType>,
+    /// The sessions it is in.
+    pub sessions: Vec<String>,
+    /// Its label, or null.
+    pub tag: Option<String>,
+    /// Its event receiver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// Its client's API version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_api_version: Option<String>,
+}
+
+/// Answer of `POST /participants`: the participant and its token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedParticipant {
+    /// The participant.
+    pub participant: ParticipantBody,
+    /// Its participant token (CONTRACT §3).
+    pub token: String,
+}
+
+#[utoipa::path(post, path = "/v1/accounts/{accountId}/sessions", tag = "sessions",
+    params(("accountId" = String, Path, description = "Account id")),
+    request_body(content = CreateSessionRequest, description = "May be empty"),
+    responses((status = 200, body = SessionBody), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Creates a session.
+pub async fn create_session(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    JsonBody(req): JsonBody<CreateSessionRequest>,
+) -> Result<Json<SessionBody>, ApiError> {
+    check_tag(req.tag.as_deref())?;
+    let session = app.rooms.create_session(&account, req.tag)?;
+    Ok(Json(session_body(&session)))
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{accountId}/sessions/{sessionId}", tag = "sessions",
+    params(("accountId" = String, Path), ("sessionId" = String, Path)),
+    responses((status = 200, body = SessionBody), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Reads a session.
+pub async fn get_session(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    Path((_, session)): Path<(String, String)>,
+) -> Result<Json<SessionBody>, ApiError> {
+    let session = SessionId(session);
+    app.rooms.read(|r| Ok(Json(session_body(r.session(&account, &session)?))))
+}
+
+#[utoipa::path(delete, path = "/v1/accounts/{accountId}/sessions/{sessionId}", tag = "sessions",
+    params(("accountId" = String, Path), ("sessionId" = String, Path)),
+    responses((status = 204, description = "Deleted; its participants left"), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Deletes a session: its participants leave and their SIP legs get BYE.
+pub async fn delete_session(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    Path((_, session)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app.rooms.delete_session(&account, &SessionId(session))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{accountId}/sessions/{sessionId}/participants", tag = "sessions",
+    params(("accountId" = String, Path), ("sessionId" = String, Path)),
+    responses((status = 200, body = [ParticipantBody]), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Lists the participants in a session.
+pub async fn list_session_participants(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    Path((_, session)): Path<(String, String)>,
+) -> Result<Json<Vec<ParticipantBody>>, ApiError> {
+    let session = SessionId(session);
+    app.rooms.read(|r| {
+        let members = r.members(&account, &session)?;
+        Ok(Json(members.into_iter().map(|p| participant_body(r, p)).collect()))
+    })
+}
+
+#[utoipa::path(put, path = "/v1/accounts/{accountId}/sessions/{sessionId}/participants/{participantId}",
+    tag = "sessions",
+    params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
+    request_body(content = SubscriptionsBody, description = "Its subscriptions; may be empty"),
+    responses((status = 204, description = "Added (or updated)"), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Adds a participant to a session and sets its subscriptions there.
+pub async fn add_participant_to_session(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    Path((_, session, participant)): Path<(String, String, String)>,
+    JsonBody(body): JsonBody<SubscriptionsBody>,
+) -> Result<StatusCode, ApiError> {
+    let subscriptions = subscriptions_from(body)?;
+    app.rooms.add_to_session(&account, &SessionId(session), &ParticipantId(participant), subscriptions)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/v1/accounts/{accountId}/sessions/{sessionId}/participants/{participantId}",
+    tag = "sessions",
+    params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
+    responses((status = 204, description = "Removed; in transfer mode its SIP leg gets BYE"),
+        (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Removes a participant from a session.
+pub async fn remove_participant_from_session(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    Path((_, session, participant)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app.rooms.remove_from_session(&account, &SessionId(session), &ParticipantId(participant))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get,
+    path = "/v1/accounts/{accountId}/sessions/{sessionId}/participants/{participantId}/subscriptions",
+    tag = "sessions",
+    params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
+    responses((status = 200, body = SubscriptionsBody), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Reads a participant's subscriptions in a session.
+pub async fn get_subscriptions(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    Path((_, session, participant)): Path<(String, String, String)>,
+) -> Result<Json<SubscriptionsBody>, ApiError> {
+    let (session, participant) = (SessionId(session), ParticipantId(participant));
+    app.rooms.read(|r| Ok(Json(subscriptions_body(r.subscriptions(&account, &session, &participant)?))))
+}
+
+#[utoipa::path(put,
+    path = "/v1/accounts/{accountId}/sessions/{sessionId}/participants/{participantId}/subscriptions",
+    tag = "sessions",
+    params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
+    request_body = SubscriptionsBody,
+    responses((status = 204, description = "Replaced"), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Replaces a participant's subscriptions in a session.
+pub async fn put_subscriptions(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    Path((_, session, participant)): Path<(String, String, String)>,
+    JsonBody(body): JsonBody<SubscriptionsBody>,
+) -> Result<StatusCode, ApiError> {
+    let subscriptions = subscriptions_from(body)?;
+    app.rooms.set_subscriptions(&account, &SessionId(session), &ParticipantId(participant), subscriptions)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/accounts/{accountId}/participants", tag = "participants",
+    params(("accountId" = String, Path)),
+    request_body = CreateParticipantRequest,
+    responses((status = 200, body = CreatedParticipant), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Creates a participant and mints its token.
+pub async fn create_participant(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    JsonBody(req): JsonBody<CreateParticipantRequest>,
+) -> Result<Json<CreatedParticipant>, ApiError> {
+    check_tag(req.tag.as_deref())?;
+    if let Some(url) = &req.callback_url {
+        check_callback_url(url)?;
+    }
+    if req.device_api_version.as_ref().is_some_and(|v| v.len() > 16) {
+        return Err(ApiError::invalid("deviceApiVersion is at most 16 characters"));
+    }
+    let new = NewParticipant {
+        tag: req.tag,
+        callback_url: req.callback_url,
+        publish_permissions: req.publish_permissions,
+        device_api_version: req.device_api_version,
+    };
+    let participant = app.rooms.create_participant(&account, new)?;
+    let token = app.minter.mint(&participant.id, None, None, None, std::time::SystemTime::now());
+    let body = app.rooms.read(|r| participant_body(r, &participant));
+    Ok(Json(CreatedParticipant { participant: body, token }))
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{accountId}/participants/{participantId}", tag = "participants",
+    params(("accountId" = String, Path), ("participantId" = String, Path)),
+    responses((status = 200, body = ParticipantBody), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Reads a participant.
+pub async fn get_participant(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    Path((_, participant)): Path<(String, String)>,
+) -> Result<Json<ParticipantBody>, ApiError> {
+    let id = ParticipantId(participant);
+    app.rooms.read(|r| Ok(Json(participant_body(r, r.participant(&account, &id)?))))
+}
+
+#[utoipa::path(delete, path = "/v1/accounts/{accountId}/participants/{participantId}", tag = "participants",
+    params(("accountId" = String, Path), ("participantId" = String, Path)),
+    responses((status = 204, description = "Deleted; it left its sessions"), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Deletes a participant; it leaves every session.
+pub async fn delete_participant(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    Path((_, participant)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app.rooms.delete_participant(&account, &ParticipantId(participant))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn session_body(s: &Session) -> SessionBody {
+    SessionBody { id: s.id.0.clone(), tag: s.tag.clone() }
+}
+
+fn participant_body(rooms: &Rooms, p: &Participant) -> ParticipantBody {
+    ParticipantBody {
+        id: p.id.0.clone(),
+        publish_permissions: p.publish_permissions.clone(),
+        sessions: rooms.sessions_of(&p.id).into_iter().map(|s| s.0).collect(),
+        tag: p.tag.clone(),
+        callback_url: p.callback_url.clone(),
+        device_api_version: p.device_api_version.clone(),
+    }
+}
+
+fn subscriptions_body(s: &Subscriptions) -> SubscriptionsBody {
+    SubscriptionsBody {
+        session_id: s.session_id.as_ref().map(|s| s.0.clone()),
+        participants: Some(
+            s.participants
+                .iter()
+                .map(|p| ParticipantSubscriptionBody {
+                    participant_id: p.participant_id.0.clone(),
+                    stream_aliases: Some(p.stream_aliases.clone()),
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn subscriptions_from(body: SubscriptionsBody) -> Result<Subscriptions, ApiError> {
+    let listed = body.participants.unwrap_or_default();
+    if listed.len() > MAX_SUBSCRIPTIONS {
+        return Err(ApiError::invalid(format!("at most {MAX_SUBSCRIPTIONS} participants per subscription list")));
+    }
+    if let Some(sid) = &body.session_id {
+        if !ids::is_valid_id(sid) {
+            return Err(ApiError::invalid("sessionId is not a valid id"));
+        }
+    }
+    let mut participants = Vec::with_capacity(listed.len());
+    for entry in listed {
+        if !ids::is_valid_id(&entry.participant_id) {
+            return Err(ApiError::invalid(format!("participantId {:?} is not a valid id", entry.participant_id)));
+        }
+        let aliases = entry.stream_aliases.unwrap_or_default();
+        if aliases.len() > MAX_ALIASES || aliases.iter().any(|a| a.is_empty() || a.len() > MAX_ALIAS_LEN) {
+            return Err(ApiError::invalid(format!(
+                "streamAliases: at most {MAX_ALIASES}, each 1 to {MAX_ALIAS_LEN} characters"
+            )));
+        }
+        participants.push(ParticipantSubscription {
+            participant_id: ParticipantId(entry.participant_id),
+            stream_aliases: aliases,
+        });
+    }
+    Ok(Subscriptions { session_id: body.session_id.map(SessionId), participants })
+}
+
+fn check_tag(tag: Option<&str>) -> Result<(), ApiError> {
+    if tag.is_some_and(|t| t.chars().count() > MAX_TAG_LEN) {
+        return Err(ApiError::invalid(format!("tag is at most {MAX_TAG_LEN} characters")));
+    }
+    Ok(())
+}
+
+fn check_callback_url(url: &str) -> Result<(), ApiError> {
+    let parsed: Result<axum::http::Uri, _> = url.parse();
+    let ok = url.len() <= MAX_URL_LEN
+        && parsed.is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+    if ok { Ok(()) } else { Err(ApiError::invalid("callbackUrl must be an absolute http or https URL")) }
+}

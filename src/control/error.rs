@@ -1,0 +1,160 @@
+//! The API's one error shape (CONTRACT §2): `{"status", "code", "message"}`, and the one place
+//! where internal errors become it.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::rooms::{RoomsError, RoomsHandleError};
+
+/// The error codes of CONTRACT §2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The request is malformed or names something impossible.
+    InvalidArgument,
+    /// No or wrong credentials.
+    Unauthenticated,
+    /// Credentials of another account.
+    PermissionDenied,
+    /// No such resource (or route).
+    NotFound,
+    /// The request conflicts with the current state.
+    Conflict,
+    /// A limit is reached.
+    ResourceExhausted,
+    /// Our fault.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code a bare HTTP status stands for, for errors produced below our handlers.
+    pub fn for_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            401 => Self::Unauthenticated,
+            403 => Self::PermissionDenied,
+            404 => Self::NotFound,
+            409 => Self::Conflict,
+            413 | 429 => Self::ResourceExhausted,
+            500..=599 => Self::Internal,
+            _ => Self::InvalidArgument,
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The HTTP status, repeated.
+    pub status: u16,
+    /// What kind of error.
+    pub code: ErrorCode,
+    /// What went wrong, for a human.
+    pub message: String,
+}
+
+/// An error answered by the API.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status and code.
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    /// 400 INVALID_ARGUMENT.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
+    }
+
+    /// 404 NOT_FOUND.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
+    }
+
+    /// 401 UNAUTHENTICATED.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, message)
+    }
+
+    /// 403 PERMISSION_DENIED.
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::PermissionDenied, message)
+    }
+
+    /// 500 INTERNAL; the detail is logged, not sent.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal error")
+    }
+
+    /// The status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<RoomsError> for ApiError {
+    fn from(e: RoomsError) -> Self {
+        let message = e.to_string();
+        match e {
+            RoomsError::SessionNotFound(_) | RoomsError::ParticipantNotFound(_) | RoomsError::NotInSession(..) => {
+                Self::not_found(message)
+            }
+            RoomsError::InvalidArgument(_) => Self::invalid(message),
+            RoomsError::ResourceExhausted(_) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::ResourceExhausted, message)
+            }
+        }
+    }
+}
+
+impl From<RoomsHandleError> for ApiError {
+    fn from(e: RoomsHandleError) -> Self {
+        match e {
+            RoomsHandleError::Rooms(e) => e.into(),
+            RoomsHandleError::Store(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { status: self.status.as_u16(), code: self.code, message: self.message };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"interwork\""));
+        }
+        response
+    }
+}
+
+/// Gives every error response the JSON shape, including those made below the handlers (an
+/// unknown method's 405, a timeout's 408, a caught panic's 500).
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, _) = response.into_parts();
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let mut rebuilt = ApiError::new(status, ErrorCode::for_status(status), reason).into_response();
+    // Keep headers such as `Allow` on a 405.
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rebuilt.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rebuilt
+}

@@ -1,0 +1,20 @@
+//! interwork joins the telephone network to WebRTC: a voice platform sends SIP INVITEs that
+//! carry a participant token, and interwork bridges each call into a participant of a WebRTC
+//! session.
+//!
+//! The crate follows the path of a call (see `ARCHITECTURE.md` in the design folder):
+//! [`control`] is the HTTP API, [`rooms`] owns sessions, participants and subscriptions,
+//! [`store`] keeps them across restarts, [`tokens`] mints and verifies participant JWTs,
+//! [`sip`], [`media`] and [`webrtc`] are the two sides of the bridge, and [`app`] wires them
+//! together and owns start, drain and shutdown.
+#![deny(unsafe_code)]
+
+pub mod app;
+pub mod control;
+pub mod ids;
+pub mod media;
+pub mod rooms;
+pub mod sip;
+pub mod store;
+pub mod tokens;
+pub mod webrtc;

@@ -1,0 +1,639 @@
+//! The domain: sessions, participants and subscriptions, and who hears whom (CONTRACT §2, with
+//! the semantics of the Bandwidth WebRTC API in the seeds).
+//!
+//! [`Rooms`] is plain data and rules, fed `now` as an argument: every operation first *plans*
+//! (checks and returns the [`Change`]s and [`RoomEvent`]s it would make, touching nothing), then
+//! the shell ([`RoomsHandle`]) commits the changes to the store, applies them here with
+//! [`Rooms::apply`], and publishes the events on the channel that SIP, media and callbacks
+//! listen to. Loading at start goes through the same `apply`, so memory and store cannot
+//! disagree about what a change means.
+//!
+//! Subscriptions: a participant whose subscriptions name the session (`sessionId`) hears
+//! everyone in the session and is heard by everyone, now and later ("both ways"); otherwise it
+//! hears the participants it lists. Removing a participant from a session removes its own
+//! subscriptions there and every other member's subscription to it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use crate::ids::{AccountId, ParticipantId, SessionId};
+use crate::store::{Change, Snapshot};
+
+mod handle;
+pub mod model;
+#[cfg(test)]
+mod tests;
+
+pub use handle::{RoomsHandle, RoomsHandleError};
+use model::{Membership, Participant, Session, Subscriptions};
+
+/// Why an operation was refused. Each maps to one API error code.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RoomsError {
+    /// The session does not exist in this account.
+    #[error("session {0} not found")]
+    SessionNotFound(SessionId),
+    /// The participant does not exist in this account.
+    #[error("participant {0} not found")]
+    ParticipantNotFound(ParticipantId),
+    /// The participant is not in the session.
+    #[error("participant {1} is not in session {0}")]
+    NotInSession(SessionId, ParticipantId),
+    /// The request names something impossible.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A limit would be exceeded.
+    #[error("{0}")]
+    ResourceExhausted(String),
+}
+
+/// Lifetimes and limits.
+#[derive(Clone, Debug)]
+pub struct RoomsConfig {
+    /// A session is removed this long after creation.
+    pub lifetime: Duration,
+    /// Lifetime of a session holding a conference.
+    pub conference_lifetime: Duration,
+    /// Most sessions per account.
+    pub max_sessions: u32,
+    /// Most participants per account.
+    pub max_participants: u32,
+    /// Most participants in one session.
+    pub max_participants_per_session: u32,
+}
+
+/// Why a participant left a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// Removed from the session through the API (or by its SIP leg ending, in transfer mode).
+    Removed,
+    /// The session was deleted.
+    SessionDeleted,
+    /// The session expired.
+    SessionExpired,
+    /// The participant was deleted.
+    ParticipantDeleted,
+}
+
+/// A change in the rooms, published to SIP, media and callbacks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// A session was created.
+    SessionCreated {
+        /// Owner.
+        account: AccountId,
+        /// The session.
+        session: SessionId,
+    },
+    /// A session is gone (its participants' `ParticipantLeft` come first).
+    SessionEnded {
+        /// Owner.
+        account: AccountId,
+        /// The session.
+        session: SessionId,
+        /// Deleted or expired.
+        reason: LeaveReason,
+    },
+    /// A participant was created.
+    ParticipantCreated {
+        /// Owner.
+        account: AccountId,
+        /// The participant.
+        participant: ParticipantId,
+    },
+    /// A participant joined a session.
+    ParticipantJoined {
+        /// Owner.
+        account: AccountId,
+        /// The session.
+        session: SessionId,
+        /// The participant.
+        participant: ParticipantId,
+        /// Where the participant's events go.
+        callback_url: Option<String>,
+    },
+    /// A participant left a session.
+    ParticipantLeft {
+        /// Owner.
+        account: AccountId,
+        /// The session.
+        session: SessionId,
+        /// The participant.
+        participant: ParticipantId,
+        /// Where the participant's events go (captured before it may be deleted).
+        callback_url: Option<String>,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A participant is gone (after its `ParticipantLeft` events).
+    ParticipantDeleted {
+        /// Owner.
+        account: AccountId,
+        /// The participant.
+        participant: ParticipantId,
+    },
+    /// Who hears whom in a session may have changed.
+    SubscriptionsChanged {
+        /// Owner.
+        account: AccountId,
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// What an operation would do: the changes to commit and the events to publish after.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Changes, in order.
+    pub changes: Vec<Change>,
+    /// Events, in order.
+    pub events: Vec<RoomEvent>,
+}
+
+/// What creating a participant needs.
+#[derive(Clone, Debug)]
+pub struct NewParticipant {
+    /// Label.
+    pub tag: Option<String>,
+    /// Event receiver.
+    pub callback_url: Option<String>,
+    /// What it may publish.
+    pub publish_permissions: Vec<model::MediaType>,
+    /// Client API version.
+    pub device_api_version: Option<String>,
+}
+
+/// Sessions, participants and memberships in memory.
+#[derive(Debug)]
+pub struct Rooms {
+    config: RoomsConfig,
+    sessions: HashMap<SessionId, Session>,
+    participants: HashMap<ParticipantId, Participant>,
+    /// Members of each session with their subscriptions; ordered so listings are stable.
+    members: HashMap<SessionId, BTreeMap<ParticipantId, Subscriptions>>,
+    /// The sessions each participant is in (derived from `members`).
+    sessions_of: HashMap<ParticipantId, BTreeSet<SessionId>>,
+}
+
+impl Rooms {
+    /// Empty rooms.
+    pub fn new(config: RoomsConfig) -> Self {
+        Self {
+            config,
+            sessions: HashMap::new(),
+            participants: HashMap::new(),
+            members: HashMap::new(),
+            sessions_of: HashMap::new(),
+        }
+    }
+
+    /// Rooms holding what the store loaded. Memberships of sessions or participants that no
+    /// longer exist (a crash between writes cannot make them, but a hand-edited file could)
+    /// are skipped.
+    pub fn from_snapshot(config: RoomsConfig, snapshot: Snapshot) -> Self {
+        let mut rooms = Self::new(config);
+        for s in snapshot.sessions {
+            rooms.apply(Change::PutSession(s));
+        }
+        for p in snapshot.participants {
+            rooms.apply(Change::PutParticipant(p));
+        }
+        for m in snapshot.memberships {
+            if rooms.sessions.contains_key(&m.session) && rooms.participants.contains_key(&m.participant) {
+                rooms.apply(Change::PutMembership(m));
+            }
+        }
+        rooms
+    }
+
+    // ----- queries -----
+
+    /// A session of `account`.
+    pub fn session(&self, account: &AccountId, id: &SessionId) -> Result<&Session, RoomsError> {
+        self.sessions
+            .get(id)
+            .filter(|s| &s.account == account)
+            .ok_or_else(|| RoomsError::SessionNotFound(id.clone()))
+    }
+
+    /// A participant of `account`.
+    pub fn participant(&self, account: &AccountId, id: &ParticipantId) -> Result<&Participant, RoomsError> {
+        self.participants
+            .get(id)
+            .filter(|p| &p.account == account)
+            .ok_or_else(|| RoomsError::ParticipantNotFound(id.clone()))
+    }
+
+    /// A participant by id alone, whatever its account (for admission by token).
+    pub fn participant_by_id(&self, id: &ParticipantId) -> Option<&Participant> {
+        self.participants.get(id)
+    }
+
+    /// The sessions a participant is in.
+    pub fn sessions_of(&self, id: &ParticipantId) -> Vec<SessionId> {
+        self.sessions_of.get(id).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The participants in a session of `account`.
+    pub fn members(&self, account: &AccountId, session: &SessionId) -> Result<Vec<&Participant>, RoomsError> {
+        self.session(account, session)?;
+        Ok(self.member_ids(session).filter_map(|p| self.participants.get(p)).collect())
+    }
+
+    /// What `participant` subscribes to in `session`.
+    pub fn subscriptions(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        participant: &ParticipantId,
+    ) -> Result<&Subscriptions, RoomsError> {
+        self.session(account, session)?;
+        self.participant(account, participant)?;
+        self.members
+            .get(session)
+            .and_then(|m| m.get(participant))
+            .ok_or_else(|| RoomsError::NotInSession(session.clone(), participant.clone()))
+    }
+
+    /// Who hears `publisher` in `session`: the media router's fan-out list.
+    pub fn audience(&self, session: &SessionId, publisher: &ParticipantId) -> Vec<ParticipantId> {
+        self.member_ids(session).filter(|l| self.hears(session, l, publisher)).cloned().collect()
+    }
+
+    /// Whom `listener` hears in `session`: what a SIP leg's mix is made of.
+    pub fn heard_by(&self, session: &SessionId, listener: &ParticipantId) -> Vec<ParticipantId> {
+        self.member_ids(session).filter(|p| self.hears(session, listener, p)).cloned().collect()
+    }
+
+    /// True when `listener` hears `publisher` in `session`.
+    pub fn hears(&self, session: &SessionId, listener: &ParticipantId, publisher: &ParticipantId) -> bool {
+        if listener == publisher {
+            return false;
+        }
+        let Some(members) = self.members.get(session) else { return false };
+        let (Some(l), Some(p)) = (members.get(listener), members.get(publisher)) else { return false };
+        l.session_id.is_some()
+            || p.session_id.is_some()
+            || l.participants.iter().any(|s| &s.participant_id == publisher)
+    }
+
+    /// Number of sessions and participants, for metrics.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.sessions.len(), self.participants.len())
+    }
+
+    /// The earliest session expiry, Unix milliseconds: when [`Rooms::plan_expiry`] next has work.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.sessions.values().map(|s| s.expires_at_ms).min()
+    }
+
+    // ----- plans -----
+
+    /// Creates a session.
+    pub fn plan_create_session(
+        &self,
+        account: &AccountId,
+        tag: Option<String>,
+        now_ms: u64,
+    ) -> Result<(Plan, Session), RoomsError> {
+        let owned = self.sessions.values().filter(|s| &s.account == account).count();
+        if owned >= self.config.max_sessions as usize {
+            return Err(RoomsError::ResourceExhausted(format!(
+                "the account has {owned} sessions, the most allowed"
+            )));
+        }
+        let id = loop {
+            let id = SessionId::generate();
+            if !self.sessions.contains_key(&id) {
+                break id;
+            }
+        };
+        let session = Session {
+            id: id.clone(),
+            account: account.clone(),
+            tag,
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(millis(self.config.lifetime)),
+            conference: false,
+        };
+        let plan = Plan {
+            changes: vec![Change::PutSession(session.clone())],
+            events: vec![RoomEvent::SessionCreated { account: account.clone(), session: id }],
+        };
+        Ok((plan, session))
+    }
+
+    /// Deletes a session: its participants leave first (CONTRACT §2 `DELETE /sessions/{id}`).
+    pub fn plan_delete_session(&self, account: &AccountId, id: &SessionId) -> Result<Plan, RoomsError> {
+        self.session(account, id)?;
+        Ok(self.end_session(id, LeaveReason::SessionDeleted))
+    }
+
+    /// Removes every session whose lifetime is over at `now_ms`.
+    pub fn plan_expiry(&self, now_ms: u64) -> Plan {
+        let mut due: Vec<&Session> = self.sessions.values().filter(|s| s.expires_at_ms <= now_ms).collect();
+        due.sort_by_key(|s| (s.expires_at_ms, s.id.clone()));
+        let mut plan = Plan::default();
+        for s in due {
+            let p = self.end_session(&s.id, LeaveReason::SessionExpired);
+            plan.changes.extend(p.changes);
+            plan.events.extend(p.events);
+        }
+        plan
+    }
+
+    /// Marks a session as holding a conference: its lifetime becomes the conference lifetime.
+    pub fn plan_mark_conference(&self, id: &SessionId) -> Option<Plan> {
+        let s = self.sessions.get(id)?;
+        if s.conference {
+            return None;
+        }
+        let mut s = s.clone();
+        s.conference = true;
+        s.expires_at_ms = s.created_at_ms.saturating_add(millis(self.config.conference_lifetime));
+        Some(Plan { changes: vec![Change::PutSession(s)], events: vec![] })
+    }
+
+    /// Creates a participant.
+    pub fn plan_create_participant(
+        &self,
+        account: &AccountId,
+        new: NewParticipant,
+        now_ms: u64,
+    ) -> Result<(Plan, Participant), RoomsError> {
+        let owned = self.participants.values().filter(|p| &p.account == account).count();
+        if owned >= self.config.max_participants as usize {
+            return Err(RoomsError::ResourceExhausted(format!(
+                "the account has {owned} participants, the most allowed"
+            )));
+        }
+        let id = loop {
+            let id = ParticipantId::generate();
+            if !self.participants.contains_key(&id) {
+                break id;
+            }
+        };
+        let mut publish_permissions = new.publish_permissions;
+        publish_permissions.dedup();
+        let participant = Participant {
+            id: id.clone(),
+            account: account.clone(),
+            tag: new.tag,
+            callback_url: new.callback_url,
+            publish_permissions,
+            device_api_version: new.device_api_version,
+            created_at_ms: now_ms,
+        };
+        let plan = Plan {
+            changes: vec![Change::PutParticipant(participant.clone())],
+            events: vec![RoomEvent::ParticipantCreated { account: account.clone(), participant: id }],
+        };
+        Ok((plan, participant))
+    }
+
+    /// Deletes a participant: it leaves every session first.
+    pub fn plan_delete_participant(&self, account: &AccountId, id: &ParticipantId) -> Result<Plan, RoomsError> {
+        self.participant(account, id)?;
+        let mut plan = Plan::default();
+        let joined = self.sessions_of(id);
+        for session in &joined {
+            self.leave(&mut plan, session, id, LeaveReason::ParticipantDeleted);
+        }
+        // Subscriptions to it in sessions it never joined go too.
+        for (session, members) in &self.members {
+            if joined.contains(session) {
+                continue;
+            }
+            for (other, subs) in members {
+                if subs.participants.iter().any(|s| &s.participant_id == id) {
+                    plan.changes.push(Change::PutMembership(without(session, other, subs, id)));
+                }
+            }
+        }
+        plan.changes.push(Change::DeleteParticipant(id.clone()));
+        plan.events.push(RoomEvent::ParticipantDeleted { account: account.clone(), participant: id.clone() });
+        Ok(plan)
+    }
+
+    /// Adds a participant to a session (or updates it when already in) and sets its
+    /// subscriptions there (CONTRACT §2 `PUT /sessions/{sid}/participants/{pid}`).
+    pub fn plan_add_to_session(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        participant: &ParticipantId,
+        subscriptions: Subscriptions,
+    ) -> Result<Plan, RoomsError> {
+        self.session(account, session)?;
+        let p = self.participant(account, participant)?;
+        let already = self.members.get(session).is_some_and(|m| m.contains_key(participant));
+        if !already {
+            let count = self.members.get(session).map_or(0, BTreeMap::len);
+            if count >= self.config.max_participants_per_session as usize {
+                return Err(RoomsError::ResourceExhausted(format!(
+                    "session {session} has {count} participants, the most allowed"
+                )));
+            }
+        }
+        self.check_subscriptions(account, session, participant, &subscriptions)?;
+        let mut plan = Plan::default();
+        plan.changes.push(Change::PutMembership(Membership {
+            session: session.clone(),
+            participant: participant.clone(),
+            subscriptions,
+        }));
+        if !already {
+            plan.events.push(RoomEvent::ParticipantJoined {
+                account: account.clone(),
+                session: session.clone(),
+                participant: participant.clone(),
+                callback_url: p.callback_url.clone(),
+            });
+        }
+        plan.events.push(RoomEvent::SubscriptionsChanged { account: account.clone(), session: session.clone() });
+        Ok(plan)
+    }
+
+    /// Replaces a member's subscriptions.
+    pub fn plan_set_subscriptions(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        participant: &ParticipantId,
+        subscriptions: Subscriptions,
+    ) -> Result<Plan, RoomsError> {
+        self.subscriptions(account, session, participant)?;
+        self.check_subscriptions(account, session, participant, &subscriptions)?;
+        Ok(Plan {
+            changes: vec![Change::PutMembership(Membership {
+                session: session.clone(),
+                participant: participant.clone(),
+                subscriptions,
+            })],
+            events: vec![RoomEvent::SubscriptionsChanged { account: account.clone(), session: session.clone() }],
+        })
+    }
+
+    /// Removes a participant from a session, cleaning subscriptions both ways.
+    pub fn plan_remove_from_session(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        participant: &ParticipantId,
+    ) -> Result<Plan, RoomsError> {
+        self.subscriptions(account, session, participant)?;
+        let mut plan = Plan::default();
+        self.leave(&mut plan, session, participant, LeaveReason::Removed);
+        plan.events.push(RoomEvent::SubscriptionsChanged { account: account.clone(), session: session.clone() });
+        Ok(plan)
+    }
+
+    // ----- applying -----
+
+    /// Applies one committed change to memory.
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::PutSession(s) => {
+                self.members.entry(s.id.clone()).or_default();
+                self.sessions.insert(s.id.clone(), s);
+            }
+            Change::DeleteSession(id) => {
+                if let Some(members) = self.members.remove(&id) {
+                    for p in members.keys() {
+                        self.unindex(p, &id);
+                    }
+                }
+                self.sessions.remove(&id);
+            }
+            Change::PutParticipant(p) => {
+                self.participants.insert(p.id.clone(), p);
+            }
+            Change::DeleteParticipant(id) => {
+                for session in self.sessions_of(&id) {
+                    if let Some(m) = self.members.get_mut(&session) {
+                        m.remove(&id);
+                    }
+                }
+                self.sessions_of.remove(&id);
+                self.participants.remove(&id);
+            }
+            Change::PutMembership(m) => {
+                self.sessions_of.entry(m.participant.clone()).or_default().insert(m.session.clone());
+                self.members.entry(m.session).or_default().insert(m.participant, m.subscriptions);
+            }
+            Change::DeleteMembership(session, participant) => {
+                if let Some(m) = self.members.get_mut(&session) {
+                    m.remove(&participant);
+                }
+                self.unindex(&participant, &session);
+            }
+        }
+    }
+
+    // ----- helpers -----
+
+    fn member_ids(&self, session: &SessionId) -> impl Iterator<Item = &ParticipantId> {
+        self.members.get(session).into_iter().flat_map(|m| m.keys())
+    }
+
+    fn unindex(&mut self, participant: &ParticipantId, session: &SessionId) {
+        if let Some(set) = self.sessions_of.get_mut(participant) {
+            set.remove(session);
+            if set.is_empty() {
+                self.sessions_of.remove(participant);
+            }
+        }
+    }
+
+    /// Every member leaves, then the session goes.
+    fn end_session(&self, id: &SessionId, reason: LeaveReason) -> Plan {
+        let mut plan = Plan::default();
+        let members: Vec<ParticipantId> = self.member_ids(id).cloned().collect();
+        for p in &members {
+            plan.changes.push(Change::DeleteMembership(id.clone(), p.clone()));
+            plan.events.push(self.left_event(id, p, reason));
+        }
+        plan.changes.push(Change::DeleteSession(id.clone()));
+        if let Some(s) = self.sessions.get(id) {
+            plan.events.push(RoomEvent::SessionEnded { account: s.account.clone(), session: id.clone(), reason });
+        }
+        plan
+    }
+
+    /// `participant` leaves `session`: its membership goes, and so does every other member's
+    /// explicit subscription to it.
+    fn leave(&self, plan: &mut Plan, session: &SessionId, participant: &ParticipantId, reason: LeaveReason) {
+        plan.changes.push(Change::DeleteMembership(session.clone(), participant.clone()));
+        if let Some(members) = self.members.get(session) {
+            for (other, subs) in members {
+                if other != participant && subs.participants.iter().any(|s| &s.participant_id == participant) {
+                    plan.changes.push(Change::PutMembership(without(session, other, subs, participant)));
+                }
+            }
+        }
+        plan.events.push(self.left_event(session, participant, reason));
+    }
+
+    fn left_event(&self, session: &SessionId, participant: &ParticipantId, reason: LeaveReason) -> RoomEvent {
+        let p = self.participants.get(participant);
+        RoomEvent::ParticipantLeft {
+            account: p.map(|p| p.account.clone()).unwrap_or_else(|| AccountId::from("")),
+            session: session.clone(),
+            participant: participant.clone(),
+            callback_url: p.and_then(|p| p.callback_url.clone()),
+            reason,
+        }
+    }
+
+    fn check_subscriptions(
+        &self,
+        account: &AccountId,
+        session: &SessionId,
+        participant: &ParticipantId,
+        subs: &Subscriptions,
+    ) -> Result<(), RoomsError> {
+        if let Some(sid) = &subs.session_id {
+            if sid != session {
+                return Err(RoomsError::InvalidArgument(format!(
+                    "sessionId {sid} is not the session of this request ({session})"
+                )));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for s in &subs.participants {
+            if &s.participant_id == participant {
+                return Err(RoomsError::InvalidArgument("a participant cannot subscribe to itself".into()));
+            }
+            if !seen.insert(&s.participant_id) {
+                return Err(RoomsError::InvalidArgument(format!(
+                    "participant {} is listed twice",
+                    s.participant_id
+                )));
+            }
+            if self.participant(account, &s.participant_id).is_err() {
+                return Err(RoomsError::InvalidArgument(format!(
+                    "cannot subscribe to participant {}: it does not exist",
+                    s.participant_id
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl crate::tokens::ParticipantDirectory for Rooms {
+    fn sessions_of(&self, participant: &ParticipantId) -> Option<Vec<SessionId>> {
+        self.participants.contains_key(participant).then(|| Self::sessions_of(self, participant))
+    }
+}
+
+/// `member`'s membership of `session` with its explicit subscription to `gone` removed.
+fn without(session: &SessionId, member: &ParticipantId, subs: &Subscriptions, gone: &ParticipantId) -> Membership {
+    let mut subscriptions = subs.clone();
+    subscriptions.participants.retain(|s| &s.participant_id != gone);
+    Membership { session: session.clone(), participant: member.clone(), subscriptions }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,308 @@
+//! Rules of the rooms, driven with explicit (virtual) time.
+
+use std::time::Duration;
+
+use super::model::{MediaType, ParticipantSubscription, Subscriptions};
+use super::*;
+use crate::store::MemoryStore;
+
+const HOUR_MS: u64 = 3_600_000;
+
+fn config() -> RoomsConfig {
+    RoomsConfig {
+        lifetime: Duration::from_secs(9 * 3600),
+        conference_lifetime: Duration::from_secs(24 * 3600),
+        max_sessions: 3,
+        max_participants: 10,
+        max_participants_per_session: 4,
+    }
+}
+
+fn acct() -> AccountId {
+    AccountId::from("default")
+}
+
+/// Plans and applies, as the handle does without a store.
+fn run<T>(rooms: &mut Rooms, r: Result<(Plan, T), RoomsError>) -> (Vec<RoomEvent>, T) {
+    let (plan, out) = r.unwrap();
+    for c in plan.changes {
+        rooms.apply(c);
+    }
+    (plan.events, out)
+}
+
+fn exec(rooms: &mut Rooms, r: Result<Plan, RoomsError>) -> Vec<RoomEvent> {
+    run(rooms, r.map(|p| (p, ()))).0
+}
+
+fn new_participant() -> NewParticipant {
+    NewParticipant {
+        tag: None,
+        callback_url: None,
+        publish_permissions: vec![MediaType::Audio],
+        device_api_version: None,
+    }
+}
+
+fn session(rooms: &mut Rooms, now_ms: u64) -> SessionId {
+    let r = rooms.plan_create_session(&acct(), None, now_ms);
+    run(rooms, r).1.id
+}
+
+fn participant(rooms: &mut Rooms) -> ParticipantId {
+    let r = rooms.plan_create_participant(&acct(), new_participant(), 0);
+    run(rooms, r).1.id
+}
+
+fn whole(s: &SessionId) -> Subscriptions {
+    Subscriptions { session_id: Some(s.clone()), participants: vec![] }
+}
+
+fn listing(ps: &[&ParticipantId]) -> Subscriptions {
+    Subscriptions {
+        session_id: None,
+        participants: ps
+            .iter()
+            .map(|p| ParticipantSubscription { participant_id: (*p).clone(), stream_aliases: vec![] })
+            .collect(),
+    }
+}
+
+fn join(rooms: &mut Rooms, s: &SessionId, p: &ParticipantId, subs: Subscriptions) -> Vec<RoomEvent> {
+    let r = rooms.plan_add_to_session(&acct(), s, p, subs);
+    exec(rooms, r)
+}
+
+#[test]
+fn subscribing_to_the_session_hears_everyone_both_ways() {
+    let mut rooms = Rooms::new(config());
+    let s = session(&mut rooms, 0);
+    let (a, b, c) = (participant(&mut rooms), participant(&mut rooms), participant(&mut rooms));
+    join(&mut rooms, &s, &a, whole(&s));
+    join(&mut rooms, &s, &b, Subscriptions::default());
+    join(&mut rooms, &s, &c, Subscriptions::default());
+    // a subscribed to the session: it hears b and c, and they hear a, but not each other.
+    assert!(rooms.hears(&s, &a, &b) && rooms.hears(&s, &a, &c));
+    assert!(rooms.hears(&s, &b, &a) && rooms.hears(&s, &c, &a));
+    assert!(!rooms.hears(&s, &b, &c) && !rooms.hears(&s, &c, &b));
+    assert!(!rooms.hears(&s, &a, &a), "nobody hears itself");
+    let mut audience = rooms.audience(&s, &a);
+    audience.sort();
+    let mut expected = vec![b.clone(), c.clone()];
+    expected.sort();
+    assert_eq!(audience, expected);
+    assert_eq!(rooms.heard_by(&s, &b), vec![a.clone()]);
+}
+
+#[test]
+fn explicit_lists_are_one_way() {
+    let mut rooms = Rooms::new(config());
+    let s = session(&mut rooms, 0);
+    let (a, b, c) = (participant(&mut rooms), participant(&mut rooms), participant(&mut rooms));
+    join(&mut rooms, &s, &b, Subscriptions::default());
+    join(&mut rooms, &s, &c, Subscriptions::default());
+    join(&mut rooms, &s, &a, listing(&[&b]));
+    assert!(rooms.hears(&s, &a, &b));
+    assert!(!rooms.hears(&s, &b, &a));
+    assert!(!rooms.hears(&s, &a, &c));
+    // A listed participant that is not in the session yet is heard once it joins.
+    let d = participant(&mut rooms);
+    let r = rooms.plan_set_subscriptions(&acct(), &s, &a, listing(&[&b, &d]));
+    exec(&mut rooms, r);
+    assert!(!rooms.hears(&s, &a, &d));
+    join(&mut rooms, &s, &d, Subscriptions::default());
+    assert!(rooms.hears(&s, &a, &d));
+}
+
+#[test]
+fn removal_cleans_subscriptions_both_ways() {
+    let mut rooms = Rooms::new(config());
+    let s = session(&mut rooms, 0);
+    let (a, b) = (participant(&mut rooms), participant(&mut rooms));
+    join(&mut rooms, &s, &a, listing(&[&b]));
+    join(&mut rooms, &s, &b, listing(&[&a]));
+    let r = rooms.plan_remove_from_session(&acct(), &s, &b);
+    let events = exec(&mut rooms, r);
+    assert!(events.iter().any(|e| matches!(e, RoomEvent::ParticipantLeft { participant, reason: LeaveReason::Removed, .. } if *participant == b)));
+    assert!(rooms.subscriptions(&acct(), &s, &a).unwrap().participants.is_empty(), "a's subscription to b is gone");
+    assert_eq!(rooms.subscriptions(&acct(), &s, &b), Err(RoomsError::NotInSession(s.clone(), b.clone())));
+    // Joining again starts with no stale subscription either way.
+    join(&mut rooms, &s, &b, Subscriptions::default());
+    assert!(!rooms.hears(&s, &a, &b) && !rooms.hears(&s, &b, &a));
+}
+
+#[test]
+fn deleting_a_participant_leaves_every_session_and_cleans_subscriptions() {
+    let mut rooms = Rooms::new(config());
+    let (s1, s2) = (session(&mut rooms, 0), session(&mut rooms, 0));
+    let (a, b) = (participant(&mut rooms), participant(&mut rooms));
+    join(&mut rooms, &s1, &a, Subscriptions::default());
+    join(&mut rooms, &s2, &a, Subscriptions::default());
+    join(&mut rooms, &s1, &b, listing(&[&a]));
+    join(&mut rooms, &s2, &b, Subscriptions::default());
+    let r = rooms.plan_delete_participant(&acct(), &a);
+    let events = exec(&mut rooms, r);
+    let left: Vec<_> = events.iter().filter(|e| matches!(e, RoomEvent::ParticipantLeft { .. })).collect();
+    assert_eq!(left.len(), 2);
+    assert!(matches!(events.last(), Some(RoomEvent::ParticipantDeleted { .. })));
+    assert!(rooms.participant(&acct(), &a).is_err());
+    assert!(rooms.sessions_of(&a).is_empty());
+    assert!(rooms.subscriptions(&acct(), &s1, &b).unwrap().participants.is_empty());
+    assert_eq!(rooms.members(&acct(), &s1).unwrap().len(), 1);
+}
+
+#[test]
+fn sessions_expire_after_nine_hours_of_virtual_time() {
+    let mut rooms = Rooms::new(config());
+    let t0 = 1_000 * HOUR_MS;
+    let s = session(&mut rooms, t0);
+    let later = session(&mut rooms, t0 + HOUR_MS);
+    let a = participant(&mut rooms);
+    join(&mut rooms, &s, &a, whole(&s));
+    assert_eq!(rooms.next_expiry_ms(), Some(t0 + 9 * HOUR_MS));
+    assert_eq!(rooms.plan_expiry(t0 + 9 * HOUR_MS - 1), Plan::default(), "nothing due a millisecond before");
+    let r = rooms.plan_expiry(t0 + 9 * HOUR_MS);
+    let events = exec(&mut rooms, Ok(r));
+    assert_eq!(
+        events,
+        vec![
+            RoomEvent::ParticipantLeft {
+                account: acct(),
+                session: s.clone(),
+                participant: a.clone(),
+                callback_url: None,
+                reason: LeaveReason::SessionExpired
+            },
+            RoomEvent::SessionEnded { account: acct(), session: s.clone(), reason: LeaveReason::SessionExpired },
+        ]
+    );
+    assert!(rooms.session(&acct(), &s).is_err());
+    assert!(rooms.session(&acct(), &later).is_ok());
+    assert!(rooms.participant(&acct(), &a).is_ok(), "the participant outlives the session");
+    assert!(rooms.sessions_of(&a).is_empty());
+}
+
+#[test]
+fn a_conference_session_lives_24_hours() {
+    let mut rooms = Rooms::new(config());
+    let s = session(&mut rooms, 0);
+    let plan = rooms.plan_mark_conference(&s).unwrap();
+    exec(&mut rooms, Ok(plan));
+    assert!(rooms.plan_mark_conference(&s).is_none(), "marking twice does nothing");
+    assert_eq!(rooms.plan_expiry(23 * HOUR_MS).events, vec![]);
+    assert_eq!(rooms.plan_expiry(24 * HOUR_MS).events.len(), 1);
+}
+
+#[test]
+fn accounts_do_not_see_each_other() {
+    let mut rooms = Rooms::new(config());
+    let s = session(&mut rooms, 0);
+    let p = participant(&mut rooms);
+    let other = AccountId::from("other");
+    assert_eq!(rooms.session(&other, &s), Err(RoomsError::SessionNotFound(s.clone())));
+    assert_eq!(rooms.participant(&other, &p), Err(RoomsError::ParticipantNotFound(p.clone())));
+    assert!(rooms.plan_delete_session(&other, &s).is_err());
+    assert!(rooms.plan_add_to_session(&other, &s, &p, Subscriptions::default()).is_err());
+    let r = rooms.plan_create_participant(&other, new_participant(), 0);
+    let (_, q) = run(&mut rooms, r);
+    // Another account's participant cannot be joined to or subscribed from this account.
+    assert!(rooms.plan_add_to_session(&acct(), &s, &q.id, Subscriptions::default()).is_err());
+    assert!(matches!(
+        rooms.plan_add_to_session(&acct(), &s, &p, listing(&[&q.id])),
+        Err(RoomsError::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn impossible_subscriptions_are_refused() {
+    let mut rooms = Rooms::new(config());
+    let (s, s2) = (session(&mut rooms, 0), session(&mut rooms, 0));
+    let (a, b) = (participant(&mut rooms), participant(&mut rooms));
+    let ghost = ParticipantId::from("ghost");
+    for subs in [whole(&s2), listing(&[&a]), listing(&[&b, &b]), listing(&[&ghost])] {
+        assert!(
+            matches!(rooms.plan_add_to_session(&acct(), &s, &a, subs.clone()), Err(RoomsError::InvalidArgument(_))),
+            "{subs:?}"
+        );
+    }
+}
+
+#[test]
+fn limits_are_enforced() {
+    let mut rooms = Rooms::new(config());
+    let s = session(&mut rooms, 0);
+    session(&mut rooms, 0);
+    session(&mut rooms, 0);
+    assert!(matches!(rooms.plan_create_session(&acct(), None, 0), Err(RoomsError::ResourceExhausted(_))));
+    let ps: Vec<_> = (0..5).map(|_| participant(&mut rooms)).collect();
+    for p in &ps[..4] {
+        join(&mut rooms, &s, p, Subscriptions::default());
+    }
+    assert!(matches!(
+        rooms.plan_add_to_session(&acct(), &s, &ps[4], Subscriptions::default()),
+        Err(RoomsError::ResourceExhausted(_))
+    ));
+    // Updating a member already in a full session is fine.
+    assert!(rooms.plan_add_to_session(&acct(), &s, &ps[0], whole(&s)).is_ok());
+}
+
+#[test]
+fn joining_twice_updates_without_a_second_joined_event() {
+    let mut rooms = Rooms::new(config());
+    let s = session(&mut rooms, 0);
+    let a = participant(&mut rooms);
+    let first = join(&mut rooms, &s, &a, Subscriptions::default());
+    let second = join(&mut rooms, &s, &a, whole(&s));
+    let joined = |ev: &[RoomEvent]| ev.iter().filter(|e| matches!(e, RoomEvent::ParticipantJoined { .. })).count();
+    assert_eq!((joined(&first), joined(&second)), (1, 0));
+    assert_eq!(rooms.subscriptions(&acct(), &s, &a).unwrap(), &whole(&s));
+}
+
+#[test]
+fn the_handle_commits_publishes_and_reloads() {
+    let store = std::sync::Arc::new(MemoryStore::default());
+    struct Shared(std::sync::Arc<MemoryStore>);
+    impl crate::store::Store for Shared {
+        fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
+            self.0.load()
+        }
+        fn commit(&self, c: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
+            self.0.commit(c)
+        }
+    }
+    let handle = RoomsHandle::open(config(), Box::new(Shared(store.clone()))).unwrap();
+    let mut events = handle.subscribe();
+    let s = handle.create_session(&acct(), Some("tag".into())).unwrap();
+    let p = handle.create_participant(&acct(), new_participant()).unwrap();
+    handle.add_to_session(&acct(), &s.id, &p.id, whole(&s.id)).unwrap();
+    assert!(matches!(events.try_recv().unwrap(), RoomEvent::SessionCreated { .. }));
+    assert!(matches!(events.try_recv().unwrap(), RoomEvent::ParticipantCreated { .. }));
+    assert!(matches!(events.try_recv().unwrap(), RoomEvent::ParticipantJoined { .. }));
+    assert!(matches!(events.try_recv().unwrap(), RoomEvent::SubscriptionsChanged { .. }));
+    // A refused operation changes nothing and publishes nothing.
+    assert!(handle.delete_session(&acct(), &SessionId::from("nope")).is_err());
+    assert!(events.try_recv().is_err());
+
+    let reopened = RoomsHandle::open(config(), Box::new(Shared(store))).unwrap();
+    reopened.read(|r| {
+        assert_eq!(r.session(&acct(), &s.id).unwrap().tag.as_deref(), Some("tag"));
+        assert_eq!(r.subscriptions(&acct(), &s.id, &p.id).unwrap(), &whole(&s.id));
+        assert_eq!(r.sessions_of(&p.id), vec![s.id.clone()]);
+    });
+}
+
+#[test]
+fn a_failing_store_leaves_memory_unchanged() {
+    struct Broken;
+    impl crate::store::Store for Broken {
+        fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
+            Ok(Default::default())
+        }
+        fn commit(&self, _: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
+            Err(crate::store::StoreError::Io("disk full".into()))
+        }
+    }
+    let handle = RoomsHandle::open(config(), Box::new(Broken)).unwrap();
+    assert!(matches!(handle.create_session(&acct(), None), Err(RoomsHandleError::Store(_))));
+    assert_eq!(handle.read(Rooms::counts), (0, 0));
+}
