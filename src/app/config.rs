@@ -349,8 +349,8 @@ impl Config {
         })?;
         let mut reader = Reader::new(root, env.interwork_vars());
         let config = reader.read_config();
-        reader.finish()?;
-        let problems = config.cross_key_problems();
+        let mut problems = reader.finish();
+        problems.extend(config.cross_key_problems());
         if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
     }
 
@@ -584,7 +584,7 @@ impl Reader {
     }
 
     /// Refuses what nobody read: unknown sections and unknown environment variables.
-    fn finish(mut self) -> Result<(), ConfigError> {
+    fn finish(mut self) -> Vec<ConfigProblem> {
         for key in std::mem::take(&mut self.root).keys() {
             self.problem(key, "unknown section".into());
         }
@@ -593,7 +593,7 @@ impl Reader {
         for name in unused {
             self.problem(&name, "unknown setting: no config key has this name".into());
         }
-        if self.problems.is_empty() { Ok(()) } else { Err(ConfigError { problems: self.problems }) }
+        self.problems
     }
 }
 

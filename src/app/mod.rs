@@ -93,6 +93,20 @@ impl Daemon {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
+        self.serve(listener, async {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "draining");
+        })
+        .await
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let listen = listener.local_addr()?;
         tracing::info!(%listen, "HTTP control API listening");
         let drain = self.state.drain.clone();
         let rooms = self.state.rooms.clone();
@@ -114,8 +128,7 @@ impl Daemon {
         notify_systemd(&[sd_notify::NotifyState::Ready]);
         spawn_watchdog();
 
-        let signal = shutdown_signal().await;
-        tracing::info!(signal, "draining");
+        shutdown.await;
         drain.start();
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
         match drain.wait_idle(self.config.shutdown.drain_timeout).await {

@@ -1,0 +1,286 @@
+//! The control API of CONTRACT §2 against the real daemon over HTTP: every endpoint, the
+//! seeds' subscription semantics, and the error shape for every kind of bad input.
+
+mod common;
+
+use common::{Client, Daemon, error_code, session_with_participant};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[test]
+fn sessions_are_created_read_and_deleted() {
+    let d = Daemon::start();
+    let c = Client::new();
+    let r = c.post(&d.api("/sessions"), json!({"tag": "support-call"}));
+    assert_eq!(r.status().as_u16(), 200);
+    let s: Value = r.json().unwrap();
+    let id = s["id"].as_str().unwrap();
+    assert_eq!(s["tag"], "support-call");
+    let got: Value = c.get(&d.api(&format!("/sessions/{id}"))).json().unwrap();
+    assert_eq!(got, s);
+    // An empty body is an empty request: a session without a tag.
+    let r = c.http.post(d.api("/sessions")).basic_auth(common::USER, Some(common::PASSWORD)).send().unwrap();
+    let untagged: Value = r.json().unwrap();
+    assert!(untagged["tag"].is_null());
+    assert_eq!(c.delete(&d.api(&format!("/sessions/{id}"))).status().as_u16(), 204);
+    assert_eq!(error_code(c.get(&d.api(&format!("/sessions/{id}"))), 404), "NOT_FOUND");
+    assert_eq!(error_code(c.delete(&d.api(&format!("/sessions/{id}"))), 404), "NOT_FOUND");
+}
+
+#[test]
+fn participants_join_sessions_and_subscribe() {
+    let d = Daemon::start();
+    let c = Client::new();
+    let (sid, alice, token) = session_with_participant(&d, &c);
+    assert!(token.split('.').count() == 3, "a JWT");
+    let created: Value = c
+        .post(
+            &d.api("/participants"),
+            json!({"publishPermissions": ["AUDIO", "VIDEO"], "tag": "bob", "deviceApiVersion": "V3",
+                   "callbackUrl": "http://127.0.0.1:9/events"}),
+        )
+        .json()
+        .unwrap();
+    let p = &created["participant"];
+    let bob = p["id"].as_str().unwrap();
+    assert_eq!(p["publishPermissions"], json!(["AUDIO", "VIDEO"]));
+    assert_eq!(p["sessions"], json!([]));
+    assert_eq!(p["tag"], "bob");
+
+    // Bob joins listing Alice explicitly.
+    let body = json!({"participants": [{"participantId": alice, "streamAliases": ["main"]}]});
+    assert_eq!(c.put(&d.api(&format!("/sessions/{sid}/participants/{bob}")), body).status().as_u16(), 204);
+    let got: Value = c.get(&d.api(&format!("/participants/{bob}"))).json().unwrap();
+    assert_eq!(got["sessions"], json!([sid]));
+    let subs: Value = c.get(&d.api(&format!("/sessions/{sid}/participants/{bob}/subscriptions"))).json().unwrap();
+    assert_eq!(subs, json!({"participants": [{"participantId": alice, "streamAliases": ["main"]}]}));
+    let alice_subs: Value =
+        c.get(&d.api(&format!("/sessions/{sid}/participants/{alice}/subscriptions"))).json().unwrap();
+    assert_eq!(alice_subs["sessionId"], sid);
+
+    let list: Value = c.get(&d.api(&format!("/sessions/{sid}/participants"))).json().unwrap();
+    let mut ids: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    ids.sort();
+    let mut expected = vec![alice.as_str(), bob];
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    // Replacing subscriptions.
+    let r = c.put(&d.api(&format!("/sessions/{sid}/participants/{bob}/subscriptions")), json!({"sessionId": sid}));
+    assert_eq!(r.status().as_u16(), 204);
+    let subs: Value = c.get(&d.api(&format!("/sessions/{sid}/participants/{bob}/subscriptions"))).json().unwrap();
+    assert_eq!(subs, json!({"sessionId": sid, "participants": []}));
+
+    // Removing Alice cleans Bob's explicit subscription to her.
+    let r = c.put(
+        &d.api(&format!("/sessions/{sid}/participants/{bob}/subscriptions")),
+        json!({"participants": [{"participantId": alice}]}),
+    );
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(c.delete(&d.api(&format!("/sessions/{sid}/participants/{alice}"))).status().as_u16(), 204);
+    let subs: Value = c.get(&d.api(&format!("/sessions/{sid}/participants/{bob}/subscriptions"))).json().unwrap();
+    assert_eq!(subs["participants"], json!([]));
+    let r = c.get(&d.api(&format!("/sessions/{sid}/participants/{alice}/subscriptions")));
+    assert_eq!(error_code(r, 404), "NOT_FOUND");
+
+    // Deleting Bob removes him from the session.
+    assert_eq!(c.delete(&d.api(&format!("/participants/{bob}"))).status().as_u16(), 204);
+    assert_eq!(error_code(c.get(&d.api(&format!("/participants/{bob}"))), 404), "NOT_FOUND");
+    let list: Value = c.get(&d.api(&format!("/sessions/{sid}/participants"))).json().unwrap();
+    assert_eq!(list, json!([]));
+}
+
+#[test]
+fn deleting_a_session_removes_its_participants_from_it() {
+    let d = Daemon::start();
+    let c = Client::new();
+    let (sid, pid, _) = session_with_participant(&d, &c);
+    assert_eq!(c.delete(&d.api(&format!("/sessions/{sid}"))).status().as_u16(), 204);
+    let p: Value = c.get(&d.api(&format!("/participants/{pid}"))).json().unwrap();
+    assert_eq!(p["sessions"], json!([]), "the participant outlives the session");
+}
+
+#[test]
+fn malformed_json_unknown_fields_and_wrong_types_are_400() {
+    let d = Daemon::start();
+    let c = Client::new();
+    let (sid, pid, _) = session_with_participant(&d, &c);
+    let cases: [(Method, String, &'static str); 8] = [
+        (Method::POST, d.api("/sessions"), "{\"tag\": "),
+        (Method::POST, d.api("/sessions"), "{\"tag\": \"a\", \"colour\": \"red\"}"),
+        (Method::POST, d.api("/sessions"), "{\"tag\": 5}"),
+        (Method::POST, d.api("/sessions"), "[1,2]"),
+        (Method::POST, d.api("/participants"), "{}"),
+        (Method::POST, d.api("/participants"), "{\"publishPermissions\": [\"SMELL\"]}"),
+        (Method::PUT, d.api(&format!("/sessions/{sid}/participants/{pid}")), "{\"sessionId\": 1}"),
+        (Method::PUT, d.api(&format!("/sessions/{sid}/participants/{pid}/subscriptions")), "{\"participants\": [{\"id\": \"x\"}]}"),
+    ];
+    for (method, url, body) in cases {
+        let r = c.raw(method.clone(), &url, body);
+        assert_eq!(error_code(r, 400), "INVALID_ARGUMENT", "{method} {url} {body}");
+    }
+}
+
+#[test]
+fn impossible_values_are_400() {
+    let d = Daemon::start();
+    let c = Client::new();
+    let (sid, pid, _) = session_with_participant(&d, &c);
+    let long_tag = "x".repeat(300);
+    for body in [
+        json!({"publishPermissions": ["AUDIO"], "callbackUrl": "ftp://example.com/x"}),
+        json!({"publishPermissions": ["AUDIO"], "callbackUrl": "not a url"}),
+        json!({"publishPermissions": [], "tag": long_tag}),
+    ] {
+        assert_eq!(error_code(c.post(&d.api("/participants"), body.clone()), 400), "INVALID_ARGUMENT", "{body}");
+    }
+    let url = d.api(&format!("/sessions/{sid}/participants/{pid}"));
+    for body in [
+        json!({"sessionId": "another-session"}),
+        json!({"participants": [{"participantId": pid}]}),
+        json!({"participants": [{"participantId": "nobody"}]}),
+        json!({"participants": [{"participantId": "bad id!"}]}),
+    ] {
+        assert_eq!(error_code(c.put(&url, body.clone()), 400), "INVALID_ARGUMENT", "{body}");
+    }
+}
+
+#[test]
+fn ids_that_do_not_exist_are_404() {
+    let d = Daemon::start();
+    let c = Client::new();
+    let (sid, pid, _) = session_with_participant(&d, &c);
+    let lonely: Value = c.post(&d.api("/participants"), json!({"publishPermissions": []})).json().unwrap();
+    let lonely = lonely["participant"]["id"].as_str().unwrap().to_string();
+    let urls = [
+        (Method::GET, d.api("/sessions/nope")),
+        (Method::DELETE, d.api("/sessions/nope")),
+        (Method::GET, d.api("/sessions/nope/participants")),
+        (Method::PUT, d.api(&format!("/sessions/nope/participants/{pid}"))),
+        (Method::PUT, d.api(&format!("/sessions/{sid}/participants/nope"))),
+        (Method::DELETE, d.api(&format!("/sessions/{sid}/participants/{lonely}"))),
+        (Method::GET, d.api(&format!("/sessions/{sid}/participants/{lonely}/subscriptions"))),
+        (Method::PUT, d.api(&format!("/sessions/{sid}/participants/{lonely}/subscriptions"))),
+        (Method::GET, d.api("/participants/nope")),
+        (Method::DELETE, d.api("/participants/nope")),
+        (Method::GET, d.url("/v1/nothing/here")),
+    ];
+    for (method, url) in urls {
+        let r = c.raw(method.clone(), &url, "{}");
+        assert_eq!(error_code(r, 404), "NOT_FOUND", "{method} {url}");
+    }
+}
+
+#[test]
+fn credentials_are_checked_per_account() {
+    let d = Daemon::start_with(&[
+        ("INTERWORK_ACCOUNTS_OTHER_USERNAME", "other"),
+        ("INTERWORK_ACCOUNTS_OTHER_PASSWORD", "other-password"),
+    ]);
+    let c = Client::new();
+    let (sid, pid, _) = session_with_participant(&d, &c);
+    let http = &c.http;
+    // No credentials, wrong password, not Basic: 401 with a challenge.
+    let r = http.get(d.api(&format!("/sessions/{sid}"))).send().unwrap();
+    assert!(r.headers().get("www-authenticate").is_some_and(|v| v.to_str().unwrap().starts_with("Basic")));
+    assert_eq!(error_code(r, 401), "UNAUTHENTICATED");
+    let r = http.get(d.api(&format!("/sessions/{sid}"))).basic_auth(common::USER, Some("wrong")).send().unwrap();
+    assert_eq!(error_code(r, 401), "UNAUTHENTICATED");
+    let r = http.get(d.api(&format!("/sessions/{sid}"))).bearer_auth("x").send().unwrap();
+    assert_eq!(error_code(r, 401), "UNAUTHENTICATED");
+    // The other account's credentials on this account's path: 403.
+    let r = http.get(d.api(&format!("/sessions/{sid}"))).basic_auth("other", Some("other-password")).send().unwrap();
+    assert_eq!(error_code(r, 403), "PERMISSION_DENIED");
+    // The other account on its own path cannot see this account's ids: 404.
+    let other = |path: &str| d.url(&format!("/v1/accounts/other{path}"));
+    for url in [other(&format!("/sessions/{sid}")), other(&format!("/participants/{pid}"))] {
+        let r = http.get(&url).basic_auth("other", Some("other-password")).send().unwrap();
+        assert_eq!(error_code(r, 404), "NOT_FOUND", "{url}");
+    }
+    let r = http
+        .put(other(&format!("/sessions/{sid}/participants/{pid}")))
+        .basic_auth("other", Some("other-password"))
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(error_code(r, 404), "NOT_FOUND");
+    // An account that does not exist: the credentials are not for it.
+    let r = c.get(&d.url("/v1/accounts/ghost/sessions/x"));
+    assert_eq!(error_code(r, 403), "PERMISSION_DENIED");
+}
+
+#[test]
+fn oversized_bodies_are_refused() {
+    let d = Daemon::start_with(&[("INTERWORK_HTTP_BODY_LIMIT", "2048")]);
+    let c = Client::new();
+    let big = json!({"tag": "x".repeat(4096)});
+    assert_eq!(error_code(c.post(&d.api("/sessions"), big), 413), "RESOURCE_EXHAUSTED");
+}
+
+#[test]
+fn wrong_methods_get_405_with_allow_in_the_json_shape() {
+    let d = Daemon::start();
+    let c = Client::new();
+    let r = c.raw(Method::PATCH, &d.api("/sessions"), "{}");
+    assert!(r.headers().get("allow").is_some());
+    error_code(r, 405);
+}
+
+#[test]
+fn limits_answer_resource_exhausted() {
+    let d = Daemon::start_with(&[("INTERWORK_SESSIONS_MAX_SESSIONS", "2")]);
+    let c = Client::new();
+    for _ in 0..2 {
+        assert_eq!(c.post(&d.api("/sessions"), json!({})).status().as_u16(), 200);
+    }
+    assert_eq!(error_code(c.post(&d.api("/sessions"), json!({})), 429), "RESOURCE_EXHAUSTED");
+}
+
+#[test]
+fn health_readiness_jwks_and_request_ids() {
+    let d = Daemon::start();
+    let c = Client::new();
+    assert_eq!(c.http.get(d.url("/healthz")).send().unwrap().status().as_u16(), 200);
+    let r = c.http.get(d.url("/readyz")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().get("x-request-id").is_some(), "every response carries its request id");
+    let r = c.http.get(d.url("/healthz")).header("x-request-id", "trace-me").send().unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-me");
+    let jwks: Value = c.http.get(d.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!((key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()), (Some("EC"), Some("P-256"), Some("ES256")));
+    assert!(key.get("d").is_none(), "never the private part");
+}
+
+#[test]
+fn participant_tokens_verify_against_the_published_jwks() {
+    use jsonwebtoken::{DecodingKey, Validation, jwk::JwkSet};
+    let d = Daemon::start();
+    let c = Client::new();
+    let (_, pid, token) = session_with_participant(&d, &c);
+    let jwks: JwkSet = c.http.get(d.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
+    let key = DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+    let mut v = Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&["interwork"]);
+    let claims = jsonwebtoken::decode::<Value>(&token, &key, &v).unwrap().claims;
+    assert_eq!(claims["sub"], pid);
+    assert!(claims["jti"].is_string() && claims["iat"].is_u64() && claims["iss"].is_string());
+    assert!(format!("{token};encoding=jwt").len() <= 300);
+}
+
+#[test]
+fn metrics_count_requests_by_route_and_status() {
+    let d = Daemon::start();
+    let c = Client::new();
+    session_with_participant(&d, &c);
+    c.get(&d.api("/sessions/nope"));
+    let text = c.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
+    let has = |needle: &str| text.lines().any(|l| l.contains(needle));
+    assert!(
+        has(r#"route="/v1/accounts/{accountId}/sessions",status="200""#),
+        "POST /sessions counted by its route template:\n{text}"
+    );
+    assert!(has(r#"route="/v1/accounts/{accountId}/sessions/{sessionId}",status="404""#), "{text}");
+    assert!(text.lines().any(|l| l == "interwork_sessions 1"), "{text}");
+    assert!(text.lines().any(|l| l == "interwork_participants 1"), "{text}");
+}

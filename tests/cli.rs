@@ -1,0 +1,92 @@
+//! The command line of CONTRACT §1: `--version`, `--help`, `check-config`, `token`.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn interwork(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_interwork"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn version_and_help() {
+    let v = interwork(&["--version"], &[]);
+    assert!(v.status.success());
+    assert_eq!(stdout(&v).trim(), format!("interwork {}", env!("CARGO_PKG_VERSION")));
+    let h = interwork(&["--help"], &[]);
+    assert!(h.status.success());
+    for sub in ["run", "check-config", "token"] {
+        assert!(stdout(&h).contains(sub), "{}", stdout(&h));
+    }
+    assert!(!interwork(&["frobnicate"], &[]).status.success());
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_bad_keys() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/interwork.toml");
+    let ok = interwork(&["check-config", example], &[]);
+    assert!(ok.status.success(), "{}{}", stdout(&ok), String::from_utf8_lossy(&ok.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[http]\nlisten = \"127.0.0.1:0\"\nspeed = 3\n[media]\nrtp_port_min = 30000\nrtp_port_max = 20000\n\
+         [sip]\ntls_listen = \"0.0.0.0:5061\"\ntls_cert = \"/no/such/cert.pem\"\ntls_key = \"/no/such/key.pem\"\n\
+         max_calls = \"many\"\n",
+    )
+    .unwrap();
+    let out = interwork(&["check-config", bad.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(64));
+    let text = stdout(&out);
+    for key in ["http.listen", "http.speed", "media.rtp_port_min", "sip.tls_cert", "sip.tls_key", "sip.max_calls"] {
+        assert!(text.contains(key), "{key} missing from:\n{text}");
+    }
+    let missing = interwork(&["check-config", "/no/such/file.toml"], &[]);
+    assert_eq!(missing.status.code(), Some(64));
+}
+
+#[test]
+fn run_refuses_a_bad_config_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = interwork(
+        &["run"],
+        &[("INTERWORK_HTTP_LISTEN", "127.0.0.1:0"), ("INTERWORK_STATE_DIR", dir.path().join("s").to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INTERWORK_HTTP_LISTEN"));
+    assert!(!dir.path().join("s").exists(), "nothing is created by a refused start");
+}
+
+#[test]
+fn token_mints_with_the_node_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let env = [("INTERWORK_STATE_DIR", state.to_str().unwrap())];
+    let out = interwork(&["token", "--participant", "p123", "--session", "s456", "--ttl", "10m"], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = stdout(&out).trim().to_string();
+    assert!(format!("{token};encoding=jwt").len() <= 300);
+    let payload = token.split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!((claims["sub"].as_str(), claims["sid"].as_str(), claims["aud"].as_str()), (Some("p123"), Some("s456"), Some("interwork")));
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 600);
+    assert!(state.join("signing-key.pem").exists(), "the key the daemon will use");
+    let again = interwork(&["token", "--participant", "p123"], &env);
+    assert!(again.status.success());
+    let bad = interwork(&["token", "--participant", "bad id"], &env);
+    assert!(!bad.status.success());
+    let bad_ttl = interwork(&["token", "--participant", "p", "--ttl", "soon"], &env);
+    assert!(!bad_ttl.status.success());
+}

@@ -1,0 +1,198 @@
+//! Shared harness for the integration tests: the real `interwork` binary on free loopback
+//! ports with its own state directory, killed by its own pid when the test ends.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "tester";
+pub const PASSWORD: &str = "secret-password";
+
+/// How long a daemon may take to answer `/healthz` after it starts.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub http: SocketAddr,
+    pub state_dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// Starts a daemon on fresh ports and a fresh state directory.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a daemon with extra `INTERWORK_*` variables.
+    pub fn start_with(extra: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let state_dir = tmp.path().join("state");
+        let mut d = Self::configure(&state_dir, extra);
+        d._tmp = Some(tmp);
+        d.spawn();
+        d
+    }
+
+    /// A daemon on `state_dir`, not started.
+    pub fn configure(state_dir: &Path, extra: &[(&str, &str)]) -> Self {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut env: Vec<(String, String)> = vec![
+            ("INTERWORK_HTTP_LISTEN".into(), http.to_string()),
+            ("INTERWORK_SIP_LISTEN".into(), format!("127.0.0.1:{}", free_port())),
+            ("INTERWORK_MEDIA_WEBRTC_LISTEN".into(), format!("127.0.0.1:{}", free_port())),
+            ("INTERWORK_STATE_DIR".into(), state_dir.display().to_string()),
+            ("INTERWORK_ACCOUNTS_DEFAULT_USERNAME".into(), USER.into()),
+            ("INTERWORK_ACCOUNTS_DEFAULT_PASSWORD".into(), PASSWORD.into()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        Self { child: None, http, state_dir: state_dir.to_path_buf(), env, _tmp: None }
+    }
+
+    /// Starts (or restarts) the process and waits until it answers.
+    pub fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_interwork"))
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let mut err = String::new();
+                self.child.as_mut().unwrap().stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                panic!("interwork exited early with {status}: {err}");
+            }
+            if std::net::TcpStream::connect(self.http).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "interwork did not listen on {} in time", self.http);
+            // Polling a condition with a bound, not sleeping for a guessed duration.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal by pid.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args(["-s", sig, &pid]).status().unwrap().success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "interwork did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        self.url(&format!("/v1/accounts/default{path}"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A blocking HTTP client with the daemon's credentials.
+pub struct Client {
+    pub http: reqwest::blocking::Client,
+}
+
+impl Client {
+    pub fn new() -> Self {
+        Self { http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap() }
+    }
+
+    pub fn get(&self, url: &str) -> reqwest::blocking::Response {
+        self.http.get(url).basic_auth(USER, Some(PASSWORD)).send().unwrap()
+    }
+
+    pub fn delete(&self, url: &str) -> reqwest::blocking::Response {
+        self.http.delete(url).basic_auth(USER, Some(PASSWORD)).send().unwrap()
+    }
+
+    pub fn post(&self, url: &str, body: serde_json::Value) -> reqwest::blocking::Response {
+        self.http.post(url).basic_auth(USER, Some(PASSWORD)).json(&body).send().unwrap()
+    }
+
+    pub fn put(&self, url: &str, body: serde_json::Value) -> reqwest::blocking::Response {
+        self.http.put(url).basic_auth(USER, Some(PASSWORD)).json(&body).send().unwrap()
+    }
+
+    pub fn raw(&self, method: reqwest::Method, url: &str, body: &'static str) -> reqwest::blocking::Response {
+        self.http
+            .request(method, url)
+            .basic_auth(USER, Some(PASSWORD))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap()
+    }
+}
+
+/// Checks an error response against the contract's shape and returns its code.
+pub fn error_code(r: reqwest::blocking::Response, status: u16) -> String {
+    assert_eq!(r.status().as_u16(), status, "status");
+    let body: serde_json::Value = r.json().expect("error bodies are JSON");
+    assert_eq!(body["status"], status, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    body["code"].as_str().expect("code").to_string()
+}
+
+/// Creates a session and a participant in it subscribed to the whole session; returns their ids.
+pub fn session_with_participant(d: &Daemon, c: &Client) -> (String, String, String) {
+    let s: serde_json::Value = c.post(&d.api("/sessions"), serde_json::json!({"tag": "t"})).json().unwrap();
+    let sid = s["id"].as_str().unwrap().to_string();
+    let p: serde_json::Value =
+        c.post(&d.api("/participants"), serde_json::json!({"publishPermissions": ["AUDIO"]})).json().unwrap();
+    let pid = p["participant"]["id"].as_str().unwrap().to_string();
+    let token = p["token"].as_str().unwrap().to_string();
+    let r = c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), serde_json::json!({"sessionId": sid}));
+    assert_eq!(r.status().as_u16(), 204);
+    (sid, pid, token)
+}
