@@ -93,6 +93,7 @@ impl Daemon {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
+        spawn_reload_listener();
         self.serve(listener, async {
             let signal = shutdown_signal().await;
             tracing::info!(signal, "draining");
@@ -195,6 +196,21 @@ fn rooms_config(config: &Config) -> RoomsConfig {
         max_participants: config.sessions.max_participants,
         max_participants_per_session: config.sessions.max_participants_per_session,
     }
+}
+
+/// SIGHUP must not end the daemon (systemd's `ExecReload` sends it). Reloading keys, trusted
+/// peers and the log level (CONTRACT §7) comes with the SIP side; until then it is logged.
+fn spawn_reload_listener() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::warn!("SIGHUP: live reload is not supported yet; restart to apply config changes");
+        }
+    });
 }
 
 /// Resolves on SIGTERM or SIGINT, naming which came.

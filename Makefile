@@ -1,0 +1,48 @@
+# interwork: two commands do everything on a fresh Debian machine.
+#   make run   installs what the build needs, builds in release mode, starts the daemon
+#   make test  installs what the tests need and runs the whole suite
+
+CARGO ?= cargo
+PACKAGES := $(shell grep -v '^\s*\#' deps/debian-packages.txt | grep -v '^\s*$$')
+
+.PHONY: all deps toolchain build run test bench fuzz check-config clean
+
+all: build
+
+# Installs the Debian packages of deps/debian-packages.txt that are missing (root or sudo).
+deps:
+	@missing=""; \
+	for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q -o DPkg::Lock::Timeout=600 $$missing; \
+	fi
+
+# A Rust toolchain: the machine's own, or rustup's stable when there is none.
+toolchain:
+	@command -v $(CARGO) >/dev/null 2>&1 || { \
+	  echo "make toolchain: no cargo found; installing Rust with rustup"; \
+	  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal; }
+
+build: deps toolchain
+	$(CARGO) build --release --bin interwork
+
+# Runs on the embedded default: HTTP 127.0.0.1:8080, SIP 127.0.0.1:5060, state in ./interwork-state.
+run: build
+	./target/release/interwork run
+
+test: deps toolchain
+	$(CARGO) test --workspace --no-fail-fast
+
+bench: deps toolchain
+	$(CARGO) bench -p codecs
+
+check-config: build
+	./target/release/interwork check-config systemd/interwork.toml
+
+clean:
+	$(CARGO) clean
