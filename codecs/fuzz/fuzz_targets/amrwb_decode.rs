@@ -16,9 +16,17 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let quality = FrameQuality::from_bit(control & 0x10 != 0);
-        let len = if control & 0x20 != 0 { usize::from(control >> 6) * 20 } else { frame_type.bytes() };
+        let len = if control & 0x20 != 0 {
+            usize::from(control >> 6) * 20
+        } else {
+            frame_type.bytes()
+        };
         let len = len.min(tail.len());
-        let frame = FrameRef { frame_type, quality, data: &tail[..len] };
+        let frame = FrameRef {
+            frame_type,
+            quality,
+            data: &tail[..len],
+        };
         let result = decoder.decode(frame, &mut pcm);
         assert_eq!(result.is_ok(), len == frame_type.bytes());
         if control & 0xE0 == 0xE0 {

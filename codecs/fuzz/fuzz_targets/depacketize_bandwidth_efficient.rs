@@ -18,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
     // A reserved CMR is reported but never sent: pack with it only when it is sendable.
     if let Ok(len) = Packetizer::new(config).packetize(cmr, &refs, &mut payload) {
         let mut again = PacketFrames::new();
-        Depacketizer::new(config).depacketize(&payload[..len], &mut again).unwrap();
+        Depacketizer::new(config)
+            .depacketize(&payload[..len], &mut again)
+            .unwrap();
         assert!(again.iter().eq(frames.iter()));
     }
 });

@@ -5,8 +5,11 @@ use codecs::opus::{OpusDecoder, SampleRate};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&control, packet)) = data.split_first() else { return };
-    let rate = [SampleRate::Hz8000, SampleRate::Hz16000, SampleRate::Hz48000][usize::from(control % 3)];
+    let Some((&control, packet)) = data.split_first() else {
+        return;
+    };
+    let rate =
+        [SampleRate::Hz8000, SampleRate::Hz16000, SampleRate::Hz48000][usize::from(control % 3)];
     let mut decoder = OpusDecoder::new(rate).unwrap();
     let mut pcm = [0i16; 5760];
     let frame = rate.frame_20ms();

@@ -13,9 +13,13 @@ fuzz_target!(|data: &[u8]| {
     let (mut began, mut ended) = (0usize, 0usize);
     // Records of 11 bytes: 2 bytes of elapsed ms, 4 of timestamp, 1 of payload length, 4 of payload.
     for record in data.chunks(11) {
-        let elapsed = record.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+        let elapsed = record
+            .get(..2)
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
         let now = start + Duration::from_millis(u64::from(elapsed));
-        let timestamp = record.get(2..6).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let timestamp = record
+            .get(2..6)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         let len = record.get(6).map_or(0, |&l| usize::from(l % 6));
         let payload = record.get(7..).unwrap_or(&[]);
         let _ = receiver.handle_packet(now, timestamp, &payload[..len.min(payload.len())]);
@@ -30,6 +34,9 @@ fuzz_target!(|data: &[u8]| {
                 ReceivedEvent::Ended { .. } => ended += 1,
             }
         }
-        assert!(ended <= began && began <= ended + 1, "began {began}, ended {ended}");
+        assert!(
+            ended <= began && began <= ended + 1,
+            "began {began}, ended {ended}"
+        );
     }
 });
