@@ -5,3 +5,6 @@
 //! Still to come (issue 4); the foundation already provides what it will call:
 //! [`crate::tokens::Verifier::verify_participant`] for admission and the rooms change channel
 //! ([`crate::rooms::RoomsHandle::subscribe`]) for BYE on removal.
+
+pub mod sdp;
+pub mod uui;
