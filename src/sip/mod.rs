@@ -7,3 +7,5 @@
 //! ([`crate::rooms::RoomsHandle::subscribe`]) for BYE on removal.
 
 pub mod message;
+pub mod sdp;
+pub mod uui;
