@@ -87,14 +87,16 @@ pub struct OpusEncoderConfig {
 }
 
 impl Default for OpusEncoderConfig {
-    /// Complexity 5 and 24 kbit/s, the configuration limits.md's budgets use; FEC on for
-    /// 5 % loss, as WebRTC peers expect; DTX off, as browsers send.
+    /// Complexity 5, 24 kbit/s, VoIP, no FEC, no DTX: the configuration limits.md's budgets
+    /// price. FEC costs about a third more encoder CPU (see codecs/README.md); turn it on with
+    /// [`OpusEncoder::set_inband_fec`] and [`OpusEncoder::set_packet_loss_percent`] when the
+    /// browser reports loss.
     fn default() -> Self {
         Self {
             complexity: 5,
             bitrate: 24_000,
-            inband_fec: true,
-            packet_loss_percent: 5,
+            inband_fec: false,
+            packet_loss_percent: 0,
             dtx: false,
             application: Application::Voip,
         }
