@@ -117,9 +117,8 @@ pub(crate) fn parse_crypto(value: &str) -> Result<CryptoAttr, CryptoSkip> {
     if key_params.contains(';') {
         return Err(CryptoSkip::KeyMethod);
     }
-    let info = match key_params.split_once(':') {
-        Some((method, info)) if method == "inline" => info,
-        _ => return Err(CryptoSkip::KeyMethod),
+    let Some(("inline", info)) = key_params.split_once(':') else {
+        return Err(CryptoSkip::KeyMethod);
     };
     let mut parts = info.split('|');
     let key_b64 = parts.next().unwrap_or_default();

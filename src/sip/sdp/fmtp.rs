@@ -74,11 +74,7 @@ pub(crate) fn parse_amr_wb(params: &str, channels: Option<u8>) -> Option<AmrWbPa
             "mode-change-neighbor" => p.mode_change_neighbor = flag()?,
             "max-red" => p.max_red = Some(value.parse().ok()?),
             // RFC 4867 §4.3.2 CRC and §4.3.1 robust sorting and interleaving: not implemented.
-            "crc" | "robust-sorting" => {
-                if flag()? {
-                    return None;
-                }
-            }
+            "crc" | "robust-sorting" if flag()? => return None,
             "interleaving" => return None,
             _ => {}
         }
