@@ -9,3 +9,4 @@
 pub mod message;
 pub mod sdp;
 pub mod uui;
+pub mod ua;
