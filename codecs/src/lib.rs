@@ -30,6 +30,8 @@
 #![deny(unsafe_code)]
 
 pub mod amrwb;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod g711;
 pub mod opus;
 pub mod pcm;
