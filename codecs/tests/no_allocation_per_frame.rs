@@ -67,7 +67,7 @@ fn chains_mixer_and_events_allocate_nothing_per_frame() {
     let mut run = |frame: usize| {
         for (n, s) in pcm.iter_mut().enumerate() {
             // Talk for 200 ms, pause for 200 ms, so DTX frames go through too.
-            let on = (frame / 10) % 2 == 0;
+            let on = (frame / 10).is_multiple_of(2);
             *s = if on {
                 (((frame * FRAME_SAMPLES + n) as f64 * 0.2).sin() * 8_000.0) as i16
             } else {
@@ -99,7 +99,7 @@ fn chains_mixer_and_events_allocate_nothing_per_frame() {
         g711::decode(Law::Mu, &ulaw, &mut narrow).unwrap();
         opus8.encode(&narrow, &mut opus).unwrap();
         // A digit every 50 frames.
-        if frame % 50 == 0 && sender.is_idle() {
+        if frame.is_multiple_of(50) && sender.is_idle() {
             sender.start(frame as u32 * 320, Event(5), 10, 100).unwrap();
         }
         if let Some(packet) = sender.poll_packet() {

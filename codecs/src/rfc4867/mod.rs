@@ -62,6 +62,17 @@ impl ModeSet {
             .find(|mode| self.contains(*mode))
     }
 
+    /// The mode to send after the peer's CMR: the requested mode if allowed, else the highest
+    /// allowed mode below it, else the lowest allowed one (RFC 4867 §4.3.1: the request is an
+    /// upper bound). `None` only for an empty set.
+    pub fn mode_for_request(self, requested: Mode) -> Option<Mode> {
+        Mode::ALL
+            .into_iter()
+            .rev()
+            .find(|mode| *mode <= requested && self.contains(*mode))
+            .or_else(|| Mode::ALL.into_iter().find(|mode| self.contains(*mode)))
+    }
+
     /// Whether the set has no mode.
     pub const fn is_empty(self) -> bool {
         self.0 == 0

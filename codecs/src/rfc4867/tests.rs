@@ -316,6 +316,17 @@ fn depacketizer_enforces_mode_set_and_frame_count() {
 }
 
 #[test]
+fn a_cmr_picks_the_highest_allowed_mode_not_above_it() {
+    let set = ModeSet::new(&[Mode::M2, Mode::M5, Mode::M8]);
+    assert_eq!(set.mode_for_request(Mode::M8), Some(Mode::M8));
+    assert_eq!(set.mode_for_request(Mode::M7), Some(Mode::M5));
+    assert_eq!(set.mode_for_request(Mode::M4), Some(Mode::M2));
+    assert_eq!(set.mode_for_request(Mode::M0), Some(Mode::M2));
+    assert_eq!(ModeSet::new(&[]).mode_for_request(Mode::M8), None);
+    assert_eq!(ModeSet::ALL.highest(), Some(Mode::M8));
+}
+
+#[test]
 fn reserved_cmr_is_reported_not_refused() {
     let mut payload = SID_OA;
     payload[0] = 0xB0; // CMR 11
