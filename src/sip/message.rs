@@ -482,7 +482,13 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
         }
         let value = value.trim().to_string();
         if name.eq_ignore_ascii_case("Via") {
-            for hop in split_via(&value) {
+            let hops = split_via(&value);
+            // Each hop is a header once split: they count against the limit.
+            count += hops.len().saturating_sub(1);
+            if count > MAX_HEADERS {
+                return Err(ParseError::TooLarge("too many headers"));
+            }
+            for hop in hops {
                 headers.push("Via", hop);
             }
         } else {

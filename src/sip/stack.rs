@@ -23,6 +23,8 @@ use crate::app::metrics::{MalformedLabels, Metrics};
 pub struct GuardedUdpSocket {
     socket: tokio::net::UdpSocket,
     metrics: Arc<Metrics>,
+    /// A whole datagram: the stack reads into 8 KiB, which would cut larger ones silently.
+    scratch: tokio::sync::Mutex<Vec<u8>>,
 }
 
 /// What the guard makes of a datagram.
@@ -39,22 +41,29 @@ pub enum Screened {
 impl GuardedUdpSocket {
     /// Wraps a bound socket.
     pub fn new(socket: tokio::net::UdpSocket, metrics: Arc<Metrics>) -> Self {
-        Self { socket, metrics }
+        Self { socket, metrics, scratch: tokio::sync::Mutex::new(vec![0; message::MAX_MESSAGE_LEN]) }
     }
 }
 
 /// Screens one datagram: parse with our parser, re-serialize requests in the form the stack
-/// reads well, and check that the stack can key a transaction from it.
-pub fn screen(bytes: &[u8]) -> Screened {
+/// reads well, and check that the stack can key a transaction from it and that it fits the
+/// stack's receive buffer of `limit` bytes (513 otherwise).
+pub fn screen(bytes: &[u8], limit: usize) -> Screened {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         // Keepalives (RFC 5626 CRLF): the stack answers them.
         return Screened::Pass(bytes.to_vec());
     }
     match message::parse(bytes) {
         Err(e) => message::bad_request_for(bytes, &e).map_or(Screened::Drop, Screened::Answer),
-        Ok(Message::Response(_)) => Screened::Pass(bytes.to_vec()),
+        Ok(Message::Response(_)) if bytes.len() <= limit => Screened::Pass(bytes.to_vec()),
+        Ok(Message::Response(_)) => Screened::Drop,
         Ok(Message::Request(req)) => {
             let normalized = req.to_bytes();
+            if normalized.len() > limit {
+                let mut r = Response::to(&req, 513, "Message Too Large", None);
+                r.headers.push("Warning", format!("399 interwork \"requests over UDP are limited to {limit} bytes\""));
+                return Screened::Answer(r.to_bytes());
+            }
             let keyed = rsipstack::sip::SipMessage::try_from(normalized.as_slice())
                 .ok()
                 .and_then(|m| match m {
@@ -66,6 +75,11 @@ pub fn screen(bytes: &[u8]) -> Screened {
                 .is_some();
             if keyed {
                 Screened::Pass(normalized)
+            } else if let message::Method::Other(_) = req.method {
+                // The stack has no transaction for methods it does not know: answer here.
+                let mut r = Response::to(&req, 405, "Method Not Allowed", None);
+                r.headers.push("Allow", super::ua::ALLOW);
+                Screened::Answer(r.to_bytes())
             } else {
                 let mut r = Response::to(&req, 400, "Bad Request", None);
                 r.headers.push(
@@ -81,9 +95,10 @@ pub fn screen(bytes: &[u8]) -> Screened {
 #[async_trait::async_trait]
 impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
     async fn recv_from(&self, buf: &mut [u8]) -> rsipstack::Result<(usize, SocketAddr)> {
+        let mut scratch = self.scratch.lock().await;
         loop {
-            let (len, from) = self.socket.recv_from(buf).await?;
-            match screen(&buf[..len]) {
+            let (len, from) = self.socket.recv_from(&mut scratch).await?;
+            match screen(&scratch[..len], buf.len()) {
                 Screened::Pass(bytes) if bytes.len() <= buf.len() => {
                     buf[..bytes.len()].copy_from_slice(&bytes);
                     return Ok((bytes.len(), from));
@@ -297,7 +312,7 @@ mod tests {
 
     #[test]
     fn joined_vias_and_a_missing_content_length_are_fixed_for_the_stack() {
-        let Screened::Pass(bytes) = screen(OPTIONS.as_bytes()) else { panic!("should pass") };
+        let Screened::Pass(bytes) = screen(OPTIONS.as_bytes(), 8192) else { panic!("should pass") };
         let Ok(rsipstack::sip::SipMessage::Request(r)) = rsipstack::sip::SipMessage::try_from(bytes.as_slice()) else {
             panic!("the stack reads it")
         };
@@ -311,11 +326,11 @@ mod tests {
     #[test]
     fn what_the_stack_cannot_key_is_answered_400() {
         let no_tag = OPTIONS.replace(";tag=1", "");
-        match screen(no_tag.as_bytes()) {
+        match screen(no_tag.as_bytes(), 8192) {
             Screened::Answer(a) => assert!(String::from_utf8(a).unwrap().starts_with("SIP/2.0 400")),
             other => panic!("{other:?}"),
         }
-        assert_eq!(screen(b"garbage garbage"), Screened::Drop);
-        assert!(matches!(screen(b"\r\n\r\n"), Screened::Pass(_)));
+        assert_eq!(screen(b"garbage garbage", 8192), Screened::Drop);
+        assert!(matches!(screen(b"\r\n\r\n", 8192), Screened::Pass(_)));
     }
 }
