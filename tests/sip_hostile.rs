@@ -211,3 +211,42 @@ fn a_call_gets_a_real_rtp_socket_that_echoes() {
     assert_eq!(&buf[..n], &packet[..]);
     assert_eq!(from.port(), media_port, "symmetric RTP: from the port we announced");
 }
+
+#[test]
+fn tls_is_served_when_a_certificate_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()])
+        .output()
+        .expect("openssl is installed (make deps)");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let tls_addr = format!("127.0.0.1:{}", common::free_port());
+    let d = Daemon::start_with(&[
+        ("INTERWORK_SIP_TLS_LISTEN", &tls_addr),
+        ("INTERWORK_SIP_TLS_CERT", cert.to_str().unwrap()),
+        ("INTERWORK_SIP_TLS_KEY", key.to_str().unwrap()),
+    ]);
+    let _ = &d;
+    let mut client = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &tls_addr, "-quiet", "-no_ign_eof"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let options = request("OPTIONS", "tls1", "", "").replace("SIP/2.0/UDP", "SIP/2.0/TLS");
+    client.stdin.as_mut().unwrap().write_all(options.as_bytes()).unwrap();
+    let mut stdout = client.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let n = stdout.read(&mut buf).unwrap_or(0);
+        let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+    });
+    let answer = rx.recv_timeout(Duration::from_secs(10)).expect("an answer over TLS");
+    let _ = client.kill();
+    let _ = client.wait();
+    assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
+}

@@ -62,7 +62,16 @@ impl SipService {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let cancel = CancellationToken::new();
-        let stack = Stack::start(config.sip.listen.0, cancel.clone(), metrics.clone()).await?;
+        let tls = match (&config.sip.tls_listen, &config.sip.tls_cert, &config.sip.tls_key) {
+            (Some(addr), Some(cert), Some(key)) => {
+                use anyhow::Context as _;
+                let cert = std::fs::read(cert).with_context(|| format!("sip.tls_cert: {}", cert.display()))?;
+                let key = std::fs::read(key).with_context(|| format!("sip.tls_key: {}", key.display()))?;
+                Some((addr.0, cert, key))
+            }
+            _ => None,
+        };
+        let stack = Stack::start(config.sip.listen.0, tls, cancel.clone(), metrics.clone()).await?;
         let local = stack.local;
         tracing::info!(%local, "SIP listening on UDP and TCP");
         let media_ip = config.media.public_ip.unwrap_or_else(|| advertised_ip(local.ip()));

@@ -136,8 +136,14 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Binds UDP and TCP on `listen` and starts the endpoint.
-    pub async fn start(listen: SocketAddr, cancel: CancellationToken, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    /// Binds UDP and TCP on `listen` (and TLS on `tls` when given: address, certificate chain
+    /// and key, PEM) and starts the endpoint.
+    pub async fn start(
+        listen: SocketAddr,
+        tls: Option<(SocketAddr, Vec<u8>, Vec<u8>)>,
+        cancel: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let socket = tokio::net::UdpSocket::bind(listen)
             .await
@@ -155,6 +161,13 @@ impl Stack {
         let udp: SipConnection = udp.into();
         transport.add_transport(udp.clone());
         transport.add_transport(tcp.into());
+        if let Some((addr, cert, key)) = tls {
+            let config = rsipstack::transport::tls::TlsConfig { cert: Some(cert), key: Some(key), ..Default::default() };
+            let listener = rsipstack::transport::tls::TlsListenerConnection::new(addr, None, config)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for SIP on TLS {addr}: {e}"))?;
+            transport.add_transport(listener.into());
+        }
         let endpoint = rsipstack::EndpointBuilder::new()
             .with_transport_layer(transport)
             .with_cancel_token(cancel)
