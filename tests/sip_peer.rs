@@ -183,6 +183,30 @@ fn refused_scenario(status: u16) -> String {
     ))
 }
 
+/// A call that waits for our BYE and answers it.
+fn wait_bye_scenario() -> String {
+    scenario(&format!(
+        r#"{}  <recv response="100" optional="true"/>
+  <recv response="200" rrs="true"/>
+{}  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+"#,
+        invite("X-Case: wait", 1),
+        ack(1)
+    ))
+}
+
 fn active_dialogs(d: &Daemon, c: &Client) -> u64 {
     let text = c.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
     text.lines()
@@ -430,26 +454,7 @@ fn removal_through_the_api_sends_bye_and_sip_bye_removes_the_participant() {
     let d = Daemon::start();
     let c = Client::new();
     let (sid, pid, token) = participant(&d, &c);
-    let wait_bye = scenario(&format!(
-        r#"{}  <recv response="100" optional="true"/>
-  <recv response="200" rrs="true"/>
-{}  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-"#,
-        invite("X-Case: wait", 1),
-        ack(1)
-    ));
+    let wait_bye = wait_bye_scenario();
     std::thread::scope(|s| {
         let call = s.spawn(|| sipp(&d, &wait_bye, &[&uui(&token), "X-Case: wait"], &["-m", "1"]));
         wait_for("the leg", || active_dialogs(&d, &c) == 1);
@@ -468,6 +473,15 @@ fn removal_through_the_api_sends_bye_and_sip_bye_removes_the_participant() {
         let p: Value = c.get(&d.api(&format!("/participants/{pid}"))).json().unwrap();
         p["sessions"] == json!([])
     });
+}
+
+#[test]
+fn a_leg_whose_rtp_stops_gets_bye() {
+    let d = Daemon::start_with(&[("INTERWORK_MEDIA_RTP_TIMEOUT", "1s")]);
+    let c = Client::new();
+    let (_, _, token) = participant(&d, &c);
+    let (ok, logs) = sipp(&d, &wait_bye_scenario(), &[&uui(&token), "X-Case: silent"], &["-m", "1"]);
+    assert!(ok, "the silent leg got BYE:\n{logs}");
 }
 
 #[test]

@@ -476,3 +476,24 @@ fn uui_list_form_is_accepted() {
     let text = invite("u1", None, &format!("User-to-User: 3a2f;encoding=hex, {};encoding=jwt\r\n", jwt("alice")), OFFER);
     assert_eq!(final_status(&h.send(&text).1), 200);
 }
+
+#[test]
+fn record_route_is_copied_and_bye_follows_the_route_set() {
+    let mut h = Harness::new(config());
+    let rr = "Record-Route: <sip:10.9.9.9:5080;lr>, <sip:10.9.9.8;lr>\r\n";
+    let (tx, out) = h.send(&invite("c1", Some(&jwt("alice")), rr, OFFER));
+    let ok = responses(&out)[0];
+    assert_eq!(ok.headers.get_all("Record-Route").collect::<Vec<_>>(), ["<sip:10.9.9.9:5080;lr>, <sip:10.9.9.8;lr>"]);
+    let tag = to_tag(ok);
+    let ack = in_dialog("ACK", "c1", &tag, 1, "", "");
+    let Message::Request(ack) = parse(ack.as_bytes()).unwrap() else { unreachable!() };
+    h.event(Event::Ack { tx, request: ack });
+    let out = h.event(Event::MediaInactive { call: 1 });
+    let (bye, destination) = out
+        .iter()
+        .find_map(|o| if let Output::Send { request, destination, .. } = o { Some((request, destination)) } else { None })
+        .expect("BYE on RTP timeout");
+    assert_eq!(bye.uri, "sip:pv@127.0.0.1:5070", "loose routing keeps the remote target");
+    assert_eq!(bye.headers.get_all("Route").collect::<Vec<_>>(), ["<sip:10.9.9.9:5080;lr>", "<sip:10.9.9.8;lr>"]);
+    assert_eq!(destination.to_string(), "10.9.9.9:5080", "sent to the first route");
+}
