@@ -130,7 +130,7 @@ ok, failed = int(col("SuccessfulCall(C)")), int(col("FailedCall(C)"))
 times = []
 for r in csv.reader(open(rtt), delimiter=";"):
     try:
-        times.append(float(r[2]))   # response time in ms
+        times.append(float(r[1]))   # Date_ms;response_time_ms;rtd_no
     except (ValueError, IndexError):
         pass
 times.sort()
