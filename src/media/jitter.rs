@@ -596,7 +596,9 @@ impl JitterBuffer {
     fn ticks(&mut self, now: Instant) -> i64 {
         let epoch = *self.epoch.get_or_insert(now);
         // Time going backwards reads as the epoch (STYLE §2: ignore it, do not fail).
-        self.config.clock.ticks(now.saturating_duration_since(epoch)) as i64
+        self.config
+            .clock
+            .ticks(now.saturating_duration_since(epoch)) as i64
     }
 }
 
@@ -694,7 +696,11 @@ mod tests {
         assert_eq!(s.late + s.skipped, 0, "{s:?}");
         assert!(s.played >= u64::from(r.sent) - 1, "{s:?}");
         assert_eq!(r.buffer.target_delay(), MIN_DELAY);
-        assert!(r.delays.iter().all(|d| *d <= Duration::from_millis(40)), "{:?}", r.delays.iter().max());
+        assert!(
+            r.delays.iter().all(|d| *d <= Duration::from_millis(40)),
+            "{:?}",
+            r.delays.iter().max()
+        );
         assert_in_order(&r.played);
     }
 
@@ -709,11 +715,18 @@ mod tests {
         let r = run(link, 180, 2);
         let s = r.buffer.stats();
         let target = r.buffer.target_delay();
-        assert!(target > Duration::from_millis(30) && target <= MAX_DELAY, "{target:?}");
+        assert!(
+            target > Duration::from_millis(30) && target <= MAX_DELAY,
+            "{target:?}"
+        );
         let late_share = s.late as f64 / f64::from(r.sent);
         assert!(late_share < 0.02, "{s:?}");
         assert!(s.concealed as f64 / f64::from(r.sent) < 0.03, "{s:?}");
-        assert!(r.delays.iter().all(|d| *d <= MAX_DELAY + FRAME * 2), "{:?}", r.delays.iter().max());
+        assert!(
+            r.delays.iter().all(|d| *d <= MAX_DELAY + FRAME * 2),
+            "{:?}",
+            r.delays.iter().max()
+        );
         assert_in_order(&r.played);
     }
 
@@ -727,8 +740,14 @@ mod tests {
         let s = r.buffer.stats();
         let lost = f64::from(r.sent) - s.played as f64;
         // Every frame not played was concealed (give or take the tail and the start).
-        assert!((s.concealed as f64 - lost).abs() <= 3.0, "{s:?} lost {lost}");
-        assert!((0.04..0.06).contains(&(s.concealed as f64 / f64::from(r.sent))), "{s:?}");
+        assert!(
+            (s.concealed as f64 - lost).abs() <= 3.0,
+            "{s:?} lost {lost}"
+        );
+        assert!(
+            (0.04..0.06).contains(&(s.concealed as f64 / f64::from(r.sent))),
+            "{s:?}"
+        );
         let bursty = LinkConfig {
             burst: Some((0.01, 0.3)),
             ..LinkConfig::latency(Duration::from_millis(30))
@@ -795,7 +814,14 @@ mod tests {
             };
             if let Some(kind) = frame {
                 buffer.packet(tick + Duration::from_millis(5), Ssrc(3), ts);
-                buffer.insert(ts, Frame::Coded { kind, tag: 0, data: &[n as u8; 10] });
+                buffer.insert(
+                    ts,
+                    Frame::Coded {
+                        kind,
+                        tag: 0,
+                        data: &[n as u8; 10],
+                    },
+                );
             }
             kinds.push(buffer.poll(tick + Duration::from_millis(10)).kind_name());
         }
@@ -885,15 +911,31 @@ mod tests {
     fn hostile_inputs_do_not_panic() {
         let start = Instant::now();
         let mut buffer = JitterBuffer::new(config());
-        assert_eq!(buffer.insert(0, Frame::Samples(&[0; 10])), Inserted::Invalid);
+        assert_eq!(
+            buffer.insert(0, Frame::Samples(&[0; 10])),
+            Inserted::Invalid
+        );
         let mut seed = 1u64;
         for n in 0..5000u32 {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1442695040888963407);
             let ts = (seed >> 32) as u32;
             let len = (seed >> 20) as usize % 200;
-            buffer.packet(start + Duration::from_millis(u64::from(n)), Ssrc((seed & 3) as u32), ts);
+            buffer.packet(
+                start + Duration::from_millis(u64::from(n)),
+                Ssrc((seed & 3) as u32),
+                ts,
+            );
             let _ = buffer.insert(ts, Frame::Samples(&[0; 200][..len]));
-            let _ = buffer.insert(ts, Frame::Coded { kind: FrameKind::Speech, tag: 0, data: &[0; 200][..len] });
+            let _ = buffer.insert(
+                ts,
+                Frame::Coded {
+                    kind: FrameKind::Speech,
+                    tag: 0,
+                    data: &[0; 200][..len],
+                },
+            );
             let _ = buffer.poll(start + Duration::from_millis(u64::from(n)));
         }
         // Time going backwards is ignored.

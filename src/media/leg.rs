@@ -84,7 +84,7 @@ pub const DTMF_QUEUE: usize = 32;
 /// Datagrams held for `poll_transmit`; older ones are dropped (and counted) beyond that.
 pub const TX_QUEUE: usize = 16;
 /// Quiet 20 ms frames between two DTMF digits we send.
-const DTMF_GAP_FRAMES: u32 = 3;
+pub const DTMF_GAP_FRAMES: u32 = 3;
 /// Volume of the DTMF digits we send, in -dBm0 (RFC 4733 §2.5.2.2 range 0–63).
 const DTMF_VOLUME: u8 = 10;
 /// Most AMR-WB frames we put in one packet (ptime 60).
@@ -397,7 +397,11 @@ impl SipLeg {
         } else if let (CodecState::AmrWb(amr), Codec::AmrWb(params)) =
             (&mut self.codec, &negotiated.codec)
         {
-            amr.configure(params.mode_set.as_deref(), negotiated.ptime_ms, params.octet_align);
+            amr.configure(
+                params.mode_set.as_deref(),
+                negotiated.ptime_ms,
+                params.octet_align,
+            );
         } else if let CodecState::G711(g711) = &mut self.codec {
             g711.ptime_samples = ptime_samples(negotiated);
         }
@@ -451,9 +455,13 @@ impl SipLeg {
 
     /// The leg's audio for this 20 ms tick, at 16 kHz, into `out`.
     pub fn poll_audio(&mut self, now: Instant, out: &mut [i16; WIDE_FRAME]) -> AudioStatus {
-        if self.is_on_hold() || !self.negotiated.local_direction.receives() {
+        if self.is_on_hold() {
             out.fill(0);
             return AudioStatus::Held;
+        }
+        if !self.negotiated.local_direction.receives() {
+            out.fill(0);
+            return AudioStatus::Silence;
         }
         let playout = self.jitter.poll(now);
         let status = self.codec.play(playout, &mut self.pcm8, out);
@@ -486,7 +494,9 @@ impl SipLeg {
         let mut marker = self.tx_marker;
         let mut start = 0;
         loop {
-            let ready = self.codec.encode(pcm, timestamp, start, &mut scratch[RTP_HEADER_LEN..]);
+            let ready = self
+                .codec
+                .encode(pcm, timestamp, start, &mut scratch[RTP_HEADER_LEN..]);
             start += 1;
             match ready {
                 Ok(Some((ts, len))) => {
@@ -506,7 +516,10 @@ impl SipLeg {
         self.scratch = scratch;
     }
 
-    /// Queues a DTMF digit to send as RFC 4733 events (100 ms each, three end packets).
+    /// Queues a DTMF digit to send as RFC 4733 events ([`DTMF_DURATION`] each, three end
+    /// packets, [`DTMF_GAP_FRAMES`] quiet ticks between digits). The events are sent from
+    /// [`Self::send_audio`] in place of audio. Their timestamps are the audio's; RFC 4733 §2.1
+    /// wants the event clock to be the codec's, which every offer we accept has.
     pub fn send_dtmf(&mut self, _now: Instant, digit: char) -> Result<(), LegError> {
         if self.te_sender.is_none() {
             return Err(LegError::NoTelephoneEvent);
@@ -611,7 +624,11 @@ impl SipLeg {
         let pt = packet.payload_type;
         let kind = if pt == self.negotiated.payload_type {
             PayloadKind::Audio
-        } else if self.negotiated.telephone_event.is_some_and(|(te, _)| te == pt) {
+        } else if self
+            .negotiated
+            .telephone_event
+            .is_some_and(|(te, _)| te == pt)
+        {
             PayloadKind::TelephoneEvent
         } else if self.negotiated.comfort_noise == Some(pt) {
             PayloadKind::ComfortNoise
@@ -631,7 +648,12 @@ impl SipLeg {
                 if other.is_some() {
                     self.stats.ssrc_changes += 1;
                 }
-                *other = Some(ReceiveStats::new(packet.ssrc, self.clock, packet.sequence, now));
+                *other = Some(ReceiveStats::new(
+                    packet.ssrc,
+                    self.clock,
+                    packet.sequence,
+                    now,
+                ));
             }
         }
         if let Some(stats) = &mut self.rx_stats
@@ -832,14 +854,23 @@ impl SipLeg {
 
     fn drain_te_events(&mut self) {
         while let Some(event) = self.te_receiver.poll_event() {
-            let clock = self.negotiated.telephone_event.map_or(8_000, |(_, c)| c.max(1));
+            let clock = self
+                .negotiated
+                .telephone_event
+                .map_or(8_000, |(_, c)| c.max(1));
             let leg_event = match event {
-                ReceivedEvent::Began { event, .. } => event.dtmf().map(|digit| LegEvent::DtmfBegan { digit }),
-                ReceivedEvent::Ended { event, duration, .. } => event.dtmf().map(|digit| {
+                ReceivedEvent::Began { event, .. } => {
+                    event.dtmf().map(|digit| LegEvent::DtmfBegan { digit })
+                }
+                ReceivedEvent::Ended {
+                    event, duration, ..
+                } => event.dtmf().map(|digit| {
                     self.stats.dtmf_received += 1;
                     LegEvent::DtmfEnded {
                         digit,
-                        duration: Duration::from_micros(u64::from(duration) * 1_000_000 / u64::from(clock)),
+                        duration: Duration::from_micros(
+                            u64::from(duration) * 1_000_000 / u64::from(clock),
+                        ),
                     }
                 }),
             };
@@ -915,7 +946,7 @@ enum PayloadKind {
 
 /// The codec side of the leg.
 enum CodecState {
-    G711(G711State),
+    G711(Box<G711State>),
     AmrWb(Box<AmrWbState>),
 }
 
@@ -955,8 +986,12 @@ struct AmrWbState {
 impl CodecState {
     fn new(negotiated: &Negotiated) -> Result<Self, LegError> {
         Ok(match &negotiated.codec {
-            Codec::Pcmu | Codec::Pcma => Self::G711(G711State {
-                law: if negotiated.codec == Codec::Pcmu { Law::Mu } else { Law::A },
+            Codec::Pcmu | Codec::Pcma => Self::G711(Box::new(G711State {
+                law: if negotiated.codec == Codec::Pcmu {
+                    Law::Mu
+                } else {
+                    Law::A
+                },
                 up: Upsampler::new(),
                 down: Decimator::new(),
                 last: [0; NARROW_FRAME],
@@ -967,7 +1002,7 @@ impl CodecState {
                 pending_len: 0,
                 pending_ts: 0,
                 ptime_samples: ptime_samples(negotiated),
-            }),
+            })),
             Codec::AmrWb(params) => {
                 let mut state = AmrWbState {
                     encoder: AmrWbEncoder::new(false)?,
@@ -984,7 +1019,11 @@ impl CodecState {
                     pending_ts: 0,
                     pcm: [0; FRAME_SAMPLES],
                 };
-                state.configure(params.mode_set.as_deref(), negotiated.ptime_ms, params.octet_align);
+                state.configure(
+                    params.mode_set.as_deref(),
+                    negotiated.ptime_ms,
+                    params.octet_align,
+                );
                 Self::AmrWb(Box::new(state))
             }
         })
@@ -1012,7 +1051,9 @@ impl CodecState {
                 }
             }
             Self::AmrWb(amr) => {
-                let cmr = amr.depacketizer.depacketize(packet.payload, &mut amr.frames)?;
+                let cmr = amr
+                    .depacketizer
+                    .depacketize(packet.payload, &mut amr.frames)?;
                 // RFC 4867 §4.3.1: follow the peer's request within the mode-set.
                 if let Cmr::Mode(requested) = cmr
                     && let Some(mode) = amr.mode_set.mode_for_request(requested)
@@ -1028,7 +1069,14 @@ impl CodecState {
                         FrameType::NoData => FrameKind::NoData,
                     };
                     let tag = (frame.frame_type.ft() << 1) | u8::from(frame.quality.bit());
-                    jitter.insert(ts, Frame::Coded { kind, tag, data: frame.data });
+                    jitter.insert(
+                        ts,
+                        Frame::Coded {
+                            kind,
+                            tag,
+                            data: frame.data,
+                        },
+                    );
                 }
             }
         }
@@ -1091,7 +1139,8 @@ impl CodecState {
                 }
                 Playout::Frame(frame) => {
                     let quality = FrameQuality::from_bit(frame.tag & 1 == 1);
-                    let frame_type = FrameType::from_ft(frame.tag >> 1).unwrap_or(FrameType::SpeechLost);
+                    let frame_type =
+                        FrameType::from_ft(frame.tag >> 1).unwrap_or(FrameType::SpeechLost);
                     let decoded = amr.decoder.decode(
                         FrameRef {
                             frame_type,
@@ -1141,6 +1190,10 @@ impl CodecState {
         match self {
             Self::G711(g) => {
                 if step == 0 {
+                    // Samples left from before a gap (DTMF, hold) would get a wrong timestamp.
+                    if g.pending_ts.wrapping_add(g.pending_len as u32) != timestamp {
+                        g.pending_len = 0;
+                    }
                     let mut narrow = [0i16; NARROW_FRAME];
                     g.down.process(pcm, &mut narrow);
                     if g.pending_len + NARROW_FRAME > g.pending.len() {
@@ -1169,7 +1222,9 @@ impl CodecState {
                 if step > 0 {
                     return Ok(None);
                 }
-                if amr.pending_len == 0 {
+                let expected = (amr.pending_len * FRAME_SAMPLES) as u32;
+                if amr.pending_len == 0 || amr.pending_ts.wrapping_add(expected) != timestamp {
+                    amr.pending_len = 0;
                     amr.pending_ts = timestamp;
                 }
                 amr.pcm.copy_from_slice(pcm);
@@ -1209,7 +1264,10 @@ impl G711State {
         };
         let amplitude = 32_767.0 * 10f32.powf(-f32::from(level) / 20.0) * 3f32.sqrt();
         for s in pcm8.iter_mut() {
-            self.noise = self.noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            self.noise = self
+                .noise
+                .wrapping_mul(1_664_525)
+                .wrapping_add(1_013_904_223);
             let uniform = (self.noise >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
             *s = (uniform * amplitude) as i16;
         }
@@ -1227,7 +1285,11 @@ impl AmrWbState {
                     n += 1;
                 }
             }
-            if n == 0 { ModeSet::ALL } else { ModeSet::new(&modes[..n]) }
+            if n == 0 {
+                ModeSet::ALL
+            } else {
+                ModeSet::new(&modes[..n])
+            }
         });
         let layout = if octet_align {
             Layout::OctetAligned

@@ -172,11 +172,25 @@ mod tests {
     fn tones_keep_frequency_and_level_both_ways() {
         for freq in [300.0, 1_000.0, 2_500.0] {
             let up = through_upsampler(freq);
-            assert!((dominant_frequency(&up, 16_000) - freq).abs() < 2.0, "{freq}");
-            assert!((rms_dbfs(&up) - (-13.0)).abs() < 1.0, "{freq}: {}", rms_dbfs(&up));
+            assert!(
+                (dominant_frequency(&up, 16_000) - freq).abs() < 2.0,
+                "{freq}"
+            );
+            assert!(
+                (rms_dbfs(&up) - (-13.0)).abs() < 1.0,
+                "{freq}: {}",
+                rms_dbfs(&up)
+            );
             let down = through_decimator(freq);
-            assert!((dominant_frequency(&down, 8_000) - freq).abs() < 2.0, "{freq}");
-            assert!((rms_dbfs(&down) - (-13.0)).abs() < 1.0, "{freq}: {}", rms_dbfs(&down));
+            assert!(
+                (dominant_frequency(&down, 8_000) - freq).abs() < 2.0,
+                "{freq}"
+            );
+            assert!(
+                (rms_dbfs(&down) - (-13.0)).abs() < 1.0,
+                "{freq}: {}",
+                rms_dbfs(&down)
+            );
         }
     }
 

@@ -24,9 +24,7 @@ pub const PT_BYE: u8 = 203;
 /// Whether a datagram on a muxed port is RTCP: its second byte (marker and payload type for
 /// RTP, packet type for RTCP) is in 192–223 (RFC 5761 §4).
 pub fn is_rtcp(datagram: &[u8]) -> bool {
-    datagram
-        .get(1)
-        .is_some_and(|pt| (192..=223).contains(pt))
+    datagram.get(1).is_some_and(|pt| (192..=223).contains(pt))
 }
 
 /// A report block (RFC 3550 §6.4.1).
@@ -228,7 +226,11 @@ impl Report<'_> {
         out.fill(0);
         // 1. SR or RR.
         let count = u8::from(self.block.is_some());
-        let packet_type = if self.sender_info.is_some() { PT_SR } else { PT_RR };
+        let packet_type = if self.sender_info.is_some() {
+            PT_SR
+        } else {
+            PT_RR
+        };
         out[0] = 0x80 | count;
         out[1] = packet_type;
         out[2..4].copy_from_slice(&((report_len / 4 - 1) as u16).to_be_bytes());
@@ -579,7 +581,11 @@ mod tests {
         assert_eq!(block.jitter, 0);
         // The next interval without loss reports 0.
         for i in 1000..1100u32 {
-            stats.update(t0 + Duration::from_millis(u64::from(i) * 20), (65_000 + i) as u16, i * 160);
+            stats.update(
+                t0 + Duration::from_millis(u64::from(i) * 20),
+                (65_000 + i) as u16,
+                i * 160,
+            );
         }
         assert_eq!(stats.report_block(t0).fraction_lost, 0);
     }

@@ -355,7 +355,12 @@ mod tests {
         assert_eq!(packet.payload, &[1, 2, 3]);
         assert!(packet.marker);
         assert_eq!(
-            (packet.payload_type, packet.sequence, packet.timestamp, packet.ssrc),
+            (
+                packet.payload_type,
+                packet.sequence,
+                packet.timestamp,
+                packet.ssrc
+            ),
             (96, 0xFFFF, 0xFFFF_FFF0, Ssrc(0xDEAD_BEEF))
         );
         let mut reader = &buf[..n + 3];
@@ -386,7 +391,10 @@ mod tests {
         );
         let mut bad = [0u8; 12];
         bad[0] = 0x40;
-        assert_eq!(RtpPacket::parse(&bad), Err(RtpError::Version { version: 1 }));
+        assert_eq!(
+            RtpPacket::parse(&bad),
+            Err(RtpError::Version { version: 1 })
+        );
         // Fifteen CSRCs announced, none present.
         let mut csrc = [0u8; 20];
         csrc[0] = 0x8F;
@@ -400,18 +408,30 @@ mod tests {
         // Extension header cut off, and an extension claiming 65535 words.
         let mut ext = [0u8; 14];
         ext[0] = 0x90;
-        assert!(matches!(RtpPacket::parse(&ext), Err(RtpError::HeaderOverrun { .. })));
+        assert!(matches!(
+            RtpPacket::parse(&ext),
+            Err(RtpError::HeaderOverrun { .. })
+        ));
         let mut ext = [0u8; 16];
         ext[0] = 0x90;
         ext[14] = 0xFF;
         ext[15] = 0xFF;
-        assert!(matches!(RtpPacket::parse(&ext), Err(RtpError::HeaderOverrun { .. })));
+        assert!(matches!(
+            RtpPacket::parse(&ext),
+            Err(RtpError::HeaderOverrun { .. })
+        ));
         // Padding of zero, and padding longer than the packet.
         let mut pad = [0u8; 13];
         pad[0] = 0xA0;
-        assert!(matches!(RtpPacket::parse(&pad), Err(RtpError::BadPadding { .. })));
+        assert!(matches!(
+            RtpPacket::parse(&pad),
+            Err(RtpError::BadPadding { .. })
+        ));
         pad[12] = 200;
-        assert!(matches!(RtpPacket::parse(&pad), Err(RtpError::BadPadding { .. })));
+        assert!(matches!(
+            RtpPacket::parse(&pad),
+            Err(RtpError::BadPadding { .. })
+        ));
         // Every short prefix of every byte pattern: no panic.
         for len in 0..40 {
             for fill in [0x00, 0x80, 0x9F, 0xBF, 0xFF] {

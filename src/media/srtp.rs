@@ -163,7 +163,10 @@ impl SrtpSession {
     /// Protects the RTCP compound packet in `buf[..len]` in place; returns the new length.
     pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let plain = buf.get(..len).ok_or(SrtpError::TooShort { len })?;
-        let out = self.tx.encrypt_rtcp(plain).map_err(|_| SrtpError::Protect)?;
+        let out = self
+            .tx
+            .encrypt_rtcp(plain)
+            .map_err(|_| SrtpError::Protect)?;
         copy_out(&out, buf)
     }
 
@@ -177,7 +180,10 @@ impl SrtpSession {
         // 2. Bound the SSRCs the context keeps state for.
         let slot = self.admit(ssrc)?;
         // 3. Decrypt; only an authenticated packet marks its SSRC as genuine.
-        let plain = self.rx.decrypt_rtp(packet).map_err(|e| refused(e, packet.len()))?;
+        let plain = self
+            .rx
+            .decrypt_rtp(packet)
+            .map_err(|e| refused(e, packet.len()))?;
         self.rx_ssrcs[slot].1 = true;
         copy_out(&plain, out)
     }
@@ -219,7 +225,11 @@ impl SrtpSession {
             return Ok(i);
         }
         if self.rx_ssrc_count == MAX_RX_SSRCS {
-            if self.rx_ssrcs.iter().any(|(_, authenticated)| *authenticated) {
+            if self
+                .rx_ssrcs
+                .iter()
+                .any(|(_, authenticated)| *authenticated)
+            {
                 return Err(SrtpError::TooManySsrcs { ssrc });
             }
             // Only forgeries so far: start over with an empty receive context.
@@ -318,7 +328,10 @@ mod tests {
             local_key: alice.remote_key.clone(),
             ..alice.clone()
         };
-        (SrtpSession::new(&alice).unwrap(), SrtpSession::new(&bob).unwrap())
+        (
+            SrtpSession::new(&alice).unwrap(),
+            SrtpSession::new(&bob).unwrap(),
+        )
     }
 
     fn rtp(seq: u16, payload: u8) -> ([u8; 256], usize) {
@@ -459,8 +472,7 @@ mod tests {
         for ssrc in 0..100u32 {
             let mut forged = buf;
             forged[8..12].copy_from_slice(&(ssrc + 0x1000).to_be_bytes());
-            if let Err(SrtpError::TooManySsrcs { .. }) = bob.unprotect_rtp(&forged[..n], &mut out)
-            {
+            if let Err(SrtpError::TooManySsrcs { .. }) = bob.unprotect_rtp(&forged[..n], &mut out) {
                 refused_early += 1;
             }
         }
