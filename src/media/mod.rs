@@ -2,5 +2,25 @@
 //! (de)packetizing, jitter buffer with PLC, decode, N-1 mix, encode) and a router that fans one
 //! encoded stream out to many subscribers.
 //!
-//! Still to come (issue 6). It will follow who hears whom through
+//! What exists so far is the sans-IO core of a SIP leg ([`leg::SipLeg`]), built from the
+//! SDP's [`crate::sip::sdp::Negotiated`] and driven with `(now, input)`:
+//!
+//! - [`srtp`]: SDES SRTP/SRTCP for the three suites, replay protection, bounded state.
+//! - [`rtp`]: RTP header view and writer over borrowed buffers, sequence and time newtypes.
+//! - [`jitter`]: the adaptive jitter buffer (20–120 ms target), loss, DTX and re-sync.
+//! - [`rtcp`]: SR/RR/SDES writing and parsing, RFC 3550 reception statistics, rtcp-mux demux.
+//! - [`resample`]: the 8 ↔ 16 kHz interpolator and decimator for G.711 legs.
+//! - [`leg`]: the per-call pipeline tying them to the codecs crate.
+//!
+//! The router and the mixer follow (issue 6); they will follow who hears whom through
 //! [`crate::rooms::Rooms::audience`] and the rooms change channel.
+
+pub mod jitter;
+pub mod leg;
+pub mod resample;
+pub mod rtcp;
+pub mod rtp;
+pub mod srtp;
+
+#[cfg(test)]
+mod netem;

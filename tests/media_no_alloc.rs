@@ -1,0 +1,181 @@
+//! A steady SIP leg allocates nothing per packet or frame (STYLE §4): two legs back to back,
+//! PCMU and AMR-WB, 3,000 frames each way with RTCP and DTMF, under a counting global
+//! allocator. Without SRTP: rtc-srtp 0.21 returns each packet in a new buffer (see
+//! `media::srtp`), which this test measures separately and reports.
+//!
+//! A counting allocator has to implement `GlobalAlloc`, an unsafe trait, hence the allow.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use interwork::media::leg::{LegConfig, MTU, SipLeg};
+use interwork::media::rtp::Ssrc;
+use interwork::sip::sdp::{
+    AmrWbParams, Codec, Direction, Negotiated, Profile, SrtpKeys, SrtpSuite,
+};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn negotiated(codec: Codec, remote: SocketAddr, srtp: Option<SrtpKeys>) -> Negotiated {
+    let (payload_type, clock_rate) = match codec {
+        Codec::AmrWb(_) => (96, 16_000),
+        _ => (0, 8_000),
+    };
+    Negotiated {
+        codec,
+        payload_type,
+        clock_rate,
+        ptime_ms: 20,
+        telephone_event: Some((101, clock_rate)),
+        comfort_noise: None,
+        remote_rtp: remote,
+        remote_rtcp: None,
+        rtcp_mux: true,
+        profile: if srtp.is_some() {
+            Profile::Savp
+        } else {
+            Profile::Avp
+        },
+        remote_direction: Direction::SendRecv,
+        local_direction: Direction::SendRecv,
+        srtp,
+    }
+}
+
+fn config(ssrc: u32) -> LegConfig {
+    LegConfig {
+        ssrc: Ssrc(ssrc),
+        initial_sequence: 65_000,
+        initial_timestamp: u32::MAX - 10_000,
+        cname: format!("leg-{ssrc}"),
+        wall_clock: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    }
+}
+
+/// Runs `frames` 20 ms ticks of two legs wired back to back; returns the allocations counted
+/// after the first `warm_up` ticks.
+fn allocations(codec: Codec, srtp: bool, frames: u32, warm_up: u32) -> usize {
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) = (
+        "192.0.2.1:4000".parse().unwrap(),
+        "192.0.2.2:5000".parse().unwrap(),
+    );
+    let keys = |flip: bool| {
+        srtp.then(|| {
+            let k1: Vec<u8> = (0..30).collect();
+            let k2: Vec<u8> = (100..130).collect();
+            let (local_key, remote_key) = if flip { (k2, k1) } else { (k1, k2) };
+            SrtpKeys {
+                suite: SrtpSuite::AesCm128HmacSha1_80,
+                tag: 1,
+                remote_key,
+                local_key,
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut a = SipLeg::new(
+        start,
+        &negotiated(codec.clone(), b_addr, keys(false)),
+        config(1),
+    )
+    .unwrap();
+    let mut b = SipLeg::new(start, &negotiated(codec, a_addr, keys(true)), config(2)).unwrap();
+    let mut buf = vec![0u8; MTU];
+    let mut pcm = [0i16; 320];
+    let mut out = [0i16; 320];
+    let mut counted_from = 0;
+    for n in 0..frames {
+        if n == warm_up {
+            counted_from = ALLOCATIONS.load(Ordering::Relaxed);
+        }
+        let now = start + Duration::from_millis(20 * u64::from(n));
+        for (i, s) in pcm.iter_mut().enumerate() {
+            // A 1 kHz tone, on for 400 ms and off for 400 ms.
+            let on = (n / 20) % 2 == 0;
+            let t = f64::from(n * 320 + i as u32) / 16_000.0;
+            *s = if on {
+                ((t * 2.0 * std::f64::consts::PI * 1_000.0).sin() * 8_000.0) as i16
+            } else {
+                0
+            };
+        }
+        if n % 100 == 50 {
+            a.send_dtmf(now, '5').unwrap();
+        }
+        a.send_audio(now, &pcm);
+        b.send_audio(now, &pcm);
+        for leg in [&mut a, &mut b] {
+            if leg.poll_timeout().is_some_and(|t| t <= now) {
+                leg.handle_timeout(now);
+            }
+        }
+        let arrive = now + Duration::from_millis(5);
+        while let Some(t) = a.poll_transmit(&mut buf) {
+            let _ = b.handle_datagram(arrive, a_addr, &buf[..t.len]);
+        }
+        while let Some(t) = b.poll_transmit(&mut buf) {
+            let _ = a.handle_datagram(arrive, b_addr, &buf[..t.len]);
+        }
+        let play = now + Duration::from_millis(10);
+        a.poll_audio(play, &mut out);
+        b.poll_audio(play, &mut out);
+        while a.poll_event().is_some() || b.poll_event().is_some() {}
+    }
+    let stats = b.stats();
+    assert!(
+        stats.packets_received > u64::from(frames) * 9 / 10,
+        "{stats:?}"
+    );
+    assert!(
+        stats.dtmf_received > 0 && stats.rtcp_received > 0,
+        "{stats:?}"
+    );
+    ALLOCATIONS.load(Ordering::Relaxed) - counted_from
+}
+
+#[test]
+fn a_steady_leg_allocates_nothing_per_frame() {
+    for codec in [
+        Codec::Pcmu,
+        Codec::AmrWb(AmrWbParams::new(false)),
+        Codec::AmrWb(AmrWbParams::new(true)),
+    ] {
+        let count = allocations(codec.clone(), false, 3_000, 200);
+        assert_eq!(count, 0, "{codec:?}: {count} allocations in 2,800 frames");
+    }
+    // With SRTP only the SRTP library allocates: a buffer per protect and per unprotect.
+    // (One test, not two: the counter is global and tests run in parallel.)
+    let frames = 1_000;
+    let count = allocations(Codec::Pcmu, true, frames, 200);
+    let packets = 2 * 2 * (frames - 200) as usize;
+    assert!(
+        count <= packets + 100,
+        "{count} allocations for {packets} SRTP operations"
+    );
+}
