@@ -34,6 +34,7 @@ fn sipp(d: &Daemon, scenario: &str, fields: &[&str], args: &[&str]) -> (bool, St
         .args(["-sf", sf.to_str().unwrap()])
         .args(["-i", "127.0.0.1", "-p", &port, "-mp", &media])
         .args(["-timeout", "30s", "-timeout_error", "-nostdin", "-trace_err", "-trace_logs"])
+        .args(if std::env::var_os("SIPP_TRACE_MSG").is_some() { &["-trace_msg"][..] } else { &[] })
         .args(args)
         .output()
     else {
@@ -165,13 +166,14 @@ fn scenario(body: &str) -> String {
     format!("<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"t\">\n{body}</scenario>\n")
 }
 
-/// A whole call: INVITE, 200, ACK, BYE.
+/// A whole call: INVITE, 200, ACK, BYE. Responses are matched to their transaction: under
+/// loss a retransmitted 200 of the INVITE must not pass for the BYE's.
 fn call_scenario() -> String {
     scenario(&format!(
-        "{}  <recv response=\"100\" optional=\"true\"/>\n  <recv response=\"200\" rrs=\"true\"/>\n{}  <pause milliseconds=\"100\"/>\n{}  <recv response=\"200\"/>\n",
-        invite("X-Case: call", 1),
-        ack(1),
-        in_dialog("BYE", 2, "", "")
+        "{}  <recv response=\"100\" optional=\"true\" response_txn=\"invite\"/>\n  <recv response=\"200\" rrs=\"true\" response_txn=\"invite\"/>\n{}  <pause milliseconds=\"100\"/>\n{}  <recv response=\"200\" response_txn=\"bye\"/>\n",
+        invite("X-Case: call", 1).replacen("<send retrans=\"500\">", "<send retrans=\"500\" start_txn=\"invite\">", 1),
+        ack(1).replacen("<send>", "<send ack_txn=\"invite\">", 1),
+        in_dialog("BYE", 2, "", "").replacen("<send retrans=\"500\">", "<send retrans=\"500\" start_txn=\"bye\">", 1)
     ))
 }
 
