@@ -39,6 +39,8 @@ pub struct Daemon {
     pub verifier: Arc<Verifier>,
     /// Event delivery.
     pub callbacks: Callbacks,
+    /// The WebRTC side (device sockets, shared UDP port, forwarding).
+    pub webrtc: crate::webrtc::WebrtcService,
 }
 
 impl Daemon {
@@ -75,16 +77,19 @@ impl Daemon {
             .with_context(|| format!("refusing to start: cannot load the state in {}", store_path.display()))?;
         let metrics = Arc::new(metrics::Metrics::default());
         let callbacks = Callbacks::new(config.callbacks.clone(), metrics.clone());
+        let drain = Drain::default();
+        let webrtc = crate::webrtc::WebrtcService::new(&config, verifier.clone(), rooms.clone(), drain.clone());
         let state = AppState {
             rooms,
             accounts: Arc::new(Accounts::new(config.accounts.clone())),
             minter,
             node_key,
             metrics,
-            drain: Drain::default(),
+            drain,
             body_limit: config.http.body_limit,
+            devices: webrtc.hub(),
         };
-        Ok(Self { config, state, verifier, callbacks })
+        Ok(Self { config, state, verifier, callbacks, webrtc })
     }
 
     /// Serves until SIGTERM/SIGINT, then drains and returns.
@@ -103,7 +108,7 @@ impl Daemon {
 
     /// Serves on `listener` until `shutdown` resolves, then drains and returns.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
@@ -116,6 +121,14 @@ impl Daemon {
             async move { drain.started().await }
         }));
         tokio::spawn(self.callbacks.clone().run(rooms.subscribe()));
+        // WebRTC media runs until the drain is over, then closes every device with 1001.
+        let (stop_media, media_stopped) = tokio::sync::oneshot::channel::<()>();
+        let media = self
+            .webrtc
+            .start(async move {
+                let _ = media_stopped.await;
+            })
+            .await?;
 
         let app = control::router(self.state.clone(), self.config.http.request_timeout);
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -135,6 +148,10 @@ impl Daemon {
         match drain.wait_idle(self.config.shutdown.drain_timeout).await {
             DrainOutcome::Idle => tracing::info!("no live calls; stopping"),
             DrainOutcome::TimedOut(n) => tracing::warn!(calls = n, "drain timeout passed; ending live calls"),
+        }
+        let _ = stop_media.send(());
+        if tokio::time::timeout(HTTP_GRACE, media).await.is_err() {
+            tracing::warn!("WebRTC media did not stop within the grace period");
         }
         let _ = stop_http.send(());
         match tokio::time::timeout(HTTP_GRACE, server).await {

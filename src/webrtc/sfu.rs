@@ -326,6 +326,27 @@ impl Sfu {
         self.peers.get(&peer).map(|p| &p.info)
     }
 
+    /// Every peer.
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// Who receives streams (peers and external subscribers): the listener side of the
+    /// subscription check.
+    pub fn listeners(&self) -> Vec<(SessionId, ParticipantId)> {
+        let peers = self.peers.values().map(|p| (p.info.session.clone(), p.info.participant.clone()));
+        let externals = self.externals.values().map(|s| (s.session.clone(), s.participant.clone()));
+        peers.chain(externals).collect()
+    }
+
+    /// Who publishes streams: the publisher side of the subscription check.
+    pub fn publishers(&self) -> Vec<(SessionId, ParticipantId)> {
+        let mut v: Vec<_> = self.endpoints.values().map(|e| (e.session.clone(), e.participant.clone())).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// True when the peer's ICE and DTLS are up.
     pub fn is_connected(&self, peer: PeerId) -> bool {
         self.peers.get(&peer).is_some_and(|p| p.rtc.is_connected())

@@ -241,8 +241,8 @@ impl Sim {
                 Ok(Output::Event(Event::MediaData(d))) => {
                     *b.received.entry(d.mid).or_default() += 1;
                 }
-                Ok(Output::Event(e)) => { if std::env::var("SIMDBG").is_ok() { eprintln!("browser {i} event {e:?}"); } }
-                Err(e) => { if std::env::var("SIMDBG").is_ok() { eprintln!("browser {i} error {e:?}"); } break }
+                Ok(Output::Event(_)) => {}
+                Err(_) => break,
             }
         }
         progressed
