@@ -62,6 +62,10 @@ pub struct Sim {
     pub session: SessionId,
     /// `hears(listener, publisher)`: everyone hears everyone unless a pair is listed here.
     pub deaf: Vec<(ParticipantId, ParticipantId)>,
+    /// Participants that hear nobody (publish-only).
+    pub deaf_listeners: Vec<ParticipantId>,
+    /// Wall time spent inside the forwarder's calls (one thread: its CPU time).
+    pub sfu_time: Duration,
     frame: Arc<[u8]>,
     next_tick: Instant,
 }
@@ -76,6 +80,8 @@ impl Sim {
             now,
             session: SessionId::from("sim-session"),
             deaf: Vec::new(),
+            sfu_time: Duration::ZERO,
+            deaf_listeners: Vec::new(),
             frame: vec![0xF8; frame_bytes].into(),
             next_tick: now,
         }
@@ -115,21 +121,35 @@ impl Sim {
         self.settle();
     }
 
-    /// Recomputes subscriptions from [`Sim::deaf`].
+    /// Recomputes subscriptions: everyone hears everyone except the pairs in [`Sim::deaf`]
+    /// and the listeners in [`Sim::deaf_listeners`].
     pub fn refresh(&mut self) {
         let deaf = self.deaf.clone();
-        self.sfu.refresh_subscriptions(self.now, |_, l, p| !deaf.iter().any(|(a, b)| a == l && b == p));
+        let deaf_listeners = self.deaf_listeners.clone();
+        let t0 = Instant::now();
+        self.sfu.refresh_subscriptions(self.now, |_, l, p| {
+            !deaf_listeners.contains(l) && !deaf.iter().any(|(a, b)| a == l && b == p)
+        });
+        self.sfu_time += t0.elapsed();
     }
 
     /// Runs until nothing more happens at this instant.
     pub fn settle(&mut self) {
         for _ in 0..1000 {
             let mut progressed = false;
-            while let Some(ev) = self.sfu.poll_event() {
+            loop {
+                let t0 = Instant::now();
+                let ev = self.sfu.poll_event();
+                self.sfu_time += t0.elapsed();
+                let Some(ev) = ev else { break };
                 progressed = true;
                 self.on_event(ev);
             }
-            while let Some(t) = self.sfu.poll_transmit() {
+            loop {
+                let t0 = Instant::now();
+                let t = self.sfu.poll_transmit();
+                self.sfu_time += t0.elapsed();
+                let Some(t) = t else { break };
                 progressed = true;
                 if let Some(b) = self.browsers.iter_mut().find(|b| b.addr == t.destination) {
                     if let Ok(r) = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents) {
@@ -165,7 +185,9 @@ impl Sim {
                 self.next_tick += Duration::from_millis(20);
                 self.write_frames();
             }
+            let t0 = Instant::now();
             self.sfu.handle_timeout(self.now);
+            self.sfu_time += t0.elapsed();
             for b in &mut self.browsers {
                 // Always: str0m may report a far timeout right after an offer was accepted.
                 let _ = b.rtc.handle_input(Input::Timeout(self.now));
@@ -236,7 +258,9 @@ impl Sim {
                 }
                 Ok(Output::Transmit(t)) => {
                     progressed = true;
+                    let t0 = Instant::now();
                     self.sfu.handle_datagram(self.now, t.source, &t.contents);
+                    self.sfu_time += t0.elapsed();
                 }
                 Ok(Output::Event(Event::MediaData(d))) => {
                     *b.received.entry(d.mid).or_default() += 1;

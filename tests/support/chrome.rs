@@ -202,7 +202,11 @@ impl Browser {
                 return v;
             }
             if Instant::now() > deadline {
-                let state = self.eval("return JSON.stringify(window.t || window.demo || null)");
+                let state = self.eval(
+                    "return JSON.stringify({t: window.t || null, demo: window.demo || null, \
+                     errors: window.rtc ? window.rtc._errors : null, \
+                     sdp: window.rtc && window.rtc._pc && window.rtc._pc.remoteDescription ? window.rtc._pc.remoteDescription.sdp : null})",
+                );
                 panic!("timed out after {limit:?} waiting for {what}; page state: {state}");
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -217,6 +221,7 @@ impl Browser {
             r#"
             window.t = {available: [], unavailable: [], streams: {}, dtmf: []};
             const s = document.createElement('script');
+            s.onerror = () => t.sdkError = 'the SDK did not load';
             s.src = '/sdk/interwork.js';
             document.head.appendChild(s);
             return true;"#,

@@ -50,6 +50,7 @@
     this._publishing = null; // {requestId, mediaStream, endpointId}
     this._chain = Promise.resolve(); // offers and stream events, in order
     this._ping = null;
+    this._errors = []; // what went wrong inside, for debugging: last 20
   }
 
   /** Called with {endpointId, participantId, mediaTypes, mediaStream} for each stream heard. */
@@ -84,7 +85,9 @@
     return new Promise(function (resolve, reject) {
       var ws = new WebSocket(wsUrl(options.url));
       self._ws = ws;
-      var pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
+      // Not max-bundle: an offer whose m-lines are all stopped has no BUNDLE group, which
+      // max-bundle refuses. The gateway bundles everything it offers anyway.
+      var pc = new RTCPeerConnection({ rtcpMuxPolicy: "require" });
       self._pc = pc;
       pc.onicecandidate = function (ev) {
         if (ev.candidate && ev.candidate.candidate) {
@@ -118,6 +121,7 @@
       };
       ws.onclose = function (ev) {
         var e = sdkError(ev.code, ev.reason || "connection closed");
+        self._note("closed " + ev.code + " " + ev.reason);
         if (!self._welcome) {
           reject(e);
         }
@@ -229,9 +233,18 @@
   };
 
   InterworkRtc.prototype._enqueue = function (fn) {
+    var self = this;
     this._chain = this._chain.then(fn).catch(function (e) {
-      console.warn("interwork:", e);
+      self._note(e);
     });
+  };
+
+  InterworkRtc.prototype._note = function (e) {
+    console.warn("interwork:", e);
+    this._errors.push(String((e && e.message) || e));
+    if (this._errors.length > 20) {
+      this._errors.shift();
+    }
   };
 
   InterworkRtc.prototype._handle = function (msg) {
@@ -257,7 +270,7 @@
           self._requests.delete(msg.requestId);
           r.reject(sdkError(msg.code, msg.message));
         } else {
-          console.warn("interwork: " + msg.code + ": " + msg.message);
+          self._note(msg.code + ": " + msg.message);
         }
         break;
       case "streamAvailable":
@@ -316,6 +329,7 @@
       return t.mid === msg.mid;
     });
     if (!t) {
+      this._note("no transceiver for mid " + msg.mid);
       return;
     }
     var stream = {
