@@ -222,6 +222,8 @@ struct Peer {
     /// m-lines to stop at the next offer.
     to_stop: Vec<Mid>,
     publish: PublishState,
+    /// The m-line that keeps the transport up is in the session.
+    anchored: bool,
 }
 
 struct SendSlot {
@@ -391,6 +393,7 @@ impl Sfu {
                 wanted: BTreeSet::new(),
                 to_stop: Vec::new(),
                 publish: PublishState::None,
+                anchored: false,
             },
         );
         self.dirty.push(id);
@@ -750,6 +753,14 @@ impl Sfu {
             return;
         }
         let mut api = p.rtc.sdp_api();
+        // The first offer starts with an inactive audio m-line that is never used nor stopped:
+        // it carries the BUNDLE tag, so stopping every stream m-line (the participant hears
+        // nobody for a while) keeps the BUNDLE group, ICE and DTLS up, as browsers require. (A
+        // data channel would do too, but Chromium aborts an SCTP association it did not ask for.)
+        if !p.anchored && (!p.wanted.is_empty() || matches!(p.publish, PublishState::Wanted(_))) {
+            api.add_media(MediaKind::Audio, Direction::Inactive, None, None, None);
+            p.anchored = true;
+        }
         for mid in p.to_stop.drain(..) {
             api.stop_media(mid);
         }
