@@ -199,7 +199,7 @@ pub struct Sfu {
     externals: HashMap<ExternalSubscriberId, ExternalSubscriber>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
-    /// Peers with input since they were last polled.
+    /// Peers with input since they were last polled (each at most once: `Peer::dirty`).
     dirty: Vec<PeerId>,
     /// Reused for the events of one peer's poll, so that forwarding can borrow other peers.
     scratch: Vec<Event>,
@@ -224,6 +224,8 @@ struct Peer {
     publish: PublishState,
     /// The m-line that keeps the transport up is in the session.
     anchored: bool,
+    /// Listed in `Sfu::dirty` (a flag, so that marking is O(1) per frame and subscriber).
+    dirty: bool,
 }
 
 struct SendSlot {
@@ -394,9 +396,10 @@ impl Sfu {
                 to_stop: Vec::new(),
                 publish: PublishState::None,
                 anchored: false,
+                dirty: false,
             },
         );
-        self.dirty.push(id);
+        self.mark_dirty(id);
         self.events.push_back(SfuEvent::SubscriptionsStale);
         self.drive(now);
         Ok(id)
@@ -504,7 +507,7 @@ impl Sfu {
             self.remove_peer(now, peer, Some(CloseReason::MediaFailed));
             return;
         }
-        self.dirty.push(peer);
+        self.mark_dirty(peer);
         // Streams whose m-lines are now negotiated start flowing.
         for (endpoint, mid) in pending.added {
             let Some(p) = self.peers.get_mut(&peer) else { return };
@@ -534,7 +537,7 @@ impl Sfu {
         let text = text.strip_prefix("a=").unwrap_or(text);
         if let Ok(c) = Candidate::from_sdp_string(text) {
             p.rtc.add_remote_candidate(c);
-            self.dirty.push(peer);
+            self.mark_dirty(peer);
             self.drive(now);
         }
     }
@@ -611,7 +614,7 @@ impl Sfu {
         if let Err(e) = p.rtc.handle_input(input) {
             tracing::trace!(peer = id.0, error = %e, "input refused");
         }
-        self.dirty.push(id);
+        self.mark_dirty(id);
         self.drive(now);
     }
 
@@ -624,7 +627,8 @@ impl Sfu {
                 && p.offered_at.is_some_and(|t| now.saturating_duration_since(t) >= self.config.setup_timeout);
             if idle || never {
                 expired.push(*id);
-            } else if p.next_timeout <= now {
+            } else if p.next_timeout <= now && !p.dirty {
+                p.dirty = true;
                 self.dirty.push(*id);
             }
         }
@@ -785,7 +789,7 @@ impl Sfu {
             let m = ServerMessage::Offer { sdp: offer.to_sdp_string(), publish_mid: publish.map(|(mid, _)| mid.to_string()) };
             self.events.push_back(SfuEvent::ToDevice(peer, m));
         }
-        self.dirty.push(peer);
+        self.mark_dirty(peer);
     }
 
     fn activate_publish(&mut self, now: Instant, peer: PeerId, mid: Mid, request_id: u32) {
@@ -933,15 +937,22 @@ impl Sfu {
     /// forwarding may dirty other peers, which are polled in turn.
     fn drive(&mut self, now: Instant) {
         while let Some(id) = self.dirty.pop() {
-            if self.dirty.contains(&id) {
-                continue;
-            }
             self.poll_peer(now, id);
+        }
+    }
+
+    fn mark_dirty(&mut self, id: PeerId) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            if !p.dirty {
+                p.dirty = true;
+                self.dirty.push(id);
+            }
         }
     }
 
     fn poll_peer(&mut self, now: Instant, id: PeerId) {
         let Some(p) = self.peers.get_mut(&id) else { return };
+        p.dirty = false;
         // Always moving time forward is allowed and cheap, and str0m may have changed its mind
         // about the next timeout since it last told us (an answer accepted, a frame written).
         if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
@@ -1034,7 +1045,8 @@ impl Sfu {
                         Ok(()) => counters.frames_forwarded += 1,
                         Err(_) => counters.frames_dropped += 1,
                     }
-                    if !dirty.contains(peer) {
+                    if !p.dirty {
+                        p.dirty = true;
                         dirty.push(*peer);
                     }
                 }
