@@ -175,3 +175,28 @@ fn a_second_tab_replaces_the_first_and_removal_disconnects() {
         assert_eq!(close_code(&mut second).await, 4010);
     });
 }
+
+#[test]
+fn the_sdk_is_served_and_the_demo_only_when_enabled() {
+    let c = Client::new();
+    let on = Daemon::start();
+    let js = c.get(&on.url("/sdk/interwork.js"));
+    assert_eq!(js.status().as_u16(), 200);
+    assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    assert!(js.text().unwrap().contains("InterworkRtc"));
+    let dts = c.get(&on.url("/sdk/interwork.d.ts")).text().unwrap();
+    assert!(dts.contains("declare class InterworkRtc"));
+    assert_eq!(c.get(&on.url("/demo/")).status().as_u16(), 200);
+    let info: Value = c.get(&on.url("/demo/connectionInfo")).json().unwrap();
+    assert!(info["sipUri"].as_str().unwrap().starts_with("sip:demo@127.0.0.1:"), "{info}");
+    assert!(info["userToUser"].as_str().unwrap().ends_with(";encoding=jwt"), "{info}");
+    // The browser and the phone participant are in the same demo session, hearing everyone.
+    let sid = info["sessionId"].as_str().unwrap();
+    let members: Value = c.get(&on.api(&format!("/sessions/{sid}/participants"))).json().unwrap();
+    assert_eq!(members.as_array().unwrap().len(), 2, "{members}");
+
+    let off = Daemon::start_with(&[("INTERWORK_DEMO_ENABLED", "false")]);
+    assert_eq!(c.get(&off.url("/demo/")).status().as_u16(), 404);
+    assert_eq!(c.get(&off.url("/demo/connectionInfo")).status().as_u16(), 404);
+    assert_eq!(c.get(&off.url("/sdk/interwork.js")).status().as_u16(), 200);
+}

@@ -273,3 +273,21 @@ impl Driver {
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_come_from_the_listen_address_and_the_public_ip() {
+        let c = sfu_config("127.0.0.1:19000".parse().unwrap(), None);
+        assert_eq!((c.local, c.candidates.clone()), ("127.0.0.1:19000".parse().unwrap(), vec![c.local]));
+        let c = sfu_config("10.0.0.2:19000".parse().unwrap(), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(c.candidates, vec!["10.0.0.2:19000".parse().unwrap(), "203.0.113.9:19000".parse().unwrap()]);
+        assert_eq!(c.local, "10.0.0.2:19000".parse().unwrap());
+        // Listening everywhere: the public address is announced and is where datagrams arrive.
+        let c = sfu_config("0.0.0.0:19000".parse().unwrap(), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(c.candidates, vec!["203.0.113.9:19000".parse().unwrap()]);
+        assert_eq!(c.local, "203.0.113.9:19000".parse().unwrap());
+    }
+}

@@ -205,3 +205,25 @@ fn external_publishers_and_subscribers_use_the_same_endpoints() {
     assert_eq!(next, external.last().unwrap() + 960);
 }
 
+
+#[test]
+fn offers_announce_every_configured_host_candidate_and_ice_lite() {
+    let local: std::net::SocketAddr = "10.1.0.5:19000".parse().unwrap();
+    let public: std::net::SocketAddr = "203.0.113.9:19000".parse().unwrap();
+    let mut sfu = Sfu::new(SfuConfig::new(local, vec![local, public]));
+    let now = std::time::Instant::now();
+    let info = PeerInfo { participant: "p".into(), session: "s".into(), permissions: AUDIO.to_vec() };
+    let peer = sfu.add_peer(now, info).unwrap();
+    sfu.handle_publish(now, peer, 1, true, false);
+    let sdp = std::iter::from_fn(|| sfu.poll_event())
+        .find_map(|e| match e {
+            SfuEvent::ToDevice(_, ServerMessage::Offer { sdp, publish_mid: Some(_) }) => Some(sdp),
+            _ => None,
+        })
+        .expect("an offer with a publish m-line");
+    assert!(sdp.contains("a=ice-lite"), "{sdp}");
+    assert!(sdp.contains("10.1.0.5 19000 typ host"), "{sdp}");
+    assert!(sdp.contains("203.0.113.9 19000 typ host"), "{sdp}");
+    assert!(sdp.contains("opus/48000/2"), "{sdp}");
+    assert!(sdp.contains("a=setup:actpass") && sdp.contains("a=fingerprint:sha-256"), "{sdp}");
+}
