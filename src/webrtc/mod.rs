@@ -89,8 +89,10 @@ impl WebrtcService {
         let local = socket.local_addr()?;
         tracing::info!(listen = %local, "WebRTC media listening");
         let config = driver::sfu_config(local, self.public_ip);
-        let driver = Driver::new(config, self.hub.rooms.clone());
-        Ok(tokio::spawn(driver.run(socket, commands, shutdown)))
+        let rooms = self.hub.rooms.clone();
+        // The forwarder is made in the task: it generates a DTLS certificate, which should not
+        // delay the daemon's start (and its signal handlers).
+        Ok(tokio::spawn(async move { Driver::new(config, rooms).run(socket, commands, shutdown).await }))
     }
 }
 
