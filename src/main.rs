@@ -53,6 +53,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // rsipstack links rustls with ring and reqwest with aws-lc-rs: with two providers built in,
+    // rustls cannot pick one, so pick one before any TLS is used. An error means one is set.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     match cli.command {
         Command::Run { config } => {
             let Some(config) = load(config.as_ref()) else { return ExitCode::from(EX_USAGE) };

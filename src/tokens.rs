@@ -34,7 +34,7 @@ const JTI_LEN: usize = 8;
 
 /// Why a token was not accepted. Variants are grouped by what the caller answers: the first
 /// group is a bad credential (SIP 403), the second a participant that cannot be found (SIP 404).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     /// Not a JWT at all, or a part of it does not decode.
     #[error("not a well-formed JWT")]

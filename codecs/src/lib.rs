@@ -30,8 +30,13 @@
 #![deny(unsafe_code)]
 
 pub mod amrwb;
+mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod g711;
 pub mod opus;
 pub mod pcm;
 pub mod rfc4733;
 pub mod rfc4867;
+
+pub use error::CodecError;

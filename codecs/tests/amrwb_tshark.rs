@@ -2,7 +2,9 @@
 //! malformed frame, and sees the CMR, ToC and frame types we wrote.
 mod common;
 
-use codecs::amrwb::{AmrWbEncoder, FRAME_SAMPLES, FrameQuality, FrameRef, FrameType, MAX_FRAME_BYTES, Mode};
+use codecs::amrwb::{
+    AmrWbEncoder, FRAME_SAMPLES, FrameQuality, FrameRef, FrameType, MAX_FRAME_BYTES, Mode,
+};
 use codecs::pcm::analysis::tone;
 use codecs::rfc4867::{Cmr, Layout, Packetizer, PayloadConfig};
 
@@ -15,7 +17,10 @@ type Expected = (u8, Vec<(u8, bool)>);
 /// damaged frames, different CMRs. Returns the RTP packets and what each should dissect to.
 fn make_packets(layout: Layout) -> (Vec<Vec<u8>>, Vec<Expected>) {
     let input = tone(16_000, 500.0, -12.0, FRAME_SAMPLES * 3);
-    let packetizer = Packetizer::new(PayloadConfig { layout, ..PayloadConfig::bandwidth_efficient() });
+    let packetizer = Packetizer::new(PayloadConfig {
+        layout,
+        ..PayloadConfig::bandwidth_efficient()
+    });
     let mut encoder = AmrWbEncoder::new(false).unwrap();
     let mut packets = Vec::new();
     let mut expected = Vec::new();
@@ -23,26 +28,56 @@ fn make_packets(layout: Layout) -> (Vec<Vec<u8>>, Vec<Expected>) {
         let mut payload = [0u8; 400];
         let len = packetizer.packetize(cmr, frames, &mut payload).unwrap();
         let i = packets.len();
-        let header = common::RtpHeader { marker: i == 0, payload_type: 96, sequence: i as u16, timestamp: 320 * i as u32, ssrc: 0xA3B };
+        let header = common::RtpHeader {
+            marker: i == 0,
+            payload_type: 96,
+            sequence: i as u16,
+            timestamp: 320 * i as u32,
+            ssrc: 0xA3B,
+        };
         packets.push(common::build_rtp(header, &payload[..len]));
-        expected.push((cmr.bits(), frames.iter().map(|f| (f.frame_type.ft(), f.quality.bit())).collect()));
+        expected.push((
+            cmr.bits(),
+            frames
+                .iter()
+                .map(|f| (f.frame_type.ft(), f.quality.bit()))
+                .collect(),
+        ));
     };
     let mut bits = [[0u8; MAX_FRAME_BYTES]; 3];
     for (m, mode) in Mode::ALL.into_iter().enumerate() {
         let [a, b, c] = &mut bits;
-        let chunk = |i: usize| -> &[i16; FRAME_SAMPLES] { input[i * FRAME_SAMPLES..(i + 1) * FRAME_SAMPLES].try_into().unwrap() };
+        let chunk = |i: usize| -> &[i16; FRAME_SAMPLES] {
+            input[i * FRAME_SAMPLES..(i + 1) * FRAME_SAMPLES]
+                .try_into()
+                .unwrap()
+        };
         let fa = encoder.encode(chunk(0), mode, a).unwrap();
         let fb = encoder.encode(chunk(1), mode, b).unwrap();
         let fc = encoder.encode(chunk(2), mode, c).unwrap();
         let cmr = Cmr::Mode(Mode::ALL[8 - m]);
         push(cmr, &[fa.frame(a)]);
-        let damaged = FrameRef { quality: FrameQuality::Damaged, ..fc.frame(c) };
+        let damaged = FrameRef {
+            quality: FrameQuality::Damaged,
+            ..fc.frame(c)
+        };
         push(Cmr::NoRequest, &[fa.frame(a), fb.frame(b), damaged]);
-        let no_data = FrameRef { frame_type: FrameType::NoData, quality: FrameQuality::Good, data: &[] };
+        let no_data = FrameRef {
+            frame_type: FrameType::NoData,
+            quality: FrameQuality::Good,
+            data: &[],
+        };
         push(cmr, &[fa.frame(a), no_data, fc.frame(c)]);
     }
     let sid = [0x5Au8; 5];
-    push(Cmr::NoRequest, &[FrameRef { frame_type: FrameType::Sid, quality: FrameQuality::Good, data: &sid }]);
+    push(
+        Cmr::NoRequest,
+        &[FrameRef {
+            frame_type: FrameType::Sid,
+            quality: FrameQuality::Good,
+            data: &sid,
+        }],
+    );
     (packets, expected)
 }
 
@@ -51,12 +86,31 @@ fn tshark(pcap: &std::path::Path, preference: &str) -> String {
         "tshark",
         "tshark",
         &[
-            "-n", "-r", pcap.to_str().unwrap(),
-            "-d", &format!("udp.port=={PORT},rtp"),
-            "-d", "rtp.pt==96,amr_wb",
-            "-o", &format!("amr.encoding.version:{preference}"),
-            "-T", "fields", "-E", "separator=|", "-E", "aggregator=,",
-            "-e", "amr.wb.cmr", "-e", "amr.wb.toc.ft", "-e", "amr.toc.q", "-e", "_ws.malformed", "-e", "_ws.expert.message",
+            "-n",
+            "-r",
+            pcap.to_str().unwrap(),
+            "-d",
+            &format!("udp.port=={PORT},rtp"),
+            "-d",
+            "rtp.pt==96,amr_wb",
+            "-o",
+            &format!("amr.encoding.version:{preference}"),
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-E",
+            "aggregator=,",
+            "-e",
+            "amr.wb.cmr",
+            "-e",
+            "amr.wb.toc.ft",
+            "-e",
+            "amr.toc.q",
+            "-e",
+            "_ws.malformed",
+            "-e",
+            "_ws.expert.message",
         ],
     );
     String::from_utf8(output.stdout).unwrap()
@@ -75,11 +129,17 @@ fn check(layout: Layout, preference: &str) {
         let [cmr_field, ft_field, q_field, malformed, expert] = fields[..] else {
             panic!("packet {i}: unexpected tshark line {line:?}");
         };
-        assert!(malformed.is_empty() && expert.is_empty(), "packet {i}: tshark says {malformed:?} {expert:?}");
+        assert!(
+            malformed.is_empty() && expert.is_empty(),
+            "packet {i}: tshark says {malformed:?} {expert:?}"
+        );
         assert_eq!(cmr_field, cmr.to_string(), "packet {i} CMR");
         let fts: Vec<String> = toc.iter().map(|(ft, _)| ft.to_string()).collect();
         assert_eq!(ft_field, fts.join(","), "packet {i} FTs");
-        let qs: Vec<&str> = toc.iter().map(|(_, q)| if *q { "1" } else { "0" }).collect();
+        let qs: Vec<&str> = toc
+            .iter()
+            .map(|(_, q)| if *q { "1" } else { "0" })
+            .collect();
         assert_eq!(q_field, qs.join(","), "packet {i} Q bits");
     }
 }
@@ -103,6 +163,13 @@ fn tshark_flags_our_bandwidth_efficient_payloads_when_told_octet_aligned() {
     let pcap = dir.join("ours.pcap");
     common::write_pcap(&pcap, PORT, &packets);
     let text = tshark(&pcap, "RFC 3267 octet aligned");
-    let flagged = text.lines().filter(|line| line.split('|').skip(3).any(|f| !f.is_empty())).count();
-    assert!(flagged > packets.len() / 2, "only {flagged} of {} packets flagged:\n{text}", packets.len());
+    let flagged = text
+        .lines()
+        .filter(|line| line.split('|').skip(3).any(|f| !f.is_empty()))
+        .count();
+    assert!(
+        flagged > packets.len() / 2,
+        "only {flagged} of {} packets flagged:\n{text}",
+        packets.len()
+    );
 }

@@ -18,8 +18,25 @@ fn sox_encode(law: Law, pcm: &[i16]) -> Vec<u8> {
         "sox",
         "sox",
         &[
-            "-D", "-t", "raw", "-r", "8000", "-e", "signed-integer", "-b", "16", "-c", "1",
-            input.to_str().unwrap(), "-t", "raw", "-e", encoding, "-b", "8", output.to_str().unwrap(),
+            "-D",
+            "-t",
+            "raw",
+            "-r",
+            "8000",
+            "-e",
+            "signed-integer",
+            "-b",
+            "16",
+            "-c",
+            "1",
+            input.to_str().unwrap(),
+            "-t",
+            "raw",
+            "-e",
+            encoding,
+            "-b",
+            "8",
+            output.to_str().unwrap(),
         ],
     );
     std::fs::read(&output).unwrap()
@@ -30,8 +47,13 @@ fn check_against_sox(law: Law, pcm: &[i16]) {
     let mut ours = vec![0u8; pcm.len()];
     g711::encode(law, pcm, &mut ours).unwrap();
     assert_eq!(theirs.len(), ours.len());
-    let differ: Vec<(i16, u8, u8)> =
-        pcm.iter().zip(ours.iter().zip(&theirs)).filter(|(_, (a, b))| a != b).map(|(&s, (&a, &b))| (s, a, b)).take(10).collect();
+    let differ: Vec<(i16, u8, u8)> = pcm
+        .iter()
+        .zip(ours.iter().zip(&theirs))
+        .filter(|(_, (a, b))| a != b)
+        .map(|(&s, (&a, &b))| (s, a, b))
+        .take(10)
+        .collect();
     assert!(differ.is_empty(), "{law:?}: (sample, ours, sox) {differ:?}");
 }
 

@@ -103,6 +103,12 @@ pub struct SipConfig {
     pub max_conference_legs: u32,
     /// Most new INVITEs per second from one source address.
     pub invite_rate: u32,
+    /// Time to ring (180) before answering; zero answers at once.
+    pub answer_delay: Duration,
+    /// Session interval asked of callers that support RFC 4028 timers, seconds.
+    pub session_expires: u32,
+    /// Smallest session interval accepted (Min-SE), seconds.
+    pub min_se: u32,
 }
 
 /// `[media]`.
@@ -451,6 +457,9 @@ impl Reader {
                 max_calls: s.bounded("max_calls", 10_000, 1, 1_000_000),
                 max_conference_legs: s.bounded("max_conference_legs", 20, 1, 10_000),
                 invite_rate: s.bounded("invite_rate", 100, 1, 1_000_000),
+                answer_delay: s.value("answer_delay", HumanDuration(Duration::ZERO)).0,
+                session_expires: s.bounded("session_expires", 1800, 90, 86_400),
+                min_se: s.bounded("min_se", 90, 90, 86_400),
             }
         };
         let media = {

@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Labels of an HTTP request.
@@ -28,6 +29,22 @@ pub struct CallbackLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of an initial INVITE's final answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InviteLabels {
+    /// Final status.
+    pub status: u16,
+    /// Interconnect mode, or `unknown` when refused before it was known.
+    pub mode: &'static str,
+}
+
+/// Labels of a SIP message the guard refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MalformedLabels {
+    /// `answered` (400/505 sent) or `dropped` (nothing could be answered).
+    pub outcome: &'static str,
+}
+
 /// Every metric interwork exports.
 pub struct Metrics {
     registry: Registry,
@@ -39,6 +56,14 @@ pub struct Metrics {
     pub participants: Gauge,
     /// Callback deliveries by outcome.
     pub callbacks: Family<CallbackLabels, Counter>,
+    /// Initial INVITEs by final status and mode.
+    pub sip_invites: Family<InviteLabels, Counter>,
+    /// SIP dialogs now.
+    pub sip_active_dialogs: Gauge,
+    /// INVITE to 200 OK, seconds.
+    pub sip_setup_seconds: Histogram,
+    /// Malformed SIP messages by what was done.
+    pub sip_malformed: Family<MalformedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -52,7 +77,25 @@ impl Default for Metrics {
         registry.register("participants", "Participants", participants.clone());
         let callbacks = Family::<CallbackLabels, Counter>::default();
         registry.register("callbacks", "Callback deliveries by outcome", callbacks.clone());
-        Self { registry, http_requests, sessions, participants, callbacks }
+        let sip_invites = Family::<InviteLabels, Counter>::default();
+        registry.register("sip_invites", "Initial INVITEs by final status and mode", sip_invites.clone());
+        let sip_active_dialogs = Gauge::default();
+        registry.register("sip_active_dialogs", "SIP dialogs", sip_active_dialogs.clone());
+        let sip_setup_seconds = Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 5.0]);
+        registry.register("sip_setup_seconds", "INVITE to 200 OK", sip_setup_seconds.clone());
+        let sip_malformed = Family::<MalformedLabels, Counter>::default();
+        registry.register("sip_malformed", "Malformed SIP messages", sip_malformed.clone());
+        Self {
+            registry,
+            http_requests,
+            sessions,
+            participants,
+            callbacks,
+            sip_invites,
+            sip_active_dialogs,
+            sip_setup_seconds,
+            sip_malformed,
+        }
     }
 }
 

@@ -26,6 +26,9 @@ use crate::tokens::{Minter, NodeKey, Verifier};
 use config::{Config, InterconnectMode, LogFormat};
 use drain::{Drain, DrainOutcome};
 
+/// How long BYEs sent at the end of a drain may take to be answered before the process exits.
+const BYE_GRACE: Duration = Duration::from_secs(2);
+
 /// How long the HTTP server may take to finish in-flight requests once draining is over.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 
@@ -130,6 +133,15 @@ impl Daemon {
             })
             .await?;
 
+        let sip = crate::sip::driver::SipService::start(
+            &self.config,
+            rooms.clone(),
+            self.verifier.clone(),
+            drain.clone(),
+            self.callbacks.clone(),
+            self.state.metrics.clone(),
+        )
+        .await?;
         let app = control::router(self.state.clone(), self.config.http.request_timeout);
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -144,11 +156,19 @@ impl Daemon {
 
         shutdown.await;
         drain.start();
+        sip.drain().await;
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
-        match drain.wait_idle(self.config.shutdown.drain_timeout).await {
-            DrainOutcome::Idle => tracing::info!("no live calls; stopping"),
-            DrainOutcome::TimedOut(n) => tracing::warn!(calls = n, "drain timeout passed; ending live calls"),
-        }
+        let grace = match drain.wait_idle(self.config.shutdown.drain_timeout).await {
+            DrainOutcome::Idle => {
+                tracing::info!("no live calls; stopping");
+                Duration::ZERO
+            }
+            DrainOutcome::TimedOut(n) => {
+                tracing::warn!(calls = n, "drain timeout passed; ending live calls");
+                BYE_GRACE
+            }
+        };
+        sip.stop(grace).await;
         let _ = stop_media.send(());
         if tokio::time::timeout(HTTP_GRACE, media).await.is_err() {
             tracing::warn!("WebRTC media did not stop within the grace period");
@@ -185,8 +205,13 @@ pub fn mint_token(
 
 /// Sets up logging from `[log]`; `RUST_LOG`, when set, wins over `log.level`.
 pub fn init_logging(config: &config::LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.level));
+    let mut directives = std::env::var("RUST_LOG").unwrap_or_else(|_| config.level.clone());
+    // The SIP stack logs every message whole at info, tokens included (STYLE §8: never logged).
+    if !directives.contains("rsipstack") {
+        directives.push_str(",rsipstack=warn");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rsipstack=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),

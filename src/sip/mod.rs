@@ -2,6 +2,14 @@
 //! User-to-User participant tokens (RFC 7433), SDP offer/answer with SRTP-SDES, and `ua`, the
 //! sans-IO call logic that maps a call to a participant and its interconnect mode.
 //!
-//! Still to come (issue 4); the foundation already provides what it will call:
-//! [`crate::tokens::Verifier::verify_participant`] for admission and the rooms change channel
-//! ([`crate::rooms::RoomsHandle::subscribe`]) for BYE on removal.
+//! Layers, bottom up: [`stack`] (the only module that names rsipstack's types, with the guard
+//! that covers its parser gaps), [`message`] (our view of SIP messages), [`uui`] and [`sdp`]
+//! (pure parsers and negotiation), [`ua`] (the call logic, sans-IO) and [`driver`] (the tokio
+//! shell that feeds the user agent and carries out what it decides).
+
+pub mod message;
+pub mod sdp;
+pub mod uui;
+pub mod driver;
+pub mod stack;
+pub mod ua;

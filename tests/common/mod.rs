@@ -63,34 +63,62 @@ impl Daemon {
         Self { child: None, http, state_dir: state_dir.to_path_buf(), env, _tmp: None }
     }
 
-    /// Starts (or restarts) the process and waits until it answers.
+    /// Starts (or restarts) the process and waits until it answers. A port taken by someone
+    /// else between choosing and binding it is retried on fresh ports.
     pub fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_interwork"))
-            .arg("run")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_healthy();
+        for attempt in 0..3 {
+            let child = Command::new(env!("CARGO_BIN_EXE_interwork"))
+                .arg("run")
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("RUST_LOG", "warn")
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            self.child = Some(child);
+            match self.wait_healthy() {
+                Ok(()) => return,
+                Err(err) if attempt < 2 && err.contains("cannot listen") => {
+                    self.child = None;
+                    self.reassign_ports();
+                }
+                Err(err) => panic!("{err}"),
+            }
+        }
     }
 
-    fn wait_healthy(&mut self) {
+    fn reassign_ports(&mut self) {
+        self.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let fresh = [
+            ("INTERWORK_HTTP_LISTEN", self.http.to_string()),
+            ("INTERWORK_SIP_LISTEN", format!("127.0.0.1:{}", free_port())),
+            ("INTERWORK_MEDIA_WEBRTC_LISTEN", format!("127.0.0.1:{}", free_port())),
+        ];
+        for (k, v) in fresh {
+            if let Some(e) = self.env.iter_mut().find(|(key, _)| key == k) {
+                e.1 = v;
+            }
+        }
+    }
+
+    /// Waits until `/healthz` answers 200, or the process exits (its stderr is the error).
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 let mut err = String::new();
                 self.child.as_mut().unwrap().stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                panic!("interwork exited early with {status}: {err}");
+                return Err(format!("interwork exited early with {status}: {err}"));
             }
-            if std::net::TcpStream::connect(self.http).is_ok() {
-                return;
+            if client.get(format!("http://{}/healthz", self.http)).send().is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
             }
-            assert!(Instant::now() < deadline, "interwork did not listen on {} in time", self.http);
+            if Instant::now() >= deadline {
+                return Err(format!("interwork did not answer on {} in time", self.http));
+            }
             // Polling a condition with a bound, not sleeping for a guessed duration.
             std::thread::sleep(Duration::from_millis(20));
         }

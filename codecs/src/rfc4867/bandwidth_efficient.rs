@@ -10,7 +10,9 @@ use crate::amrwb::FrameRef;
 
 /// Bytes of the payload holding `frames`.
 pub(super) fn payload_len(frames: &[FrameRef<'_>]) -> usize {
-    let bits = CMR_BITS + frames.len() * TOC_BITS + frames.iter().map(|f| f.frame_type.bits()).sum::<usize>();
+    let bits = CMR_BITS
+        + frames.len() * TOC_BITS
+        + frames.iter().map(|f| f.frame_type.bits()).sum::<usize>();
     bits.div_ceil(8)
 }
 
@@ -24,18 +26,23 @@ pub(super) fn write(cmr: Cmr, frames: &[FrameRef<'_>], out: &mut [u8]) {
     }
     for frame in frames {
         let bits = frame.frame_type.bits();
-        for &byte in &frame.data[..bits / 8] {
-            writer.put(byte, 8);
-        }
-        if bits % 8 != 0 {
+        writer.put_bytes(&frame.data[..bits / 8]);
+        if !bits.is_multiple_of(8) {
             writer.put(frame.data[bits / 8] >> (8 - bits % 8), bits % 8);
         }
     }
 }
 
 /// Reads a payload into `out` and returns its CMR.
-pub(super) fn read(payload: &[u8], max_frames: usize, out: &mut PacketFrames) -> Result<Cmr, DepacketizeError> {
-    let mut reader = BitReader { payload, position: 0 };
+pub(super) fn read(
+    payload: &[u8],
+    max_frames: usize,
+    out: &mut PacketFrames,
+) -> Result<Cmr, DepacketizeError> {
+    let mut reader = BitReader {
+        payload,
+        position: 0,
+    };
     // 1. CMR.
     let cmr = Cmr::from_bits(reader.get(CMR_BITS)?);
     // 2. ToC entries until one has F = 0.
@@ -54,15 +61,16 @@ pub(super) fn read(payload: &[u8], max_frames: usize, out: &mut PacketFrames) ->
     let needed_bits = reader.position + out.iter().map(|f| f.frame_type.bits()).sum::<usize>();
     let available_bits = payload.len() * 8;
     if needed_bits > available_bits {
-        return Err(DepacketizeError::Truncated { needed_bits, available_bits });
+        return Err(DepacketizeError::Truncated {
+            needed_bits,
+            available_bits,
+        });
     }
     for index in 0..out.len() {
         let bits = out.get(index).map_or(0, |f| f.frame_type.bits());
         let data = out.data_mut(index);
-        for byte in data.iter_mut().take(bits / 8) {
-            *byte = reader.get(8)?;
-        }
-        if bits % 8 != 0 {
+        reader.get_bytes(&mut data[..bits / 8]);
+        if !bits.is_multiple_of(8) {
             data[bits / 8] = reader.get(bits % 8)? << (8 - bits % 8);
         }
     }
@@ -91,6 +99,23 @@ impl BitWriter<'_> {
             remaining -= take;
         }
     }
+
+    /// Appends whole bytes; the output was zeroed, so each byte ORs into at most two.
+    fn put_bytes(&mut self, bytes: &[u8]) {
+        let shift = self.position % 8;
+        let start = self.position / 8;
+        if shift == 0 {
+            self.out[start..start + bytes.len()].copy_from_slice(bytes);
+        } else {
+            for (i, &byte) in bytes.iter().enumerate() {
+                self.out[start + i] |= byte >> shift;
+                // The low bits spill into the next octet, which exists: a frame's last bits
+                // and the padding follow.
+                self.out[start + i + 1] |= byte << (8 - shift);
+            }
+        }
+        self.position += 8 * bytes.len();
+    }
 }
 
 struct BitReader<'a> {
@@ -103,7 +128,10 @@ impl BitReader<'_> {
     fn get(&mut self, count: usize) -> Result<u8, DepacketizeError> {
         let available_bits = self.payload.len() * 8;
         if self.position + count > available_bits {
-            return Err(DepacketizeError::Truncated { needed_bits: self.position + count, available_bits });
+            return Err(DepacketizeError::Truncated {
+                needed_bits: self.position + count,
+                available_bits,
+            });
         }
         let mut value = 0u8;
         let mut remaining = count;
@@ -117,6 +145,22 @@ impl BitReader<'_> {
             remaining -= take;
         }
         Ok(value)
+    }
+
+    /// Takes whole bytes; the caller checked that the payload holds them.
+    fn get_bytes(&mut self, out: &mut [u8]) {
+        let shift = self.position % 8;
+        let start = self.position / 8;
+        if shift == 0 {
+            out.copy_from_slice(&self.payload[start..start + out.len()]);
+        } else {
+            // Bits position..position+8 of each byte span two octets, both inside the payload.
+            for (i, byte) in out.iter_mut().enumerate() {
+                *byte = (self.payload[start + i] << shift)
+                    | (self.payload[start + i + 1] >> (8 - shift));
+            }
+        }
+        self.position += 8 * out.len();
     }
 }
 

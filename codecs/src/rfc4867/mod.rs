@@ -56,7 +56,21 @@ impl ModeSet {
 
     /// The highest mode in the set, the usual choice for sending.
     pub fn highest(self) -> Option<Mode> {
-        Mode::ALL.into_iter().rev().find(|mode| self.contains(*mode))
+        Mode::ALL
+            .into_iter()
+            .rev()
+            .find(|mode| self.contains(*mode))
+    }
+
+    /// The mode to send after the peer's CMR: the requested mode if allowed, else the highest
+    /// allowed mode below it, else the lowest allowed one (RFC 4867 §4.3.1: the request is an
+    /// upper bound). `None` only for an empty set.
+    pub fn mode_for_request(self, requested: Mode) -> Option<Mode> {
+        Mode::ALL
+            .into_iter()
+            .rev()
+            .find(|mode| *mode <= requested && self.contains(*mode))
+            .or_else(|| Mode::ALL.into_iter().find(|mode| self.contains(*mode)))
     }
 
     /// Whether the set has no mode.
@@ -85,12 +99,20 @@ pub struct PayloadConfig {
 impl PayloadConfig {
     /// Octet-aligned, every mode, up to [`MAX_FRAMES_PER_PACKET`] frames.
     pub const fn octet_aligned() -> Self {
-        Self { layout: Layout::OctetAligned, mode_set: ModeSet::ALL, max_frames: MAX_FRAMES_PER_PACKET }
+        Self {
+            layout: Layout::OctetAligned,
+            mode_set: ModeSet::ALL,
+            max_frames: MAX_FRAMES_PER_PACKET,
+        }
     }
 
     /// Bandwidth-efficient, every mode, up to [`MAX_FRAMES_PER_PACKET`] frames.
     pub const fn bandwidth_efficient() -> Self {
-        Self { layout: Layout::BandwidthEfficient, mode_set: ModeSet::ALL, max_frames: MAX_FRAMES_PER_PACKET }
+        Self {
+            layout: Layout::BandwidthEfficient,
+            mode_set: ModeSet::ALL,
+            max_frames: MAX_FRAMES_PER_PACKET,
+        }
     }
 
     /// From the negotiated fmtp; refuses the options we do not implement.
@@ -105,7 +127,11 @@ impl PayloadConfig {
             return Err(UnsupportedOption::Interleaving(interleaving));
         }
         Ok(Self {
-            layout: if fmtp.octet_align { Layout::OctetAligned } else { Layout::BandwidthEfficient },
+            layout: if fmtp.octet_align {
+                Layout::OctetAligned
+            } else {
+                Layout::BandwidthEfficient
+            },
             mode_set: fmtp.mode_set.unwrap_or(ModeSet::ALL),
             max_frames: max_frames.clamp(1, MAX_FRAMES_PER_PACKET),
         })
@@ -144,10 +170,17 @@ impl PacketFrames {
     /// An empty buffer.
     pub const fn new() -> Self {
         const EMPTY: Slot = Slot {
-            toc: TocEntry { follows: false, frame_type: FrameType::NoData, quality: FrameQuality::Good },
+            toc: TocEntry {
+                follows: false,
+                frame_type: FrameType::NoData,
+                quality: FrameQuality::Good,
+            },
             data: [0; MAX_FRAME_BYTES],
         };
-        Self { len: 0, slots: [EMPTY; MAX_FRAMES_PER_PACKET] }
+        Self {
+            len: 0,
+            slots: [EMPTY; MAX_FRAMES_PER_PACKET],
+        }
     }
 
     /// Number of frames, counting NO_DATA and SPEECH_LOST entries.
@@ -276,13 +309,21 @@ impl Packetizer {
 
     /// Writes one payload holding `frames` (in time order) with `cmr` into `out`, and returns
     /// its length. The Q bit of each frame goes into its ToC entry; padding bits are zero.
-    pub fn packetize(&self, cmr: Cmr, frames: &[FrameRef<'_>], out: &mut [u8]) -> Result<usize, PacketizeError> {
+    pub fn packetize(
+        &self,
+        cmr: Cmr,
+        frames: &[FrameRef<'_>],
+        out: &mut [u8],
+    ) -> Result<usize, PacketizeError> {
         // 1. Validate everything before writing anything.
         if frames.is_empty() {
             return Err(PacketizeError::NoFrames);
         }
         if frames.len() > self.config.max_frames {
-            return Err(PacketizeError::TooManyFrames { count: frames.len(), max: self.config.max_frames });
+            return Err(PacketizeError::TooManyFrames {
+                count: frames.len(),
+                max: self.config.max_frames,
+            });
         }
         match cmr {
             Cmr::NoRequest => {}
@@ -311,7 +352,9 @@ impl Packetizer {
             Layout::BandwidthEfficient => bandwidth_efficient::payload_len(frames),
         };
         let capacity = out.len();
-        let out = out.get_mut(..needed).ok_or(PacketizeError::BufferTooSmall { needed, capacity })?;
+        let out = out
+            .get_mut(..needed)
+            .ok_or(PacketizeError::BufferTooSmall { needed, capacity })?;
         match self.config.layout {
             Layout::OctetAligned => octet_aligned::write(cmr, frames, out),
             Layout::BandwidthEfficient => bandwidth_efficient::write(cmr, frames, out),
@@ -381,7 +424,11 @@ impl Depacketizer {
 
     /// Reads `payload` into `out` (cleared first) and returns the CMR. On error `out` is
     /// left empty.
-    pub fn depacketize(&self, payload: &[u8], out: &mut PacketFrames) -> Result<Cmr, DepacketizeError> {
+    pub fn depacketize(
+        &self,
+        payload: &[u8],
+        out: &mut PacketFrames,
+    ) -> Result<Cmr, DepacketizeError> {
         out.clear();
         let max = self.config.max_frames.min(MAX_FRAMES_PER_PACKET);
         let result = match self.config.layout {
@@ -407,12 +454,15 @@ impl Depacketizer {
 
 /// Turns a ToC entry's six bits into an entry, or the packet's error.
 fn parse_toc(bits: u8, index: usize) -> Result<TocEntry, DepacketizeError> {
-    TocEntry::from_bits(bits).map_err(|reserved| DepacketizeError::ReservedFrameType { index, ft: reserved.0 })
+    TocEntry::from_bits(bits).map_err(|reserved| DepacketizeError::ReservedFrameType {
+        index,
+        ft: reserved.0,
+    })
 }
 
 /// Clears the padding bits after the last of `bits` in `data`, so equal frames compare equal.
 fn clear_padding(data: &mut [u8], bits: usize) {
-    if bits % 8 != 0
+    if !bits.is_multiple_of(8)
         && let Some(last) = data.last_mut()
     {
         *last &= 0xFF << (8 - bits % 8);
@@ -421,7 +471,11 @@ fn clear_padding(data: &mut [u8], bits: usize) {
 
 /// The ToC entry to write for frame `index` of `count`.
 fn toc_for(frame: &FrameRef<'_>, index: usize, count: usize) -> TocEntry {
-    TocEntry { follows: index + 1 < count, frame_type: frame.frame_type, quality: frame.quality }
+    TocEntry {
+        follows: index + 1 < count,
+        frame_type: frame.frame_type,
+        quality: frame.quality,
+    }
 }
 
 /// Cross-layout tests; each layout's bit-exact RFC examples are in its own file.

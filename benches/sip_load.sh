@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# SIP load on loopback (issue 4, item 10): sipp places calls at RATE calls/s for DURATION s
+# against a release build of interwork, and this prints calls/s achieved, failed calls and the
+# INVITE→200 latency percentiles measured by sipp.
+#
+#   bash benches/sip_load.sh            # 1000 calls/s for 30 s
+#   RATE=200 DURATION=10 bash benches/sip_load.sh
+#
+# Each call: INVITE (PCMU offer, participant token), 200, ACK, BYE, 200, in bridge mode so the
+# participants stay in their session. PARTICIPANTS tokens are used round robin so that no
+# participant has two live legs at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${RATE:-1000}
+DURATION=${DURATION:-30}
+PARTICIPANTS=${PARTICIPANTS:-2000}
+HTTP=127.0.0.1:${HTTP_PORT:-28080}
+SIP_PORT=${SIP_PORT:-25060}
+CALLS=$((RATE * DURATION))
+
+cargo build --release --bin interwork >&2
+work=$(mktemp -d)
+daemon=""
+cleanup() { [ -n "$daemon" ] && kill "$daemon" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+INTERWORK_STATE_DIR="$work/state" INTERWORK_HTTP_LISTEN=$HTTP INTERWORK_SIP_LISTEN=127.0.0.1:$SIP_PORT \
+INTERWORK_MEDIA_WEBRTC_LISTEN=127.0.0.1:$((SIP_PORT + 1)) \
+INTERWORK_ACCOUNTS_DEFAULT_USERNAME=bench INTERWORK_ACCOUNTS_DEFAULT_PASSWORD=bench \
+INTERWORK_SIP_INVITE_RATE=1000000 INTERWORK_SIP_DEFAULT_MODE=bridge \
+INTERWORK_SESSIONS_MAX_PARTICIPANTS=100000 INTERWORK_SESSIONS_MAX_PARTICIPANTS_PER_SESSION=100000 \
+INTERWORK_LOG_LEVEL=warn ./target/release/interwork run >"$work/daemon.out" 2>"$work/daemon.err" &
+daemon=$!
+for _ in $(seq 1 200); do curl -sf "http://$HTTP/healthz" >/dev/null && break; sleep 0.05; done
+
+API="http://$HTTP/v1/accounts/default"
+SID=$(curl -sf -u bench:bench -X POST "$API/sessions" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+python3 - "$API" "$SID" "$PARTICIPANTS" "$work/tokens.csv" <<'PY'
+import base64, json, sys, urllib.request
+api, sid, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+auth = "Basic " + base64.b64encode(b"bench:bench").decode()
+def call(method, url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
+                                 headers={"Authorization": auth, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read() or b"null")
+with open(out, "w") as f:
+    f.write("SEQUENTIAL\n")
+    for _ in range(n):
+        p = call("POST", f"{api}/participants", {"publishPermissions": ["AUDIO"]})
+        call("PUT", f"{api}/sessions/{sid}/participants/{p['participant']['id']}", {"sessionId": sid})
+        f.write(p["token"] + "\n")
+PY
+
+cat >"$work/call.xml" <<'XML'
+<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="load">
+  <send retrans="500" start_rtd="1">
+    <![CDATA[
+      INVITE sip:gw@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]T[call_number]
+      To: <sip:gw@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      User-to-User: [field0];encoding=jwt
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 1 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200" rtd="1" rrs="true"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]T[call_number]
+      To: <sip:gw@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      [routes]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]T[call_number]
+      To: <sip:gw@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      [routes]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+  <ResponseTimeRepartition value="1, 2, 5, 10, 20, 50, 100"/>
+</scenario>
+XML
+
+cd "$work"
+start=$(date +%s.%N)
+sipp "127.0.0.1:$SIP_PORT" -sf call.xml -inf tokens.csv -i 127.0.0.1 -p $((SIP_PORT + 2)) -mp $((SIP_PORT + 10)) \
+  -r "$RATE" -m "$CALLS" -l $((RATE * 2)) -nostdin -trace_rtt -rtt_freq 1 -trace_stat -fd 1 \
+  -timeout $((DURATION + 60))s -max_socket 64 >/dev/null 2>sipp.err || true
+end=$(date +%s.%N)
+stat=$(ls call_*_.csv | head -1)
+python3 - "$stat" call_*_rtt.csv "$start" "$end" "$CALLS" <<'PY'
+import csv, sys
+stat, rtt, start, end, calls = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+rows = list(csv.reader(open(stat), delimiter=";"))
+head, last = rows[0], rows[-1]
+col = lambda name: last[head.index(name)]
+ok, failed = int(col("SuccessfulCall(C)")), int(col("FailedCall(C)"))
+times = []
+for r in csv.reader(open(rtt), delimiter=";"):
+    try:
+        times.append(float(r[2]))   # response time in ms
+    except (ValueError, IndexError):
+        pass
+times.sort()
+pct = lambda p: times[min(len(times) - 1, int(p / 100 * len(times)))] if times else float("nan")
+print(f"calls requested {calls}, successful {ok}, failed {failed}, wall {end - start:.1f} s, "
+      f"{ok / (end - start):.0f} calls/s")
+print(f"INVITE->200 latency ms: p50 {pct(50):.2f}  p90 {pct(90):.2f}  p99 {pct(99):.2f}  max {times[-1] if times else float('nan'):.2f}")
+PY

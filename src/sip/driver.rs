@@ -1,0 +1,509 @@
+//! The tokio shell around [`UserAgent`]: one task owns the user agent and feeds it requests,
+//! transaction events, rooms events, media events and timers; it carries out the outputs
+//! (responses into transactions, BYEs as client transactions, RTP sockets, rooms changes,
+//! metrics, logs and callbacks).
+//!
+//! Until the media bridge lands, a call's media is a real RTP socket pair from the configured
+//! range that echoes RTP back to the latched source and reports inactivity.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rsipstack::transport::SipConnection;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::stack::{Responder, ServerTransaction, Stack};
+use super::ua::{
+    Admitted, CallEvent, CallNo, Env, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, TxId, UaConfig,
+    UserAgent,
+};
+use crate::app::config::Config;
+use crate::app::drain::{CallGuard, Drain};
+use crate::app::metrics::{InviteLabels, Metrics};
+use crate::control::callbacks::Callbacks;
+use crate::rooms::RoomsHandle;
+use crate::tokens::{TokenError, Verifier};
+
+/// Capacity of the user agent's input queue; senders wait when it is full (back-pressure on
+/// the SIP stack rather than unbounded memory).
+const INPUT_QUEUE: usize = 8192;
+
+/// Most remembered TCP connections by peer address (for BYE over the INVITE's connection).
+const MAX_STREAMS: usize = 10_000;
+
+/// Inputs of the user agent task.
+enum Input {
+    Request { inbound: Inbound, responder: Responder, connection: Option<SipConnection> },
+    TxOver { tx: TxId },
+    Event(Event),
+}
+
+/// Handle on the running SIP side.
+pub struct SipService {
+    inputs: mpsc::Sender<Input>,
+    /// Where SIP listens (UDP and TCP).
+    pub local: SocketAddr,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SipService {
+    /// Binds the SIP transports and starts the user agent.
+    pub async fn start(
+        config: &Config,
+        rooms: RoomsHandle,
+        verifier: Arc<Verifier>,
+        drain: Drain,
+        callbacks: Callbacks,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let cancel = CancellationToken::new();
+        let tls = match (&config.sip.tls_listen, &config.sip.tls_cert, &config.sip.tls_key) {
+            (Some(addr), Some(cert), Some(key)) => {
+                use anyhow::Context as _;
+                let cert = std::fs::read(cert).with_context(|| format!("sip.tls_cert: {}", cert.display()))?;
+                let key = std::fs::read(key).with_context(|| format!("sip.tls_key: {}", key.display()))?;
+                Some((addr.0, cert, key))
+            }
+            _ => None,
+        };
+        let stack = Stack::start(config.sip.listen.0, tls, cancel.clone(), metrics.clone()).await?;
+        let local = stack.local;
+        tracing::info!(%local, "SIP listening on UDP and TCP");
+        let media_ip = config.media.public_ip.unwrap_or_else(|| advertised_ip(local.ip()));
+        let ua = UserAgent::new(UaConfig {
+            default_mode: config.sip.default_mode,
+            max_calls: config.sip.max_calls,
+            max_conference_legs: config.sip.max_conference_legs,
+            trusted_peers: config.sip.trusted_peers.clone(),
+            invite_rate: config.sip.invite_rate,
+            srtp: config.media.srtp,
+            media_ip,
+            contact_host: SocketAddr::new(media_ip, local.port()).to_string(),
+            answer_delay: config.sip.answer_delay,
+            session_expires: config.sip.session_expires,
+            min_se: config.sip.min_se,
+        });
+        let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
+        let ports = PortPool::new(local.ip(), config.media.rtp_port_min, config.media.rtp_port_max);
+        let Stack { endpoint, udp, incoming, .. } = stack;
+        let actor = Actor {
+            ua,
+            env: DriverEnv { verifier, rooms: rooms.clone(), ports },
+            inputs: inputs.clone(),
+            responders: HashMap::new(),
+            streams: HashMap::new(),
+            media: HashMap::new(),
+            endpoint,
+            udp,
+            local,
+            rooms,
+            drain,
+            callbacks,
+            metrics,
+            rtp_timeout: config.media.rtp_timeout,
+        };
+        tokio::spawn(accept(incoming, inputs.clone(), cancel.clone()));
+        let task = tokio::spawn(actor.run(rx, cancel.clone()));
+        Ok(Self { inputs, local, cancel, task })
+    }
+
+    /// Draining: new INVITEs get 503.
+    pub async fn drain(&self) {
+        let _ = self.inputs.send(Input::Event(Event::Drain)).await;
+    }
+
+    /// The drain timeout passed: BYE every call, wait briefly for the BYEs, stop.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.inputs.send(Input::Event(Event::DrainOver)).await;
+        let deadline = tokio::time::Instant::now() + grace;
+        // The actor ends its calls; give the BYEs a moment to leave and be answered.
+        tokio::time::sleep_until(deadline).await;
+        self.cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+    }
+}
+
+/// Turns the stack's new transactions into user agent inputs; one small task per transaction
+/// carries its CANCEL and ACK.
+async fn accept(
+    mut incoming: rsipstack::transaction::TransactionReceiver,
+    inputs: mpsc::Sender<Input>,
+    cancel: CancellationToken,
+) {
+    let mut next: TxId = 1;
+    loop {
+        let tx = tokio::select! {
+            () = cancel.cancelled() => return,
+            tx = incoming.recv() => match tx { Some(tx) => tx, None => return },
+        };
+        let id = next;
+        next += 1;
+        let inputs = inputs.clone();
+        tokio::spawn(async move {
+            let mut tx = ServerTransaction { inner: tx };
+            let is_invite = tx.inner.original.method == rsipstack::sip::Method::Invite;
+            if is_invite {
+                // CONTRACT §5: 100 Trying at once.
+                tx.trying().await;
+            }
+            let Some((request, source, transport)) = tx.request() else { return };
+            let inbound = Inbound { tx: id, source, transport, request };
+            let sent = inputs
+                .send(Input::Request { inbound, responder: tx.responder(), connection: tx.connection() })
+                .await;
+            if sent.is_err() {
+                return;
+            }
+            while let Some(req) = tx.next().await {
+                let event = match req.method {
+                    super::message::Method::Cancel => Event::Cancel { tx: id },
+                    super::message::Method::Ack => Event::Ack { tx: id, request: req },
+                    _ => continue,
+                };
+                if inputs.send(Input::Event(event)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = inputs.send(Input::TxOver { tx: id }).await;
+        });
+    }
+}
+
+struct DriverEnv {
+    verifier: Arc<Verifier>,
+    rooms: RoomsHandle,
+    ports: PortPool,
+}
+
+impl Env for DriverEnv {
+    fn admit(&mut self, token: &str) -> Result<Admitted, TokenError> {
+        let admission = self.verifier.verify_participant(token, SystemTime::now(), &self.rooms)?;
+        let account = self
+            .rooms
+            .read(|r| r.participant_by_id(&admission.token.participant).map(|p| p.account.clone()))
+            .ok_or_else(|| TokenError::UnknownParticipant(admission.token.participant.0.clone()))?;
+        Ok(Admitted {
+            participant: admission.token.participant,
+            session: admission.session,
+            account,
+            mode: admission.token.mode,
+        })
+    }
+
+    fn allocate_rtp(&mut self, call: CallNo) -> Option<u16> {
+        self.ports.reserve(call)
+    }
+}
+
+struct Actor {
+    ua: UserAgent,
+    env: DriverEnv,
+    inputs: mpsc::Sender<Input>,
+    responders: HashMap<TxId, Responder>,
+    /// Reliable connections by peer address, for requests back over them.
+    streams: HashMap<SocketAddr, SipConnection>,
+    media: HashMap<CallNo, (tokio::task::JoinHandle<()>, CallGuard)>,
+    endpoint: Arc<rsipstack::transaction::endpoint::EndpointInner>,
+    udp: SipConnection,
+    local: SocketAddr,
+    rooms: RoomsHandle,
+    drain: Drain,
+    callbacks: Callbacks,
+    metrics: Arc<Metrics>,
+    rtp_timeout: Duration,
+}
+
+impl Actor {
+    async fn run(mut self, mut inputs: mpsc::Receiver<Input>, cancel: CancellationToken) {
+        let mut room_events = self.rooms.subscribe();
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        loop {
+            let deadline = self.ua.poll_timeout();
+            if let Some(at) = deadline {
+                let at = tokio::time::Instant::from_std(at);
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                input = inputs.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => return,
+                },
+                event = room_events.recv() => match event {
+                    Ok(e) => self.ua.handle_event(Instant::now(), Event::Room(e)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "SIP side lagged behind rooms events");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                () = &mut sleep, if deadline.is_some() => self.ua.handle_timeout(Instant::now()),
+            }
+            self.carry_out();
+            self.metrics.sip_active_dialogs.set(self.ua.call_count() as i64);
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Request { inbound, responder, connection } => {
+                if let Some(conn) = connection.filter(SipConnection::is_reliable) {
+                    if self.streams.len() >= MAX_STREAMS {
+                        self.streams.clear();
+                    }
+                    self.streams.insert(inbound.source, conn);
+                }
+                self.responders.insert(inbound.tx, responder);
+                self.ua.handle_request(now, inbound, &mut self.env);
+            }
+            Input::TxOver { tx } => {
+                self.responders.remove(&tx);
+            }
+            Input::Event(e) => {
+                if matches!(e, Event::DrainOver) {
+                    tracing::info!(calls = self.ua.call_count(), "ending live calls");
+                }
+                self.ua.handle_event(now, e);
+            }
+        }
+    }
+
+    fn carry_out(&mut self) {
+        while let Some(output) = self.ua.poll_output() {
+            match output {
+                Output::Respond { tx, response } => match self.responders.get(&tx) {
+                    Some(r) => {
+                        r.respond(&response);
+                    }
+                    None => tracing::debug!(tx, "response for a transaction that is gone"),
+                },
+                Output::Send { call, request, destination, transport } => self.send(call, request, destination, transport),
+                Output::Media(command) => self.media(command),
+                Output::Rooms(command) => self.rooms_command(command),
+                Output::Call(event) => self.call_event(event),
+            }
+        }
+    }
+
+    fn send(&mut self, call: CallNo, request: super::message::Request, destination: SocketAddr, transport: Transport) {
+        let connection = match transport {
+            Transport::Udp => Some(self.udp.clone()),
+            _ => self.streams.get(&destination).cloned(),
+        };
+        let Some(connection) = connection else {
+            tracing::warn!(call_id = %request.call_id(), %destination, "no connection to send on");
+            let _ = self.inputs.try_send(Input::Event(Event::Sent { call, status: None }));
+            return;
+        };
+        let (endpoint, local, inputs) = (self.endpoint.clone(), self.local, self.inputs.clone());
+        tokio::spawn(async move {
+            let status =
+                super::stack::send_request(&endpoint, connection, local, transport, request, destination).await;
+            let _ = inputs.send(Input::Event(Event::Sent { call, status })).await;
+        });
+    }
+
+    fn media(&mut self, command: MediaCommand) {
+        match command {
+            MediaCommand::Start { call, local_port, negotiated, .. } => {
+                let Some((rtp, rtcp)) = self.env.ports.take(call) else {
+                    tracing::error!(call, local_port, "media start without a reserved port");
+                    return;
+                };
+                let inputs = self.inputs.clone();
+                let timeout = self.rtp_timeout;
+                let expected = negotiated.remote_rtp;
+                let task = tokio::spawn(echo(call, rtp, rtcp, expected, timeout, inputs));
+                if let Some((old, _)) = self.media.insert(call, (task, self.drain.call())) {
+                    old.abort();
+                }
+            }
+            MediaCommand::Update { .. } => {}
+            MediaCommand::Stop { call } => {
+                self.env.ports.release(call);
+                if let Some((task, _guard)) = self.media.remove(&call) {
+                    task.abort();
+                }
+            }
+        }
+    }
+
+    fn rooms_command(&mut self, command: RoomsCommand) {
+        let result = match &command {
+            RoomsCommand::RemoveFromSession { account, session, participant } => {
+                self.rooms.remove_from_session(account, session, participant)
+            }
+            RoomsCommand::MarkConference { session } => self.rooms.mark_conference(session),
+        };
+        if let Err(e) = result {
+            // The participant may have left in the meantime; nothing to undo.
+            tracing::debug!(error = %e, ?command, "rooms command not applied");
+        }
+    }
+
+    fn call_event(&mut self, event: CallEvent) {
+        match event {
+            CallEvent::InviteAnswered { call_id, status, mode, setup, reason } => {
+                let mode = mode.map_or("unknown", mode_name);
+                self.metrics.sip_invites.get_or_create(&InviteLabels { status, mode }).inc();
+                if status == 200 {
+                    self.metrics.sip_setup_seconds.observe(setup.as_secs_f64());
+                }
+                tracing::info!(call_id = %call_id, status, mode, reason = reason.as_deref().unwrap_or(""), "INVITE answered");
+            }
+            CallEvent::Connected { call_id, participant, session, account, mode, .. } => {
+                tracing::info!(call_id = %call_id, participant = %participant, session = %session, mode = mode_name(mode), "SIP leg connected");
+                self.callback(&participant, json!({
+                    "event": "sipLegConnected",
+                    "accountId": account.as_str(),
+                    "sessionId": session.as_str(),
+                    "participantId": participant.as_str(),
+                    "callId": call_id,
+                    "mode": mode_name(mode),
+                }));
+            }
+            CallEvent::Ended { call_id, participant, session, account, mode, duration, reason, .. } => {
+                tracing::info!(
+                    call_id = %call_id, participant = %participant, session = %session, mode = mode_name(mode),
+                    duration_ms = duration.as_millis() as u64, reason = %reason, "SIP leg ended"
+                );
+                self.callback(&participant, json!({
+                    "event": "sipLegEnded",
+                    "accountId": account.as_str(),
+                    "sessionId": session.as_str(),
+                    "participantId": participant.as_str(),
+                    "callId": call_id,
+                    "mode": mode_name(mode),
+                    "durationMs": duration.as_millis() as u64,
+                    "reason": reason,
+                }));
+            }
+            CallEvent::Dtmf { participant, tone, duration_ms, .. } => {
+                tracing::info!(participant = %participant, tone = %tone, "DTMF by SIP INFO");
+                self.callback(&participant, json!({
+                    "event": "dtmf",
+                    "participantId": participant.as_str(),
+                    "tone": tone.to_string(),
+                    "durationMs": duration_ms,
+                }));
+            }
+        }
+    }
+
+    fn callback(&self, participant: &crate::ids::ParticipantId, mut body: serde_json::Value) {
+        let url = self.rooms.read(|r| r.participant_by_id(participant).and_then(|p| p.callback_url.clone()));
+        if let Some(url) = url {
+            body["timestamp"] = humantime::format_rfc3339_millis(SystemTime::now()).to_string().into();
+            self.callbacks.send(&url, body);
+        }
+    }
+}
+
+fn mode_name(mode: crate::app::config::InterconnectMode) -> &'static str {
+    match mode {
+        crate::app::config::InterconnectMode::Transfer => "transfer",
+        crate::app::config::InterconnectMode::Bridge => "bridge",
+        crate::app::config::InterconnectMode::Conference => "conference",
+    }
+}
+
+/// The address to announce when listening on a wildcard: loopback stays loopback, otherwise
+/// the operator sets `media.public_ip`.
+fn advertised_ip(ip: IpAddr) -> IpAddr {
+    if ip.is_unspecified() {
+        // A wildcard listener cannot announce itself; 127.0.0.1 is right for local tests and
+        // `media.public_ip` is the knob for everything else.
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        ip
+    }
+}
+
+/// RTP/RTCP port pairs from the configured range: an even port for RTP, the next for RTCP.
+struct PortPool {
+    ip: IpAddr,
+    min: u16,
+    max: u16,
+    cursor: u16,
+    reserved: HashMap<CallNo, (StdUdpSocket, StdUdpSocket)>,
+}
+
+impl PortPool {
+    fn new(ip: IpAddr, min: u16, max: u16) -> Self {
+        let min = min + (min % 2);
+        Self { ip, min, max, cursor: min, reserved: HashMap::new() }
+    }
+
+    /// Binds a free pair; `None` when the whole range is taken.
+    fn reserve(&mut self, call: CallNo) -> Option<u16> {
+        let span = u32::from(self.max.saturating_sub(self.min)) / 2 + 1;
+        for _ in 0..span {
+            let port = self.cursor;
+            self.cursor = if u32::from(self.cursor) + 2 > u32::from(self.max.saturating_sub(1)) { self.min } else { self.cursor + 2 };
+            if port >= self.max {
+                continue;
+            }
+            let rtp = StdUdpSocket::bind(SocketAddr::new(self.ip, port));
+            let rtcp = StdUdpSocket::bind(SocketAddr::new(self.ip, port + 1));
+            if let (Ok(rtp), Ok(rtcp)) = (rtp, rtcp) {
+                self.reserved.insert(call, (rtp, rtcp));
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    fn take(&mut self, call: CallNo) -> Option<(StdUdpSocket, StdUdpSocket)> {
+        self.reserved.remove(&call)
+    }
+
+    fn release(&mut self, call: CallNo) {
+        self.reserved.remove(&call);
+    }
+}
+
+/// Placeholder media until the bridge lands: echo RTP to the latched source (symmetric RTP),
+/// swallow RTCP, and report when RTP stops for `timeout`.
+async fn echo(
+    call: CallNo,
+    rtp: StdUdpSocket,
+    rtcp: StdUdpSocket,
+    expected: SocketAddr,
+    timeout: Duration,
+    inputs: mpsc::Sender<Input>,
+) {
+    let (Ok(()), Ok(())) = (rtp.set_nonblocking(true), rtcp.set_nonblocking(true)) else { return };
+    let (Ok(rtp), Ok(rtcp)) = (tokio::net::UdpSocket::from_std(rtp), tokio::net::UdpSocket::from_std(rtcp)) else {
+        return;
+    };
+    let mut buf = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; 2048];
+    let mut latched: Option<SocketAddr> = None;
+    let _ = expected;
+    loop {
+        tokio::select! {
+            r = tokio::time::timeout(timeout, rtp.recv_from(&mut buf)) => match r {
+                Ok(Ok((n, from))) => {
+                    // Latch to the first source (symmetric RTP); drop what others send.
+                    let peer = *latched.get_or_insert(from);
+                    if from == peer && n >= 12 && buf[0] >> 6 == 2 {
+                        let _ = rtp.send_to(&buf[..n], peer).await;
+                    }
+                }
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    let _ = inputs.send(Input::Event(Event::MediaInactive { call })).await;
+                }
+            },
+            _ = rtcp.recv_from(&mut rtcp_buf) => {}
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! SDP offer/answer (RFC 3264) for the SIP leg, with SRTP keyed by SDES (RFC 4568).
+//!
+//! Sans-IO: every function takes the SDP bytes and our local media description and returns the
+//! SDP to send and what was agreed ([`Negotiated`]); randomness for SRTP keys comes from
+//! [`crate::ids::fill_random`]. CONTRACT §6 lists what we support: AMR-WB (RFC 4867, both
+//! layouts, `mode-set`), PCMU and PCMA (RFC 3551), telephone-event at 8 and 16 kHz (RFC 4733),
+//! CN (RFC 3389), ptime 10–60, RTP/AVP(F) and RTP/SAVP(F) under [`SrtpPolicy`].
+//!
+//! Three entry points, one per offer/answer shape of a SIP dialog:
+//! - [`answer`]: the INVITE (or re-INVITE, UPDATE) carried an offer; we answer in the 200.
+//! - [`offer`]: a late offer, INVITE without SDP; our offer goes in the 200 ...
+//! - [`accept_answer`]: ... and the peer's answer comes in the ACK.
+//!
+//! Parsing is [`sdp_types`] for the line structure (it keeps SIP SDP attributes as generic
+//! name/value pairs); this module reads the attributes we need into types: `rtpmap`, `fmtp`
+//! ([`AmrWbParams`]), `crypto` ([`SrtpSuite`]), and the per m-line view in `media`. Inputs are
+//! bounded before they cost anything ([`MAX_SDP_LEN`], [`MAX_MEDIA`], [`MAX_ATTRIBUTES`]) and no
+//! input makes these functions panic. Errors are typed and say which SIP answer they deserve
+//! ([`SdpError::status`], [`SdpError::warning`]).
+//!
+//! ## Re-offers and the session version
+//!
+//! RFC 3264 §8 wants the `o=` version bumped when, and only when, the answer changes. Call
+//! [`answer`] with `session_version` one above the last one sent, then compare with
+//! [`same_session_content`]: when the new answer says the same thing, send the previous SDP
+//! (with its old version) instead. Passing `previous` makes a re-offer with unchanged content
+//! produce unchanged content: the same codec is kept while it is still offered and our SRTP key
+//! is reused while the peer keeps the same crypto tag and suite.
+
+use std::net::{IpAddr, SocketAddr};
+
+pub use crate::app::config::SrtpPolicy;
+
+mod crypto;
+mod fmtp;
+mod media;
+mod negotiate;
+mod rtpmap;
+mod write;
+
+pub use crypto::SrtpSuite;
+pub use fmtp::AmrWbParams;
+pub use negotiate::{PendingOffer, accept_answer, answer, offer};
+
+/// Our side of the media: where we receive RTP, and the `o=` line identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalMedia {
+    /// The address we announce: `media.public_ip` when set, else the local RTP address.
+    pub addr: IpAddr,
+    /// Our RTP port. Without rtcp-mux we receive RTCP on `rtp_port + 1` (RFC 3605 default), so
+    /// the caller should allocate even ports and keep the next one.
+    pub rtp_port: u16,
+    /// `o=` session id, fixed for the dialog (RFC 4566 §5.2).
+    pub session_id: u64,
+    /// `o=` session version; see the module docs for when to bump it.
+    pub session_version: u64,
+}
+
+/// What the operator allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// `media.srtp`.
+    pub srtp: SrtpPolicy,
+}
+
+/// What an offer/answer exchange agreed for the one audio stream of the leg.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The codec, with its parameters as both sides agreed them.
+    pub codec: Codec,
+    /// Its RTP payload type: the offerer's number, used in both directions.
+    pub payload_type: u8,
+    /// RTP clock rate of the codec in Hz (16,000 for AMR-WB, 8,000 for G.711).
+    pub clock_rate: u32,
+    /// Packetization we send with, in milliseconds (10–60, a multiple of the frame length).
+    pub ptime_ms: u32,
+    /// RFC 4733 events at the codec's clock: payload type and clock rate.
+    pub telephone_event: Option<(u8, u32)>,
+    /// Comfort noise (RFC 3389) payload type at the codec's clock.
+    pub comfort_noise: Option<u8>,
+    /// Where the peer receives RTP. `0.0.0.0` means the peer holds the call (RFC 3264 §8.4).
+    pub remote_rtp: SocketAddr,
+    /// Where the peer receives RTCP; `None` with rtcp-mux (then it is `remote_rtp`).
+    pub remote_rtcp: Option<SocketAddr>,
+    /// RTP and RTCP share one port (RFC 5761).
+    pub rtcp_mux: bool,
+    /// The transport profile of the stream.
+    pub profile: Profile,
+    /// The direction the peer declared (a `c=0.0.0.0` hold reads as `sendonly`).
+    pub remote_direction: Direction,
+    /// The direction we declared.
+    pub local_direction: Direction,
+    /// SDES keys when the profile is secure.
+    pub srtp: Option<SrtpKeys>,
+}
+
+/// SRTP master keys agreed by SDES (RFC 4568).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpKeys {
+    /// The suite, the same both ways.
+    pub suite: SrtpSuite,
+    /// The `a=crypto` tag both sides used.
+    pub tag: u32,
+    /// The peer's master key then master salt: decrypts what it sends.
+    pub remote_key: Vec<u8>,
+    /// Our master key then master salt: encrypts what we send.
+    pub local_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for SrtpKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys never reach a log (STYLE §8).
+        f.debug_struct("SrtpKeys")
+            .field("suite", &self.suite)
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The codecs the gateway speaks on the SIP side (CONTRACT §6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// AMR-WB (RFC 4867) at 16 kHz.
+    AmrWb(AmrWbParams),
+    /// G.711 µ-law (RFC 3551 §4.5.14).
+    Pcmu,
+    /// G.711 A-law (RFC 3551 §4.5.14).
+    Pcma,
+}
+
+impl Codec {
+    /// RTP clock rate in Hz.
+    pub fn clock_rate(&self) -> u32 {
+        match self {
+            Self::AmrWb(_) => 16_000,
+            Self::Pcmu | Self::Pcma => 8_000,
+        }
+    }
+
+    /// Encoding name for `a=rtpmap`.
+    pub fn encoding_name(&self) -> &'static str {
+        match self {
+            Self::AmrWb(_) => "AMR-WB",
+            Self::Pcmu => "PCMU",
+            Self::Pcma => "PCMA",
+        }
+    }
+
+    /// Duration of one frame in ms: ptime must be a multiple of it. AMR-WB frames are 20 ms
+    /// (RFC 4867 §4.1); G.711 has no frames, 10 ms is the usual granularity.
+    pub fn frame_ms(&self) -> u32 {
+        match self {
+            Self::AmrWb(_) => 20,
+            Self::Pcmu | Self::Pcma => 10,
+        }
+    }
+
+    /// True when `other` is the same codec in the same RTP layout, whatever the other
+    /// parameters: switching between those would need the peer's decoder to change.
+    pub fn same_kind(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::AmrWb(a), Self::AmrWb(b)) => a.octet_align == b.octet_align,
+            (Self::Pcmu, Self::Pcmu) | (Self::Pcma, Self::Pcma) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Stream direction (RFC 3264 §5.1, RFC 4566 §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// `a=sendrecv`, the default.
+    SendRecv,
+    /// `a=sendonly`: the declaring side only sends (it holds the other).
+    SendOnly,
+    /// `a=recvonly`: the declaring side only receives.
+    RecvOnly,
+    /// `a=inactive`: nothing flows.
+    Inactive,
+}
+
+impl Direction {
+    /// The direction an answerer declares for this offered one (RFC 3264 §6.1): `sendonly`
+    /// is answered `recvonly`, `recvonly` `sendonly`, the others unchanged.
+    pub fn answer(self) -> Self {
+        match self {
+            Self::SendOnly => Self::RecvOnly,
+            Self::RecvOnly => Self::SendOnly,
+            other => other,
+        }
+    }
+
+    /// The attribute name.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Self::SendRecv => "sendrecv",
+            Self::SendOnly => "sendonly",
+            Self::RecvOnly => "recvonly",
+            Self::Inactive => "inactive",
+        }
+    }
+
+    /// True when the declaring side sends media.
+    pub fn sends(self) -> bool {
+        matches!(self, Self::SendRecv | Self::SendOnly)
+    }
+
+    /// True when the declaring side receives media.
+    pub fn receives(self) -> bool {
+        matches!(self, Self::SendRecv | Self::RecvOnly)
+    }
+}
+
+/// RTP transport profile of an m-line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// `RTP/AVP` (RFC 3551).
+    Avp,
+    /// `RTP/AVPF` (RFC 4585); we send no feedback but answer the profile as offered.
+    Avpf,
+    /// `RTP/SAVP` (RFC 3711).
+    Savp,
+    /// `RTP/SAVPF` (RFC 5124).
+    Savpf,
+}
+
+impl Profile {
+    /// The `m=` proto token.
+    pub fn proto(self) -> &'static str {
+        match self {
+            Self::Avp => "RTP/AVP",
+            Self::Avpf => "RTP/AVPF",
+            Self::Savp => "RTP/SAVP",
+            Self::Savpf => "RTP/SAVPF",
+        }
+    }
+
+    /// True for the SRTP profiles.
+    pub fn is_secure(self) -> bool {
+        matches!(self, Self::Savp | Self::Savpf)
+    }
+
+    /// The profile named by an `m=` proto token; `None` for any other transport (DTLS-SRTP's
+    /// `UDP/TLS/RTP/SAVP`, `udp`, `TCP/RTP/AVP`, ...).
+    pub fn from_proto(proto: &str) -> Option<Self> {
+        [Self::Avp, Self::Avpf, Self::Savp, Self::Savpf]
+            .into_iter()
+            .find(|p| p.proto().eq_ignore_ascii_case(proto))
+    }
+}
+
+/// Why an SDP could not be answered or accepted.
+///
+/// Sorted by cause: [`SdpError::status`] is 400 for a malformed or over-limit SDP and 488 for a
+/// well-formed one we cannot agree to (CONTRACT §5). `media` fields are zero-based m-line
+/// indices.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SdpError {
+    /// Longer than [`MAX_SDP_LEN`].
+    #[error("SDP of {len} bytes is over the limit of {max}", max = MAX_SDP_LEN)]
+    TooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// Not SDP (RFC 4566 syntax).
+    #[error("SDP does not parse: {0}")]
+    Unparseable(#[source] sdp_types::ParserError),
+    /// More than [`MAX_MEDIA`] m-lines.
+    #[error("SDP has {count} m-lines, over the limit of {max}", max = MAX_MEDIA)]
+    TooManyMedia {
+        /// How many.
+        count: usize,
+    },
+    /// More than [`MAX_ATTRIBUTES`] attributes at session level or in one m-line.
+    #[error("SDP has {count} attributes in one section, over the limit of {max}", max = MAX_ATTRIBUTES)]
+    TooManyAttributes {
+        /// How many.
+        count: usize,
+    },
+    /// An RTP m-line whose format list is not payload type numbers 0–127, or has over
+    /// [`MAX_FORMATS`] of them.
+    #[error("m-line {media} has an invalid format list")]
+    InvalidFormats {
+        /// Which m-line.
+        media: usize,
+    },
+    /// An audio m-line with no `c=` at either level (RFC 4566 §5.7 requires one).
+    #[error("m-line {media} has no connection address")]
+    NoConnection {
+        /// Which m-line.
+        media: usize,
+    },
+    /// A connection address we cannot send to: not `IN IP4`/`IN IP6` with a literal unicast
+    /// address (a host name needs DNS, multicast is out of scope).
+    #[error("m-line {media} has an unsupported connection address")]
+    UnsupportedAddress {
+        /// Which m-line.
+        media: usize,
+    },
+    /// A transport other than RTP/AVP, RTP/AVPF, RTP/SAVP, RTP/SAVPF, or several ports.
+    #[error("m-line {media} uses an unsupported transport")]
+    UnsupportedTransport {
+        /// Which m-line.
+        media: usize,
+    },
+    /// No enabled audio m-line.
+    #[error("no audio stream offered")]
+    NoAudio,
+    /// No payload type of a usable audio m-line is a codec we speak with parameters we support.
+    #[error("no codec in common (AMR-WB, PCMU, PCMA)")]
+    NoCommonCodec,
+    /// Plain RTP offered, and `media.srtp = "mandatory"`.
+    #[error("SRTP is required")]
+    SrtpRequired,
+    /// SRTP offered, and `media.srtp = "off"`.
+    #[error("SRTP is not accepted")]
+    SrtpRefused,
+    /// SRTP offered but no `a=crypto` line has a suite and key parameters we support.
+    #[error("no acceptable a=crypto line")]
+    NoAcceptableCrypto,
+    /// The answer to our offer uses another transport profile than the one we offered.
+    #[error("the answer changes the transport profile")]
+    AnswerProfileMismatch,
+    /// The answer picks a codec we did not offer, or with other parameters.
+    #[error("the answer picks payload type {pt}, which was not offered so")]
+    AnswerCodecNotOffered {
+        /// Its payload type.
+        pt: u8,
+    },
+    /// The answer's `a=crypto` does not match a tag and suite we offered.
+    #[error("the answer's a=crypto tag {tag} does not match our offer")]
+    AnswerCryptoNotOffered {
+        /// The tag it used.
+        tag: u32,
+    },
+}
+
+impl SdpError {
+    /// The SIP status to refuse an offer with: 400 for a malformed or over-limit SDP, 488 for
+    /// one we cannot agree to. (For an answer in an ACK there is no status to send; the call is
+    /// ended with BYE.)
+    pub fn status(&self) -> u16 {
+        if self.is_malformed() { 400 } else { 488 }
+    }
+
+    /// True when the SDP is broken or hostile rather than merely incompatible.
+    pub fn is_malformed(&self) -> bool {
+        matches!(
+            self,
+            Self::TooLarge { .. }
+                | Self::Unparseable(_)
+                | Self::TooManyMedia { .. }
+                | Self::TooManyAttributes { .. }
+                | Self::InvalidFormats { .. }
+                | Self::NoConnection { .. }
+        )
+    }
+
+    /// A warn-code and text for the SIP `Warning` header (RFC 3261 §20.43): 301 incompatible
+    /// address, 302 incompatible transport, 304 media type not available, 305 incompatible
+    /// media format, 399 for the rest. The caller adds the agent (our host) and quotes the text.
+    pub fn warning(&self) -> (u16, String) {
+        let code = match self {
+            Self::UnsupportedAddress { .. } => 301,
+            Self::UnsupportedTransport { .. } | Self::AnswerProfileMismatch => 302,
+            Self::NoAudio => 304,
+            Self::NoCommonCodec | Self::AnswerCodecNotOffered { .. } => 305,
+            _ => 399,
+        };
+        (code, self.to_string())
+    }
+}
+
+/// True when two SDPs differ at most in their `o=` line: a re-answer that is the same content
+/// keeps its session version (RFC 3264 §8; see the module docs).
+pub fn same_session_content(a: &str, b: &str) -> bool {
+    fn content(s: &str) -> impl Iterator<Item = &str> {
+        s.lines()
+            .filter(|l| !l.starts_with("o="))
+            .map(str::trim_end)
+    }
+    content(a).eq(content(b))
+}
+
+/// Largest SDP body accepted. Real offers are 300 bytes to a few KiB; 64 KiB bounds the parse.
+pub const MAX_SDP_LEN: usize = 64 * 1024;
+
+/// Most m-lines accepted; each is answered, so this bounds the answer too.
+pub const MAX_MEDIA: usize = 64;
+
+/// Most attributes accepted at session level or in one m-line.
+pub const MAX_ATTRIBUTES: usize = 256;
+
+/// Most formats in one RTP m-line: there are only 128 payload types (RFC 3550 §5.1).
+pub const MAX_FORMATS: usize = 128;
