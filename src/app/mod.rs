@@ -42,6 +42,8 @@ pub struct Daemon {
     pub verifier: Arc<Verifier>,
     /// Event delivery.
     pub callbacks: Callbacks,
+    /// The WebRTC side (device sockets, shared UDP port, forwarding).
+    pub webrtc: crate::webrtc::WebrtcService,
 }
 
 impl Daemon {
@@ -78,16 +80,19 @@ impl Daemon {
             .with_context(|| format!("refusing to start: cannot load the state in {}", store_path.display()))?;
         let metrics = Arc::new(metrics::Metrics::default());
         let callbacks = Callbacks::new(config.callbacks.clone(), metrics.clone());
+        let drain = Drain::default();
+        let webrtc = crate::webrtc::WebrtcService::new(&config, verifier.clone(), rooms.clone(), drain.clone());
         let state = AppState {
             rooms,
             accounts: Arc::new(Accounts::new(config.accounts.clone())),
             minter,
             node_key,
             metrics,
-            drain: Drain::default(),
+            drain,
             body_limit: config.http.body_limit,
+            devices: webrtc.hub(),
         };
-        Ok(Self { config, state, verifier, callbacks })
+        Ok(Self { config, state, verifier, callbacks, webrtc })
     }
 
     /// Serves until SIGTERM/SIGINT, then drains and returns.
@@ -106,7 +111,7 @@ impl Daemon {
 
     /// Serves on `listener` until `shutdown` resolves, then drains and returns.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
@@ -119,6 +124,14 @@ impl Daemon {
             async move { drain.started().await }
         }));
         tokio::spawn(self.callbacks.clone().run(rooms.subscribe()));
+        // WebRTC media runs until the drain is over, then closes every device with 1001.
+        let (stop_media, media_stopped) = tokio::sync::oneshot::channel::<()>();
+        let media = self
+            .webrtc
+            .start(async move {
+                let _ = media_stopped.await;
+            })
+            .await?;
 
         let sip = crate::sip::driver::SipService::start(
             &self.config,
@@ -156,6 +169,10 @@ impl Daemon {
             }
         };
         sip.stop(grace).await;
+        let _ = stop_media.send(());
+        if tokio::time::timeout(HTTP_GRACE, media).await.is_err() {
+            tracing::warn!("WebRTC media did not stop within the grace period");
+        }
         let _ = stop_http.send(());
         match tokio::time::timeout(HTTP_GRACE, server).await {
             Ok(Ok(Ok(()))) => {}

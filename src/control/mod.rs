@@ -50,6 +50,8 @@ pub struct AppState {
     pub drain: Drain,
     /// Largest request body.
     pub body_limit: usize,
+    /// Device sockets, the SDK and the demo (the WebRTC side).
+    pub devices: crate::webrtc::DeviceHub,
 }
 
 #[derive(OpenApi)]
@@ -96,6 +98,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let doc = Arc::new(doc);
     let service = Router::new()
         .merge(api)
+        .merge(crate::webrtc::routes(&state.devices))
         .route("/openapi.json", get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))

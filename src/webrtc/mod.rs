@@ -2,5 +2,112 @@
 //! (str0m, one shared UDP port), Opus forwarding by subscriptions, the browser SDK and the demo
 //! page.
 //!
-//! Still to come (issue 5). Devices will authenticate with
-//! [`crate::tokens::Verifier::verify_participant`].
+//! - [`protocol`]: the wire messages and close codes of `/v1/device`
+//!   (`docs/device-protocol.md` explains them).
+//! - [`sfu`]: the sans-IO forwarder core holding every peer connection.
+//! - [`timeline`]: one stream's RTP time, continuous across changes of its source.
+//! - `driver`: the task that owns the UDP socket, the forwarder and the channels.
+//! - [`signaling`]: the WebSocket handler.
+//! - [`assets`]: the SDK, its TypeScript declarations and the demo page.
+//!
+//! Why str0m rather than the `webrtc` crate: `docs/decisions/str0m.md`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::get;
+use tokio::sync::mpsc;
+
+pub mod assets;
+mod driver;
+pub mod protocol;
+pub mod sfu;
+pub mod signaling;
+pub mod sim;
+pub mod timeline;
+
+use crate::app::config::Config;
+use crate::app::drain::Drain;
+use crate::control::AppState;
+use crate::rooms::RoomsHandle;
+use crate::tokens::Verifier;
+use driver::{COMMAND_CHANNEL_CAPACITY, Command, Driver};
+
+/// What the device socket handlers share: the way to the driver and what admission needs.
+#[derive(Clone)]
+pub struct DeviceHub {
+    commands: mpsc::Sender<Command>,
+    verifier: Arc<Verifier>,
+    rooms: RoomsHandle,
+    drain: Drain,
+    demo_enabled: bool,
+    sip_listen: SocketAddr,
+    demo: Arc<assets::DemoState>,
+}
+
+/// The WebRTC side before and while it runs.
+pub struct WebrtcService {
+    hub: DeviceHub,
+    commands: Option<mpsc::Receiver<Command>>,
+    listen: SocketAddr,
+    public_ip: Option<std::net::IpAddr>,
+}
+
+impl WebrtcService {
+    /// Prepares the service from the config; nothing is bound yet.
+    pub fn new(config: &Config, verifier: Arc<Verifier>, rooms: RoomsHandle, drain: Drain) -> Self {
+        let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
+        let hub = DeviceHub {
+            commands: tx,
+            verifier,
+            rooms,
+            drain,
+            demo_enabled: config.demo.enabled,
+            sip_listen: config.sip.listen.0,
+            demo: Arc::default(),
+        };
+        Self { hub, commands: Some(rx), listen: config.media.webrtc_listen.0, public_ip: config.media.public_ip }
+    }
+
+    /// The handlers' side.
+    pub fn hub(&self) -> DeviceHub {
+        self.hub.clone()
+    }
+
+    /// Binds the shared UDP socket and starts the driver, which runs until `shutdown`
+    /// resolves. Fails when the socket cannot be bound or the service was started already.
+    pub async fn start(
+        &mut self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let commands = self.commands.take().context("the WebRTC service is already started")?;
+        let socket = tokio::net::UdpSocket::bind(self.listen)
+            .await
+            .with_context(|| format!("cannot listen for WebRTC media on UDP {}", self.listen))?;
+        let local = socket.local_addr()?;
+        tracing::info!(listen = %local, "WebRTC media listening");
+        let config = driver::sfu_config(local, self.public_ip);
+        let rooms = self.hub.rooms.clone();
+        // The forwarder is made in the task: it generates a DTLS certificate, which should not
+        // delay the daemon's start (and its signal handlers).
+        Ok(tokio::spawn(async move { Driver::new(config, rooms).run(socket, commands, shutdown).await }))
+    }
+}
+
+/// The routes outside the account base that this side serves: `/v1/device`, `/sdk/*` and,
+/// when the demo is on, `/demo/*`.
+pub fn routes(hub: &DeviceHub) -> Router<AppState> {
+    let r = Router::new()
+        .route("/v1/device", get(signaling::device_socket))
+        .route("/sdk/interwork.js", get(assets::sdk_js))
+        .route("/sdk/interwork.d.ts", get(assets::sdk_dts));
+    if hub.demo_enabled {
+        r.route("/demo", get(assets::demo_redirect))
+            .route("/demo/", get(assets::demo_page))
+            .route("/demo/connectionInfo", get(assets::connection_info))
+    } else {
+        r
+    }
+}

@@ -1,0 +1,293 @@
+//! The task that drives the forwarder: it owns the shared UDP socket, the [`Sfu`] and the
+//! channels to the device sockets, reads the clock, and follows the rooms' change channel so
+//! that subscription changes made through the API take effect at once.
+//!
+//! One task, no lock around media: device sockets send [`Command`]s on one bounded channel; the
+//! task answers on one bounded channel per device, and a device that lets its channel fill up is
+//! dropped rather than awaited.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::protocol::{CloseReason, ServerMessage};
+use super::sfu::{PeerId, PeerInfo, Sfu, SfuConfig, SfuError, SfuEvent};
+use crate::ids::{ParticipantId, SessionId};
+use crate::rooms::{RoomEvent, RoomsHandle};
+
+/// Commands waiting for the driver, from all device sockets together.
+pub(crate) const COMMAND_CHANNEL_CAPACITY: usize = 1024;
+
+/// Messages waiting for one device. A device that does not read 256 messages is not reading.
+pub(crate) const DEVICE_CHANNEL_CAPACITY: usize = 256;
+
+/// Largest datagram read; bigger ones are truncated and then fail to parse.
+const RECV_BUFFER: usize = 2048;
+
+/// From a device socket to the driver.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A device authenticated: make its peer.
+    Attach {
+        info: PeerInfo,
+        to_device: mpsc::Sender<ToDevice>,
+        reply: oneshot::Sender<Result<PeerId, SfuError>>,
+    },
+    /// The socket is gone.
+    Detach { peer: PeerId },
+    Publish { peer: PeerId, request_id: u32, audio: bool, video: bool },
+    Unpublish { peer: PeerId, request_id: u32 },
+    Answer { peer: PeerId, sdp: String },
+    Candidate { peer: PeerId, candidate: String },
+    Dtmf { peer: PeerId, tones: String },
+}
+
+/// From the driver to one device socket.
+#[derive(Debug)]
+pub(crate) enum ToDevice {
+    Message(ServerMessage),
+    Close(CloseReason),
+}
+
+/// The forwarder's addresses from `[media]`: where datagrams arrive and what is announced.
+pub(crate) fn sfu_config(listen: SocketAddr, public_ip: Option<std::net::IpAddr>) -> SfuConfig {
+    let port = listen.port();
+    let mut candidates = Vec::new();
+    if !listen.ip().is_unspecified() {
+        candidates.push(listen);
+    }
+    if let Some(ip) = public_ip {
+        let public = SocketAddr::new(ip, port);
+        if !candidates.contains(&public) {
+            candidates.push(public);
+        }
+    }
+    if candidates.is_empty() {
+        // Listening on every interface with nothing to announce: loopback is the one address
+        // sure to be there; `media.public_ip` is the fix (documented in the README).
+        tracing::warn!(%listen, "media.webrtc_listen is unspecified and media.public_ip is empty; announcing loopback only");
+        candidates.push(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port));
+    }
+    let local = if listen.ip().is_unspecified() { candidates[0] } else { listen };
+    SfuConfig::new(local, candidates)
+}
+
+/// The driver's state between wake-ups.
+pub(crate) struct Driver {
+    sfu: Sfu,
+    rooms: RoomsHandle,
+    devices: HashMap<PeerId, mpsc::Sender<ToDevice>>,
+    stale: bool,
+}
+
+impl Driver {
+    pub(crate) fn new(config: SfuConfig, rooms: RoomsHandle) -> Self {
+        Self { sfu: Sfu::new(config), rooms, devices: HashMap::new(), stale: false }
+    }
+
+    /// Runs until `shutdown` resolves, then closes every device with 1001.
+    pub(crate) async fn run(
+        mut self,
+        socket: UdpSocket,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut rooms_events = self.rooms.subscribe();
+        let mut buf = vec![0u8; RECV_BUFFER];
+        loop {
+            let deadline = self.sfu.poll_timeout().map(tokio::time::Instant::from_std);
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => break,
+                r = socket.recv_from(&mut buf) => match r {
+                    Ok((n, source)) => self.sfu.handle_datagram(now(), source, &buf[..n]),
+                    // ICMP errors from a vanished peer surface here on Linux; nothing to do.
+                    Err(e) => tracing::trace!(error = %e, "UDP receive failed"),
+                },
+                c = commands.recv() => match c {
+                    Some(c) => self.handle_command(c),
+                    None => break,
+                },
+                e = rooms_events.recv() => match e {
+                    Ok(e) => self.handle_room_event(e),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.stale = true,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                () = sleep => self.sfu.handle_timeout(now()),
+            }
+            self.flush(&socket);
+        }
+        for (_, tx) in self.devices.drain() {
+            let _ = tx.try_send(ToDevice::Close(CloseReason::GoingAway));
+        }
+    }
+
+    fn handle_command(&mut self, c: Command) {
+        let now = now();
+        match c {
+            Command::Attach { info, to_device, reply } => {
+                let r = self.sfu.add_peer(now, info);
+                if let Ok(peer) = r {
+                    self.devices.insert(peer, to_device);
+                }
+                let _ = reply.send(r);
+            }
+            Command::Detach { peer } => {
+                self.devices.remove(&peer);
+                self.sfu.remove_peer(now, peer, None);
+            }
+            Command::Publish { peer, request_id, audio, video } => {
+                self.sfu.handle_publish(now, peer, request_id, audio, video);
+            }
+            Command::Unpublish { peer, request_id } => self.sfu.handle_unpublish(now, peer, request_id),
+            Command::Answer { peer, sdp } => self.sfu.handle_answer(now, peer, &sdp),
+            Command::Candidate { peer, candidate } => self.sfu.handle_candidate(now, peer, &candidate),
+            Command::Dtmf { peer, tones } => self.sfu.handle_dtmf(peer, &tones),
+        }
+    }
+
+    fn handle_room_event(&mut self, e: RoomEvent) {
+        let now = now();
+        match e {
+            RoomEvent::ParticipantLeft { session, participant, .. } => {
+                if let Some(peer) = self.sfu.peer_of(&participant) {
+                    if self.sfu.peer_info(peer).is_some_and(|i| i.session == session) {
+                        self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
+                    }
+                }
+                self.stale = true;
+            }
+            RoomEvent::ParticipantDeleted { participant, .. } => {
+                if let Some(peer) = self.sfu.peer_of(&participant) {
+                    self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
+                }
+                self.stale = true;
+            }
+            RoomEvent::SessionEnded { session, .. } => {
+                for peer in self.sfu.peers_in(&session) {
+                    self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
+                }
+                self.stale = true;
+            }
+            RoomEvent::SubscriptionsChanged { .. } | RoomEvent::ParticipantJoined { .. } => self.stale = true,
+            RoomEvent::SessionCreated { .. } | RoomEvent::ParticipantCreated { .. } => {}
+        }
+    }
+
+    /// Sends what the forwarder produced, delivers its events, and refreshes subscriptions
+    /// once per wake-up when something made them stale.
+    fn flush(&mut self, socket: &UdpSocket) {
+        loop {
+            while let Some(t) = self.sfu.poll_transmit() {
+                // Never awaited: a full socket buffer drops the datagram, as the network would.
+                if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
+                    tracing::trace!(error = %e, destination = %t.destination, "UDP send failed");
+                }
+            }
+            let mut any = false;
+            while let Some(e) = self.sfu.poll_event() {
+                any = true;
+                self.deliver(e);
+            }
+            if self.stale {
+                self.stale = false;
+                any = true;
+                self.refresh();
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn deliver(&mut self, e: SfuEvent) {
+        match e {
+            SfuEvent::ToDevice(peer, m) => {
+                let Some(tx) = self.devices.get(&peer) else { return };
+                // Keep the last slot for a close message.
+                if tx.capacity() <= 1 {
+                    let _ = tx.try_send(ToDevice::Close(CloseReason::TooSlow));
+                    self.devices.remove(&peer);
+                    self.sfu.remove_peer(now(), peer, None);
+                    return;
+                }
+                let _ = tx.try_send(ToDevice::Message(m));
+            }
+            SfuEvent::CloseDevice(peer, reason) => {
+                if let Some(tx) = self.devices.remove(&peer) {
+                    let _ = tx.try_send(ToDevice::Close(reason));
+                }
+            }
+            SfuEvent::SubscriptionsStale => self.stale = true,
+            SfuEvent::Dtmf { session, participant, tone } => {
+                let audience: HashSet<ParticipantId> =
+                    self.rooms.read(|r| r.audience(&session, &participant)).into_iter().collect();
+                self.sfu.fan_out_dtmf(&session, &participant, tone, |l| audience.contains(l));
+            }
+            // The media bridge (SIP legs) consumes these; nobody subscribes externally yet.
+            SfuEvent::ExternalFrame { .. } | SfuEvent::ExternalDtmf { .. } => {}
+        }
+    }
+
+    /// Closes peers whose participant left their session, then recomputes who receives what.
+    fn refresh(&mut self) {
+        let now = now();
+        let listeners = self.sfu.listeners();
+        let publishers = self.sfu.publishers();
+        let (gone, hears) = self.rooms.read(|r| {
+            let gone: Vec<PeerId> = self
+                .sfu
+                .peer_ids()
+                .into_iter()
+                .filter(|peer| {
+                    self.sfu.peer_info(*peer).is_some_and(|i| !r.sessions_of(&i.participant).contains(&i.session))
+                })
+                .collect();
+            let mut hears: HashSet<(SessionId, ParticipantId, ParticipantId)> = HashSet::new();
+            for (ls, l) in &listeners {
+                for (ps, p) in &publishers {
+                    if ls == ps && r.hears(ls, l, p) {
+                        hears.insert((ls.clone(), l.clone(), p.clone()));
+                    }
+                }
+            }
+            (gone, hears)
+        });
+        for peer in gone {
+            self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
+        }
+        self.sfu.refresh_subscriptions(now, |s, l, p| hears.contains(&(s.clone(), l.clone(), p.clone())));
+    }
+}
+
+/// The clock, through tokio so that paused-time tests reach the core.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_come_from_the_listen_address_and_the_public_ip() {
+        let c = sfu_config("127.0.0.1:19000".parse().unwrap(), None);
+        assert_eq!((c.local, c.candidates.clone()), ("127.0.0.1:19000".parse().unwrap(), vec![c.local]));
+        let c = sfu_config("10.0.0.2:19000".parse().unwrap(), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(c.candidates, vec!["10.0.0.2:19000".parse().unwrap(), "203.0.113.9:19000".parse().unwrap()]);
+        assert_eq!(c.local, "10.0.0.2:19000".parse().unwrap());
+        // Listening everywhere: the public address is announced and is where datagrams arrive.
+        let c = sfu_config("0.0.0.0:19000".parse().unwrap(), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(c.candidates, vec!["203.0.113.9:19000".parse().unwrap()]);
+        assert_eq!(c.local, "203.0.113.9:19000".parse().unwrap());
+    }
+}

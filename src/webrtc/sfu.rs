@@ -1,0 +1,1079 @@
+//! The forwarder core: every browser peer connection (a str0m [`Rtc`]) behind one UDP port, and
+//! the Opus forwarding between them by subscriptions (a selective forwarding unit: frames are
+//! passed on as they came, never decoded).
+//!
+//! Sans-IO, like str0m itself: [`Sfu`] is fed `(now, input)` through `handle_*` methods and
+//! gives back datagrams to send ([`Sfu::poll_transmit`]), messages for devices and other parts
+//! ([`Sfu::poll_event`]) and when it next needs time ([`Sfu::poll_timeout`]). The driver owns
+//! the socket, the clock and the channels (`driver.rs`).
+//!
+//! Demultiplexing: a datagram goes to the peer that last received from its source address;
+//! from a new address only a STUN check can start a peer, and it goes to the peer whose ICE
+//! credentials it names ([`Rtc::accepts`]).
+//!
+//! Negotiation: the server always offers and the browser always answers, one offer at a time
+//! per peer; changes made while an offer is out are folded into the next one. A publisher gets
+//! a `recvonly` m-line for its microphone; a subscriber gets one `sendonly` m-line per stream it
+//! hears, with the stream's endpoint id as the `msid` stream id, stopped (and recycled by the
+//! next offer) when the stream goes away.
+//!
+//! Forwarding: an endpoint is one published stream. Its frames are mapped onto the endpoint's
+//! [`Timeline`] once and written, as the same reference-counted buffer, into every subscriber's
+//! m-line; str0m gives each m-line its own SSRC and sequence numbers. Non-browser publishers and
+//! subscribers (the SIP legs of the media bridge) use the same endpoints through
+//! [`Sfu::add_external_publisher`] and [`Sfu::add_external_subscriber`].
+//!
+//! Lifetimes: a peer whose media stops for [`SfuConfig::idle_timeout`] (or that never connects
+//! within [`SfuConfig::setup_timeout`] of its first offer) is removed; the endpoints of a removed
+//! peer stay for [`SfuConfig::reconnect_grace`] so that the same participant publishing again
+//! from a new connection continues the same stream, then they become unavailable.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use super::protocol::{CloseReason, ErrorCode, ServerMessage, StreamInfo, is_dtmf_tone};
+use super::timeline::{SourceGeneration, Timeline};
+use crate::ids::{ParticipantId, SessionId};
+use crate::rooms::model::MediaType;
+
+/// Default for [`SfuConfig::idle_timeout`]: browsers send a STUN consent check at least every
+/// 5 s (RFC 7675 §5.1) and RTCP every few seconds, so 15 s of silence means the peer is gone.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Default for [`SfuConfig::setup_timeout`]: ICE and DTLS take well under a second on a working
+/// path; a peer not connected 20 s after its offer will not connect.
+pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Default for [`SfuConfig::reconnect_grace`]: long enough for a page reload to publish again.
+pub const DEFAULT_RECONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// Most source addresses remembered per peer (ICE may try a few before settling).
+const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// How the forwarder is set up.
+#[derive(Clone, Debug)]
+pub struct SfuConfig {
+    /// The address the shared socket receives on (`media.webrtc_listen`, or the announced
+    /// address when that is unspecified): the destination of every received datagram.
+    pub local: SocketAddr,
+    /// Host candidates announced to browsers: the listen address and `media.public_ip`.
+    pub candidates: Vec<SocketAddr>,
+    /// See [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// See [`DEFAULT_SETUP_TIMEOUT`].
+    pub setup_timeout: Duration,
+    /// See [`DEFAULT_RECONNECT_GRACE`].
+    pub reconnect_grace: Duration,
+}
+
+impl SfuConfig {
+    /// A config with the default timeouts.
+    pub fn new(local: SocketAddr, candidates: Vec<SocketAddr>) -> Self {
+        Self {
+            local,
+            candidates,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            setup_timeout: DEFAULT_SETUP_TIMEOUT,
+            reconnect_grace: DEFAULT_RECONNECT_GRACE,
+        }
+    }
+}
+
+/// Names a browser peer (one device socket) inside the forwarder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+/// Names a non-browser subscriber (a SIP leg's mixer input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExternalSubscriberId(pub u64);
+
+/// Names a published stream; shown to the SDK as `endpointId`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(pub String);
+
+impl EndpointId {
+    fn generate() -> Self {
+        Self(crate::ids::random_id(crate::ids::ID_LEN))
+    }
+}
+
+/// Who a peer is.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The participant.
+    pub participant: ParticipantId,
+    /// The session it was admitted to.
+    pub session: SessionId,
+    /// What it may publish.
+    pub permissions: Vec<MediaType>,
+}
+
+/// Something for the driver to deliver.
+#[derive(Debug)]
+pub enum SfuEvent {
+    /// A message for a device's socket.
+    ToDevice(PeerId, ServerMessage),
+    /// Close a device's socket; the peer is already gone.
+    CloseDevice(PeerId, CloseReason),
+    /// Endpoints or peers changed: who receives what must be recomputed
+    /// ([`Sfu::refresh_subscriptions`]).
+    SubscriptionsStale,
+    /// A device sent a DTMF tone; deliver with [`Sfu::fan_out_dtmf`].
+    Dtmf {
+        /// The sender's session.
+        session: SessionId,
+        /// The sender.
+        participant: ParticipantId,
+        /// The tone.
+        tone: char,
+    },
+    /// An Opus frame for a non-browser subscriber.
+    ExternalFrame {
+        /// The subscriber.
+        subscriber: ExternalSubscriberId,
+        /// The stream.
+        endpoint: EndpointId,
+        /// Its publisher.
+        publisher: ParticipantId,
+        /// On the endpoint's continuous timeline, 48 kHz.
+        rtp_time: MediaTime,
+        /// The Opus frame, shared with every other subscriber.
+        data: Arc<[u8]>,
+    },
+    /// A DTMF tone for a non-browser subscriber.
+    ExternalDtmf {
+        /// The subscriber.
+        subscriber: ExternalSubscriberId,
+        /// Who sent it.
+        participant: ParticipantId,
+        /// The tone.
+        tone: char,
+    },
+}
+
+/// Why the forwarder refused a call of its API.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SfuError {
+    /// No such peer (it was removed meanwhile).
+    #[error("no such peer")]
+    UnknownPeer,
+    /// No such endpoint.
+    #[error("no such endpoint")]
+    UnknownEndpoint,
+    /// str0m refused to set up a peer.
+    #[error("cannot set up the peer connection")]
+    PeerSetup,
+}
+
+/// Counters of things that cost a packet rather than an error.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SfuCounters {
+    /// Datagrams no peer accepted.
+    pub unrouted_datagrams: u64,
+    /// Datagrams that are not STUN, DTLS, RTP or RTCP.
+    pub unparsable_datagrams: u64,
+    /// Frames written to subscribers.
+    pub frames_forwarded: u64,
+    /// Frames a subscriber's peer refused.
+    pub frames_dropped: u64,
+}
+
+/// The forwarder.
+pub struct Sfu {
+    config: SfuConfig,
+    crypto: Arc<str0m::crypto::CryptoProvider>,
+    dtls_cert: Option<str0m::config::DtlsCert>,
+    next_id: u64,
+    peers: HashMap<PeerId, Peer>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    by_participant: HashMap<ParticipantId, PeerId>,
+    endpoints: BTreeMap<EndpointId, Endpoint>,
+    externals: HashMap<ExternalSubscriberId, ExternalSubscriber>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SfuEvent>,
+    /// Peers with input since they were last polled (each at most once: `Peer::dirty`).
+    dirty: Vec<PeerId>,
+    /// Reused for the events of one peer's poll, so that forwarding can borrow other peers.
+    scratch: Vec<Event>,
+    counters: SfuCounters,
+}
+
+struct Peer {
+    info: PeerInfo,
+    rtc: Rtc,
+    next_timeout: Instant,
+    addrs: Vec<SocketAddr>,
+    last_rx: Instant,
+    offered_at: Option<Instant>,
+    connected: bool,
+    pending: Option<Pending>,
+    /// Streams this peer receives: endpoint → its m-line.
+    sending: BTreeMap<EndpointId, SendSlot>,
+    /// Streams this peer should receive (from the last refresh).
+    wanted: BTreeSet<EndpointId>,
+    /// m-lines to stop at the next offer.
+    to_stop: Vec<Mid>,
+    publish: PublishState,
+    /// The m-line that keeps the transport up is in the session.
+    anchored: bool,
+    /// Listed in `Sfu::dirty` (a flag, so that marking is O(1) per frame and subscriber).
+    dirty: bool,
+}
+
+struct SendSlot {
+    mid: Mid,
+    active: bool,
+}
+
+struct Pending {
+    offer: SdpPendingOffer,
+    added: Vec<(EndpointId, Mid)>,
+    publish: Option<(Mid, u32)>,
+}
+
+enum PublishState {
+    None,
+    /// Asked for; goes into the next offer.
+    Wanted(u32),
+    /// In the offer that is out.
+    Offered,
+    /// Flowing.
+    Active { mid: Mid, endpoint: EndpointId },
+}
+
+struct Endpoint {
+    participant: ParticipantId,
+    session: SessionId,
+    source: Source,
+    generation: SourceGeneration,
+    timeline: Timeline,
+    targets: Vec<Target>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Peer(PeerId, Mid),
+    External,
+    /// Its publisher is gone; it is removed at this time unless adopted.
+    Orphaned(Instant),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Peer { peer: PeerId, mid: Mid, pt: Option<Pt> },
+    External(ExternalSubscriberId),
+}
+
+struct ExternalSubscriber {
+    participant: ParticipantId,
+    session: SessionId,
+    wanted: BTreeSet<EndpointId>,
+}
+
+impl Sfu {
+    /// A forwarder with no peers.
+    pub fn new(config: SfuConfig) -> Self {
+        let crypto = str0m::crypto::from_feature_flags();
+        // One certificate for every peer: generating a key pair per peer costs milliseconds, and
+        // the fingerprint is per offer anyway.
+        let dtls_cert = crypto.dtls_provider.generate_certificate();
+        Self {
+            config,
+            crypto: Arc::new(crypto),
+            dtls_cert,
+            next_id: 1,
+            peers: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_participant: HashMap::new(),
+            endpoints: BTreeMap::new(),
+            externals: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            dirty: Vec::new(),
+            scratch: Vec::new(),
+            counters: SfuCounters::default(),
+        }
+    }
+
+    // ----- getters -----
+
+    /// Counters.
+    pub fn counters(&self) -> SfuCounters {
+        self.counters
+    }
+
+    /// Number of live peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The peers of a session (to close them when it ends).
+    pub fn peers_in(&self, session: &SessionId) -> Vec<PeerId> {
+        self.peers.iter().filter(|(_, p)| &p.info.session == session).map(|(id, _)| *id).collect()
+    }
+
+    /// The peer of a participant, if it has one.
+    pub fn peer_of(&self, participant: &ParticipantId) -> Option<PeerId> {
+        self.by_participant.get(participant).copied()
+    }
+
+    /// Who a peer is.
+    pub fn peer_info(&self, peer: PeerId) -> Option<&PeerInfo> {
+        self.peers.get(&peer).map(|p| &p.info)
+    }
+
+    /// Every peer.
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// Who receives streams (peers and external subscribers): the listener side of the
+    /// subscription check.
+    pub fn listeners(&self) -> Vec<(SessionId, ParticipantId)> {
+        let peers = self.peers.values().map(|p| (p.info.session.clone(), p.info.participant.clone()));
+        let externals = self.externals.values().map(|s| (s.session.clone(), s.participant.clone()));
+        peers.chain(externals).collect()
+    }
+
+    /// Who publishes streams: the publisher side of the subscription check.
+    pub fn publishers(&self) -> Vec<(SessionId, ParticipantId)> {
+        let mut v: Vec<_> = self.endpoints.values().map(|e| (e.session.clone(), e.participant.clone())).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// True when the peer's ICE and DTLS are up.
+    pub fn is_connected(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.rtc.is_connected())
+    }
+
+    // ----- peers -----
+
+    /// Adds a browser peer. Another peer of the same participant is replaced: it is removed and
+    /// its device closed with [`CloseReason::Replaced`] (the newest tab wins).
+    pub fn add_peer(&mut self, now: Instant, info: PeerInfo) -> Result<PeerId, SfuError> {
+        if let Some(old) = self.by_participant.get(&info.participant).copied() {
+            self.remove_peer(now, old, Some(CloseReason::Replaced));
+        }
+        let mut builder = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_crypto_provider(self.crypto.clone());
+        if let Some(cert) = &self.dtls_cert {
+            builder = builder.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = builder.build(now);
+        for addr in &self.config.candidates {
+            let c = Candidate::host(*addr, "udp").map_err(|_| SfuError::PeerSetup)?;
+            rtc.add_local_candidate(c);
+        }
+        let id = PeerId(self.next_id);
+        self.next_id += 1;
+        self.by_participant.insert(info.participant.clone(), id);
+        self.peers.insert(
+            id,
+            Peer {
+                info,
+                rtc,
+                next_timeout: now,
+                addrs: Vec::new(),
+                last_rx: now,
+                offered_at: None,
+                connected: false,
+                pending: None,
+                sending: BTreeMap::new(),
+                wanted: BTreeSet::new(),
+                to_stop: Vec::new(),
+                publish: PublishState::None,
+                anchored: false,
+                dirty: false,
+            },
+        );
+        self.mark_dirty(id);
+        self.events.push_back(SfuEvent::SubscriptionsStale);
+        self.drive(now);
+        Ok(id)
+    }
+
+    /// Removes a peer: its socket is closed with `reason` (none when the socket is already
+    /// gone), its streams are orphaned for the reconnect grace, and it stops receiving.
+    pub fn remove_peer(&mut self, now: Instant, peer: PeerId, reason: Option<CloseReason>) {
+        let Some(mut p) = self.peers.remove(&peer) else { return };
+        p.rtc.disconnect();
+        for a in &p.addrs {
+            if self.by_addr.get(a) == Some(&peer) {
+                self.by_addr.remove(a);
+            }
+        }
+        if self.by_participant.get(&p.info.participant) == Some(&peer) {
+            self.by_participant.remove(&p.info.participant);
+        }
+        if let PublishState::Active { endpoint, .. } = &p.publish {
+            if let Some(e) = self.endpoints.get_mut(endpoint) {
+                e.source = Source::Orphaned(now + self.config.reconnect_grace);
+            }
+        }
+        for e in self.endpoints.values_mut() {
+            e.targets.retain(|t| !matches!(t, Target::Peer { peer: q, .. } if *q == peer));
+        }
+        if let Some(reason) = reason {
+            self.events.push_back(SfuEvent::CloseDevice(peer, reason));
+        }
+        self.events.push_back(SfuEvent::SubscriptionsStale);
+        tracing::debug!(peer = peer.0, participant = %p.info.participant, ?reason, "peer removed");
+    }
+
+    /// A device asks to publish.
+    pub fn handle_publish(&mut self, now: Instant, peer: PeerId, request_id: u32, audio: bool, video: bool) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let refuse = |code, message: &str| SfuEvent::ToDevice(peer, ServerMessage::error(code, message, Some(request_id)));
+        for (asked, kind, name) in [(audio, MediaType::Audio, "AUDIO"), (video, MediaType::Video, "VIDEO")] {
+            if asked && !p.info.permissions.contains(&kind) {
+                let msg = format!("this participant's publishPermissions do not include {name}");
+                self.events.push_back(refuse(ErrorCode::PermissionDenied, &msg));
+                return;
+            }
+        }
+        if video {
+            self.events.push_back(refuse(ErrorCode::Unsupported, "this gateway forwards audio only"));
+            return;
+        }
+        if !audio {
+            self.events.push_back(refuse(ErrorCode::InvalidArgument, "nothing to publish: set audio"));
+            return;
+        }
+        match &p.publish {
+            PublishState::Active { mid, endpoint } => {
+                let stream = stream_info(endpoint, &p.info.participant, *mid);
+                self.events.push_back(SfuEvent::ToDevice(peer, ServerMessage::Published { request_id, stream }));
+            }
+            PublishState::Wanted(_) | PublishState::Offered => {
+                self.events.push_back(refuse(ErrorCode::OutOfOrder, "a publish is already in progress"));
+            }
+            PublishState::None => {
+                p.publish = PublishState::Wanted(request_id);
+                self.negotiate(now, peer);
+            }
+        }
+    }
+
+    /// A device stops publishing. Its stream becomes unavailable to subscribers at once.
+    pub fn handle_unpublish(&mut self, now: Instant, peer: PeerId, request_id: u32) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        match std::mem::replace(&mut p.publish, PublishState::None) {
+            PublishState::Active { mid, endpoint } => {
+                p.to_stop.push(mid);
+                self.remove_endpoint(now, &endpoint);
+                self.negotiate(now, peer);
+            }
+            PublishState::Offered => {
+                // The answer will find no publish wanted and stop the m-line.
+            }
+            PublishState::Wanted(_) | PublishState::None => {}
+        }
+        self.events.push_back(SfuEvent::ToDevice(peer, ServerMessage::Unpublished { request_id }));
+    }
+
+    /// A device's SDP answer to the offer that is out.
+    pub fn handle_answer(&mut self, now: Instant, peer: PeerId, sdp: &str) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let Some(pending) = p.pending.take() else {
+            let e = ServerMessage::error(ErrorCode::OutOfOrder, "no offer is waiting for an answer", None);
+            self.events.push_back(SfuEvent::ToDevice(peer, e));
+            return;
+        };
+        let answer = match SdpAnswer::from_sdp_string(sdp) {
+            Ok(a) => a,
+            Err(e) => {
+                // The offer stays out: a corrected answer may still come.
+                p.pending = Some(pending);
+                let e = ServerMessage::error(ErrorCode::InvalidArgument, format!("the answer is not SDP: {e}"), None);
+                self.events.push_back(SfuEvent::ToDevice(peer, e));
+                return;
+            }
+        };
+        if let Err(e) = p.rtc.sdp_api().accept_answer(pending.offer, answer) {
+            tracing::debug!(peer = peer.0, error = %e, "answer refused");
+            self.remove_peer(now, peer, Some(CloseReason::MediaFailed));
+            return;
+        }
+        self.mark_dirty(peer);
+        // Streams whose m-lines are now negotiated start flowing.
+        for (endpoint, mid) in pending.added {
+            let Some(p) = self.peers.get_mut(&peer) else { return };
+            let still = p.sending.get_mut(&endpoint).filter(|s| s.mid == mid);
+            let Some(slot) = still else { continue };
+            let Some(e) = self.endpoints.get_mut(&endpoint) else { continue };
+            slot.active = true;
+            e.targets.push(Target::Peer { peer, mid, pt: None });
+            let info = stream_info(&endpoint, &e.participant, mid);
+            self.events.push_back(SfuEvent::ToDevice(peer, ServerMessage::StreamAvailable(info)));
+        }
+        if let Some((mid, request_id)) = pending.publish {
+            self.activate_publish(now, peer, mid, request_id);
+        }
+        self.negotiate(now, peer);
+        self.drive(now);
+    }
+
+    /// A trickled candidate of the browser. Not needed (the server is ICE-lite and learns the
+    /// browser's addresses from its checks) but used when given.
+    pub fn handle_candidate(&mut self, now: Instant, peer: PeerId, candidate: &str) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let text = candidate.trim();
+        if text.is_empty() {
+            return;
+        }
+        let text = text.strip_prefix("a=").unwrap_or(text);
+        if let Ok(c) = Candidate::from_sdp_string(text) {
+            p.rtc.add_remote_candidate(c);
+            self.mark_dirty(peer);
+            self.drive(now);
+        }
+    }
+
+    /// DTMF tones from a device: checked here, delivered by [`Sfu::fan_out_dtmf`].
+    pub fn handle_dtmf(&mut self, peer: PeerId, tones: &str) {
+        let Some(p) = self.peers.get(&peer) else { return };
+        if tones.is_empty() || tones.chars().count() > super::protocol::MAX_DTMF_TONES || !tones.chars().all(is_dtmf_tone) {
+            let e = ServerMessage::error(
+                ErrorCode::InvalidArgument,
+                format!("tones must be 1 to {} of 0-9 * # A-D", super::protocol::MAX_DTMF_TONES),
+                None,
+            );
+            self.events.push_back(SfuEvent::ToDevice(peer, e));
+            return;
+        }
+        for tone in tones.chars() {
+            self.events.push_back(SfuEvent::Dtmf {
+                session: p.info.session.clone(),
+                participant: p.info.participant.clone(),
+                tone,
+            });
+        }
+    }
+
+    /// Delivers a tone from `participant` to every device and external subscriber in `session`
+    /// that hears it.
+    pub fn fan_out_dtmf(
+        &mut self,
+        session: &SessionId,
+        participant: &ParticipantId,
+        tone: char,
+        mut hears: impl FnMut(&ParticipantId) -> bool,
+    ) {
+        for (id, p) in &self.peers {
+            if &p.info.session == session && hears(&p.info.participant) {
+                let m = ServerMessage::Dtmf { participant_id: participant.0.clone(), tone };
+                self.events.push_back(SfuEvent::ToDevice(*id, m));
+            }
+        }
+        for (id, s) in &self.externals {
+            if &s.session == session && hears(&s.participant) {
+                self.events.push_back(SfuEvent::ExternalDtmf {
+                    subscriber: *id,
+                    participant: participant.clone(),
+                    tone,
+                });
+            }
+        }
+    }
+
+    // ----- network and time -----
+
+    /// A datagram from `source` on the shared socket.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.config.local, data) else {
+            self.counters.unparsable_datagrams += 1;
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        let known = self.by_addr.get(&source).copied().filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+        // A new address: only the peer whose ICE credentials the STUN check names accepts it.
+        let target = known.or_else(|| self.peers.iter().find(|(_, p)| p.rtc.accepts(&input)).map(|(id, _)| *id));
+        let Some(id) = target else {
+            self.counters.unrouted_datagrams += 1;
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        if known.is_none() && p.addrs.len() < MAX_ADDRS_PER_PEER {
+            p.addrs.push(source);
+            self.by_addr.insert(source, id);
+        }
+        p.last_rx = now;
+        if let Err(e) = p.rtc.handle_input(input) {
+            tracing::trace!(peer = id.0, error = %e, "input refused");
+        }
+        self.mark_dirty(id);
+        self.drive(now);
+    }
+
+    /// Time has come (at or after [`Sfu::poll_timeout`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (id, p) in &mut self.peers {
+            let idle = p.connected && now.saturating_duration_since(p.last_rx) >= self.config.idle_timeout;
+            let never = !p.connected
+                && p.offered_at.is_some_and(|t| now.saturating_duration_since(t) >= self.config.setup_timeout);
+            if idle || never {
+                expired.push(*id);
+            } else if p.next_timeout <= now && !p.dirty {
+                p.dirty = true;
+                self.dirty.push(*id);
+            }
+        }
+        for id in expired {
+            tracing::debug!(peer = id.0, "peer media timed out");
+            self.remove_peer(now, id, Some(CloseReason::MediaFailed));
+        }
+        let orphans: Vec<EndpointId> = self
+            .endpoints
+            .iter()
+            .filter(|(_, e)| matches!(e.source, Source::Orphaned(at) if at <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for e in orphans {
+            self.remove_endpoint(now, &e);
+        }
+        self.drive(now);
+    }
+
+    /// When [`Sfu::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let peers = self.peers.values().flat_map(|p| {
+            let life = if p.connected {
+                Some(p.last_rx + self.config.idle_timeout)
+            } else {
+                p.offered_at.map(|t| t + self.config.setup_timeout)
+            };
+            std::iter::once(p.next_timeout).chain(life)
+        });
+        let orphans = self.endpoints.values().filter_map(|e| match e.source {
+            Source::Orphaned(at) => Some(at),
+            _ => None,
+        });
+        peers.chain(orphans).min()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    // ----- subscriptions -----
+
+    /// Recomputes what every peer and external subscriber receives: the endpoints of its
+    /// session whose publisher it hears (`hears(session, listener, publisher)`, from the rooms).
+    /// Streams it no longer hears become unavailable at once; new ones come with the next offer.
+    pub fn refresh_subscriptions(
+        &mut self,
+        now: Instant,
+        mut hears: impl FnMut(&SessionId, &ParticipantId, &ParticipantId) -> bool,
+    ) {
+        let peer_ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in peer_ids {
+            let Some(p) = self.peers.get(&id) else { continue };
+            let wanted: BTreeSet<EndpointId> = self
+                .endpoints
+                .iter()
+                .filter(|(_, e)| {
+                    // Never one's own stream, whatever the rooms say.
+                    e.session == p.info.session
+                        && e.participant != p.info.participant
+                        && hears(&e.session, &p.info.participant, &e.participant)
+                })
+                .map(|(eid, _)| eid.clone())
+                .collect();
+            if wanted != p.wanted {
+                self.set_wanted(now, id, wanted);
+            }
+        }
+        let ext_ids: Vec<ExternalSubscriberId> = self.externals.keys().copied().collect();
+        for id in ext_ids {
+            let Some(s) = self.externals.get(&id) else { continue };
+            let wanted: BTreeSet<EndpointId> = self
+                .endpoints
+                .iter()
+                .filter(|(_, e)| {
+                    e.session == s.session
+                        && e.participant != s.participant
+                        && hears(&e.session, &s.participant, &e.participant)
+                })
+                .map(|(eid, _)| eid.clone())
+                .collect();
+            for (eid, e) in &mut self.endpoints {
+                let has = e.targets.contains(&Target::External(id));
+                match (has, wanted.contains(eid)) {
+                    (false, true) => e.targets.push(Target::External(id)),
+                    (true, false) => e.targets.retain(|t| *t != Target::External(id)),
+                    _ => {}
+                }
+            }
+            if let Some(s) = self.externals.get_mut(&id) {
+                s.wanted = wanted;
+            }
+        }
+        self.drive(now);
+    }
+
+    fn set_wanted(&mut self, now: Instant, peer: PeerId, wanted: BTreeSet<EndpointId>) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let gone: Vec<EndpointId> = p.sending.keys().filter(|e| !wanted.contains(*e)).cloned().collect();
+        for endpoint in gone {
+            if let Some(slot) = p.sending.remove(&endpoint) {
+                p.to_stop.push(slot.mid);
+                if slot.active {
+                    let m = ServerMessage::StreamUnavailable { endpoint_id: endpoint.0.clone() };
+                    self.events.push_back(SfuEvent::ToDevice(peer, m));
+                }
+            }
+            if let Some(e) = self.endpoints.get_mut(&endpoint) {
+                e.targets.retain(|t| !matches!(t, Target::Peer { peer: q, .. } if *q == peer));
+            }
+        }
+        p.wanted = wanted;
+        self.negotiate(now, peer);
+    }
+
+    /// Makes and sends the next offer of `peer` if something changed and none is out.
+    fn negotiate(&mut self, now: Instant, peer: PeerId) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if p.pending.is_some() {
+            return;
+        }
+        let mut api = p.rtc.sdp_api();
+        // The first offer starts with an inactive audio m-line that is never used nor stopped:
+        // it carries the BUNDLE tag, so stopping every stream m-line (the participant hears
+        // nobody for a while) keeps the BUNDLE group, ICE and DTLS up, as browsers require. (A
+        // data channel would do too, but Chromium aborts an SCTP association it did not ask for.)
+        if !p.anchored && (!p.wanted.is_empty() || matches!(p.publish, PublishState::Wanted(_))) {
+            api.add_media(MediaKind::Audio, Direction::Inactive, None, None, None);
+            p.anchored = true;
+        }
+        for mid in p.to_stop.drain(..) {
+            api.stop_media(mid);
+        }
+        let mut added = Vec::new();
+        for endpoint in &p.wanted {
+            if !p.sending.contains_key(endpoint) {
+                let track = format!("{}-audio", endpoint.0);
+                let mid = api.add_media(MediaKind::Audio, Direction::SendOnly, Some(endpoint.0.clone()), Some(track), None);
+                p.sending.insert(endpoint.clone(), SendSlot { mid, active: false });
+                added.push((endpoint.clone(), mid));
+            }
+        }
+        let mut publish = None;
+        if let PublishState::Wanted(request_id) = p.publish {
+            let mid = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+            publish = Some((mid, request_id));
+            p.publish = PublishState::Offered;
+        }
+        if let Some((offer, pending)) = api.apply() {
+            p.pending = Some(Pending { offer: pending, added, publish });
+            p.offered_at.get_or_insert(now);
+            let m = ServerMessage::Offer { sdp: offer.to_sdp_string(), publish_mid: publish.map(|(mid, _)| mid.to_string()) };
+            self.events.push_back(SfuEvent::ToDevice(peer, m));
+        }
+        self.mark_dirty(peer);
+    }
+
+    fn activate_publish(&mut self, now: Instant, peer: PeerId, mid: Mid, request_id: u32) {
+        let Some(p) = self.peers.get_mut(&peer) else { return };
+        if !matches!(p.publish, PublishState::Offered) {
+            // Unpublished while the offer was out.
+            p.to_stop.push(mid);
+            return;
+        }
+        let participant = p.info.participant.clone();
+        let session = p.info.session.clone();
+        // The same participant publishing again within the grace continues its old stream.
+        let adopted = self
+            .endpoints
+            .iter_mut()
+            .find(|(_, e)| matches!(e.source, Source::Orphaned(_)) && e.participant == participant && e.session == session);
+        let endpoint = if let Some((id, e)) = adopted {
+            e.source = Source::Peer(peer, mid);
+            e.generation.0 += 1;
+            id.clone()
+        } else {
+            let id = EndpointId::generate();
+            self.endpoints.insert(id.clone(), Endpoint {
+                participant: participant.clone(),
+                session,
+                source: Source::Peer(peer, mid),
+                generation: SourceGeneration::default(),
+                timeline: Timeline::new(Frequency::FORTY_EIGHT_KHZ),
+                targets: Vec::new(),
+            });
+            id
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.publish = PublishState::Active { mid, endpoint: endpoint.clone() };
+        }
+        let stream = stream_info(&endpoint, &participant, mid);
+        self.events.push_back(SfuEvent::ToDevice(peer, ServerMessage::Published { request_id, stream }));
+        self.events.push_back(SfuEvent::SubscriptionsStale);
+        tracing::debug!(peer = peer.0, endpoint = %endpoint.0, ?now, "published");
+    }
+
+    fn remove_endpoint(&mut self, now: Instant, endpoint: &EndpointId) {
+        let Some(e) = self.endpoints.remove(endpoint) else { return };
+        for t in e.targets {
+            if let Target::Peer { peer, .. } = t {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.wanted.remove(endpoint);
+                    if let Some(slot) = p.sending.remove(endpoint) {
+                        p.to_stop.push(slot.mid);
+                    }
+                    let m = ServerMessage::StreamUnavailable { endpoint_id: endpoint.0.clone() };
+                    self.events.push_back(SfuEvent::ToDevice(peer, m));
+                    self.negotiate(now, peer);
+                }
+            }
+        }
+        // Subscribers whose m-line was still being negotiated.
+        let waiting: Vec<PeerId> =
+            self.peers.iter().filter(|(_, p)| p.sending.contains_key(endpoint)).map(|(id, _)| *id).collect();
+        for peer in waiting {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.wanted.remove(endpoint);
+                if let Some(slot) = p.sending.remove(endpoint) {
+                    p.to_stop.push(slot.mid);
+                }
+            }
+            self.negotiate(now, peer);
+        }
+        for s in self.externals.values_mut() {
+            s.wanted.remove(endpoint);
+        }
+        self.events.push_back(SfuEvent::SubscriptionsStale);
+    }
+
+    // ----- non-browser publishers and subscribers -----
+
+    /// A non-browser publisher of Opus frames (a SIP leg's transcoded audio) in `session`.
+    /// Its frames go to every subscriber that hears `participant` once subscriptions are
+    /// refreshed.
+    pub fn add_external_publisher(&mut self, participant: ParticipantId, session: SessionId) -> EndpointId {
+        let id = EndpointId::generate();
+        self.endpoints.insert(id.clone(), Endpoint {
+            participant,
+            session,
+            source: Source::External,
+            generation: SourceGeneration::default(),
+            timeline: Timeline::new(Frequency::FORTY_EIGHT_KHZ),
+            targets: Vec::new(),
+        });
+        self.events.push_back(SfuEvent::SubscriptionsStale);
+        id
+    }
+
+    /// The external publisher's source restarted (a new SIP leg of the same participant): its
+    /// RTP time may start anywhere, subscribers' timelines continue.
+    pub fn rebind_external_publisher(&mut self, endpoint: &EndpointId) -> Result<(), SfuError> {
+        let e = self.endpoints.get_mut(endpoint).ok_or(SfuError::UnknownEndpoint)?;
+        e.generation.0 += 1;
+        e.source = Source::External;
+        Ok(())
+    }
+
+    /// One Opus frame (20 ms, 48 kHz RTP time) from an external publisher.
+    pub fn handle_external_frame(
+        &mut self,
+        now: Instant,
+        endpoint: &EndpointId,
+        rtp_time: MediaTime,
+        data: Arc<[u8]>,
+    ) -> Result<(), SfuError> {
+        if !self.endpoints.contains_key(endpoint) {
+            return Err(SfuError::UnknownEndpoint);
+        }
+        self.forward(now, endpoint, now, rtp_time, data);
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Removes an external publisher; its stream becomes unavailable.
+    pub fn remove_external_publisher(&mut self, now: Instant, endpoint: &EndpointId) {
+        self.remove_endpoint(now, endpoint);
+    }
+
+    /// A non-browser subscriber (a SIP leg's mixer) for `participant` in `session`: it gets
+    /// [`SfuEvent::ExternalFrame`] for every stream the participant hears.
+    pub fn add_external_subscriber(&mut self, participant: ParticipantId, session: SessionId) -> ExternalSubscriberId {
+        let id = ExternalSubscriberId(self.next_id);
+        self.next_id += 1;
+        self.externals.insert(id, ExternalSubscriber { participant, session, wanted: BTreeSet::new() });
+        self.events.push_back(SfuEvent::SubscriptionsStale);
+        id
+    }
+
+    /// Removes an external subscriber.
+    pub fn remove_external_subscriber(&mut self, id: ExternalSubscriberId) {
+        self.externals.remove(&id);
+        for e in self.endpoints.values_mut() {
+            e.targets.retain(|t| *t != Target::External(id));
+        }
+    }
+
+    // ----- driving str0m -----
+
+    /// Polls every dirty peer until it only has a timeout left, handling its events;
+    /// forwarding may dirty other peers, which are polled in turn.
+    fn drive(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            self.poll_peer(now, id);
+        }
+    }
+
+    fn mark_dirty(&mut self, id: PeerId) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            if !p.dirty {
+                p.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn poll_peer(&mut self, now: Instant, id: PeerId) {
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        p.dirty = false;
+        // Always moving time forward is allowed and cheap, and str0m may have changed its mind
+        // about the next timeout since it last told us (an answer accepted, a frame written).
+        if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+            tracing::trace!(peer = id.0, error = %e, "timeout refused");
+        }
+        let mut events = std::mem::take(&mut self.scratch);
+        let mut failed = false;
+        loop {
+            if !p.rtc.is_alive() {
+                failed = true;
+                break;
+            }
+            match p.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    p.next_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => self.transmits.push_back(t),
+                Ok(Output::Event(e)) => events.push(e),
+                Err(e) => {
+                    tracing::debug!(peer = id.0, error = %e, "peer failed");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        for event in events.drain(..) {
+            self.handle_event(now, id, event);
+        }
+        self.scratch = events;
+        if failed {
+            self.remove_peer(now, id, Some(CloseReason::MediaFailed));
+        }
+    }
+
+    fn handle_event(&mut self, now: Instant, id: PeerId, event: Event) {
+        match event {
+            Event::Connected => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.connected = true;
+                    p.last_rx = now;
+                }
+                tracing::debug!(peer = id.0, "peer connected");
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.remove_peer(now, id, Some(CloseReason::MediaFailed));
+            }
+            Event::MediaData(d) => {
+                let Some(p) = self.peers.get(&id) else { return };
+                let PublishState::Active { mid, endpoint } = &p.publish else { return };
+                if *mid != d.mid {
+                    return;
+                }
+                let endpoint = endpoint.clone();
+                self.forward(now, &endpoint, d.network_time, d.time, d.data);
+            }
+            Event::Closed => self.remove_peer(now, id, Some(CloseReason::MediaFailed)),
+            _ => {}
+        }
+    }
+
+    /// Writes one frame of `endpoint` to each of its subscribers.
+    fn forward(&mut self, now: Instant, endpoint: &EndpointId, wallclock: Instant, time: MediaTime, data: Arc<[u8]>) {
+        let Self { endpoints, peers, events, dirty, counters, .. } = self;
+        let Some(e) = endpoints.get_mut(endpoint) else { return };
+        let out = e.timeline.map(now, e.generation, time);
+        for t in &mut e.targets {
+            match t {
+                Target::Peer { peer, mid, pt } => {
+                    let Some(p) = peers.get_mut(peer) else { continue };
+                    if !p.rtc.is_connected() {
+                        continue;
+                    }
+                    let Some(writer) = p.rtc.writer(*mid) else {
+                        counters.frames_dropped += 1;
+                        continue;
+                    };
+                    let pt = match *pt {
+                        Some(pt) => pt,
+                        None => {
+                            let Some(found) = writer.payload_params().find(|pp| pp.spec().codec == Codec::Opus).map(|pp| pp.pt()) else {
+                                counters.frames_dropped += 1;
+                                continue;
+                            };
+                            *pt = Some(found);
+                            found
+                        }
+                    };
+                    match writer.write(pt, wallclock, out, data.clone()) {
+                        Ok(()) => counters.frames_forwarded += 1,
+                        Err(_) => counters.frames_dropped += 1,
+                    }
+                    if !p.dirty {
+                        p.dirty = true;
+                        dirty.push(*peer);
+                    }
+                }
+                Target::External(subscriber) => {
+                    counters.frames_forwarded += 1;
+                    events.push_back(SfuEvent::ExternalFrame {
+                        subscriber: *subscriber,
+                        endpoint: endpoint.clone(),
+                        publisher: e.participant.clone(),
+                        rtp_time: out,
+                        data: data.clone(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn stream_info(endpoint: &EndpointId, participant: &ParticipantId, mid: Mid) -> StreamInfo {
+    StreamInfo {
+        endpoint_id: endpoint.0.clone(),
+        participant_id: participant.0.clone(),
+        media_types: vec![MediaType::Audio],
+        mid: mid.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[path = "sfu_tests.rs"]
+mod tests;

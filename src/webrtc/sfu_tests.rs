@@ -1,0 +1,229 @@
+//! The forwarder against simulated str0m browsers in virtual time (see `sim.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use str0m::media::{Frequency, MediaTime};
+
+use super::super::protocol::{CloseReason, ErrorCode, ServerMessage};
+use super::super::sim::Sim;
+use super::*;
+
+const AUDIO: &[MediaType] = &[MediaType::Audio];
+
+fn available(sim: &Sim, i: usize) -> Vec<String> {
+    let mut live = Vec::new();
+    for m in &sim.browsers[i].messages {
+        match m {
+            ServerMessage::StreamAvailable(s) => live.push(s.endpoint_id.clone()),
+            ServerMessage::StreamUnavailable { endpoint_id } => live.retain(|e| e != endpoint_id),
+            _ => {}
+        }
+    }
+    live
+}
+
+fn published_endpoint(sim: &Sim, i: usize) -> String {
+    sim.browsers[i]
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Published { stream, .. } => Some(stream.endpoint_id.clone()),
+            _ => None,
+        })
+        .expect("published")
+}
+
+#[test]
+fn two_publishers_hear_each_other() {
+    let mut sim = Sim::new(80);
+    let a = sim.add_browser(AUDIO.to_vec());
+    let b = sim.add_browser(AUDIO.to_vec());
+    sim.publish(a);
+    sim.publish(b);
+    sim.run_for(Duration::from_secs(2));
+    assert!(sim.sfu.is_connected(sim.browsers[a].peer));
+    assert_eq!(available(&sim, a), vec![published_endpoint(&sim, b)]);
+    assert_eq!(available(&sim, b), vec![published_endpoint(&sim, a)]);
+    // About 50 frames a second once connected, each way.
+    assert!(sim.received(a) > 50, "a got {}", sim.received(a));
+    assert!(sim.received(b) > 50, "b got {}", sim.received(b));
+}
+
+#[test]
+fn publishing_without_permission_is_refused() {
+    let mut sim = Sim::new(80);
+    let a = sim.add_browser(vec![]);
+    sim.publish(a);
+    assert!(sim.browsers[a].messages.iter().any(|m| matches!(m,
+        ServerMessage::Error { code: ErrorCode::PermissionDenied, request_id: Some(1), .. })));
+    // Video is refused even with the permission: audio only.
+    let v = sim.add_browser(vec![MediaType::Audio, MediaType::Video]);
+    let peer = sim.browsers[v].peer;
+    sim.sfu.handle_publish(sim.now, peer, 7, true, true);
+    sim.settle();
+    assert!(sim.browsers[v].messages.iter().any(|m| matches!(m,
+        ServerMessage::Error { code: ErrorCode::Unsupported, request_id: Some(7), .. })));
+}
+
+#[test]
+fn a_subscription_removed_makes_the_stream_unavailable_and_back() {
+    let mut sim = Sim::new(80);
+    let a = sim.add_browser(AUDIO.to_vec());
+    let b = sim.add_browser(AUDIO.to_vec());
+    sim.publish(a);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(available(&sim, b).len(), 1);
+    assert!(sim.sfu.is_connected(sim.browsers[b].peer), "b connected");
+    assert!(sim.received(b) > 20, "b receives {:?} {:?}", sim.sfu.counters(), sim.browsers[b].received);
+    let (pa, pb) = (sim.browsers[a].participant.clone(), sim.browsers[b].participant.clone());
+    sim.deaf.push((pb, pa));
+    sim.refresh();
+    sim.settle();
+    assert!(available(&sim, b).is_empty());
+    let before = sim.received(b);
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.received(b) - before < 3, "frames still flow after unsubscribing");
+    sim.deaf.clear();
+    sim.refresh();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(available(&sim, b).len(), 1);
+    assert!(sim.received(b) - before > 30, "{:?} {:?}", sim.browsers[b].received, sim.browsers[b].messages.iter().map(|m| match m { ServerMessage::Offer { sdp, .. } => sdp.lines().filter(|l| l.starts_with("m=") || l.starts_with("a=mid") || l.starts_with("a=send") || l.starts_with("a=recv") || l.starts_with("a=inactive") || l.starts_with("a=ssrc")).collect::<Vec<_>>().join(" | "), m => format!("{m:?}") }).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_vanished_peer_is_removed_and_its_stream_goes_within_bounds() {
+    let mut sim = Sim::new(80);
+    let a = sim.add_browser(AUDIO.to_vec());
+    let b = sim.add_browser(AUDIO.to_vec());
+    sim.publish(a);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(available(&sim, b).len(), 1);
+    sim.vanish(a);
+    let bound = DEFAULT_IDLE_TIMEOUT + DEFAULT_RECONNECT_GRACE + Duration::from_secs(1);
+    sim.run_for(bound);
+    assert_eq!(sim.sfu.peer_count(), 1);
+    assert!(available(&sim, b).is_empty());
+}
+
+#[test]
+fn a_second_connection_replaces_the_first_and_a_republish_keeps_the_stream() {
+    let mut sim = Sim::new(80);
+    let a = sim.add_browser(AUDIO.to_vec());
+    let b = sim.add_browser(AUDIO.to_vec());
+    sim.publish(a);
+    sim.run_for(Duration::from_secs(1));
+    let endpoint = published_endpoint(&sim, a);
+    // A new tab of a's participant.
+    let info = PeerInfo { participant: sim.browsers[a].participant.clone(), session: sim.session.clone(), permissions: AUDIO.to_vec() };
+    let newer = sim.sfu.add_peer(sim.now, info).unwrap();
+    sim.settle();
+    assert_eq!(sim.browsers[a].closed, Some(CloseReason::Replaced));
+    assert_ne!(newer, sim.browsers[a].peer);
+    // Within the grace the stream is still there, and publishing again continues it.
+    assert_eq!(available(&sim, b), vec![endpoint.clone()]);
+    sim.sfu.handle_publish(sim.now, newer, 2, true, false);
+    let published = std::iter::from_fn(|| sim.sfu.poll_event()).any(|e| {
+        matches!(e, SfuEvent::ToDevice(p, ServerMessage::Offer { .. }) if p == newer)
+    });
+    assert!(published, "an offer for the new tab");
+}
+
+#[test]
+fn answers_out_of_order_or_not_sdp_are_protocol_errors() {
+    let mut sim = Sim::new(80);
+    let a = sim.add_browser(AUDIO.to_vec());
+    let peer = sim.browsers[a].peer;
+    sim.sfu.handle_answer(sim.now, peer, "v=0\r\n");
+    sim.settle();
+    assert!(sim.browsers[a].messages.iter().any(|m| matches!(m, ServerMessage::Error { code: ErrorCode::OutOfOrder, .. })));
+    sim.sfu.handle_dtmf(peer, "12x");
+    sim.settle();
+    assert!(sim.browsers[a].messages.iter().any(|m| matches!(m, ServerMessage::Error { code: ErrorCode::InvalidArgument, .. })));
+    // Garbage datagrams cost a counter.
+    sim.sfu.handle_datagram(sim.now, "10.9.9.9:1".parse().unwrap(), &[0xFF; 3]);
+    sim.sfu.handle_datagram(sim.now, "10.9.9.9:1".parse().unwrap(), &[]);
+    let c = sim.sfu.counters();
+    assert_eq!(c.unparsable_datagrams + c.unrouted_datagrams, 2);
+}
+
+#[test]
+fn dtmf_reaches_whoever_hears_the_sender() {
+    let mut sim = Sim::new(80);
+    let a = sim.add_browser(AUDIO.to_vec());
+    let b = sim.add_browser(AUDIO.to_vec());
+    let peer = sim.browsers[a].peer;
+    sim.sfu.handle_dtmf(peer, "1#");
+    sim.settle();
+    let tones: Vec<char> = sim.browsers[b]
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Dtmf { tone, .. } => Some(*tone),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tones, vec!['1', '#']);
+}
+
+#[test]
+fn external_publishers_and_subscribers_use_the_same_endpoints() {
+    let mut sim = Sim::new(80);
+    let b = sim.add_browser(AUDIO.to_vec());
+    let session = sim.session.clone();
+    let sip = ParticipantId::from("sip-leg");
+    let endpoint = sim.sfu.add_external_publisher(sip.clone(), session.clone());
+    let sub = sim.sfu.add_external_subscriber(ParticipantId::from("sip-ear"), session);
+    sim.refresh();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(available(&sim, b), vec![endpoint.0.clone()]);
+    let frame: Arc<[u8]> = vec![1u8; 40].into();
+    let mut external = Vec::new();
+    for i in 0..50u64 {
+        sim.now += Duration::from_millis(20);
+        sim.sfu.handle_external_frame(sim.now, &endpoint, MediaTime::new(7_000 + i * 960, Frequency::FORTY_EIGHT_KHZ), frame.clone()).unwrap();
+        while let Some(e) = sim.sfu.poll_event() {
+            if let SfuEvent::ExternalFrame { subscriber, rtp_time, .. } = e {
+                assert_eq!(subscriber, sub);
+                external.push(rtp_time.numer());
+            }
+        }
+        sim.settle();
+    }
+    assert!(sim.received(b) > 40, "browser got {}", sim.received(b));
+    assert_eq!(external.len(), 50);
+    // A new leg of the same participant restarts its RTP time; the timeline continues.
+    sim.sfu.rebind_external_publisher(&endpoint).unwrap();
+    sim.now += Duration::from_millis(20);
+    sim.sfu.handle_external_frame(sim.now, &endpoint, MediaTime::new(5, Frequency::FORTY_EIGHT_KHZ), frame).unwrap();
+    let next = std::iter::from_fn(|| sim.sfu.poll_event())
+        .find_map(|e| match e {
+            SfuEvent::ExternalFrame { rtp_time, .. } => Some(rtp_time.numer()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(next, external.last().unwrap() + 960);
+}
+
+
+#[test]
+fn offers_announce_every_configured_host_candidate_and_ice_lite() {
+    let local: std::net::SocketAddr = "10.1.0.5:19000".parse().unwrap();
+    let public: std::net::SocketAddr = "203.0.113.9:19000".parse().unwrap();
+    let mut sfu = Sfu::new(SfuConfig::new(local, vec![local, public]));
+    let now = std::time::Instant::now();
+    let info = PeerInfo { participant: "p".into(), session: "s".into(), permissions: AUDIO.to_vec() };
+    let peer = sfu.add_peer(now, info).unwrap();
+    sfu.handle_publish(now, peer, 1, true, false);
+    let sdp = std::iter::from_fn(|| sfu.poll_event())
+        .find_map(|e| match e {
+            SfuEvent::ToDevice(_, ServerMessage::Offer { sdp, publish_mid: Some(_) }) => Some(sdp),
+            _ => None,
+        })
+        .expect("an offer with a publish m-line");
+    assert!(sdp.contains("a=ice-lite"), "{sdp}");
+    assert!(sdp.contains("10.1.0.5 19000 typ host"), "{sdp}");
+    assert!(sdp.contains("203.0.113.9 19000 typ host"), "{sdp}");
+    assert!(sdp.contains("opus/48000/2"), "{sdp}");
+    assert!(sdp.contains("a=setup:actpass") && sdp.contains("a=fingerprint:sha-256"), "{sdp}");
+}
