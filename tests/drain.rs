@@ -30,6 +30,8 @@ async fn readyz_is_503_while_live_calls_drain_and_the_drain_ends_at_the_timeout(
     let tmp = tempfile::tempdir().unwrap();
     let env: HashMap<String, String> = [
         ("INTERWORK_STATE_DIR", tmp.path().to_str().unwrap()),
+        ("INTERWORK_SIP_LISTEN", &format!("127.0.0.1:{}", common::free_port())),
+        ("INTERWORK_MEDIA_WEBRTC_LISTEN", &format!("127.0.0.1:{}", common::free_port())),
         ("INTERWORK_SHUTDOWN_DRAIN_TIMEOUT", "2s"),
         ("INTERWORK_ACCOUNTS_DEFAULT_PASSWORD", "pw"),
     ]
@@ -66,6 +68,8 @@ async fn a_drain_ends_early_when_the_last_call_ends() {
     let tmp = tempfile::tempdir().unwrap();
     let env: HashMap<String, String> = [
         ("INTERWORK_STATE_DIR", tmp.path().to_str().unwrap()),
+        ("INTERWORK_SIP_LISTEN", &format!("127.0.0.1:{}", common::free_port())),
+        ("INTERWORK_MEDIA_WEBRTC_LISTEN", &format!("127.0.0.1:{}", common::free_port())),
         ("INTERWORK_SHUTDOWN_DRAIN_TIMEOUT", "1h"),
     ]
     .into_iter()

@@ -97,13 +97,15 @@ impl Daemon {
 
     /// Serves until SIGTERM/SIGINT, then drains and returns.
     pub async fn run(self) -> anyhow::Result<()> {
+        // Handlers first: a signal that arrives while the listeners start must drain, not kill.
+        let signals = ShutdownSignals::install();
         let listen = self.config.http.listen.0;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
         spawn_reload_listener();
         self.serve(listener, async {
-            let signal = shutdown_signal().await;
+            let signal = signals.recv().await;
             tracing::info!(signal, "draining");
         })
         .await
@@ -255,17 +257,29 @@ fn spawn_reload_listener() {
     });
 }
 
-/// Resolves on SIGTERM or SIGINT, naming which came.
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+/// SIGTERM and SIGINT, listened for from the moment they are installed.
+struct ShutdownSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Self(Some((term, int))),
+            _ => {
+                tracing::error!("cannot install signal handlers");
+                Self(None)
+            }
+        }
+    }
+
+    /// Resolves on SIGTERM or SIGINT, naming which came.
+    async fn recv(self) -> &'static str {
         // Without signal handlers the daemon cannot drain; wait forever rather than exit at once.
-        tracing::error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+        let Some((mut term, mut int)) = self.0 else { return std::future::pending().await };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
 
