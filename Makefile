@@ -41,6 +41,10 @@ test: deps toolchain
 bench: deps toolchain
 	$(CARGO) bench -p codecs
 
+# Bounded fuzzing of every depacketizer and decoder entry point (60 s per target).
+fuzz: deps toolchain
+	bash codecs/fuzz/run.sh 60
+
 check-config: build
 	./target/release/interwork check-config systemd/interwork.toml
 
