@@ -277,7 +277,7 @@ pub async fn send_request(
         Transport::Tcp => "TCP",
         Transport::Tls => "TLS",
     };
-    let branch = format!("z9hG4bK{}", crate::ids::random_id(16));
+    let branch = format!("{}{}", super::ua::OUR_BRANCH_PREFIX, crate::ids::random_id(16));
     let mut headers = message::Headers::default();
     headers.push("Via", format!("SIP/2.0/{proto} {local};branch={branch};rport"));
     for (n, v) in request.headers.iter() {

@@ -40,6 +40,10 @@ pub type TxId = u64;
 /// Names a call (one dialog) inside the user agent.
 pub type CallNo = u64;
 
+/// The start of the branch of every request we send: a request that carries it in a Via has
+/// come back to us (RFC 3261 §16.3 step 4 loop detection, as far as a UA can tell).
+pub const OUR_BRANCH_PREFIX: &str = "z9hG4bKiw";
+
 /// Methods we answer (the `Allow` header).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO";
 
@@ -344,6 +348,12 @@ impl UserAgent {
 
     /// A request that opened a server transaction.
     pub fn handle_request(&mut self, now: Instant, inbound: Inbound, env: &mut dyn Env) {
+        let looped = inbound.request.headers.get_all("Via").any(|v| {
+            super::message::header_param(v, "branch").is_some_and(|b| b.starts_with(OUR_BRANCH_PREFIX))
+        });
+        if looped && inbound.request.method != super::message::Method::Ack {
+            return self.reject(&inbound, 482, "loop detected: the request carries our own Via");
+        }
         let in_dialog = inbound.request.to_tag().is_some();
         match (&inbound.request.method, in_dialog) {
             (super::message::Method::Invite, false) => self.handle_invite(now, inbound, env),

@@ -247,6 +247,17 @@ fn max_calls_trusted_peers_and_the_rate_limit() {
 }
 
 #[test]
+fn a_request_that_comes_back_through_our_own_via_is_a_loop() {
+    let mut h = Harness::new(config());
+    let looped = invite("l1", Some(&jwt("alice")), "", OFFER).replace(
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-l1\r\n",
+        &format!("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-l1\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={OUR_BRANCH_PREFIX}x\r\n"),
+    );
+    assert_eq!(final_status(&h.send(&looped).1), 482);
+    assert_eq!(h.ua.call_count(), 0);
+}
+
+#[test]
 fn max_forwards_zero_and_merged_requests() {
     let mut h = Harness::new(config());
     let text = invite("m1", Some(&jwt("alice")), "", OFFER).replace("Max-Forwards: 70", "Max-Forwards: 0");
