@@ -10,6 +10,8 @@
 //!   as RFC 4733 on the SIP side.
 //! - Hold (re-INVITE `sendonly`) keeps the call and stops the audio toward the browser;
 //!   resume brings it back.
+//! - Without a browser: the `sipLegEnded` callback carries the leg's media counters and an
+//!   RFC 4733 digit makes a `dtmf` callback.
 //!
 //! Needs root (for `unshare -n`), chromium, chromium-driver, sox and iproute2.
 
@@ -95,6 +97,7 @@ fn tones_cross_both_ways(codec: PeerCodec) {
     let (mut ua, media) = scene.call(codec);
     scene.page_hears_sip();
     let (hz, level) = media.wait_for_tone(f64::from(MIC_TONE), 2.0, AUDIO_LIMIT);
+    eprintln!("{codec:?}: the SIP side hears {hz:.2} Hz at {level:.1} dBFS");
     // The microphone is a sine at half scale (-9 dBFS RMS); Opus, the mix and G.711 or AMR-WB
     // keep it within a sane range.
     assert!((-25.0..=-3.0).contains(&level), "{hz:.1} Hz at {level:.1} dBFS");
@@ -166,4 +169,76 @@ fn hold_silences_the_stream_and_resume_restores_it() {
     assert!(!answer.contains("a=recvonly") && !answer.contains("a=inactive"), "{answer}");
     assert_eq!(scene.page.wait_for_tone(SIP_TONE, AUDIO_LIMIT), endpoint);
     assert_eq!(ua.bye(), 200);
+}
+
+/// A local HTTP receiver of callbacks: every event body, in order.
+fn callback_receiver() -> (String, std::sync::mpsc::Receiver<serde_json::Value>, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rx, runtime)
+}
+
+/// Without a browser: the leg's counters reach the `sipLegEnded` callback (one call record),
+/// and RFC 4733 digits from the call reach the `dtmf` callback.
+#[test]
+fn the_call_record_carries_the_legs_media_counters() {
+    let (url, events, _runtime) = callback_receiver();
+    let d = Daemon::start();
+    let c = Client::new();
+    let s: serde_json::Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
+    let sid = s["id"].as_str().unwrap().to_string();
+    let p: serde_json::Value =
+        c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"], "callbackUrl": url})).json().unwrap();
+    let (pid, token) = (p["participant"]["id"].as_str().unwrap().to_string(), p["token"].as_str().unwrap().to_string());
+    assert_eq!(c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({"sessionId": sid})).status().as_u16(), 204);
+
+    let mut ua = SipUa::new(sip_addr(&d));
+    let mut media = MediaPeer::bind(PeerCodec::Pcmu);
+    let answer = ua.invite(&token, &media.offer("sendrecv", 1));
+    media.start(&answer, SIP_TONE);
+    media.send_digits("9");
+    let next = |what: &str| -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let e = events.recv_timeout(left).unwrap_or_else(|_| panic!("no {what} callback"));
+            if e["event"] == what {
+                return e;
+            }
+        }
+    };
+    let dtmf = next("dtmf");
+    assert_eq!((dtmf["participantId"].as_str(), dtmf["tone"].as_str()), (Some(pid.as_str()), Some("9")));
+    // The leg hears nobody: its RTP to us is silence, but it flows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while media.recent(Duration::from_secs(1)).len() < 8_000 {
+        assert!(std::time::Instant::now() < deadline, "the leg sent no audio");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ua.bye(), 200);
+
+    let ended = next("sipLegEnded");
+    assert_eq!(ended["callId"], ua.call_id());
+    let m = &ended["media"];
+    assert_eq!(m["codec"], "PCMU", "{ended}");
+    assert!(m["packetsReceived"].as_u64().unwrap() >= 40, "{ended}");
+    assert!(m["packetsSent"].as_u64().unwrap() >= 40, "{ended}");
+    assert_eq!(m["packetsLost"], 0, "{ended}");
+    assert!(m["jitterMs"].as_f64().unwrap() < 50.0, "{ended}");
+    assert_eq!(m["authFailures"], 0, "{ended}");
+    assert!(m["latencyToWebrtcMs"].as_u64().unwrap() >= 20, "{ended}");
+    assert_eq!(m["latencyToSipMs"], 40, "20 ms frame + 20 ms ptime: {ended}");
 }

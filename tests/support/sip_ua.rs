@@ -428,8 +428,11 @@ fn send_loop(
         if let Some(d) = digit {
             te.start(ts, Event::from_dtmf(d).unwrap(), 10, 160).unwrap();
         }
+        // An event's packets all carry the event's start time (RFC 4733 §2.5.1.2).
+        let mut packet_ts = ts;
         let (pt, m, len) = if let Some(ev) = te.poll_packet() {
             packet[12..16].copy_from_slice(&ev.payload.to_bytes());
+            packet_ts = ev.timestamp;
             (PT_EVENT, ev.marker, 4)
         } else {
             for s in pcm[..samples].iter_mut() {
@@ -450,7 +453,7 @@ fn send_loop(
         packet[1] = pt | if marker || m { 0x80 } else { 0 };
         marker = false;
         packet[2..4].copy_from_slice(&seq.to_be_bytes());
-        packet[4..8].copy_from_slice(&ts.to_be_bytes());
+        packet[4..8].copy_from_slice(&packet_ts.to_be_bytes());
         packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
         let mut n = 12 + len;
         if let Some(s) = srtp.as_mut() {
