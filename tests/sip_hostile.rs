@@ -20,13 +20,21 @@ fn socket() -> UdpSocket {
 }
 
 /// Sends `bytes` and returns the first final answer, if one comes (100 Trying is skipped).
+/// Retransmitted final answers to earlier INVITEs (never ACKed here, so the gateway repeats
+/// them) are told apart by their Call-ID and skipped.
 fn exchange(s: &UdpSocket, to: SocketAddr, bytes: &[u8]) -> Option<String> {
     s.send_to(bytes, to).unwrap();
+    let call_id = |text: &str| {
+        text.split("\r\n").find_map(|l| l.strip_prefix("Call-ID: ").map(|v| v.trim().to_string()))
+    };
+    let ours = call_id(&String::from_utf8_lossy(bytes));
     let mut buf = vec![0u8; 65_535];
     loop {
         let (n, _) = s.recv_from(&mut buf).ok()?;
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 1") {
+        let earlier_invite = text.contains(" INVITE\r\n")
+            && matches!((&ours, call_id(&text)), (Some(a), Some(b)) if *a != b);
+        if !earlier_invite && !text.starts_with("SIP/2.0 1") {
             return Some(text);
         }
     }

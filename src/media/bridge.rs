@@ -479,3 +479,215 @@ impl Drop for Registration {
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The bridge's tick in virtual time, without sockets: the gateway's leg faces a second
+    //! `SipLeg` playing the phone, and the forwarder is its command channel.
+
+    use std::net::SocketAddr;
+
+    use codecs::pcm::analysis::{dominant_frequency, rms_dbfs, tone};
+
+    use super::*;
+    use crate::media::rtp::Ssrc;
+    use crate::sip::sdp::{Codec, Direction, Profile};
+    use crate::webrtc::driver::Command;
+
+    const GATEWAY: &str = "192.0.2.1:20000";
+    const PHONE: &str = "198.51.100.2:40000";
+
+    fn negotiated(remote: &str, remote_direction: Direction) -> Negotiated {
+        Negotiated {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            clock_rate: 8_000,
+            ptime_ms: 20,
+            telephone_event: Some((101, 8_000)),
+            comfort_noise: None,
+            remote_rtp: remote.parse().unwrap(),
+            remote_rtcp: None,
+            rtcp_mux: false,
+            profile: Profile::Avp,
+            remote_direction,
+            local_direction: Direction::SendRecv,
+            srtp: None,
+        }
+    }
+
+    fn config(ssrc: u32) -> LegConfig {
+        LegConfig {
+            ssrc: Ssrc(ssrc),
+            initial_sequence: 100,
+            initial_timestamp: 1_000,
+            cname: format!("leg-{ssrc}"),
+            wall_clock: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// The gateway's leg with its bridge, the phone, the forwarder's queue, virtual time.
+    struct Harness {
+        gateway: SipLeg,
+        bridge: Bridge,
+        phone: SipLeg,
+        forwarder: mpsc::Receiver<Command>,
+        start: Instant,
+        tick: u32,
+        /// A browser publisher's Opus encoder.
+        browser: OpusEncoder,
+        browser_time: u64,
+        /// What the phone played, and the published frames (rtp time, decoded audio).
+        phone_heard: Vec<i16>,
+        published: Vec<(u64, Vec<i16>)>,
+        published_decoder: OpusDecoder,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let start = Instant::now();
+            let (tx, forwarder) = mpsc::channel(1024);
+            let mut bridge = Bridge::new(
+                1,
+                ParticipantId::from("sip"),
+                SessionId::from("s"),
+                Forwarder::new(tx),
+                20,
+            )
+            .unwrap();
+            bridge.endpoint = Some(EndpointId("sip-stream".into()));
+            Self {
+                gateway: SipLeg::new(start, &negotiated(PHONE, Direction::SendRecv), config(1)).unwrap(),
+                bridge,
+                phone: SipLeg::new(start, &negotiated(GATEWAY, Direction::SendRecv), config(2)).unwrap(),
+                forwarder,
+                start,
+                tick: 0,
+                browser: OpusEncoder::new(SampleRate::Hz16000, OpusEncoderConfig::default()).unwrap(),
+                browser_time: 0,
+                phone_heard: Vec::new(),
+                published: Vec::new(),
+                published_decoder: OpusDecoder::new(SampleRate::Hz16000).unwrap(),
+            }
+        }
+
+        fn now(&self) -> Instant {
+            self.start + TICK * self.tick
+        }
+
+        /// One tick: the phone says `phone_says`; a browser (endpoint `web`) says
+        /// `browser_says` when given.
+        fn step(&mut self, phone_says: &[i16; WIDE_FRAME], browser_says: Option<&[i16; WIDE_FRAME]>) {
+            let now = self.now();
+            let mut buf = [0u8; MTU];
+            self.phone.send_audio(now, phone_says);
+            while let Some(t) = self.phone.poll_transmit(&mut buf) {
+                let _ = self.gateway.handle_datagram(now, PHONE.parse::<SocketAddr>().unwrap(), &buf[..t.len]);
+            }
+            if let Some(pcm) = browser_says {
+                let mut opus = [0u8; MAX_PACKET_BYTES];
+                let n = self.browser.encode(pcm, &mut opus).unwrap();
+                let frame = ExternalMedia::Frame {
+                    endpoint: EndpointId("web".into()),
+                    publisher: ParticipantId::from("web"),
+                    rtp_time: MediaTime::new(self.browser_time, Frequency::FORTY_EIGHT_KHZ),
+                    data: Arc::from(&opus[..n]),
+                };
+                self.bridge.handle_media(now, &mut self.gateway, frame);
+            }
+            self.browser_time += OPUS_FRAME_TICKS;
+            self.bridge.tick(now + Duration::from_millis(10), &mut self.gateway);
+            while let Some(t) = self.gateway.poll_transmit(&mut buf) {
+                let _ = self.phone.handle_datagram(now, GATEWAY.parse::<SocketAddr>().unwrap(), &buf[..t.len]);
+            }
+            let mut out = [0i16; WIDE_FRAME];
+            self.phone.poll_audio(now + Duration::from_millis(15), &mut out);
+            self.phone_heard.extend_from_slice(&out);
+            while let Ok(command) = self.forwarder.try_recv() {
+                if let Command::ExternalFrame { endpoint, rtp_time, data } = command {
+                    assert_eq!(endpoint.0, "sip-stream");
+                    let mut pcm = [0i16; MAX_DECODED];
+                    let n = self.published_decoder.decode(&data, &mut pcm).unwrap();
+                    self.published.push((rtp_time.numer(), pcm[..n].to_vec()));
+                }
+            }
+            self.tick += 1;
+        }
+    }
+
+    fn frames(hz: f64, count: usize) -> Vec<[i16; WIDE_FRAME]> {
+        let pcm = tone(16_000, hz, -6.0, WIDE_FRAME * count);
+        pcm.chunks_exact(WIDE_FRAME).map(|c| c.try_into().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_phone_is_published_once_per_tick_and_hears_the_browser() {
+        let mut h = Harness::new();
+        let phone = frames(1000.0, 150);
+        let browser = frames(440.0, 150);
+        for i in 0..150 {
+            h.step(&phone[i], Some(&browser[i]));
+        }
+        // Browsers get the phone's 1 kHz, one Opus frame per tick once the jitter buffer
+        // plays, RTP time advancing 960 per frame.
+        assert!(h.published.len() >= 140, "{} frames", h.published.len());
+        for pair in h.published.windows(2) {
+            assert_eq!(pair[1].0.wrapping_sub(pair[0].0), 960);
+        }
+        let last: Vec<i16> = h.published[h.published.len() - 50..].iter().flat_map(|(_, p)| p.clone()).collect();
+        assert!((dominant_frequency(&last, 16_000) - 1000.0).abs() < 2.0);
+        assert!(rms_dbfs(&last) > -15.0, "{}", rms_dbfs(&last));
+        // The phone hears the browser's 440 Hz through Opus, the mix and PCMU.
+        let heard = &h.phone_heard[h.phone_heard.len() - 16_000..];
+        assert!((dominant_frequency(heard, 16_000) - 440.0).abs() < 2.0, "{}", dominant_frequency(heard, 16_000));
+        assert!(rms_dbfs(heard) > -15.0, "{}", rms_dbfs(heard));
+        assert_eq!(h.bridge.heard_concealed, 0);
+    }
+
+    #[test]
+    fn a_publisher_that_skips_a_tick_is_concealed_and_one_that_stops_is_forgotten() {
+        let mut h = Harness::new();
+        let silence = [0i16; WIDE_FRAME];
+        let browser = frames(440.0, 200);
+        for (i, frame) in browser.iter().enumerate().take(50) {
+            // Frame 30 never arrives.
+            h.step(&silence, (i != 30).then_some(frame));
+        }
+        assert_eq!(h.bridge.heard_concealed, 1);
+        assert_eq!(h.bridge.heard.len(), 1);
+        // Silent for a second: its decoder goes, and the phone hears silence.
+        for _ in 0..(PUBLISHER_GONE.as_millis() / TICK.as_millis() + 2) {
+            h.step(&silence, None);
+        }
+        assert!(h.bridge.heard.is_empty());
+        assert_eq!(h.bridge.heard_concealed, 1 + u64::from(MAX_CONCEAL_TICKS));
+        let tail = &h.phone_heard[h.phone_heard.len() - 3_200..];
+        assert!(rms_dbfs(tail) < -60.0, "{}", rms_dbfs(tail));
+    }
+
+    #[test]
+    fn a_held_leg_publishes_nothing_and_resumes_on_the_same_timeline() {
+        let mut h = Harness::new();
+        let phone = frames(1000.0, 300);
+        for frame in &phone[..50] {
+            h.step(frame, None);
+        }
+        let before = h.published.len();
+        assert!(before > 40);
+        let last_time = h.published[before - 1].0;
+        // The phone holds (sendonly): nothing is published while it keeps sending.
+        h.gateway.update(h.now(), &negotiated(PHONE, Direction::SendOnly)).unwrap();
+        for frame in &phone[50..150] {
+            h.step(frame, None);
+        }
+        assert_eq!(h.published.len(), before, "a held leg publishes nothing");
+        h.gateway.update(h.now(), &negotiated(PHONE, Direction::SendRecv)).unwrap();
+        for frame in &phone[150..250] {
+            h.step(frame, None);
+        }
+        assert!(h.published.len() > before + 80);
+        // RTP time kept running through the hold: the gap is a whole number of frames.
+        let gap = h.published[before].0 - last_time;
+        assert_eq!(gap % 960, 0);
+        assert!(gap >= 100 * 960, "{gap}");
+    }
+}

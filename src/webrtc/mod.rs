@@ -21,7 +21,7 @@ use axum::routing::get;
 use tokio::sync::mpsc;
 
 pub mod assets;
-mod driver;
+pub(crate) mod driver;
 pub mod protocol;
 pub mod sfu;
 pub mod signaling;
