@@ -95,7 +95,8 @@ fn corpus(token: &str) -> Vec<(&'static str, Vec<u8>, Option<u16>)> {
         ("SDP garbage", invite("garb", "Content-Type: application/sdp\r\n", "hello world"), Some(400)),
         ("UUI with 100 elements", request("INVITE", "uuis", &format!("User-to-User: {}\r\n", vec!["00;encoding=hex"; 100].join(",")), "").into_bytes(), Some(403)),
         ("UUI token of 5000 characters", request("INVITE", "long", &format!("User-to-User: {};encoding=jwt\r\n", "a.b.".repeat(1250)), "").into_bytes(), Some(403)),
-        ("Via with 300 hops", ok.replace("Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbase;rport", &format!("Via: {}", vec!["SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKv"; 300].join(","))).into_bytes(), Some(400)),
+        // Short hops: the Via stays under the 8 KiB header limit, so the 400 can be addressed.
+        ("Via with 300 hops", ok.replace("Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbase;rport", &format!("Via: {}", vec!["SIP/2.0/UDP h:9"; 300].join(","))).into_bytes(), Some(400)),
         ("BYE for no dialog", request("BYE", "bye", "", "").into_bytes(), Some(481)),
         ("unknown method", request("FROBNICATE", "frob", "", "").into_bytes(), Some(405)),
     ]
