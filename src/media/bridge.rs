@@ -200,6 +200,8 @@ pub async fn run_leg(
     let mut registration = Registration { forwarder: forwarder.clone(), endpoint: None, subscriber: None };
     registration.endpoint = forwarder.publish(participant.clone(), session.clone()).await;
     registration.subscriber = forwarder.subscribe(participant, session, media_tx).await;
+    // Without a subscription the channel is closed at once: stop polling it.
+    let mut media_open = registration.subscriber.is_some();
     bridge.endpoint = registration.endpoint.clone();
     if registration.endpoint.is_none() {
         tracing::warn!(call, "the forwarder is gone; the leg runs without WebRTC");
@@ -216,10 +218,10 @@ pub async fn run_leg(
     let mut tx_buf = vec![0u8; MTU];
     loop {
         let deadline = leg.poll_timeout().map(tokio::time::Instant::from_std);
-        if let Some(at) = deadline {
-            if timer.deadline() != at {
-                timer.as_mut().reset(at);
-            }
+        if let Some(at) = deadline
+            && timer.deadline() != at
+        {
+            timer.as_mut().reset(at);
         }
         tokio::select! {
             command = commands.recv() => match command {
@@ -242,10 +244,9 @@ pub async fn run_leg(
                     let _ = leg.handle_datagram(now(), from, &rtcp_buf[..n]);
                 }
             },
-            m = media.recv() => {
-                if let Some(m) = m {
-                    bridge.handle_media(now(), &mut leg, m);
-                }
+            m = media.recv(), if media_open => match m {
+                Some(m) => bridge.handle_media(now(), &mut leg, m),
+                None => media_open = false,
             },
             at = tick.tick() => {
                 let now = now();
@@ -396,19 +397,18 @@ impl Bridge {
     fn tick(&mut self, now: Instant, leg: &mut SipLeg) {
         // (a) What the SIP peer says, encoded once, for everyone who hears this participant.
         let status = leg.poll_audio(now, &mut self.pcm);
-        if matches!(status, AudioStatus::Audio | AudioStatus::Concealed | AudioStatus::ComfortNoise) {
-            if let Some(endpoint) = &self.endpoint {
-                match self.encoder.encode(&self.pcm, &mut self.opus) {
-                    Ok(n) => {
-                        let time = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
-                        if self.forwarder.frame(endpoint.clone(), time, Arc::from(&self.opus[..n])) {
-                            self.frames_published += 1;
-                        } else {
-                            self.frames_dropped += 1;
-                        }
+        let speaking = matches!(status, AudioStatus::Audio | AudioStatus::Concealed | AudioStatus::ComfortNoise);
+        if speaking && let Some(endpoint) = &self.endpoint {
+            match self.encoder.encode(&self.pcm, &mut self.opus) {
+                Ok(n) => {
+                    let time = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
+                    if self.forwarder.frame(endpoint.clone(), time, Arc::from(&self.opus[..n])) {
+                        self.frames_published += 1;
+                    } else {
+                        self.frames_dropped += 1;
                     }
-                    Err(e) => tracing::debug!(call = self.call, error = %e, "Opus encoding failed"),
                 }
+                Err(e) => tracing::debug!(call = self.call, error = %e, "Opus encoding failed"),
             }
         }
         self.rtp_time = self.rtp_time.wrapping_add(OPUS_FRAME_TICKS);

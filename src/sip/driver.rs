@@ -417,10 +417,10 @@ impl Actor {
                 }
             }
             MediaCommand::Update { call, negotiated } => {
-                if let Some(leg) = self.media.get(&call) {
-                    if leg.commands.try_send(LegCommand::Update(negotiated)).is_err() {
-                        tracing::warn!(call, "media update lost: the leg is not reading its commands");
-                    }
+                if let Some(leg) = self.media.get(&call)
+                    && leg.commands.try_send(LegCommand::Update(negotiated)).is_err()
+                {
+                    tracing::warn!(call, "media update lost: the leg is not reading its commands");
                 }
             }
             MediaCommand::Stop { call } => {

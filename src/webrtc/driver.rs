@@ -315,7 +315,7 @@ impl Driver {
     }
 
     /// Hands `media` to an external subscriber; a full channel loses it (counted).
-    fn to_external(&mut self, subscriber: ExternalSubscriberId, media: ExternalMedia) {
+    fn deliver_external(&mut self, subscriber: ExternalSubscriberId, media: ExternalMedia) {
         let Some(tx) = self.externals.get(&subscriber) else { return };
         match tx.try_send(media) {
             Ok(()) => {}
@@ -406,10 +406,10 @@ impl Driver {
             SfuEvent::SubscriptionsStale => self.stale = true,
             SfuEvent::Dtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
             SfuEvent::ExternalFrame { subscriber, endpoint, publisher, rtp_time, data } => {
-                self.to_external(subscriber, ExternalMedia::Frame { endpoint, publisher, rtp_time, data });
+                self.deliver_external(subscriber, ExternalMedia::Frame { endpoint, publisher, rtp_time, data });
             }
             SfuEvent::ExternalDtmf { subscriber, participant, tone } => {
-                self.to_external(subscriber, ExternalMedia::Dtmf { participant, tone });
+                self.deliver_external(subscriber, ExternalMedia::Dtmf { participant, tone });
             }
         }
     }

@@ -92,10 +92,10 @@ impl SipUa {
         if let Some(tag) = header(&response, &["To", "t"]).and_then(|to| param(&to, "tag")) {
             self.remote_tag = tag;
         }
-        if let Some(contact) = header(&response, &["Contact", "m"]) {
-            if let (Some(a), Some(b)) = (contact.find('<'), contact.find('>')) {
-                self.target = contact[a + 1..b].to_string();
-            }
+        if let Some(contact) = header(&response, &["Contact", "m"])
+            && let (Some(a), Some(b)) = (contact.find('<'), contact.find('>'))
+        {
+            self.target = contact[a + 1..b].to_string();
         }
         self.ack();
         body(&response).to_string()
@@ -502,12 +502,14 @@ fn receive_loop(codec: PeerCodec, socket: &UdpSocket, keys: Option<SrtpKeys>, re
         let mut r = received.lock().unwrap();
         match pt {
             PT_EVENT => {
-                if let Ok(ev) = EventPayload::parse(payload) {
-                    if ev.end && r.last_event_ts != Some(ts) {
-                        r.last_event_ts = Some(ts);
-                        if let Some(d) = ev.event.dtmf() {
-                            r.digits.push(d);
-                        }
+                // One digit per event: its end packet comes three times with one timestamp.
+                if let Ok(ev) = EventPayload::parse(payload)
+                    && ev.end
+                    && r.last_event_ts != Some(ts)
+                {
+                    r.last_event_ts = Some(ts);
+                    if let Some(d) = ev.event.dtmf() {
+                        r.digits.push(d);
                     }
                 }
             }
