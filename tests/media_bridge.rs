@@ -141,6 +141,8 @@ fn dtmf_crosses_both_ways() {
     // Page → SIP: sendDtmf arrives as RFC 4733 events.
     scene.page.eval("rtc.sendDtmf('4#'); return true;");
     media.wait_for_digits("4#", Duration::from_secs(10));
+    // Only those: the call's own digits are not echoed back to it.
+    assert_eq!(media.digits(), vec!['4', '#']);
     assert_eq!(ua.bye(), 200);
 }
 
