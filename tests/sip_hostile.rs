@@ -1,5 +1,5 @@
 //! Malformed and hostile SIP never crashes or wedges the daemon, and gets 400 (or 505) where a
-//! response is possible; a call's RTP socket is real and echoes RTP.
+//! response is possible; a call's RTP socket is real and sends the leg's RTP.
 
 mod common;
 
@@ -20,13 +20,21 @@ fn socket() -> UdpSocket {
 }
 
 /// Sends `bytes` and returns the first final answer, if one comes (100 Trying is skipped).
+/// Retransmitted final answers to earlier INVITEs (never ACKed here, so the gateway repeats
+/// them) are told apart by their Call-ID and skipped.
 fn exchange(s: &UdpSocket, to: SocketAddr, bytes: &[u8]) -> Option<String> {
     s.send_to(bytes, to).unwrap();
+    let call_id = |text: &str| {
+        text.split("\r\n").find_map(|l| l.strip_prefix("Call-ID: ").map(|v| v.trim().to_string()))
+    };
+    let ours = call_id(&String::from_utf8_lossy(bytes));
     let mut buf = vec![0u8; 65_535];
     loop {
         let (n, _) = s.recv_from(&mut buf).ok()?;
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 1") {
+        let earlier_invite = text.contains(" INVITE\r\n")
+            && matches!((&ours, call_id(&text)), (Some(a), Some(b)) if *a != b);
+        if !earlier_invite && !text.starts_with("SIP/2.0 1") {
             return Some(text);
         }
     }
@@ -87,7 +95,8 @@ fn corpus(token: &str) -> Vec<(&'static str, Vec<u8>, Option<u16>)> {
         ("SDP garbage", invite("garb", "Content-Type: application/sdp\r\n", "hello world"), Some(400)),
         ("UUI with 100 elements", request("INVITE", "uuis", &format!("User-to-User: {}\r\n", vec!["00;encoding=hex"; 100].join(",")), "").into_bytes(), Some(403)),
         ("UUI token of 5000 characters", request("INVITE", "long", &format!("User-to-User: {};encoding=jwt\r\n", "a.b.".repeat(1250)), "").into_bytes(), Some(403)),
-        ("Via with 300 hops", ok.replace("Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbase;rport", &format!("Via: {}", vec!["SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKv"; 300].join(","))).into_bytes(), Some(400)),
+        // Short hops: the Via stays under the 8 KiB header limit, so the 400 can be addressed.
+        ("Via with 300 hops", ok.replace("Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbase;rport", &format!("Via: {}", vec!["SIP/2.0/UDP h:9"; 300].join(","))).into_bytes(), Some(400)),
         ("BYE for no dialog", request("BYE", "bye", "", "").into_bytes(), Some(481)),
         ("unknown method", request("FROBNICATE", "frob", "", "").into_bytes(), Some(405)),
     ]
@@ -168,7 +177,7 @@ fn garbage_over_tcp_does_not_wedge_the_daemon() {
 }
 
 #[test]
-fn a_call_gets_a_real_rtp_socket_that_echoes() {
+fn a_call_gets_a_real_rtp_socket_that_sends_rtp() {
     let d = Daemon::start();
     let c = Client::new();
     let (_, _, token) = common::session_with_participant(&d, &c);
@@ -203,12 +212,13 @@ fn a_call_gets_a_real_rtp_socket_that_echoes() {
         .and_then(|p| p.parse().ok())
         .expect("our port in the answer");
     assert!((20_000..=29_999).contains(&media_port), "{media_port} from the configured range");
-    // One RTP packet (PCMU, 160 bytes of silence) comes back to its source.
+    // The leg sends what its participant hears (silence: nobody else is in the session) as
+    // PCMU, 20 ms per packet, from the port it announced (symmetric RTP).
     let mut packet = vec![0x80, 0x00, 0x00, 0x01, 0, 0, 0, 160, 0x12, 0x34, 0x56, 0x78];
     packet.extend(std::iter::repeat_n(0xff, 160));
     rtp.send_to(&packet, ("127.0.0.1", media_port)).unwrap();
-    let (n, from) = rtp.recv_from(&mut buf).expect("the RTP comes back");
-    assert_eq!(&buf[..n], &packet[..]);
+    let (n, from) = rtp.recv_from(&mut buf).expect("the leg's RTP");
+    assert_eq!((buf[0] >> 6, buf[1] & 0x7f, n), (2, 0, 12 + 160), "an RTP PCMU packet of 20 ms");
     assert_eq!(from.port(), media_port, "symmetric RTP: from the port we announced");
 }
 

@@ -142,6 +142,8 @@ impl Daemon {
             drain.clone(),
             self.callbacks.clone(),
             self.state.metrics.clone(),
+            // SIP legs publish to and hear from the forwarder (the media bridge).
+            self.webrtc.forwarder(),
         )
         .await?;
         let app = control::router(self.state.clone(), self.config.http.request_timeout);

@@ -12,9 +12,11 @@
 //! - [`resample`]: the 8 ↔ 16 kHz interpolator and decimator for G.711 legs.
 //! - [`leg`]: the per-call pipeline tying them to the codecs crate.
 //!
-//! The router and the mixer follow (issue 6); they will follow who hears whom through
-//! [`crate::rooms::Rooms::audience`] and the rooms change channel.
+//! - [`bridge`]: the per-leg task joining a [`leg::SipLeg`] to the WebRTC forwarder (Opus
+//!   encode once, decode per heard publisher, mix at 16 kHz, DTMF both ways). Who hears whom is
+//!   the forwarder's business: it follows the rooms' subscriptions for SIP legs as for browsers.
 
+pub mod bridge;
 pub mod jitter;
 pub mod leg;
 pub mod resample;

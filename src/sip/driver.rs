@@ -3,8 +3,11 @@
 //! (responses into transactions, BYEs as client transactions, RTP sockets, rooms changes,
 //! metrics, logs and callbacks).
 //!
-//! Until the media bridge lands, a call's media is a real RTP socket pair from the configured
-//! range that echoes RTP back to the latched source and reports inactivity.
+//! A call's media is one task per leg ([`crate::media::bridge::run_leg`]) on an RTP/RTCP socket
+//! pair from the configured range, joined to the WebRTC forwarder. The actor keeps a handle per
+//! live leg (its command channel, its task and a drain [`CallGuard`]); when a call ends, the
+//! leg's counters come back and the `sipLegEnded` callback and "SIP leg ended" log line carry
+//! them (one call record).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -15,6 +18,7 @@ use rsipstack::transport::SipConnection;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::stack::{Responder, ServerTransaction, Stack};
 use super::ua::{
@@ -25,8 +29,11 @@ use crate::app::config::Config;
 use crate::app::drain::{CallGuard, Drain};
 use crate::app::metrics::{InviteLabels, Metrics};
 use crate::control::callbacks::Callbacks;
+use crate::ids::{ParticipantId, SessionId};
+use crate::media::bridge::{self, BridgeError, LegCommand, LegNotice, LegSetup, LegSummary};
 use crate::rooms::RoomsHandle;
 use crate::tokens::{TokenError, Verifier};
+use crate::webrtc::Forwarder;
 
 /// Capacity of the user agent's input queue; senders wait when it is full (back-pressure on
 /// the SIP stack rather than unbounded memory).
@@ -35,11 +42,36 @@ const INPUT_QUEUE: usize = 8192;
 /// Most remembered TCP connections by peer address (for BYE over the INVITE's connection).
 const MAX_STREAMS: usize = 10_000;
 
+/// Notices from all media legs (inactivity, DTMF) waiting for the actor; a leg whose notice
+/// does not fit repeats it (inactivity) or loses it (a DTMF callback; browsers still got it).
+const NOTICE_QUEUE: usize = 1024;
+
+/// How long a stopped leg may take to hand back its counters before it is aborted.
+const LEG_STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// Inputs of the user agent task.
 enum Input {
     Request { inbound: Inbound, responder: Responder, connection: Option<SipConnection> },
     TxOver { tx: TxId },
     Event(Event),
+    /// A call's media task ended; its counters when it ran.
+    MediaEnded { call: CallNo, summary: Option<LegSummary> },
+}
+
+/// A live media leg, as the actor sees it.
+struct MediaLeg {
+    commands: mpsc::Sender<LegCommand>,
+    task: tokio::task::JoinHandle<Result<LegSummary, BridgeError>>,
+    guard: CallGuard,
+    participant: ParticipantId,
+    session: SessionId,
+}
+
+/// A call whose media is stopping: the end is reported once both its `Ended` event and its
+/// leg's counters are in.
+#[derive(Default)]
+struct Stopping {
+    ended: Option<CallEvent>,
 }
 
 /// Handle on the running SIP side.
@@ -60,6 +92,7 @@ impl SipService {
         drain: Drain,
         callbacks: Callbacks,
         metrics: Arc<Metrics>,
+        forwarder: Forwarder,
     ) -> anyhow::Result<Self> {
         let cancel = CancellationToken::new();
         let tls = match (&config.sip.tls_listen, &config.sip.tls_cert, &config.sip.tls_key) {
@@ -91,6 +124,7 @@ impl SipService {
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
         let ports = PortPool::new(local.ip(), config.media.rtp_port_min, config.media.rtp_port_max);
         let Stack { endpoint, udp, incoming, .. } = stack;
+        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let actor = Actor {
             ua,
             env: DriverEnv { verifier, rooms: rooms.clone(), ports },
@@ -98,6 +132,9 @@ impl SipService {
             responders: HashMap::new(),
             streams: HashMap::new(),
             media: HashMap::new(),
+            stopping: HashMap::new(),
+            forwarder,
+            notices,
             endpoint,
             udp,
             local,
@@ -108,7 +145,7 @@ impl SipService {
             rtp_timeout: config.media.rtp_timeout,
         };
         tokio::spawn(accept(incoming, inputs.clone(), cancel.clone()));
-        let task = tokio::spawn(actor.run(rx, cancel.clone()));
+        let task = tokio::spawn(actor.run(rx, notices_rx, cancel.clone()));
         Ok(Self { inputs, local, cancel, task })
     }
 
@@ -207,7 +244,10 @@ struct Actor {
     responders: HashMap<TxId, Responder>,
     /// Reliable connections by peer address, for requests back over them.
     streams: HashMap<SocketAddr, SipConnection>,
-    media: HashMap<CallNo, (tokio::task::JoinHandle<()>, CallGuard)>,
+    media: HashMap<CallNo, MediaLeg>,
+    stopping: HashMap<CallNo, Stopping>,
+    forwarder: Forwarder,
+    notices: mpsc::Sender<LegNotice>,
     endpoint: Arc<rsipstack::transaction::endpoint::EndpointInner>,
     udp: SipConnection,
     local: SocketAddr,
@@ -219,7 +259,12 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self, mut inputs: mpsc::Receiver<Input>, cancel: CancellationToken) {
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        mut notices: mpsc::Receiver<LegNotice>,
+        cancel: CancellationToken,
+    ) {
         let mut room_events = self.rooms.subscribe();
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -236,6 +281,9 @@ impl Actor {
                 input = inputs.recv() => match input {
                     Some(input) => self.handle(input),
                     None => return,
+                },
+                notice = notices.recv() => if let Some(notice) = notice {
+                    self.notice(notice);
                 },
                 event = room_events.recv() => match event {
                     Ok(e) => self.ua.handle_event(Instant::now(), Event::Room(e)),
@@ -272,6 +320,29 @@ impl Actor {
                     tracing::info!(calls = self.ua.call_count(), "ending live calls");
                 }
                 self.ua.handle_event(now, e);
+            }
+            Input::MediaEnded { call, summary } => {
+                let stopping = self.stopping.remove(&call);
+                if let Some(ended) = stopping.and_then(|s| s.ended) {
+                    self.report_end(ended, summary.as_ref());
+                }
+            }
+        }
+    }
+
+    fn notice(&mut self, notice: LegNotice) {
+        match notice {
+            LegNotice::Inactive { call } => self.ua.handle_event(Instant::now(), Event::MediaInactive { call }),
+            LegNotice::Dtmf { call, digit, duration } => {
+                let Some(leg) = self.media.get(&call) else { return };
+                let participant = leg.participant.clone();
+                tracing::info!(participant = %participant, tone = %digit, "DTMF by RFC 4733");
+                self.callback(&participant, json!({
+                    "event": "dtmf",
+                    "participantId": participant.as_str(),
+                    "tone": digit.to_string(),
+                    "durationMs": duration.as_millis() as u64,
+                }));
             }
         }
     }
@@ -313,24 +384,65 @@ impl Actor {
 
     fn media(&mut self, command: MediaCommand) {
         match command {
-            MediaCommand::Start { call, local_port, negotiated, .. } => {
+            MediaCommand::Start { call, participant, session, local_port, negotiated } => {
                 let Some((rtp, rtcp)) = self.env.ports.take(call) else {
                     tracing::error!(call, local_port, "media start without a reserved port");
                     return;
                 };
-                let inputs = self.inputs.clone();
-                let timeout = self.rtp_timeout;
-                let expected = negotiated.remote_rtp;
-                let task = tokio::spawn(echo(call, rtp, rtcp, expected, timeout, inputs));
-                if let Some((old, _)) = self.media.insert(call, (task, self.drain.call())) {
-                    old.abort();
+                let (commands, commands_rx) = mpsc::channel(bridge::COMMAND_QUEUE);
+                let span = tracing::info_span!("leg", call, participant = %participant);
+                let setup = LegSetup {
+                    call,
+                    participant: participant.clone(),
+                    session: session.clone(),
+                    negotiated,
+                    rtp,
+                    rtcp,
+                    rtp_timeout: self.rtp_timeout,
+                };
+                let run = bridge::run_leg(setup, self.forwarder.clone(), commands_rx, self.notices.clone());
+                let task = tokio::spawn(
+                    async move {
+                        let result = run.await;
+                        if let Err(e) = &result {
+                            tracing::warn!(error = %e, "the media leg could not run");
+                        }
+                        result
+                    }
+                    .instrument(span),
+                );
+                let leg = MediaLeg { commands, task, guard: self.drain.call(), participant, session };
+                if let Some(old) = self.media.insert(call, leg) {
+                    old.task.abort();
                 }
             }
-            MediaCommand::Update { .. } => {}
+            MediaCommand::Update { call, negotiated } => {
+                if let Some(leg) = self.media.get(&call)
+                    && leg.commands.try_send(LegCommand::Update(negotiated)).is_err()
+                {
+                    tracing::warn!(call, "media update lost: the leg is not reading its commands");
+                }
+            }
             MediaCommand::Stop { call } => {
                 self.env.ports.release(call);
-                if let Some((task, _guard)) = self.media.remove(&call) {
-                    task.abort();
+                if let Some(MediaLeg { commands, mut task, guard, .. }) = self.media.remove(&call) {
+                    // Closing its command channel ends the leg; its counters come back for the
+                    // call record, then the drain guard goes.
+                    drop(commands);
+                    self.stopping.insert(call, Stopping::default());
+                    let inputs = self.inputs.clone();
+                    tokio::spawn(async move {
+                        let summary = match tokio::time::timeout(LEG_STOP_GRACE, &mut task).await {
+                            Ok(Ok(Ok(summary))) => Some(summary),
+                            Ok(_) => None,
+                            Err(_) => {
+                                task.abort();
+                                None
+                            }
+                        };
+                        drop(guard);
+                        let _ = inputs.send(Input::MediaEnded { call, summary }).await;
+                    });
                 }
             }
         }
@@ -370,24 +482,17 @@ impl Actor {
                     "mode": mode_name(mode),
                 }));
             }
-            CallEvent::Ended { call_id, participant, session, account, mode, duration, reason, .. } => {
-                tracing::info!(
-                    call_id = %call_id, participant = %participant, session = %session, mode = mode_name(mode),
-                    duration_ms = duration.as_millis() as u64, reason = %reason, "SIP leg ended"
-                );
-                self.callback(&participant, json!({
-                    "event": "sipLegEnded",
-                    "accountId": account.as_str(),
-                    "sessionId": session.as_str(),
-                    "participantId": participant.as_str(),
-                    "callId": call_id,
-                    "mode": mode_name(mode),
-                    "durationMs": duration.as_millis() as u64,
-                    "reason": reason,
-                }));
-            }
-            CallEvent::Dtmf { participant, tone, duration_ms, .. } => {
+            CallEvent::Ended { call, .. } => match self.stopping.get_mut(&call) {
+                // Its media is stopping: report when the leg's counters are back.
+                Some(stopping) => stopping.ended = Some(event),
+                None => self.report_end(event, None),
+            },
+            CallEvent::Dtmf { call, participant, tone, duration_ms } => {
                 tracing::info!(participant = %participant, tone = %tone, "DTMF by SIP INFO");
+                // Browsers hear it too (SDK onDtmf), as they do RFC 4733 digits.
+                if let Some(leg) = self.media.get(&call) {
+                    self.forwarder.dtmf(leg.session.clone(), participant.clone(), tone);
+                }
                 self.callback(&participant, json!({
                     "event": "dtmf",
                     "participantId": participant.as_str(),
@@ -396,6 +501,52 @@ impl Actor {
                 }));
             }
         }
+    }
+
+    /// The call record: the "SIP leg ended" line and the `sipLegEnded` callback, with the
+    /// media leg's counters when it ran.
+    fn report_end(&self, event: CallEvent, summary: Option<&LegSummary>) {
+        let CallEvent::Ended { call_id, participant, session, account, mode, duration, reason, .. } = event else {
+            return;
+        };
+        let stats = summary.map(|s| s.stats);
+        let codec = summary.map_or("", |s| s.codec);
+        let packets_received = stats.map_or(0, |s| s.packets_received);
+        let packets_sent = stats.map_or(0, |s| s.packets_sent);
+        let packets_lost = stats.map_or(0, |s| s.packets_lost);
+        let jitter_ms = stats.map_or(0.0, |s| s.jitter.as_secs_f64() * 1000.0);
+        let concealed = stats.map_or(0, |s| s.jitter_buffer.concealed);
+        let auth_failures = stats.map_or(0, |s| s.auth_failures);
+        let to_webrtc_ms = summary.map_or(0, |s| s.latency_to_webrtc.as_millis() as u64);
+        let to_sip_ms = summary.map_or(0, |s| s.latency_to_sip.as_millis() as u64);
+        tracing::info!(
+            call_id = %call_id, participant = %participant, session = %session, mode = mode_name(mode),
+            duration_ms = duration.as_millis() as u64, reason = %reason, codec,
+            packets_received, packets_sent, packets_lost, jitter_ms, concealed_frames = concealed,
+            auth_failures, latency_to_webrtc_ms = to_webrtc_ms, latency_to_sip_ms = to_sip_ms,
+            "SIP leg ended"
+        );
+        self.callback(&participant, json!({
+            "event": "sipLegEnded",
+            "accountId": account.as_str(),
+            "sessionId": session.as_str(),
+            "participantId": participant.as_str(),
+            "callId": call_id,
+            "mode": mode_name(mode),
+            "durationMs": duration.as_millis() as u64,
+            "reason": reason,
+            "media": summary.map(|_| json!({
+                "codec": codec,
+                "packetsReceived": packets_received,
+                "packetsSent": packets_sent,
+                "packetsLost": packets_lost,
+                "jitterMs": jitter_ms,
+                "concealedFrames": concealed,
+                "authFailures": auth_failures,
+                "latencyToWebrtcMs": to_webrtc_ms,
+                "latencyToSipMs": to_sip_ms,
+            })),
+        }));
     }
 
     fn callback(&self, participant: &crate::ids::ParticipantId, mut body: serde_json::Value) {
@@ -467,43 +618,5 @@ impl PortPool {
 
     fn release(&mut self, call: CallNo) {
         self.reserved.remove(&call);
-    }
-}
-
-/// Placeholder media until the bridge lands: echo RTP to the latched source (symmetric RTP),
-/// swallow RTCP, and report when RTP stops for `timeout`.
-async fn echo(
-    call: CallNo,
-    rtp: StdUdpSocket,
-    rtcp: StdUdpSocket,
-    expected: SocketAddr,
-    timeout: Duration,
-    inputs: mpsc::Sender<Input>,
-) {
-    let (Ok(()), Ok(())) = (rtp.set_nonblocking(true), rtcp.set_nonblocking(true)) else { return };
-    let (Ok(rtp), Ok(rtcp)) = (tokio::net::UdpSocket::from_std(rtp), tokio::net::UdpSocket::from_std(rtcp)) else {
-        return;
-    };
-    let mut buf = vec![0u8; 2048];
-    let mut rtcp_buf = vec![0u8; 2048];
-    let mut latched: Option<SocketAddr> = None;
-    let _ = expected;
-    loop {
-        tokio::select! {
-            r = tokio::time::timeout(timeout, rtp.recv_from(&mut buf)) => match r {
-                Ok(Ok((n, from))) => {
-                    // Latch to the first source (symmetric RTP); drop what others send.
-                    let peer = *latched.get_or_insert(from);
-                    if from == peer && n >= 12 && buf[0] >> 6 == 2 {
-                        let _ = rtp.send_to(&buf[..n], peer).await;
-                    }
-                }
-                Ok(Err(_)) => {}
-                Err(_) => {
-                    let _ = inputs.send(Input::Event(Event::MediaInactive { call })).await;
-                }
-            },
-            _ = rtcp.recv_from(&mut rtcp_buf) => {}
-        }
     }
 }

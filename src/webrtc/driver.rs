@@ -5,16 +5,26 @@
 //! One task, no lock around media: device sockets send [`Command`]s on one bounded channel; the
 //! task answers on one bounded channel per device, and a device that lets its channel fill up is
 //! dropped rather than awaited.
+//!
+//! The media bridge (SIP legs) reaches the forwarder through the same channel with a
+//! [`Forwarder`] handle: a leg publishes its transcoded Opus as an external publisher, receives
+//! the Opus frames of the streams its participant hears as an external subscriber (on a bounded
+//! channel of its own, [`ExternalMedia`]; a leg that does not keep up loses frames, counted), and
+//! sends and receives DTMF.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::protocol::{CloseReason, ServerMessage};
-use super::sfu::{PeerId, PeerInfo, Sfu, SfuConfig, SfuError, SfuEvent};
+use str0m::media::MediaTime;
+
+use super::sfu::{EndpointId, ExternalSubscriberId, PeerId, PeerInfo, Sfu, SfuConfig, SfuError, SfuEvent};
 use crate::ids::{ParticipantId, SessionId};
 use crate::rooms::{RoomEvent, RoomsHandle};
 
@@ -43,6 +53,112 @@ pub(crate) enum Command {
     Answer { peer: PeerId, sdp: String },
     Candidate { peer: PeerId, candidate: String },
     Dtmf { peer: PeerId, tones: String },
+    /// A SIP leg publishes its audio: make its endpoint.
+    ExternalPublish { participant: ParticipantId, session: SessionId, reply: oneshot::Sender<EndpointId> },
+    /// One 20 ms Opus frame of an external publisher (48 kHz RTP time).
+    ExternalFrame { endpoint: EndpointId, rtp_time: MediaTime, data: Arc<[u8]> },
+    /// The external publisher is gone: its stream becomes unavailable.
+    ExternalUnpublish { endpoint: EndpointId },
+    /// A SIP leg receives what its participant hears, on `frames`.
+    ExternalSubscribe {
+        participant: ParticipantId,
+        session: SessionId,
+        frames: mpsc::Sender<ExternalMedia>,
+        reply: oneshot::Sender<ExternalSubscriberId>,
+    },
+    /// The external subscriber is gone.
+    ExternalUnsubscribe { subscriber: ExternalSubscriberId },
+    /// A DTMF tone from a SIP leg, for everyone in the session who hears its participant.
+    ExternalDtmf { session: SessionId, participant: ParticipantId, tone: char },
+}
+
+/// What an external subscriber (a SIP leg) receives from the forwarder.
+#[derive(Debug)]
+pub enum ExternalMedia {
+    /// An Opus frame of a stream the subscriber's participant hears.
+    Frame {
+        /// The stream.
+        endpoint: EndpointId,
+        /// Its publisher.
+        publisher: ParticipantId,
+        /// On the endpoint's continuous timeline, 48 kHz.
+        rtp_time: MediaTime,
+        /// The Opus frame (shared with every other subscriber).
+        data: Arc<[u8]>,
+    },
+    /// A DTMF tone from someone the participant hears.
+    Dtmf {
+        /// Who sent it.
+        participant: ParticipantId,
+        /// The tone: 0-9, *, #, A-D.
+        tone: char,
+    },
+}
+
+/// The media bridge's handle on the forwarder: publish a SIP leg's Opus, subscribe to what its
+/// participant hears, exchange DTMF. Cheap to clone; every method is bounded (frames are
+/// dropped, counted, when the forwarder's queue is full; never awaited on the media path).
+#[derive(Clone, Debug)]
+pub struct Forwarder {
+    commands: mpsc::Sender<Command>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Forwarder {
+    pub(crate) fn new(commands: mpsc::Sender<Command>) -> Self {
+        Self { commands, dropped: Arc::default() }
+    }
+
+    /// Makes an external publisher for `participant` in `session`; `None` when the forwarder
+    /// is gone (shutting down).
+    pub async fn publish(&self, participant: ParticipantId, session: SessionId) -> Option<EndpointId> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::ExternalPublish { participant, session, reply }).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Subscribes `participant` in `session` to what it hears: frames and DTMF arrive on
+    /// `frames`. `None` when the forwarder is gone.
+    pub async fn subscribe(
+        &self,
+        participant: ParticipantId,
+        session: SessionId,
+        frames: mpsc::Sender<ExternalMedia>,
+    ) -> Option<ExternalSubscriberId> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::ExternalSubscribe { participant, session, frames, reply }).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// One 20 ms Opus frame of `endpoint`, fire and forget: `false` (and counted) when the
+    /// forwarder's queue is full or it is gone.
+    pub fn frame(&self, endpoint: EndpointId, rtp_time: MediaTime, data: Arc<[u8]>) -> bool {
+        let sent = self.commands.try_send(Command::ExternalFrame { endpoint, rtp_time, data }).is_ok();
+        if !sent {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// A DTMF tone from `participant` (a SIP leg), for the devices and legs that hear it.
+    pub fn dtmf(&self, session: SessionId, participant: ParticipantId, tone: char) -> bool {
+        self.commands.try_send(Command::ExternalDtmf { session, participant, tone }).is_ok()
+    }
+
+    /// Removes an external publisher. Never waits: called from `Drop` too.
+    pub fn unpublish(&self, endpoint: EndpointId) {
+        let _ = self.commands.try_send(Command::ExternalUnpublish { endpoint });
+    }
+
+    /// Removes an external subscriber. Never waits: called from `Drop` too.
+    pub fn unsubscribe(&self, subscriber: ExternalSubscriberId) {
+        let _ = self.commands.try_send(Command::ExternalUnsubscribe { subscriber });
+    }
+
+    /// Frames refused because the forwarder's queue was full, since start (all legs).
+    pub fn frames_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
 }
 
 /// From the driver to one device socket.
@@ -80,12 +196,23 @@ pub(crate) struct Driver {
     sfu: Sfu,
     rooms: RoomsHandle,
     devices: HashMap<PeerId, mpsc::Sender<ToDevice>>,
+    /// External subscribers' channels (SIP legs).
+    externals: HashMap<ExternalSubscriberId, mpsc::Sender<ExternalMedia>>,
+    /// Frames and tones an external subscriber's full channel refused.
+    external_dropped: u64,
     stale: bool,
 }
 
 impl Driver {
     pub(crate) fn new(config: SfuConfig, rooms: RoomsHandle) -> Self {
-        Self { sfu: Sfu::new(config), rooms, devices: HashMap::new(), stale: false }
+        Self {
+            sfu: Sfu::new(config),
+            rooms,
+            devices: HashMap::new(),
+            externals: HashMap::new(),
+            external_dropped: 0,
+            stale: false,
+        }
     }
 
     /// Runs until `shutdown` resolves, then closes every device with 1001.
@@ -152,6 +279,55 @@ impl Driver {
             Command::Answer { peer, sdp } => self.sfu.handle_answer(now, peer, &sdp),
             Command::Candidate { peer, candidate } => self.sfu.handle_candidate(now, peer, &candidate),
             Command::Dtmf { peer, tones } => self.sfu.handle_dtmf(peer, &tones),
+            Command::ExternalPublish { participant, session, reply } => {
+                let endpoint = self.sfu.add_external_publisher(participant, session);
+                if let Err(endpoint) = reply.send(endpoint) {
+                    // The leg went away while asking.
+                    self.sfu.remove_external_publisher(now, &endpoint);
+                }
+            }
+            Command::ExternalFrame { endpoint, rtp_time, data } => {
+                // An unknown endpoint is a leg whose unpublish raced its last frame.
+                let _ = self.sfu.handle_external_frame(now, &endpoint, rtp_time, data);
+            }
+            Command::ExternalUnpublish { endpoint } => self.sfu.remove_external_publisher(now, &endpoint),
+            Command::ExternalSubscribe { participant, session, frames, reply } => {
+                let id = self.sfu.add_external_subscriber(participant, session);
+                if reply.send(id).is_ok() {
+                    self.externals.insert(id, frames);
+                } else {
+                    self.sfu.remove_external_subscriber(id);
+                }
+            }
+            Command::ExternalUnsubscribe { subscriber } => {
+                self.externals.remove(&subscriber);
+                self.sfu.remove_external_subscriber(subscriber);
+            }
+            Command::ExternalDtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
+        }
+    }
+
+    /// Delivers a tone to the devices and external subscribers that hear its sender.
+    fn dtmf(&mut self, session: &SessionId, participant: &ParticipantId, tone: char) {
+        let audience: HashSet<ParticipantId> =
+            self.rooms.read(|r| r.audience(session, participant)).into_iter().collect();
+        self.sfu.fan_out_dtmf(session, participant, tone, |l| audience.contains(l));
+    }
+
+    /// Hands `media` to an external subscriber; a full channel loses it (counted).
+    fn deliver_external(&mut self, subscriber: ExternalSubscriberId, media: ExternalMedia) {
+        let Some(tx) = self.externals.get(&subscriber) else { return };
+        match tx.try_send(media) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.external_dropped += 1;
+                tracing::trace!(subscriber = subscriber.0, dropped = self.external_dropped, "external subscriber too slow");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The leg ended without unsubscribing (aborted): forget it.
+                self.externals.remove(&subscriber);
+                self.sfu.remove_external_subscriber(subscriber);
+            }
         }
     }
 
@@ -228,13 +404,13 @@ impl Driver {
                 }
             }
             SfuEvent::SubscriptionsStale => self.stale = true,
-            SfuEvent::Dtmf { session, participant, tone } => {
-                let audience: HashSet<ParticipantId> =
-                    self.rooms.read(|r| r.audience(&session, &participant)).into_iter().collect();
-                self.sfu.fan_out_dtmf(&session, &participant, tone, |l| audience.contains(l));
+            SfuEvent::Dtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
+            SfuEvent::ExternalFrame { subscriber, endpoint, publisher, rtp_time, data } => {
+                self.deliver_external(subscriber, ExternalMedia::Frame { endpoint, publisher, rtp_time, data });
             }
-            // The media bridge (SIP legs) consumes these; nobody subscribes externally yet.
-            SfuEvent::ExternalFrame { .. } | SfuEvent::ExternalDtmf { .. } => {}
+            SfuEvent::ExternalDtmf { subscriber, participant, tone } => {
+                self.deliver_external(subscriber, ExternalMedia::Dtmf { participant, tone });
+            }
         }
     }
 

@@ -21,7 +21,7 @@ use axum::routing::get;
 use tokio::sync::mpsc;
 
 pub mod assets;
-mod driver;
+pub(crate) mod driver;
 pub mod protocol;
 pub mod sfu;
 pub mod signaling;
@@ -34,6 +34,7 @@ use crate::control::AppState;
 use crate::rooms::RoomsHandle;
 use crate::tokens::Verifier;
 use driver::{COMMAND_CHANNEL_CAPACITY, Command, Driver};
+pub use driver::{ExternalMedia, Forwarder};
 
 /// What the device socket handlers share: the way to the driver and what admission needs.
 #[derive(Clone)]
@@ -74,6 +75,11 @@ impl WebrtcService {
     /// The handlers' side.
     pub fn hub(&self) -> DeviceHub {
         self.hub.clone()
+    }
+
+    /// The media bridge's side: SIP legs publish, subscribe and exchange DTMF through it.
+    pub fn forwarder(&self) -> Forwarder {
+        Forwarder::new(self.hub.commands.clone())
     }
 
     /// Binds the shared UDP socket and starts the driver, which runs until `shutdown`

@@ -1,0 +1,693 @@
+//! The media bridge's per-leg task: the tokio shell around one [`SipLeg`] that joins a SIP
+//! call's audio to the WebRTC forwarder (CONTRACT §6).
+//!
+//! One task per SIP leg owns everything of the leg: the sans-IO [`SipLeg`] (SRTP, RTP, jitter
+//! buffer, G.711/AMR-WB, RFC 4733, RTCP), its RTP and RTCP sockets, one Opus encoder at 16 kHz,
+//! one Opus decoder per heard publisher, and every buffer, allocated once. Nothing is shared
+//! behind a lock.
+//!
+//! ```text
+//! RTP/RTCP sockets ─▶ SipLeg::handle_datagram
+//! every 20 ms:  SipLeg::poll_audio ─▶ Opus encode (once) ─▶ Forwarder::frame  (this participant's stream)
+//!               heard publishers' PCM (decoded on arrival) ─▶ sum (saturating) ─▶ SipLeg::send_audio
+//! after every input: SipLeg::poll_transmit ─▶ the socket its channel names
+//! ```
+//!
+//! ## The tick
+//!
+//! A `tokio::time::interval` of 20 ms with [`MissedTickBehavior::Burst`]: each 20 ms of wall
+//! time produces exactly one frame each way, so the RTP timestamps we send stay true to the
+//! wall clock and the peer's jitter buffer sees a stall as late packets rather than a clock
+//! running slow. A stall longer than [`MAX_CATCH_UP`] is not caught up: the interval is reset
+//! and the frames of the stall are lost (the peer conceals them).
+//!
+//! ## What browsers hear
+//!
+//! When [`SipLeg::poll_audio`] gives `Audio`, `Concealed` or `ComfortNoise`, the frame is
+//! Opus-encoded once and sent to the forwarder as this participant's external publisher stream,
+//! RTP time advancing 960 (20 ms at 48 kHz) per tick whether or not a frame is sent. On `Held`
+//! or `Silence` nothing is sent: the stream goes quiet, which browsers see as muted.
+//!
+//! ## What the SIP peer hears
+//!
+//! Frames of heard streams arrive from the forwarder on a bounded channel ([`MEDIA_QUEUE`]).
+//! Each is decoded on arrival into its publisher's small PCM queue (at most
+//! [`PUBLISHER_QUEUE_FRAMES`]; older audio is dropped beyond that, counted). Each tick takes
+//! 20 ms from every queue, conceals a publisher whose queue ran dry for up to
+//! [`MAX_CONCEAL_TICKS`] ticks (Opus PLC), adds them with saturation and sends the mix, or
+//! silence when nobody is heard. A publisher silent for [`PUBLISHER_GONE`] loses its decoder.
+//! A queue that ran dry once keeps the frame that arrives late, so the queue grows by one frame
+//! to absorb the phase between the forwarder's frames and our tick.
+//!
+//! ## Latency added (for the call record)
+//!
+//! An estimate, not a measurement: SIP→WebRTC is the jitter buffer's target delay plus one
+//! frame (the tick that polls it; encoding is immediate); WebRTC→SIP is one frame (the tick
+//! that mixes) plus the negotiated packetization time (ptime: the leg holds frames until a
+//! packet is full).
+//!
+//! ## Allocation
+//!
+//! Per frame, nothing but the shared Opus buffer handed to the forwarder (an `Arc<[u8]>`,
+//! encoded once and shared by every subscriber) and the endpoint id that names it; what the
+//! forwarder and rtc-srtp allocate is theirs. Decoders are created on a publisher's first frame.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::UdpSocket as StdUdpSocket;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use codecs::opus::{
+    MAX_PACKET_BYTES, OpusDecoder, OpusEncoder, OpusEncoderConfig, OpusError, SampleRate, rtp_duration,
+};
+use str0m::media::{Frequency, MediaTime};
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+
+use crate::ids::{ParticipantId, SessionId};
+use crate::media::leg::{AudioStatus, Channel, LegConfig, LegError, LegEvent, LegStats, MTU, SipLeg};
+use crate::media::resample::WIDE_FRAME;
+use crate::sip::sdp::Negotiated;
+use crate::sip::ua::CallNo;
+use crate::webrtc::sfu::{EndpointId, ExternalSubscriberId};
+use crate::webrtc::{ExternalMedia, Forwarder};
+
+/// The frame length of the bridge: 20 ms.
+pub const TICK: Duration = Duration::from_millis(20);
+/// The longest stall whose missed ticks are caught up (see the module docs).
+pub const MAX_CATCH_UP: Duration = Duration::from_millis(100);
+/// Frames and tones from the forwarder waiting for the leg: about a second of one publisher.
+pub const MEDIA_QUEUE: usize = 64;
+/// Commands (re-INVITE updates) waiting for the leg.
+pub const COMMAND_QUEUE: usize = 8;
+/// How often the leg checks for RTP inactivity.
+pub const INACTIVITY_CHECK: Duration = Duration::from_millis(500);
+/// A heard publisher silent this long loses its decoder.
+pub const PUBLISHER_GONE: Duration = Duration::from_secs(1);
+/// Consecutive ticks a publisher whose queue ran dry is concealed before it counts as silent.
+pub const MAX_CONCEAL_TICKS: u32 = 3;
+/// Most 20 ms frames of decoded audio queued per heard publisher.
+pub const PUBLISHER_QUEUE_FRAMES: usize = 4;
+/// Largest datagram read from the leg's sockets.
+const RECV_BUFFER: usize = 2048;
+/// Most samples one Opus packet decodes to at 16 kHz (120 ms, RFC 6716 §3.2.1).
+const MAX_DECODED: usize = 1920;
+/// RTP time of one 20 ms Opus frame at 48 kHz.
+const OPUS_FRAME_TICKS: u64 = rtp_duration(WIDE_FRAME, SampleRate::Hz16000) as u64;
+
+/// Commands to a running leg.
+#[derive(Debug)]
+pub enum LegCommand {
+    /// A re-INVITE or UPDATE agreed new media (address, codec, keys, hold).
+    Update(Box<Negotiated>),
+}
+
+/// What a leg tells its SIP driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegNotice {
+    /// No RTP arrived for the inactivity timeout while the peer should be sending (repeated
+    /// every [`INACTIVITY_CHECK`] while it lasts).
+    Inactive {
+        /// The call.
+        call: CallNo,
+    },
+    /// The peer sent a DTMF digit (RFC 4733); already passed to the forwarder.
+    Dtmf {
+        /// The call.
+        call: CallNo,
+        /// The digit.
+        digit: char,
+        /// How long it lasted.
+        duration: Duration,
+    },
+}
+
+/// Everything a leg starts from.
+#[derive(Debug)]
+pub struct LegSetup {
+    /// The call.
+    pub call: CallNo,
+    /// Its participant.
+    pub participant: ParticipantId,
+    /// The session the leg is in.
+    pub session: SessionId,
+    /// What the SDP agreed.
+    pub negotiated: Box<Negotiated>,
+    /// The RTP socket (bound, from the port range).
+    pub rtp: StdUdpSocket,
+    /// The RTCP socket (RTP port + 1).
+    pub rtcp: StdUdpSocket,
+    /// `media.rtp_timeout`.
+    pub rtp_timeout: Duration,
+}
+
+/// The leg's part of the call record, given back when the task ends.
+#[derive(Clone, Copy, Debug)]
+pub struct LegSummary {
+    /// The codec at the end (`PCMU`, `PCMA`, `AMR-WB`).
+    pub codec: &'static str,
+    /// The SIP leg's counters.
+    pub stats: LegStats,
+    /// Latency added from the SIP peer to browsers (see the module docs).
+    pub latency_to_webrtc: Duration,
+    /// Latency added from browsers to the SIP peer (see the module docs).
+    pub latency_to_sip: Duration,
+    /// Opus frames sent to the forwarder.
+    pub frames_published: u64,
+    /// Opus frames the forwarder's full queue refused.
+    pub frames_dropped: u64,
+    /// Heard frames that did not decode.
+    pub decode_errors: u64,
+    /// Ticks in which a heard publisher was concealed.
+    pub heard_concealed: u64,
+    /// Decoded audio dropped because a publisher's queue was full, in frames.
+    pub heard_overflow: u64,
+}
+
+/// Why a leg could not run.
+#[derive(Debug, Error)]
+pub enum BridgeError {
+    /// The SIP leg refused the SDP's agreement.
+    #[error(transparent)]
+    Leg(#[from] LegError),
+    /// The sockets could not be handed to tokio.
+    #[error("leg socket: {0}")]
+    Socket(#[from] std::io::Error),
+    /// libopus refused to open.
+    #[error(transparent)]
+    Opus(#[from] OpusError),
+}
+
+/// Runs one leg until `commands` closes (the call is over); see the module docs.
+pub async fn run_leg(
+    setup: LegSetup,
+    forwarder: Forwarder,
+    mut commands: mpsc::Receiver<LegCommand>,
+    notices: mpsc::Sender<LegNotice>,
+) -> Result<LegSummary, BridgeError> {
+    let LegSetup { call, participant, session, negotiated, rtp, rtcp, rtp_timeout } = setup;
+    rtp.set_nonblocking(true)?;
+    rtcp.set_nonblocking(true)?;
+    let rtp = UdpSocket::from_std(rtp)?;
+    let rtcp = UdpSocket::from_std(rtcp)?;
+    let mut leg = SipLeg::new(now(), &negotiated, LegConfig::random(SystemTime::now()))?;
+    let mut bridge = Bridge::new(call, participant.clone(), session.clone(), forwarder.clone(), negotiated.ptime_ms)?;
+
+    // Join the forwarder: publish this participant's stream, hear what it hears.
+    let (media_tx, mut media) = mpsc::channel(MEDIA_QUEUE);
+    let mut registration = Registration { forwarder: forwarder.clone(), endpoint: None, subscriber: None };
+    registration.endpoint = forwarder.publish(participant.clone(), session.clone()).await;
+    registration.subscriber = forwarder.subscribe(participant, session, media_tx).await;
+    // Without a subscription the channel is closed at once: stop polling it.
+    let mut media_open = registration.subscriber.is_some();
+    bridge.endpoint = registration.endpoint.clone();
+    if registration.endpoint.is_none() {
+        tracing::warn!(call, "the forwarder is gone; the leg runs without WebRTC");
+    }
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut inactivity = tokio::time::interval(INACTIVITY_CHECK);
+    inactivity.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
+    let mut rtp_buf = vec![0u8; RECV_BUFFER];
+    let mut rtcp_buf = vec![0u8; RECV_BUFFER];
+    let mut tx_buf = vec![0u8; MTU];
+    loop {
+        let deadline = leg.poll_timeout().map(tokio::time::Instant::from_std);
+        if let Some(at) = deadline
+            && timer.deadline() != at
+        {
+            timer.as_mut().reset(at);
+        }
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(LegCommand::Update(negotiated)) => {
+                    bridge.ptime_ms = negotiated.ptime_ms;
+                    if let Err(e) = leg.update(now(), &negotiated) {
+                        tracing::warn!(call, error = %e, "the leg refused the new media");
+                    }
+                }
+                None => break,
+            },
+            r = rtp.recv_from(&mut rtp_buf) => {
+                if let Ok((n, from)) = r {
+                    // A refused datagram is counted in the leg's stats.
+                    let _ = leg.handle_datagram(now(), from, &rtp_buf[..n]);
+                }
+            },
+            r = rtcp.recv_from(&mut rtcp_buf) => {
+                if let Ok((n, from)) = r {
+                    let _ = leg.handle_datagram(now(), from, &rtcp_buf[..n]);
+                }
+            },
+            m = media.recv(), if media_open => match m {
+                Some(m) => bridge.handle_media(now(), &mut leg, m),
+                None => media_open = false,
+            },
+            at = tick.tick() => {
+                let now = now();
+                if now.saturating_duration_since(at.into_std()) > MAX_CATCH_UP {
+                    tick.reset();
+                }
+                bridge.tick(now, &mut leg);
+            },
+            _ = inactivity.tick() => {
+                if leg.is_inactive(now(), rtp_timeout) {
+                    let _ = notices.try_send(LegNotice::Inactive { call });
+                }
+            },
+            () = &mut timer, if deadline.is_some() => leg.handle_timeout(now()),
+        }
+        // Outputs of whatever went in: DTMF events, then datagrams.
+        while let Some(event) = leg.poll_event() {
+            if let LegEvent::DtmfEnded { digit, duration } = event {
+                bridge.forwarder.dtmf(bridge.session.clone(), bridge.participant.clone(), digit);
+                let _ = notices.try_send(LegNotice::Dtmf { call, digit, duration });
+            }
+        }
+        while let Some(t) = leg.poll_transmit(&mut tx_buf) {
+            let socket = match t.channel {
+                Channel::Rtp => &rtp,
+                Channel::Rtcp => &rtcp,
+            };
+            // Never awaited: a full socket buffer loses the datagram, as the network would.
+            if let Err(e) = socket.try_send_to(&tx_buf[..t.len], t.to) {
+                tracing::trace!(call, error = %e, "RTP send failed");
+            }
+        }
+    }
+    drop(registration);
+    Ok(bridge.summary(&leg, &negotiated))
+}
+
+/// The leg's state around the [`SipLeg`]: codecs, mix and counters.
+struct Bridge {
+    call: CallNo,
+    participant: ParticipantId,
+    session: SessionId,
+    forwarder: Forwarder,
+    endpoint: Option<EndpointId>,
+    ptime_ms: u32,
+    encoder: OpusEncoder,
+    /// This participant's audio of the tick, then its Opus frame.
+    pcm: [i16; WIDE_FRAME],
+    opus: Vec<u8>,
+    rtp_time: u64,
+    /// What the SIP peer hears this tick.
+    mix: [i16; WIDE_FRAME],
+    frame: [i16; WIDE_FRAME],
+    decoded: Vec<i16>,
+    heard: HashMap<EndpointId, Heard>,
+    frames_published: u64,
+    frames_dropped: u64,
+    decode_errors: u64,
+    heard_concealed: u64,
+    heard_overflow: u64,
+}
+
+/// One heard publisher.
+struct Heard {
+    decoder: OpusDecoder,
+    queue: VecDeque<i16>,
+    last_frame: Instant,
+    /// Consecutive ticks concealed.
+    concealed: u32,
+}
+
+impl Bridge {
+    fn new(
+        call: CallNo,
+        participant: ParticipantId,
+        session: SessionId,
+        forwarder: Forwarder,
+        ptime_ms: u32,
+    ) -> Result<Self, BridgeError> {
+        let mut start = [0u8; 4];
+        crate::ids::fill_random(&mut start);
+        Ok(Self {
+            call,
+            participant,
+            session,
+            forwarder,
+            endpoint: None,
+            ptime_ms,
+            encoder: OpusEncoder::new(SampleRate::Hz16000, OpusEncoderConfig::default())?,
+            pcm: [0; WIDE_FRAME],
+            opus: vec![0; MAX_PACKET_BYTES],
+            // RFC 3550 §5.1: a random start.
+            rtp_time: u64::from(u32::from_be_bytes(start)),
+            mix: [0; WIDE_FRAME],
+            frame: [0; WIDE_FRAME],
+            decoded: vec![0; MAX_DECODED],
+            heard: HashMap::new(),
+            frames_published: 0,
+            frames_dropped: 0,
+            decode_errors: 0,
+            heard_concealed: 0,
+            heard_overflow: 0,
+        })
+    }
+
+    /// A frame or a tone from the forwarder.
+    fn handle_media(&mut self, now: Instant, leg: &mut SipLeg, media: ExternalMedia) {
+        match media {
+            ExternalMedia::Frame { endpoint, data, .. } => {
+                if !self.heard.contains_key(&endpoint) {
+                    // A new publisher: its decoder, once.
+                    let decoder = match OpusDecoder::new(SampleRate::Hz16000) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            tracing::warn!(call = self.call, error = %e, "cannot open an Opus decoder");
+                            return;
+                        }
+                    };
+                    let queue = VecDeque::with_capacity(PUBLISHER_QUEUE_FRAMES * WIDE_FRAME);
+                    self.heard.insert(endpoint.clone(), Heard { decoder, queue, last_frame: now, concealed: 0 });
+                }
+                let Some(heard) = self.heard.get_mut(&endpoint) else { return };
+                heard.last_frame = now;
+                let n = match heard.decoder.decode(&data, &mut self.decoded) {
+                    Ok(n) => n.min(self.decoded.len()),
+                    Err(_) => {
+                        self.decode_errors += 1;
+                        return;
+                    }
+                };
+                let capacity = PUBLISHER_QUEUE_FRAMES * WIDE_FRAME;
+                let excess = (heard.queue.len() + n).saturating_sub(capacity);
+                if excess > 0 {
+                    heard.queue.drain(..excess.min(heard.queue.len()));
+                    self.heard_overflow += 1;
+                }
+                heard.queue.extend(&self.decoded[n.saturating_sub(capacity)..n]);
+            }
+            ExternalMedia::Dtmf { tone, .. } => {
+                if let Err(e) = leg.send_dtmf(now, tone) {
+                    tracing::debug!(call = self.call, tone = %tone, error = %e, "DTMF not sent to the SIP peer");
+                }
+            }
+        }
+    }
+
+    /// One 20 ms tick: the leg's audio to the forwarder, the mix to the leg.
+    fn tick(&mut self, now: Instant, leg: &mut SipLeg) {
+        // (a) What the SIP peer says, encoded once, for everyone who hears this participant.
+        let status = leg.poll_audio(now, &mut self.pcm);
+        let speaking = matches!(status, AudioStatus::Audio | AudioStatus::Concealed | AudioStatus::ComfortNoise);
+        if speaking && let Some(endpoint) = &self.endpoint {
+            match self.encoder.encode(&self.pcm, &mut self.opus) {
+                Ok(n) => {
+                    let time = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
+                    if self.forwarder.frame(endpoint.clone(), time, Arc::from(&self.opus[..n])) {
+                        self.frames_published += 1;
+                    } else {
+                        self.frames_dropped += 1;
+                    }
+                }
+                Err(e) => tracing::debug!(call = self.call, error = %e, "Opus encoding failed"),
+            }
+        }
+        self.rtp_time = self.rtp_time.wrapping_add(OPUS_FRAME_TICKS);
+
+        // (b) What the SIP peer hears: 20 ms of every heard publisher, summed.
+        self.mix.fill(0);
+        let Self { heard, frame, mix, heard_concealed, .. } = self;
+        heard.retain(|_, h| {
+            if h.queue.len() >= WIDE_FRAME {
+                for (out, s) in frame.iter_mut().zip(h.queue.drain(..WIDE_FRAME)) {
+                    *out = s;
+                }
+                h.concealed = 0;
+            } else if now.saturating_duration_since(h.last_frame) >= PUBLISHER_GONE {
+                return false;
+            } else if h.concealed < MAX_CONCEAL_TICKS {
+                h.concealed += 1;
+                *heard_concealed += 1;
+                if h.decoder.conceal(frame).is_err() {
+                    return true;
+                }
+            } else {
+                return true;
+            }
+            for (m, s) in mix.iter_mut().zip(frame.iter()) {
+                *m = m.saturating_add(*s);
+            }
+            true
+        });
+        leg.send_audio(now, &self.mix);
+    }
+
+    fn summary(&self, leg: &SipLeg, negotiated: &Negotiated) -> LegSummary {
+        let stats = leg.stats();
+        LegSummary {
+            codec: negotiated.codec.encoding_name(),
+            stats,
+            latency_to_webrtc: stats.target_delay + TICK,
+            latency_to_sip: TICK + Duration::from_millis(u64::from(self.ptime_ms)),
+            frames_published: self.frames_published,
+            frames_dropped: self.frames_dropped,
+            decode_errors: self.decode_errors,
+            heard_concealed: self.heard_concealed,
+            heard_overflow: self.heard_overflow,
+        }
+    }
+}
+
+/// The leg's place in the forwarder, left when the task ends or is aborted.
+struct Registration {
+    forwarder: Forwarder,
+    endpoint: Option<EndpointId>,
+    subscriber: Option<ExternalSubscriberId>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(endpoint) = self.endpoint.take() {
+            self.forwarder.unpublish(endpoint);
+        }
+        if let Some(subscriber) = self.subscriber.take() {
+            self.forwarder.unsubscribe(subscriber);
+        }
+    }
+}
+
+/// The clock, through tokio so that paused-time tests reach the core.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The bridge's tick in virtual time, without sockets: the gateway's leg faces a second
+    //! `SipLeg` playing the phone, and the forwarder is its command channel.
+
+    use std::net::SocketAddr;
+
+    use codecs::pcm::analysis::{dominant_frequency, rms_dbfs, tone};
+
+    use super::*;
+    use crate::media::rtp::Ssrc;
+    use crate::sip::sdp::{Codec, Direction, Profile};
+    use crate::webrtc::driver::Command;
+
+    const GATEWAY: &str = "192.0.2.1:20000";
+    const PHONE: &str = "198.51.100.2:40000";
+
+    fn negotiated(remote: &str, remote_direction: Direction) -> Negotiated {
+        Negotiated {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            clock_rate: 8_000,
+            ptime_ms: 20,
+            telephone_event: Some((101, 8_000)),
+            comfort_noise: None,
+            remote_rtp: remote.parse().unwrap(),
+            remote_rtcp: None,
+            rtcp_mux: false,
+            profile: Profile::Avp,
+            remote_direction,
+            local_direction: Direction::SendRecv,
+            srtp: None,
+        }
+    }
+
+    fn config(ssrc: u32) -> LegConfig {
+        LegConfig {
+            ssrc: Ssrc(ssrc),
+            initial_sequence: 100,
+            initial_timestamp: 1_000,
+            cname: format!("leg-{ssrc}"),
+            wall_clock: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// The gateway's leg with its bridge, the phone, the forwarder's queue, virtual time.
+    struct Harness {
+        gateway: SipLeg,
+        bridge: Bridge,
+        phone: SipLeg,
+        forwarder: mpsc::Receiver<Command>,
+        start: Instant,
+        tick: u32,
+        /// A browser publisher's Opus encoder.
+        browser: OpusEncoder,
+        browser_time: u64,
+        /// What the phone played, and the published frames (rtp time, decoded audio).
+        phone_heard: Vec<i16>,
+        published: Vec<(u64, Vec<i16>)>,
+        published_decoder: OpusDecoder,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let start = Instant::now();
+            let (tx, forwarder) = mpsc::channel(1024);
+            let mut bridge = Bridge::new(
+                1,
+                ParticipantId::from("sip"),
+                SessionId::from("s"),
+                Forwarder::new(tx),
+                20,
+            )
+            .unwrap();
+            bridge.endpoint = Some(EndpointId("sip-stream".into()));
+            Self {
+                gateway: SipLeg::new(start, &negotiated(PHONE, Direction::SendRecv), config(1)).unwrap(),
+                bridge,
+                phone: SipLeg::new(start, &negotiated(GATEWAY, Direction::SendRecv), config(2)).unwrap(),
+                forwarder,
+                start,
+                tick: 0,
+                browser: OpusEncoder::new(SampleRate::Hz16000, OpusEncoderConfig::default()).unwrap(),
+                browser_time: 0,
+                phone_heard: Vec::new(),
+                published: Vec::new(),
+                published_decoder: OpusDecoder::new(SampleRate::Hz16000).unwrap(),
+            }
+        }
+
+        fn now(&self) -> Instant {
+            self.start + TICK * self.tick
+        }
+
+        /// One tick: the phone says `phone_says`; a browser (endpoint `web`) says
+        /// `browser_says` when given.
+        fn step(&mut self, phone_says: &[i16; WIDE_FRAME], browser_says: Option<&[i16; WIDE_FRAME]>) {
+            let now = self.now();
+            let mut buf = [0u8; MTU];
+            self.phone.send_audio(now, phone_says);
+            while let Some(t) = self.phone.poll_transmit(&mut buf) {
+                let _ = self.gateway.handle_datagram(now, PHONE.parse::<SocketAddr>().unwrap(), &buf[..t.len]);
+            }
+            if let Some(pcm) = browser_says {
+                let mut opus = [0u8; MAX_PACKET_BYTES];
+                let n = self.browser.encode(pcm, &mut opus).unwrap();
+                let frame = ExternalMedia::Frame {
+                    endpoint: EndpointId("web".into()),
+                    publisher: ParticipantId::from("web"),
+                    rtp_time: MediaTime::new(self.browser_time, Frequency::FORTY_EIGHT_KHZ),
+                    data: Arc::from(&opus[..n]),
+                };
+                self.bridge.handle_media(now, &mut self.gateway, frame);
+            }
+            self.browser_time += OPUS_FRAME_TICKS;
+            self.bridge.tick(now + Duration::from_millis(10), &mut self.gateway);
+            while let Some(t) = self.gateway.poll_transmit(&mut buf) {
+                let _ = self.phone.handle_datagram(now, GATEWAY.parse::<SocketAddr>().unwrap(), &buf[..t.len]);
+            }
+            let mut out = [0i16; WIDE_FRAME];
+            self.phone.poll_audio(now + Duration::from_millis(15), &mut out);
+            self.phone_heard.extend_from_slice(&out);
+            while let Ok(command) = self.forwarder.try_recv() {
+                if let Command::ExternalFrame { endpoint, rtp_time, data } = command {
+                    assert_eq!(endpoint.0, "sip-stream");
+                    let mut pcm = [0i16; MAX_DECODED];
+                    let n = self.published_decoder.decode(&data, &mut pcm).unwrap();
+                    self.published.push((rtp_time.numer(), pcm[..n].to_vec()));
+                }
+            }
+            self.tick += 1;
+        }
+    }
+
+    fn frames(hz: f64, count: usize) -> Vec<[i16; WIDE_FRAME]> {
+        let pcm = tone(16_000, hz, -6.0, WIDE_FRAME * count);
+        pcm.chunks_exact(WIDE_FRAME).map(|c| c.try_into().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_phone_is_published_once_per_tick_and_hears_the_browser() {
+        let mut h = Harness::new();
+        let phone = frames(1000.0, 150);
+        let browser = frames(440.0, 150);
+        for i in 0..150 {
+            h.step(&phone[i], Some(&browser[i]));
+        }
+        // Browsers get the phone's 1 kHz, one Opus frame per tick once the jitter buffer
+        // plays, RTP time advancing 960 per frame.
+        assert!(h.published.len() >= 140, "{} frames", h.published.len());
+        for pair in h.published.windows(2) {
+            assert_eq!(pair[1].0.wrapping_sub(pair[0].0), 960);
+        }
+        let last: Vec<i16> = h.published[h.published.len() - 50..].iter().flat_map(|(_, p)| p.clone()).collect();
+        assert!((dominant_frequency(&last, 16_000) - 1000.0).abs() < 2.0);
+        assert!(rms_dbfs(&last) > -15.0, "{}", rms_dbfs(&last));
+        // The phone hears the browser's 440 Hz through Opus, the mix and PCMU.
+        let heard = &h.phone_heard[h.phone_heard.len() - 16_000..];
+        assert!((dominant_frequency(heard, 16_000) - 440.0).abs() < 2.0, "{}", dominant_frequency(heard, 16_000));
+        assert!(rms_dbfs(heard) > -15.0, "{}", rms_dbfs(heard));
+        assert_eq!(h.bridge.heard_concealed, 0);
+    }
+
+    #[test]
+    fn a_publisher_that_skips_a_tick_is_concealed_and_one_that_stops_is_forgotten() {
+        let mut h = Harness::new();
+        let silence = [0i16; WIDE_FRAME];
+        let browser = frames(440.0, 200);
+        for (i, frame) in browser.iter().enumerate().take(50) {
+            // Frame 30 never arrives.
+            h.step(&silence, (i != 30).then_some(frame));
+        }
+        assert_eq!(h.bridge.heard_concealed, 1);
+        assert_eq!(h.bridge.heard.len(), 1);
+        // Silent for a second: its decoder goes, and the phone hears silence.
+        for _ in 0..(PUBLISHER_GONE.as_millis() / TICK.as_millis() + 2) {
+            h.step(&silence, None);
+        }
+        assert!(h.bridge.heard.is_empty());
+        assert_eq!(h.bridge.heard_concealed, 1 + u64::from(MAX_CONCEAL_TICKS));
+        let tail = &h.phone_heard[h.phone_heard.len() - 3_200..];
+        assert!(rms_dbfs(tail) < -60.0, "{}", rms_dbfs(tail));
+    }
+
+    #[test]
+    fn a_held_leg_publishes_nothing_and_resumes_on_the_same_timeline() {
+        let mut h = Harness::new();
+        let phone = frames(1000.0, 300);
+        for frame in &phone[..50] {
+            h.step(frame, None);
+        }
+        let before = h.published.len();
+        assert!(before > 40);
+        let last_time = h.published[before - 1].0;
+        // The phone holds (sendonly): nothing is published while it keeps sending.
+        h.gateway.update(h.now(), &negotiated(PHONE, Direction::SendOnly)).unwrap();
+        for frame in &phone[50..150] {
+            h.step(frame, None);
+        }
+        assert_eq!(h.published.len(), before, "a held leg publishes nothing");
+        h.gateway.update(h.now(), &negotiated(PHONE, Direction::SendRecv)).unwrap();
+        for frame in &phone[150..250] {
+            h.step(frame, None);
+        }
+        assert!(h.published.len() > before + 80);
+        // RTP time kept running through the hold: the gap is a whole number of frames.
+        let gap = h.published[before].0 - last_time;
+        assert_eq!(gap % 960, 0);
+        assert!(gap >= 100 * 960, "{gap}");
+    }
+}

@@ -1,0 +1,246 @@
+//! The media bridge end to end, judged by the audio itself: a SIP call (the test's own UDP
+//! user agent and RTP peer, `support/sip_ua.rs`) and headless Chromium (`support/chrome.rs`)
+//! in one session, inside a network namespace with only `lo`.
+//!
+//! - PCMU: the SIP side's 1 kHz tone is heard in the page at 1 kHz (±15 Hz, the page's FFT
+//!   bin width); the page's fake microphone at 440 Hz reaches the SIP side as PCMU that decodes
+//!   to 440 Hz ±2 Hz at a sane level.
+//! - The same with AMR-WB (bandwidth-efficient) over SRTP-SDES (AES_CM_128_HMAC_SHA1_80).
+//! - DTMF: RFC 4733 digits from SIP reach the page's `onDtmf`; `sendDtmf` in the page arrives
+//!   as RFC 4733 on the SIP side.
+//! - Hold (re-INVITE `sendonly`) keeps the call and stops the audio toward the browser;
+//!   resume brings it back.
+//! - Without a browser: the `sipLegEnded` callback carries the leg's media counters and an
+//!   RFC 4733 digit makes a `dtmf` callback.
+//!
+//! Needs root (for `unshare -n`), chromium, chromium-driver, sox and iproute2.
+
+mod common;
+#[path = "support/chrome.rs"]
+mod chrome;
+#[path = "support/sip_ua.rs"]
+mod sip_ua;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Client, Daemon};
+use serde_json::json;
+use sip_ua::{MediaPeer, PeerCodec, SipUa};
+
+/// What the SIP side sends.
+const SIP_TONE: f64 = 1000.0;
+/// The page's fake microphone.
+const MIC_TONE: u32 = 440;
+/// Bound of every wait for audio.
+const AUDIO_LIMIT: Duration = Duration::from_secs(30);
+
+fn sip_addr(d: &Daemon) -> SocketAddr {
+    d.env.iter().find(|(k, _)| k == "INTERWORK_SIP_LISTEN").map(|(_, v)| v.parse().unwrap()).unwrap()
+}
+
+fn participant(d: &Daemon, c: &Client, sid: &str) -> (String, String) {
+    let p: serde_json::Value = c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"]})).json().unwrap();
+    let (pid, token) = (p["participant"]["id"].as_str().unwrap().to_string(), p["token"].as_str().unwrap().to_string());
+    let r = c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({"sessionId": sid}));
+    assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap_or_default());
+    (pid, token)
+}
+
+/// A daemon, a session with a browser participant (publishing its 440 Hz microphone) and a
+/// SIP participant; the page connected and published.
+struct Scene {
+    d: Daemon,
+    sip_pid: String,
+    sip_token: String,
+    page: chrome::Browser,
+    _driver: chrome::Driver,
+}
+
+impl Scene {
+    fn new() -> Self {
+        let d = Daemon::start();
+        let c = Client::new();
+        let s: serde_json::Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
+        let sid = s["id"].as_str().unwrap().to_string();
+        let (_, web_token) = participant(&d, &c, &sid);
+        let (sip_pid, sip_token) = participant(&d, &c, &sid);
+        let mut driver = chrome::Driver::start();
+        let wav = chrome::tone_wav(d.state_dir.parent().unwrap(), MIC_TONE);
+        let page = driver.browser(&wav);
+        page.load_sdk(&d.url(""));
+        assert_eq!(page.connect(&web_token), None, "connect");
+        page.publish().expect("publish");
+        Self { d, sip_pid, sip_token, page, _driver: driver }
+    }
+
+    /// Calls in with `codec`, sending the SIP tone; returns the call and its media.
+    fn call(&self, codec: PeerCodec) -> (SipUa, MediaPeer) {
+        let mut ua = SipUa::new(sip_addr(&self.d));
+        let mut media = MediaPeer::bind(codec);
+        let answer = ua.invite(&self.sip_token, &media.offer("sendrecv", 1));
+        media.start(&answer, SIP_TONE);
+        (ua, media)
+    }
+
+    /// Waits until the page hears the SIP tone; checks the stream is the SIP participant's.
+    fn page_hears_sip(&self) -> String {
+        let endpoint = self.page.wait_for_tone(SIP_TONE, AUDIO_LIMIT);
+        assert_eq!(self.page.eval(&format!("return t.streams[{endpoint:?}].participantId")), json!(self.sip_pid));
+        endpoint
+    }
+}
+
+/// Both directions of one call with `codec`.
+fn tones_cross_both_ways(codec: PeerCodec) {
+    let scene = Scene::new();
+    let (mut ua, media) = scene.call(codec);
+    scene.page_hears_sip();
+    let (hz, level) = media.wait_for_tone(f64::from(MIC_TONE), 2.0, AUDIO_LIMIT);
+    eprintln!("{codec:?}: the SIP side hears {hz:.2} Hz at {level:.1} dBFS");
+    // The microphone is a sine at half scale (-9 dBFS RMS); Opus, the mix and G.711 or AMR-WB
+    // keep it within a sane range.
+    assert!((-25.0..=-3.0).contains(&level), "{hz:.1} Hz at {level:.1} dBFS");
+    assert_eq!(ua.bye(), 200);
+}
+
+#[test]
+fn pcmu_tones_cross_between_sip_and_the_browser() {
+    if !chrome::in_netns("pcmu_tones_cross_between_sip_and_the_browser") {
+        return;
+    }
+    tones_cross_both_ways(PeerCodec::Pcmu);
+}
+
+#[test]
+fn amrwb_over_srtp_tones_cross_between_sip_and_the_browser() {
+    if !chrome::in_netns("amrwb_over_srtp_tones_cross_between_sip_and_the_browser") {
+        return;
+    }
+    tones_cross_both_ways(PeerCodec::AmrWbSrtp);
+}
+
+#[test]
+fn dtmf_crosses_both_ways() {
+    if !chrome::in_netns("dtmf_crosses_both_ways") {
+        return;
+    }
+    let scene = Scene::new();
+    let (mut ua, media) = scene.call(PeerCodec::Pcmu);
+    scene.page_hears_sip();
+    media.wait_for_tone(f64::from(MIC_TONE), 2.0, AUDIO_LIMIT);
+
+    // SIP → page: RFC 4733 digits show up in onDtmf, named by the SIP participant.
+    media.send_digits("7*");
+    scene.page.wait_for("two DTMF tones from SIP", Duration::from_secs(10), "return t.dtmf.length >= 2");
+    assert_eq!(
+        scene.page.eval("return t.dtmf"),
+        json!([{"participantId": scene.sip_pid, "tone": "7"}, {"participantId": scene.sip_pid, "tone": "*"}])
+    );
+
+    // Page → SIP: sendDtmf arrives as RFC 4733 events.
+    scene.page.eval("rtc.sendDtmf('4#'); return true;");
+    media.wait_for_digits("4#", Duration::from_secs(10));
+    // Only those: the call's own digits are not echoed back to it.
+    assert_eq!(media.digits(), vec!['4', '#']);
+    assert_eq!(ua.bye(), 200);
+}
+
+#[test]
+fn hold_silences_the_stream_and_resume_restores_it() {
+    if !chrome::in_netns("hold_silences_the_stream_and_resume_restores_it") {
+        return;
+    }
+    let scene = Scene::new();
+    let (mut ua, media) = scene.call(PeerCodec::Pcmu);
+    let endpoint = scene.page_hears_sip();
+
+    // Hold: the answer says recvonly, the call stays, the page hears the tone no more.
+    let answer = ua.reinvite(&media.offer("sendonly", 2));
+    assert!(answer.contains("a=recvonly"), "{answer}");
+    scene.page.wait_for(
+        "the held stream to go quiet",
+        Duration::from_secs(10),
+        &format!("const d = dominant({endpoint:?}); return d !== null && !(d.db > -70 && Math.abs(d.hz - {SIP_TONE}) < 15);"),
+    );
+    // Still one stream (held, not gone).
+    assert_eq!(scene.page.eval(&format!("return {endpoint:?} in t.streams")), json!(true));
+
+    // Resume: the tone comes back on the same stream.
+    let answer = ua.reinvite(&media.offer("sendrecv", 3));
+    assert!(!answer.contains("a=recvonly") && !answer.contains("a=inactive"), "{answer}");
+    assert_eq!(scene.page.wait_for_tone(SIP_TONE, AUDIO_LIMIT), endpoint);
+    assert_eq!(ua.bye(), 200);
+}
+
+/// A local HTTP receiver of callbacks: every event body, in order.
+fn callback_receiver() -> (String, std::sync::mpsc::Receiver<serde_json::Value>, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rx, runtime)
+}
+
+/// Without a browser: the leg's counters reach the `sipLegEnded` callback (one call record),
+/// and RFC 4733 digits from the call reach the `dtmf` callback.
+#[test]
+fn the_call_record_carries_the_legs_media_counters() {
+    let (url, events, _runtime) = callback_receiver();
+    let d = Daemon::start();
+    let c = Client::new();
+    let s: serde_json::Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
+    let sid = s["id"].as_str().unwrap().to_string();
+    let p: serde_json::Value =
+        c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"], "callbackUrl": url})).json().unwrap();
+    let (pid, token) = (p["participant"]["id"].as_str().unwrap().to_string(), p["token"].as_str().unwrap().to_string());
+    assert_eq!(c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({"sessionId": sid})).status().as_u16(), 204);
+
+    let mut ua = SipUa::new(sip_addr(&d));
+    let mut media = MediaPeer::bind(PeerCodec::Pcmu);
+    let answer = ua.invite(&token, &media.offer("sendrecv", 1));
+    media.start(&answer, SIP_TONE);
+    media.send_digits("9");
+    let next = |what: &str| -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let e = events.recv_timeout(left).unwrap_or_else(|_| panic!("no {what} callback"));
+            if e["event"] == what {
+                return e;
+            }
+        }
+    };
+    let dtmf = next("dtmf");
+    assert_eq!((dtmf["participantId"].as_str(), dtmf["tone"].as_str()), (Some(pid.as_str()), Some("9")));
+    // The leg hears nobody: its RTP to us is silence, but it flows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while media.recent(Duration::from_secs(1)).len() < 8_000 {
+        assert!(std::time::Instant::now() < deadline, "the leg sent no audio");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ua.bye(), 200);
+
+    let ended = next("sipLegEnded");
+    assert_eq!(ended["callId"], ua.call_id());
+    let m = &ended["media"];
+    assert_eq!(m["codec"], "PCMU", "{ended}");
+    assert!(m["packetsReceived"].as_u64().unwrap() >= 40, "{ended}");
+    assert!(m["packetsSent"].as_u64().unwrap() >= 40, "{ended}");
+    assert_eq!(m["packetsLost"], 0, "{ended}");
+    assert!(m["jitterMs"].as_f64().unwrap() < 50.0, "{ended}");
+    assert_eq!(m["authFailures"], 0, "{ended}");
+    assert!(m["latencyToWebrtcMs"].as_u64().unwrap() >= 20, "{ended}");
+    assert_eq!(m["latencyToSipMs"], 40, "20 ms frame + 20 ms ptime: {ended}");
+}
