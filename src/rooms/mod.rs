@@ -297,17 +297,8 @@ impl Rooms {
         now_ms: u64,
     ) -> Result<(Plan, Session), RoomsError> {
         let owned = self.sessions.values().filter(|s| &s.account == account).count();
-        if owned >= self.config.max_sessions as usize {
-            return Err(RoomsError::ResourceExhausted(format!(
-                "the account has {owned} sessions, the most allowed"
-            )));
-        }
-        let id = loop {
-            let id = SessionId::generate();
-            if !self.sessions.contains_key(&id) {
-                break id;
-            }
-        };
+        within_quota(owned, self.config.max_sessions, "sessions")?;
+        let id = fresh_id(SessionId::generate, |id| self.sessions.contains_key(id));
         let session = Session {
             id: id.clone(),
             account: account.clone(),
@@ -362,17 +353,8 @@ impl Rooms {
         now_ms: u64,
     ) -> Result<(Plan, Participant), RoomsError> {
         let owned = self.participants.values().filter(|p| &p.account == account).count();
-        if owned >= self.config.max_participants as usize {
-            return Err(RoomsError::ResourceExhausted(format!(
-                "the account has {owned} participants, the most allowed"
-            )));
-        }
-        let id = loop {
-            let id = ParticipantId::generate();
-            if !self.participants.contains_key(&id) {
-                break id;
-            }
-        };
+        within_quota(owned, self.config.max_participants, "participants")?;
+        let id = fresh_id(ParticipantId::generate, |id| self.participants.contains_key(id));
         let mut publish_permissions = new.publish_permissions;
         publish_permissions.dedup();
         let participant = Participant {
@@ -632,6 +614,24 @@ fn without(session: &SessionId, member: &ParticipantId, subs: &Subscriptions, go
     let mut subscriptions = subs.clone();
     subscriptions.participants.retain(|s| &s.participant_id != gone);
     Membership { session: session.clone(), participant: member.clone(), subscriptions }
+}
+
+/// Refuses one more of `what` when the account already owns `max`.
+fn within_quota(owned: usize, max: u32, what: &str) -> Result<(), RoomsError> {
+    if owned >= max as usize {
+        return Err(RoomsError::ResourceExhausted(format!("the account has {owned} {what}, the most allowed")));
+    }
+    Ok(())
+}
+
+/// A generated id that is not taken (collisions are rare; the loop ends at the first free one).
+fn fresh_id<T>(generate: fn() -> T, taken: impl Fn(&T) -> bool) -> T {
+    loop {
+        let id = generate();
+        if !taken(&id) {
+            return id;
+        }
+    }
 }
 
 fn millis(d: Duration) -> u64 {

@@ -22,7 +22,7 @@ use tracing::Instrument as _;
 
 use super::stack::{Responder, ServerTransaction, Stack};
 use super::ua::{
-    Admitted, CallEvent, CallNo, Env, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, TxId, UaConfig,
+    Admitted, CallEvent, CallNo, Leg, Env, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, TxId, UaConfig,
     UserAgent,
 };
 use crate::app::config::Config;
@@ -471,18 +471,14 @@ impl Actor {
                 }
                 tracing::info!(call_id = %call_id, status, mode, reason = reason.as_deref().unwrap_or(""), "INVITE answered");
             }
-            CallEvent::Connected { call_id, participant, session, account, mode, .. } => {
-                tracing::info!(call_id = %call_id, participant = %participant, session = %session, mode = mode_name(mode), "SIP leg connected");
-                self.callback(&participant, json!({
-                    "event": "sipLegConnected",
-                    "accountId": account.as_str(),
-                    "sessionId": session.as_str(),
-                    "participantId": participant.as_str(),
-                    "callId": call_id,
-                    "mode": mode_name(mode),
-                }));
+            CallEvent::Connected(leg) => {
+                tracing::info!(
+                    call_id = %leg.call_id, participant = %leg.participant, session = %leg.session,
+                    mode = mode_name(leg.mode), "SIP leg connected"
+                );
+                self.callback(&leg.participant, leg_event("sipLegConnected", &leg));
             }
-            CallEvent::Ended { call, .. } => match self.stopping.get_mut(&call) {
+            CallEvent::Ended { ref leg, .. } => match self.stopping.get_mut(&leg.call) {
                 // Its media is stopping: report when the leg's counters are back.
                 Some(stopping) => stopping.ended = Some(event),
                 None => self.report_end(event, None),
@@ -506,7 +502,7 @@ impl Actor {
     /// The call record: the "SIP leg ended" line and the `sipLegEnded` callback, with the
     /// media leg's counters when it ran.
     fn report_end(&self, event: CallEvent, summary: Option<&LegSummary>) {
-        let CallEvent::Ended { call_id, participant, session, account, mode, duration, reason, .. } = event else {
+        let CallEvent::Ended { leg, duration, reason } = event else {
             return;
         };
         let stats = summary.map(|s| s.stats);
@@ -520,33 +516,27 @@ impl Actor {
         let to_webrtc_ms = summary.map_or(0, |s| s.latency_to_webrtc.as_millis() as u64);
         let to_sip_ms = summary.map_or(0, |s| s.latency_to_sip.as_millis() as u64);
         tracing::info!(
-            call_id = %call_id, participant = %participant, session = %session, mode = mode_name(mode),
+            call_id = %leg.call_id, participant = %leg.participant, session = %leg.session, mode = mode_name(leg.mode),
             duration_ms = duration.as_millis() as u64, reason = %reason, codec,
             packets_received, packets_sent, packets_lost, jitter_ms, concealed_frames = concealed,
             auth_failures, latency_to_webrtc_ms = to_webrtc_ms, latency_to_sip_ms = to_sip_ms,
             "SIP leg ended"
         );
-        self.callback(&participant, json!({
-            "event": "sipLegEnded",
-            "accountId": account.as_str(),
-            "sessionId": session.as_str(),
-            "participantId": participant.as_str(),
-            "callId": call_id,
-            "mode": mode_name(mode),
-            "durationMs": duration.as_millis() as u64,
-            "reason": reason,
-            "media": summary.map(|_| json!({
-                "codec": codec,
-                "packetsReceived": packets_received,
-                "packetsSent": packets_sent,
-                "packetsLost": packets_lost,
-                "jitterMs": jitter_ms,
-                "concealedFrames": concealed,
-                "authFailures": auth_failures,
-                "latencyToWebrtcMs": to_webrtc_ms,
-                "latencyToSipMs": to_sip_ms,
-            })),
-        }));
+        let mut body = leg_event("sipLegEnded", &leg);
+        body["durationMs"] = json!(duration.as_millis() as u64);
+        body["reason"] = json!(reason);
+        body["media"] = json!(summary.map(|_| json!({
+            "codec": codec,
+            "packetsReceived": packets_received,
+            "packetsSent": packets_sent,
+            "packetsLost": packets_lost,
+            "jitterMs": jitter_ms,
+            "concealedFrames": concealed,
+            "authFailures": auth_failures,
+            "latencyToWebrtcMs": to_webrtc_ms,
+            "latencyToSipMs": to_sip_ms,
+        })));
+        self.callback(&leg.participant, body);
     }
 
     fn callback(&self, participant: &crate::ids::ParticipantId, mut body: serde_json::Value) {
@@ -556,6 +546,18 @@ impl Actor {
             self.callbacks.send(&url, body);
         }
     }
+}
+
+/// The fields every SIP-leg callback carries.
+fn leg_event(event: &str, leg: &Leg) -> serde_json::Value {
+    json!({
+        "event": event,
+        "accountId": leg.account.as_str(),
+        "sessionId": leg.session.as_str(),
+        "participantId": leg.participant.as_str(),
+        "callId": leg.call_id,
+        "mode": mode_name(leg.mode),
+    })
 }
 
 fn mode_name(mode: crate::app::config::InterconnectMode) -> &'static str {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::super::message::{Method, Request, Response, header_uri};
 use super::super::sdp::{self, Direction, Negotiated};
 use super::{
-    BYE_TIMEOUT, CallEvent, CallNo, Inbound, MediaCommand, OfferState, Output, RoomsCommand, T1, T2, Transport,
+    BYE_TIMEOUT, CallEvent, CallNo, Leg, Inbound, MediaCommand, OfferState, Output, RoomsCommand, T1, T2, Transport,
     TxId, UserAgent, local_media,
 };
 use crate::app::config::InterconnectMode;
@@ -140,6 +140,18 @@ impl Call {
         self.negotiated
             .as_ref()
             .is_some_and(|n| matches!(n.remote_direction, Direction::SendOnly | Direction::Inactive))
+    }
+
+    /// Who this call is, for events.
+    pub(super) fn leg(&self, call: CallNo) -> Leg {
+        Leg {
+            call,
+            call_id: self.call_id.clone(),
+            participant: self.participant.clone(),
+            session: self.session.clone(),
+            account: self.account.clone(),
+            mode: self.mode,
+        }
     }
 
     pub(super) fn is_confirmed(&self) -> bool {
@@ -459,12 +471,7 @@ impl UserAgent {
         if c.connected_at.is_some() || matches!(c.state, State::Answered | State::Terminating { .. }) {
             let duration = c.connected_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
             self.outputs.push_back(Output::Call(CallEvent::Ended {
-                call,
-                call_id: c.call_id,
-                participant: c.participant,
-                session: c.session,
-                account: c.account,
-                mode: c.mode,
+                leg: c.leg(call),
                 duration,
                 reason: reason.to_string(),
             }));
@@ -612,14 +619,7 @@ impl UserAgent {
             c.connected_at = Some(now);
         }
         let end = c.end_after_ack.take();
-        let event = first.then(|| CallEvent::Connected {
-            call,
-            call_id: c.call_id.clone(),
-            participant: c.participant.clone(),
-            session: c.session.clone(),
-            account: c.account.clone(),
-            mode: c.mode,
-        });
+        let event = first.then(|| CallEvent::Connected(c.leg(call)));
         if let Some(m) = media {
             self.outputs.push_back(Output::Media(m));
         }

@@ -244,6 +244,23 @@ pub enum RoomsCommand {
     },
 }
 
+/// Who a SIP leg is: what its log lines and callbacks name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leg {
+    /// The call.
+    pub call: CallNo,
+    /// Call-ID.
+    pub call_id: String,
+    /// Participant.
+    pub participant: ParticipantId,
+    /// Session.
+    pub session: SessionId,
+    /// Account.
+    pub account: AccountId,
+    /// Mode.
+    pub mode: InterconnectMode,
+}
+
 /// What happened to calls, for logs, metrics and callbacks.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CallEvent {
@@ -261,34 +278,11 @@ pub enum CallEvent {
         reason: Option<String>,
     },
     /// A leg is up (ACK received).
-    Connected {
-        /// The call.
-        call: CallNo,
-        /// Call-ID.
-        call_id: String,
-        /// Participant.
-        participant: ParticipantId,
-        /// Session.
-        session: SessionId,
-        /// Account.
-        account: AccountId,
-        /// Mode.
-        mode: InterconnectMode,
-    },
+    Connected(Leg),
     /// A leg ended.
     Ended {
-        /// The call.
-        call: CallNo,
-        /// Call-ID.
-        call_id: String,
-        /// Participant.
-        participant: ParticipantId,
-        /// Session.
-        session: SessionId,
-        /// Account.
-        account: AccountId,
-        /// Mode.
-        mode: InterconnectMode,
+        /// The leg.
+        leg: Leg,
         /// How long it was connected.
         duration: Duration,
         /// Who ended it and why.

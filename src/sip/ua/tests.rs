@@ -155,7 +155,7 @@ fn connected(h: &mut Harness, call_id: &str, token: &str, extra: &str) -> (TxId,
     let ack = in_dialog("ACK", call_id, &tag, 1, "", "");
     let Message::Request(ack) = parse(ack.as_bytes()).unwrap() else { unreachable!() };
     let out = h.event(Event::Ack { tx, request: ack });
-    assert!(out.iter().any(|o| matches!(o, Output::Call(CallEvent::Connected { .. }))), "{out:?}");
+    assert!(out.iter().any(|o| matches!(o, Output::Call(CallEvent::Connected(_)))), "{out:?}");
     (tx, tag)
 }
 
