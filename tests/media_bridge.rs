@@ -59,7 +59,12 @@ struct Scene {
 
 impl Scene {
     fn new() -> Self {
-        let d = Daemon::start();
+        Self::with(&[])
+    }
+
+    /// A scene on a daemon with extra `INTERWORK_*` settings.
+    fn with(env: &[(&str, &str)]) -> Self {
+        let d = Daemon::start_with(env);
         let c = Client::new();
         let s: serde_json::Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
         let sid = s["id"].as_str().unwrap().to_string();
@@ -76,11 +81,7 @@ impl Scene {
 
     /// Calls in with `codec`, sending the SIP tone; returns the call and its media.
     fn call(&self, codec: PeerCodec) -> (SipUa, MediaPeer) {
-        let mut ua = SipUa::new(sip_addr(&self.d));
-        let mut media = MediaPeer::bind(codec);
-        let answer = ua.invite(&self.sip_token, &media.offer("sendrecv", 1));
-        media.start(&answer, SIP_TONE);
-        (ua, media)
+        call(&self.d, &self.sip_token, codec, SIP_TONE)
     }
 
     /// Waits until the page hears the SIP tone; checks the stream is the SIP participant's.
@@ -89,6 +90,15 @@ impl Scene {
         assert_eq!(self.page.eval(&format!("return t.streams[{endpoint:?}].participantId")), json!(self.sip_pid));
         endpoint
     }
+}
+
+/// Calls the daemon in with `token` and `codec`, sending a `tone_hz` sine.
+fn call(d: &Daemon, token: &str, codec: PeerCodec, tone_hz: f64) -> (SipUa, MediaPeer) {
+    let mut ua = SipUa::new(sip_addr(d));
+    let mut media = MediaPeer::bind(codec);
+    let answer = ua.invite(token, &media.offer("sendrecv", 1));
+    media.start(&answer, tone_hz);
+    (ua, media)
 }
 
 /// Both directions of one call with `codec`.
@@ -243,4 +253,107 @@ fn the_call_record_carries_the_legs_media_counters() {
     assert_eq!(m["authFailures"], 0, "{ended}");
     assert!(m["latencyToWebrtcMs"].as_u64().unwrap() >= 20, "{ended}");
     assert_eq!(m["latencyToSipMs"], 40, "20 ms frame + 20 ms ptime: {ended}");
+}
+
+/// Bridge mode (CONTRACT §5): the leg ends and the browser keeps the SIP participant's stream;
+/// the participant's next call continues that stream, with no renegotiation in the browser.
+#[test]
+fn a_bridge_participants_next_call_continues_its_stream_without_renegotiation() {
+    if !chrome::in_netns("a_bridge_participants_next_call_continues_its_stream_without_renegotiation") {
+        return;
+    }
+    let scene = Scene::with(&[("INTERWORK_SIP_DEFAULT_MODE", "bridge")]);
+    // Count the offers the page receives from now on: a re-attach must not need one.
+    scene.page.eval(
+        "t.offers = 0; rtc._pc.addEventListener('signalingstatechange', () => { \
+         if (rtc._pc.signalingState === 'have-remote-offer') t.offers++; }); return true;",
+    );
+    let (mut first, _media) = scene.call(PeerCodec::Pcmu);
+    let endpoint = scene.page_hears_sip();
+    let offers = scene.page.eval("return t.offers");
+    assert_eq!(first.bye(), 200);
+    // The stream stays (quiet) while the participant has no call.
+    scene.page.wait_for(
+        "the stream of the ended leg to go quiet",
+        Duration::from_secs(10),
+        &format!("const d = dominant({endpoint:?}); return d !== null && !(d.db > -70 && Math.abs(d.hz - {SIP_TONE}) < 15);"),
+    );
+    assert_eq!(scene.page.eval(&format!("return {endpoint:?} in t.streams")), json!(true));
+
+    // The next call, another tone: heard on the same stream; nothing renegotiated.
+    let (mut second, media) = call(&scene.d, &scene.sip_token, PeerCodec::Pcmu, 600.0);
+    assert_eq!(scene.page.wait_for_tone(600.0, AUDIO_LIMIT), endpoint);
+    assert_eq!(scene.page.eval("return t.offers"), offers, "a re-attach needs no new offer");
+    assert_eq!(scene.page.eval("return [t.available.length, t.unavailable.length]"), json!([1, 0]));
+    media.wait_for_tone(f64::from(MIC_TONE), 2.0, AUDIO_LIMIT);
+    assert_eq!(second.bye(), 200);
+}
+
+/// Conference (CONTRACT §5): three SIP legs and two browsers in one session. Each SIP leg hears
+/// the four others in its own mix and not itself; each browser gets a stream of each other
+/// participant, its own excepted. The tones are chosen so that no sum, difference or
+/// third-order product of two or three of them lands within 40 Hz of another.
+#[test]
+fn in_a_conference_everyone_hears_every_other_and_nobody_itself() {
+    if !chrome::in_netns("in_a_conference_everyone_hears_every_other_and_nobody_itself") {
+        return;
+    }
+    const SIP_TONES: [f64; 3] = [611.0, 828.0, 1102.0];
+    const PAGE_TONES: [u32; 2] = [440, 2145];
+    let d = Daemon::start_with(&[("INTERWORK_SIP_DEFAULT_MODE", "conference")]);
+    let c = Client::new();
+    let s: serde_json::Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
+    let sid = s["id"].as_str().unwrap().to_string();
+    let mut driver = chrome::Driver::start();
+    let mut pages = Vec::new();
+    for hz in PAGE_TONES {
+        let (pid, token) = participant(&d, &c, &sid);
+        let page = driver.browser(&chrome::tone_wav(d.state_dir.parent().unwrap(), hz));
+        page.load_sdk(&d.url(""));
+        assert_eq!(page.connect(&token), None, "connect");
+        page.publish().expect("publish");
+        pages.push((pid, page));
+    }
+    let mut calls = Vec::new();
+    for hz in SIP_TONES {
+        let (pid, token) = participant(&d, &c, &sid);
+        calls.push((pid, call(&d, &token, PeerCodec::Pcmu, hz)));
+    }
+
+    // Each page: a stream of each SIP leg at its tone and of the other page; none of its own.
+    for (i, (pid, page)) in pages.iter().enumerate() {
+        for hz in SIP_TONES.iter().copied().chain([f64::from(PAGE_TONES[1 - i])]) {
+            page.wait_for_tone(hz, AUDIO_LIMIT);
+        }
+        let publishers = page.eval("return Object.values(t.streams).map(s => s.participantId)");
+        let publishers: Vec<&str> = publishers.as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        assert_eq!(publishers.len(), 4, "{publishers:?}");
+        assert!(!publishers.contains(&pid.as_str()), "page {i} receives its own stream: {publishers:?}");
+    }
+
+    // Each SIP leg: every other tone in its mix, its own absent.
+    let everyone: Vec<f64> = SIP_TONES.iter().copied().chain(PAGE_TONES.map(f64::from)).collect();
+    for (i, (_, (_, media))) in calls.iter().enumerate() {
+        let own = SIP_TONES[i];
+        let others: Vec<f64> = everyone.iter().copied().filter(|hz| *hz != own).collect();
+        let deadline = std::time::Instant::now() + AUDIO_LIMIT;
+        let levels = loop {
+            let pcm = media.recent(Duration::from_secs(1));
+            let level = |hz: f64| codecs::pcm::analysis::tone_level_dbfs(&pcm, 8_000, hz);
+            let levels: Vec<(f64, f64)> = everyone.iter().map(|hz| (*hz, level(*hz))).collect();
+            let quietest_other = others.iter().map(|hz| level(*hz)).fold(f64::INFINITY, f64::min);
+            if pcm.len() == 8_000 && quietest_other > -40.0 && level(own) < quietest_other - 25.0 {
+                break levels;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SIP leg {i} ({own} Hz) does not hear every other without itself: {levels:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        eprintln!("SIP leg {i} ({own} Hz) hears {levels:?}");
+    }
+    for (_, (mut ua, _)) in calls {
+        assert_eq!(ua.bye(), 200);
+    }
 }

@@ -141,6 +141,8 @@ pub struct LegSetup {
     pub rtcp: StdUdpSocket,
     /// `media.rtp_timeout`.
     pub rtp_timeout: Duration,
+    /// Bridge mode: the participant's stream outlives the leg, for its next leg (CONTRACT §5).
+    pub keep_stream: bool,
 }
 
 /// The leg's part of the call record, given back when the task ends.
@@ -187,7 +189,7 @@ pub async fn run_leg(
     mut commands: mpsc::Receiver<LegCommand>,
     notices: mpsc::Sender<LegNotice>,
 ) -> Result<LegSummary, BridgeError> {
-    let LegSetup { call, participant, session, negotiated, rtp, rtcp, rtp_timeout } = setup;
+    let LegSetup { call, participant, session, negotiated, rtp, rtcp, rtp_timeout, keep_stream } = setup;
     rtp.set_nonblocking(true)?;
     rtcp.set_nonblocking(true)?;
     let rtp = UdpSocket::from_std(rtp)?;
@@ -197,7 +199,8 @@ pub async fn run_leg(
 
     // Join the forwarder: publish this participant's stream, hear what it hears.
     let (media_tx, mut media) = mpsc::channel(MEDIA_QUEUE);
-    let mut registration = Registration { forwarder: forwarder.clone(), endpoint: None, subscriber: None };
+    let mut registration =
+        Registration { forwarder: forwarder.clone(), endpoint: None, subscriber: None, keep_stream };
     registration.endpoint = forwarder.publish(participant.clone(), session.clone()).await;
     registration.subscriber = forwarder.subscribe(participant, session, media_tx).await;
     // Without a subscription the channel is closed at once: stop polling it.
@@ -462,12 +465,18 @@ struct Registration {
     forwarder: Forwarder,
     endpoint: Option<EndpointId>,
     subscriber: Option<ExternalSubscriberId>,
+    /// Park the stream rather than remove it (bridge mode).
+    keep_stream: bool,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(endpoint) = self.endpoint.take() {
-            self.forwarder.unpublish(endpoint);
+            if self.keep_stream {
+                self.forwarder.park(endpoint);
+            } else {
+                self.forwarder.unpublish(endpoint);
+            }
         }
         if let Some(subscriber) = self.subscriber.take() {
             self.forwarder.unsubscribe(subscriber);

@@ -384,7 +384,7 @@ impl Actor {
 
     fn media(&mut self, command: MediaCommand) {
         match command {
-            MediaCommand::Start { call, participant, session, local_port, negotiated } => {
+            MediaCommand::Start { call, participant, session, mode, local_port, negotiated } => {
                 let Some((rtp, rtcp)) = self.env.ports.take(call) else {
                     tracing::error!(call, local_port, "media start without a reserved port");
                     return;
@@ -399,6 +399,7 @@ impl Actor {
                     rtp,
                     rtcp,
                     rtp_timeout: self.rtp_timeout,
+                    keep_stream: mode == crate::app::config::InterconnectMode::Bridge,
                 };
                 let run = bridge::run_leg(setup, self.forwarder.clone(), commands_rx, self.notices.clone());
                 let task = tokio::spawn(

@@ -59,6 +59,8 @@ pub(crate) enum Command {
     ExternalFrame { endpoint: EndpointId, rtp_time: MediaTime, data: Arc<[u8]> },
     /// The external publisher is gone: its stream becomes unavailable.
     ExternalUnpublish { endpoint: EndpointId },
+    /// A bridge-mode leg ended: its stream stays, quiet, for the participant's next leg.
+    ExternalPark { endpoint: EndpointId },
     /// A SIP leg receives what its participant hears, on `frames`.
     ExternalSubscribe {
         participant: ParticipantId,
@@ -150,6 +152,13 @@ impl Forwarder {
         let _ = self.commands.try_send(Command::ExternalUnpublish { endpoint });
     }
 
+    /// Keeps an external publisher's stream for the participant's next leg (bridge mode,
+    /// CONTRACT §5): browsers keep their track, and the next [`Forwarder::publish`] of the same
+    /// participant in the same session continues it. Never waits: called from `Drop` too.
+    pub fn park(&self, endpoint: EndpointId) {
+        let _ = self.commands.try_send(Command::ExternalPark { endpoint });
+    }
+
     /// Removes an external subscriber. Never waits: called from `Drop` too.
     pub fn unsubscribe(&self, subscriber: ExternalSubscriberId) {
         let _ = self.commands.try_send(Command::ExternalUnsubscribe { subscriber });
@@ -198,9 +207,20 @@ pub(crate) struct Driver {
     devices: HashMap<PeerId, mpsc::Sender<ToDevice>>,
     /// External subscribers' channels (SIP legs).
     externals: HashMap<ExternalSubscriberId, mpsc::Sender<ExternalMedia>>,
+    /// External publishers (SIP legs' streams), live or parked, and whose they are.
+    external_streams: HashMap<EndpointId, ExternalStream>,
     /// Frames and tones an external subscriber's full channel refused.
     external_dropped: u64,
     stale: bool,
+}
+
+/// An external publisher's owner, and whether a leg feeds it.
+#[derive(Debug)]
+struct ExternalStream {
+    session: SessionId,
+    participant: ParticipantId,
+    /// No leg feeds it: it waits for the participant's next leg.
+    parked: bool,
 }
 
 impl Driver {
@@ -210,6 +230,7 @@ impl Driver {
             rooms,
             devices: HashMap::new(),
             externals: HashMap::new(),
+            external_streams: HashMap::new(),
             external_dropped: 0,
             stale: false,
         }
@@ -280,17 +301,18 @@ impl Driver {
             Command::Candidate { peer, candidate } => self.sfu.handle_candidate(now, peer, &candidate),
             Command::Dtmf { peer, tones } => self.sfu.handle_dtmf(peer, &tones),
             Command::ExternalPublish { participant, session, reply } => {
-                let endpoint = self.sfu.add_external_publisher(participant, session);
+                let endpoint = self.external_publish(participant, session);
                 if let Err(endpoint) = reply.send(endpoint) {
                     // The leg went away while asking.
-                    self.sfu.remove_external_publisher(now, &endpoint);
+                    self.external_unpublish(now, &endpoint);
                 }
             }
             Command::ExternalFrame { endpoint, rtp_time, data } => {
                 // An unknown endpoint is a leg whose unpublish raced its last frame.
                 let _ = self.sfu.handle_external_frame(now, &endpoint, rtp_time, data);
             }
-            Command::ExternalUnpublish { endpoint } => self.sfu.remove_external_publisher(now, &endpoint),
+            Command::ExternalUnpublish { endpoint } => self.external_unpublish(now, &endpoint),
+            Command::ExternalPark { endpoint } => self.external_park(now, &endpoint),
             Command::ExternalSubscribe { participant, session, frames, reply } => {
                 let id = self.sfu.add_external_subscriber(participant, session);
                 if reply.send(id).is_ok() {
@@ -304,6 +326,55 @@ impl Driver {
                 self.sfu.remove_external_subscriber(subscriber);
             }
             Command::ExternalDtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
+        }
+    }
+
+    /// The stream of a new SIP leg: the participant's parked stream when it has one in this
+    /// session (bridge re-attach: browsers keep their track and their timeline), else a new one.
+    fn external_publish(&mut self, participant: ParticipantId, session: SessionId) -> EndpointId {
+        let parked = self
+            .external_streams
+            .iter()
+            .find(|(_, s)| s.parked && s.session == session && s.participant == participant)
+            .map(|(e, _)| e.clone());
+        if let Some(endpoint) = parked
+            && self.sfu.rebind_external_publisher(&endpoint).is_ok()
+            && let Some(stream) = self.external_streams.get_mut(&endpoint)
+        {
+            stream.parked = false;
+            tracing::debug!(endpoint = %endpoint.0, participant = %participant, "a new leg continues the parked stream");
+            return endpoint;
+        }
+        let endpoint = self.sfu.add_external_publisher(participant.clone(), session.clone());
+        self.external_streams.insert(endpoint.clone(), ExternalStream { session, participant, parked: false });
+        endpoint
+    }
+
+    fn external_unpublish(&mut self, now: Instant, endpoint: &EndpointId) {
+        self.external_streams.remove(endpoint);
+        self.sfu.remove_external_publisher(now, endpoint);
+    }
+
+    /// Parks a bridge leg's stream, unless another leg already publishes for the participant
+    /// (a new INVITE that arrived before the old leg's BYE): one stream per participant.
+    fn external_park(&mut self, now: Instant, endpoint: &EndpointId) {
+        let Some(stream) = self.external_streams.get(endpoint) else { return };
+        let other_live = self.external_streams.iter().any(|(e, s)| {
+            e != endpoint && !s.parked && s.session == stream.session && s.participant == stream.participant
+        });
+        if other_live {
+            self.external_unpublish(now, endpoint);
+        } else if let Some(stream) = self.external_streams.get_mut(endpoint) {
+            stream.parked = true;
+        }
+    }
+
+    /// Removes the parked streams `gone` says are no longer wanted (their participant left).
+    fn drop_parked(&mut self, now: Instant, gone: impl Fn(&ExternalStream) -> bool) {
+        let doomed: Vec<EndpointId> =
+            self.external_streams.iter().filter(|(_, s)| s.parked && gone(s)).map(|(e, _)| e.clone()).collect();
+        for endpoint in doomed {
+            self.external_unpublish(now, &endpoint);
         }
     }
 
@@ -340,18 +411,21 @@ impl Driver {
                         self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                     }
                 }
+                self.drop_parked(now, |s| s.session == session && s.participant == participant);
                 self.stale = true;
             }
             RoomEvent::ParticipantDeleted { participant, .. } => {
                 if let Some(peer) = self.sfu.peer_of(&participant) {
                     self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                 }
+                self.drop_parked(now, |s| s.participant == participant);
                 self.stale = true;
             }
             RoomEvent::SessionEnded { session, .. } => {
                 for peer in self.sfu.peers_in(&session) {
                     self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                 }
+                self.drop_parked(now, |s| s.session == session);
                 self.stale = true;
             }
             RoomEvent::SubscriptionsChanged { .. } | RoomEvent::ParticipantJoined { .. } => self.stale = true,

@@ -64,6 +64,32 @@ pub fn dominant_frequency(samples: &[i16], sample_rate: u32) -> f64 {
     (peak as f64 + offset) * f64::from(sample_rate) / size as f64
 }
 
+/// The RMS level, in the units of [`rms_dbfs`], of the component of `samples` at `frequency`
+/// Hz alone: a Hann-windowed Goertzel filter, so a tone among others is measured without
+/// them (tones a few tens of hertz apart over a second of audio stay apart). Silence reads -inf.
+pub fn tone_level_dbfs(samples: &[i16], sample_rate: u32, frequency: f64) -> f64 {
+    let len = samples.len();
+    if len < 4 {
+        return f64::NEG_INFINITY;
+    }
+    let w = 2.0 * PI * frequency / f64::from(sample_rate);
+    let (cos, sin) = (w.cos(), w.sin());
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for (n, &x) in samples.iter().enumerate() {
+        let window = 0.5 - 0.5 * (2.0 * PI * n as f64 / (len - 1) as f64).cos();
+        let s0 = f64::from(x) * window + 2.0 * cos * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let (re, im) = (s1 - s2 * cos, s2 * sin);
+    // A sine of amplitude A gives |X| = A·N/4 through a Hann window (coherent gain 1/2).
+    let amplitude = 4.0 * (re * re + im * im).sqrt() / len as f64;
+    if amplitude <= 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    20.0 * (amplitude / (f64::from(i16::MAX) * 2f64.sqrt())).log10()
+}
+
 /// Signal-to-noise ratio in dB of `test` against `reference`, sample by sample over the
 /// shorter of the two. Align them first (see [`best_delay`]).
 pub fn snr_db(reference: &[i16], test: &[i16]) -> f64 {
@@ -156,6 +182,19 @@ fn fft(re: &mut [f64], im: &mut [f64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tone_level_measures_each_tone_of_a_mix_and_not_the_absent_ones() {
+        let a = tone(8_000, 620.0, -12.0, 8_000);
+        let b = tone(8_000, 1_390.0, -20.0, 8_000);
+        let mix: Vec<i16> = a.iter().zip(&b).map(|(x, y)| x.saturating_add(*y)).collect();
+        // A sine whose peak is P dBFS reads P - 3.01 in rms_dbfs units.
+        assert!((tone_level_dbfs(&mix, 8_000, 620.0) - (-15.01)).abs() < 0.1);
+        assert!((tone_level_dbfs(&mix, 8_000, 1_390.0) - (-23.01)).abs() < 0.1);
+        assert!(tone_level_dbfs(&mix, 8_000, 1_000.0) < -80.0);
+        assert!(tone_level_dbfs(&mix, 8_000, 660.0) < -60.0, "40 Hz away");
+        assert_eq!(tone_level_dbfs(&[0; 800], 8_000, 620.0), f64::NEG_INFINITY);
+    }
 
     #[test]
     fn dominant_frequency_finds_tones_within_a_fraction_of_a_hertz() {

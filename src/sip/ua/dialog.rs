@@ -157,6 +157,22 @@ impl Call {
     pub(super) fn is_confirmed(&self) -> bool {
         matches!(self.state, State::Confirmed)
     }
+
+    /// The media command for a new agreement: the leg's start the first time, an update after.
+    pub(super) fn media_for(&mut self, call: CallNo, negotiated: Negotiated) -> MediaCommand {
+        if self.media_started {
+            return MediaCommand::Update { call, negotiated: Box::new(negotiated) };
+        }
+        self.media_started = true;
+        MediaCommand::Start {
+            call,
+            participant: self.participant.clone(),
+            session: self.session.clone(),
+            mode: self.mode,
+            local_port: self.rtp_port,
+            negotiated: Box::new(negotiated),
+        }
+    }
 }
 
 impl UserAgent {
@@ -292,21 +308,9 @@ impl UserAgent {
                     }
                 };
                 c.negotiated = Some(negotiated.clone());
-                let started = c.media_started;
                 ok.headers.push("Content-Type", "application/sdp");
                 ok.body = body.into_bytes();
-                let command = if started {
-                    MediaCommand::Update { call, negotiated: Box::new(negotiated) }
-                } else {
-                    c.media_started = true;
-                    MediaCommand::Start {
-                        call,
-                        participant: c.participant.clone(),
-                        session: c.session.clone(),
-                        local_port: c.rtp_port,
-                        negotiated: Box::new(negotiated),
-                    }
-                };
+                let command = c.media_for(call, negotiated);
                 self.outputs.push_back(Output::Media(command));
                 Some(ok)
             }
@@ -550,16 +554,7 @@ impl UserAgent {
         c.pending =
             Some(PendingAck { tx, ok: ok.clone(), interval: T1, next: now + T1, give_up: now + 64 * T1 });
         let start = match (&c.negotiated, c.media_started) {
-            (Some(n), false) => {
-                c.media_started = true;
-                Some(MediaCommand::Start {
-                    call,
-                    participant: c.participant.clone(),
-                    session: c.session.clone(),
-                    local_port: c.rtp_port,
-                    negotiated: Box::new(n.clone()),
-                })
-            }
+            (Some(n), false) => Some(c.media_for(call, n.clone())),
             _ => None,
         };
         self.outputs.push_back(Output::Respond { tx, response: ok });
@@ -597,18 +592,7 @@ impl UserAgent {
             match sdp::accept_answer(&pending, &ack.body) {
                 Ok(negotiated) => {
                     c.negotiated = Some(negotiated.clone());
-                    media = Some(if c.media_started {
-                        MediaCommand::Update { call, negotiated: Box::new(negotiated) }
-                    } else {
-                        c.media_started = true;
-                        MediaCommand::Start {
-                            call,
-                            participant: c.participant.clone(),
-                            session: c.session.clone(),
-                            local_port: c.rtp_port,
-                            negotiated: Box::new(negotiated),
-                        }
-                    });
+                    media = Some(c.media_for(call, negotiated));
                 }
                 Err(e) => failed = Some(format!("unusable SDP answer in the ACK: {e}")),
             }

@@ -206,6 +206,8 @@ pub enum MediaCommand {
         participant: ParticipantId,
         /// Its session.
         session: SessionId,
+        /// The interconnect mode: a bridge leg's stream outlives it (CONTRACT §5).
+        mode: InterconnectMode,
         /// The reserved local RTP port.
         local_port: u16,
         /// What was agreed.
