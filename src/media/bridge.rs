@@ -3,13 +3,13 @@
 //!
 //! One task per SIP leg owns everything of the leg: the sans-IO [`SipLeg`] (SRTP, RTP, jitter
 //! buffer, G.711/AMR-WB, RFC 4733, RTCP), its RTP and RTCP sockets, one Opus encoder at 16 kHz,
-//! one Opus decoder per heard publisher, and every buffer, allocated once. Nothing is shared
-//! behind a lock.
+//! and every buffer, allocated once. Nothing is shared behind a lock. What the leg hears comes
+//! already decoded, once per publisher for all the legs that hear it ([`crate::media::heard`]).
 //!
 //! ```text
 //! RTP/RTCP sockets ─▶ SipLeg::handle_datagram
 //! every 20 ms:  SipLeg::poll_audio ─▶ Opus encode (once) ─▶ Forwarder::frame  (this participant's stream)
-//!               heard publishers' PCM (decoded on arrival) ─▶ sum (saturating) ─▶ SipLeg::send_audio
+//!               heard publishers' PCM (decoded once, shared) ─▶ sum (saturating) ─▶ SipLeg::send_audio
 //! after every input: SipLeg::poll_transmit ─▶ the socket its channel names
 //! ```
 //!
@@ -30,14 +30,14 @@
 //!
 //! ## What the SIP peer hears
 //!
-//! Frames of heard streams arrive from the forwarder on a bounded channel ([`MEDIA_QUEUE`]).
-//! Each is decoded on arrival into its publisher's small PCM queue (at most
-//! [`PUBLISHER_QUEUE_FRAMES`]; older audio is dropped beyond that, counted). Each tick takes
-//! 20 ms from every queue, conceals a publisher whose queue ran dry for up to
-//! [`MAX_CONCEAL_TICKS`] ticks (Opus PLC), adds them with saturation and sends the mix, or
-//! silence when nobody is heard. A publisher silent for [`PUBLISHER_GONE`] loses its decoder.
-//! A queue that ran dry once keeps the frame that arrives late, so the queue grows by one frame
-//! to absorb the phase between the forwarder's frames and our tick.
+//! Heard streams arrive from the forwarder on a bounded channel ([`MEDIA_QUEUE`]) as 16 kHz
+//! audio, decoded once per publisher and with network loss already concealed there. Each goes
+//! into its publisher's small PCM queue (at most [`PUBLISHER_QUEUE_FRAMES`]; older audio is
+//! dropped beyond that, counted). Each tick takes 20 ms from every queue, adds them with
+//! saturation and sends the mix, or silence when nobody is heard. A queue that ran dry (a frame
+//! late, not lost) adds nothing that tick, counted, and keeps the frame that arrives late, so the
+//! queue grows by one frame to absorb the phase between the forwarder's frames and our tick. A
+//! publisher silent for [`PUBLISHER_GONE`] is forgotten.
 //!
 //! ## Latency added (for the call record)
 //!
@@ -50,16 +50,15 @@
 //!
 //! Per frame, nothing but the shared Opus buffer handed to the forwarder (an `Arc<[u8]>`,
 //! encoded once and shared by every subscriber) and the endpoint id that names it; what the
-//! forwarder and rtc-srtp allocate is theirs. Decoders are created on a publisher's first frame.
+//! forwarder and rtc-srtp allocate is theirs. A heard publisher's queue is made on its first
+//! frame.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::UdpSocket as StdUdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use codecs::opus::{
-    MAX_PACKET_BYTES, OpusDecoder, OpusEncoder, OpusEncoderConfig, OpusError, SampleRate, rtp_duration,
-};
+use codecs::opus::{MAX_PACKET_BYTES, OpusEncoder, OpusEncoderConfig, OpusError, SampleRate, rtp_duration};
 use str0m::media::{Frequency, MediaTime};
 use thiserror::Error;
 use tokio::net::UdpSocket;
@@ -84,16 +83,12 @@ pub const MEDIA_QUEUE: usize = 64;
 pub const COMMAND_QUEUE: usize = 8;
 /// How often the leg checks for RTP inactivity.
 pub const INACTIVITY_CHECK: Duration = Duration::from_millis(500);
-/// A heard publisher silent this long loses its decoder.
+/// A heard publisher silent this long is forgotten.
 pub const PUBLISHER_GONE: Duration = Duration::from_secs(1);
-/// Consecutive ticks a publisher whose queue ran dry is concealed before it counts as silent.
-pub const MAX_CONCEAL_TICKS: u32 = 3;
 /// Most 20 ms frames of decoded audio queued per heard publisher.
 pub const PUBLISHER_QUEUE_FRAMES: usize = 4;
 /// Largest datagram read from the leg's sockets.
 const RECV_BUFFER: usize = 2048;
-/// Most samples one Opus packet decodes to at 16 kHz (120 ms, RFC 6716 §3.2.1).
-const MAX_DECODED: usize = 1920;
 /// RTP time of one 20 ms Opus frame at 48 kHz.
 const OPUS_FRAME_TICKS: u64 = rtp_duration(WIDE_FRAME, SampleRate::Hz16000) as u64;
 
@@ -160,10 +155,8 @@ pub struct LegSummary {
     pub frames_published: u64,
     /// Opus frames the forwarder's full queue refused.
     pub frames_dropped: u64,
-    /// Heard frames that did not decode.
-    pub decode_errors: u64,
-    /// Ticks in which a heard publisher was concealed.
-    pub heard_concealed: u64,
+    /// Ticks in which a heard publisher's frame was late (it added nothing that tick).
+    pub heard_late: u64,
     /// Decoded audio dropped because a publisher's queue was full, in frames.
     pub heard_overflow: u64,
 }
@@ -302,23 +295,17 @@ struct Bridge {
     rtp_time: u64,
     /// What the SIP peer hears this tick.
     mix: [i16; WIDE_FRAME],
-    frame: [i16; WIDE_FRAME],
-    decoded: Vec<i16>,
     heard: HashMap<EndpointId, Heard>,
     frames_published: u64,
     frames_dropped: u64,
-    decode_errors: u64,
-    heard_concealed: u64,
+    heard_late: u64,
     heard_overflow: u64,
 }
 
 /// One heard publisher.
 struct Heard {
-    decoder: OpusDecoder,
     queue: VecDeque<i16>,
     last_frame: Instant,
-    /// Consecutive ticks concealed.
-    concealed: u32,
 }
 
 impl Bridge {
@@ -344,13 +331,10 @@ impl Bridge {
             // RFC 3550 §5.1: a random start.
             rtp_time: u64::from(u32::from_be_bytes(start)),
             mix: [0; WIDE_FRAME],
-            frame: [0; WIDE_FRAME],
-            decoded: vec![0; MAX_DECODED],
             heard: HashMap::new(),
             frames_published: 0,
             frames_dropped: 0,
-            decode_errors: 0,
-            heard_concealed: 0,
+            heard_late: 0,
             heard_overflow: 0,
         })
     }
@@ -358,35 +342,20 @@ impl Bridge {
     /// A frame or a tone from the forwarder.
     fn handle_media(&mut self, now: Instant, leg: &mut SipLeg, media: ExternalMedia) {
         match media {
-            ExternalMedia::Frame { endpoint, data, .. } => {
-                if !self.heard.contains_key(&endpoint) {
-                    // A new publisher: its decoder, once.
-                    let decoder = match OpusDecoder::new(SampleRate::Hz16000) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            tracing::warn!(call = self.call, error = %e, "cannot open an Opus decoder");
-                            return;
-                        }
-                    };
-                    let queue = VecDeque::with_capacity(PUBLISHER_QUEUE_FRAMES * WIDE_FRAME);
-                    self.heard.insert(endpoint.clone(), Heard { decoder, queue, last_frame: now, concealed: 0 });
-                }
-                let Some(heard) = self.heard.get_mut(&endpoint) else { return };
-                heard.last_frame = now;
-                let n = match heard.decoder.decode(&data, &mut self.decoded) {
-                    Ok(n) => n.min(self.decoded.len()),
-                    Err(_) => {
-                        self.decode_errors += 1;
-                        return;
-                    }
-                };
+            ExternalMedia::Frame { endpoint, pcm, .. } => {
                 let capacity = PUBLISHER_QUEUE_FRAMES * WIDE_FRAME;
+                let heard = self
+                    .heard
+                    .entry(endpoint)
+                    .or_insert_with(|| Heard { queue: VecDeque::with_capacity(capacity), last_frame: now });
+                heard.last_frame = now;
+                let n = pcm.len();
                 let excess = (heard.queue.len() + n).saturating_sub(capacity);
                 if excess > 0 {
                     heard.queue.drain(..excess.min(heard.queue.len()));
                     self.heard_overflow += 1;
                 }
-                heard.queue.extend(&self.decoded[n.saturating_sub(capacity)..n]);
+                heard.queue.extend(&pcm[n.saturating_sub(capacity)..]);
             }
             ExternalMedia::Dtmf { tone, .. } => {
                 if let Err(e) = leg.send_dtmf(now, tone) {
@@ -418,28 +387,23 @@ impl Bridge {
 
         // (b) What the SIP peer hears: 20 ms of every heard publisher, summed.
         self.mix.fill(0);
-        let Self { heard, frame, mix, heard_concealed, .. } = self;
+        let Self { heard, mix, heard_late, .. } = self;
         heard.retain(|_, h| {
             if h.queue.len() >= WIDE_FRAME {
-                for (out, s) in frame.iter_mut().zip(h.queue.drain(..WIDE_FRAME)) {
-                    *out = s;
+                for (m, s) in mix.iter_mut().zip(h.queue.drain(..WIDE_FRAME)) {
+                    *m = m.saturating_add(s);
                 }
-                h.concealed = 0;
+                true
             } else if now.saturating_duration_since(h.last_frame) >= PUBLISHER_GONE {
-                return false;
-            } else if h.concealed < MAX_CONCEAL_TICKS {
-                h.concealed += 1;
-                *heard_concealed += 1;
-                if h.decoder.conceal(frame).is_err() {
-                    return true;
-                }
+                false
             } else {
-                return true;
+                // Late or paused: the frame that comes late is kept (the queue absorbs the
+                // phase); a pause is just silence.
+                if now.saturating_duration_since(h.last_frame) <= 3 * TICK {
+                    *heard_late += 1;
+                }
+                true
             }
-            for (m, s) in mix.iter_mut().zip(frame.iter()) {
-                *m = m.saturating_add(*s);
-            }
-            true
         });
         leg.send_audio(now, &self.mix);
     }
@@ -453,8 +417,7 @@ impl Bridge {
             latency_to_sip: TICK + Duration::from_millis(u64::from(self.ptime_ms)),
             frames_published: self.frames_published,
             frames_dropped: self.frames_dropped,
-            decode_errors: self.decode_errors,
-            heard_concealed: self.heard_concealed,
+            heard_late: self.heard_late,
             heard_overflow: self.heard_overflow,
         }
     }
@@ -496,9 +459,11 @@ mod tests {
 
     use std::net::SocketAddr;
 
+    use codecs::opus::OpusDecoder;
     use codecs::pcm::analysis::{dominant_frequency, rms_dbfs, tone};
 
     use super::*;
+    use crate::media::heard::HeardDecoders;
     use crate::media::rtp::Ssrc;
     use crate::sip::sdp::{Codec, Direction, Profile};
     use crate::webrtc::driver::Command;
@@ -549,6 +514,8 @@ mod tests {
         phone_heard: Vec<i16>,
         published: Vec<(u64, Vec<i16>)>,
         published_decoder: OpusDecoder,
+        /// The forwarder's decoding of heard publishers.
+        decoders: HeardDecoders,
     }
 
     impl Harness {
@@ -576,6 +543,7 @@ mod tests {
                 phone_heard: Vec::new(),
                 published: Vec::new(),
                 published_decoder: OpusDecoder::new(SampleRate::Hz16000).unwrap(),
+                decoders: HeardDecoders::new(),
             }
         }
 
@@ -595,12 +563,10 @@ mod tests {
             if let Some(pcm) = browser_says {
                 let mut opus = [0u8; MAX_PACKET_BYTES];
                 let n = self.browser.encode(pcm, &mut opus).unwrap();
-                let frame = ExternalMedia::Frame {
-                    endpoint: EndpointId("web".into()),
-                    publisher: ParticipantId::from("web"),
-                    rtp_time: MediaTime::new(self.browser_time, Frequency::FORTY_EIGHT_KHZ),
-                    data: Arc::from(&opus[..n]),
-                };
+                let (endpoint, rtp_time) =
+                    (EndpointId("web".into()), MediaTime::new(self.browser_time, Frequency::FORTY_EIGHT_KHZ));
+                let pcm = self.decoders.decode(now, &endpoint, rtp_time, &Arc::from(&opus[..n])).unwrap();
+                let frame = ExternalMedia::Frame { endpoint, publisher: ParticipantId::from("web"), rtp_time, pcm };
                 self.bridge.handle_media(now, &mut self.gateway, frame);
             }
             self.browser_time += OPUS_FRAME_TICKS;
@@ -614,7 +580,7 @@ mod tests {
             while let Ok(command) = self.forwarder.try_recv() {
                 if let Command::ExternalFrame { endpoint, rtp_time, data } = command {
                     assert_eq!(endpoint.0, "sip-stream");
-                    let mut pcm = [0i16; MAX_DECODED];
+                    let mut pcm = [0i16; 1920];
                     let n = self.published_decoder.decode(&data, &mut pcm).unwrap();
                     self.published.push((rtp_time.numer(), pcm[..n].to_vec()));
                 }
@@ -649,11 +615,11 @@ mod tests {
         let heard = &h.phone_heard[h.phone_heard.len() - 16_000..];
         assert!((dominant_frequency(heard, 16_000) - 440.0).abs() < 2.0, "{}", dominant_frequency(heard, 16_000));
         assert!(rms_dbfs(heard) > -15.0, "{}", rms_dbfs(heard));
-        assert_eq!(h.bridge.heard_concealed, 0);
+        assert_eq!((h.bridge.heard_late, h.decoders.frames_concealed), (0, 0));
     }
 
     #[test]
-    fn a_publisher_that_skips_a_tick_is_concealed_and_one_that_stops_is_forgotten() {
+    fn a_lost_frame_is_concealed_and_a_publisher_that_stops_is_forgotten() {
         let mut h = Harness::new();
         let silence = [0i16; WIDE_FRAME];
         let browser = frames(440.0, 200);
@@ -661,14 +627,18 @@ mod tests {
             // Frame 30 never arrives.
             h.step(&silence, (i != 30).then_some(frame));
         }
-        assert_eq!(h.bridge.heard_concealed, 1);
+        // Concealed once where it is decoded; the leg's tick found its queue dry once, and the
+        // concealed frame arriving with frame 31 keeps the mix continuous from then on.
+        assert_eq!(h.decoders.frames_concealed, 1);
+        assert_eq!(h.bridge.heard_late, 1);
         assert_eq!(h.bridge.heard.len(), 1);
-        // Silent for a second: its decoder goes, and the phone hears silence.
+        let after = &h.phone_heard[h.phone_heard.len() - 8 * WIDE_FRAME..];
+        assert!((dominant_frequency(after, 16_000) - 440.0).abs() < 3.0);
+        // Silent for a second: it is forgotten, and the phone hears silence.
         for _ in 0..(PUBLISHER_GONE.as_millis() / TICK.as_millis() + 2) {
             h.step(&silence, None);
         }
         assert!(h.bridge.heard.is_empty());
-        assert_eq!(h.bridge.heard_concealed, 1 + u64::from(MAX_CONCEAL_TICKS));
         let tail = &h.phone_heard[h.phone_heard.len() - 3_200..];
         assert!(rms_dbfs(tail) < -60.0, "{}", rms_dbfs(tail));
     }

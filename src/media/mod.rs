@@ -13,10 +13,12 @@
 //! - [`leg`]: the per-call pipeline tying them to the codecs crate.
 //!
 //! - [`bridge`]: the per-leg task joining a [`leg::SipLeg`] to the WebRTC forwarder (Opus
-//!   encode once, decode per heard publisher, mix at 16 kHz, DTMF both ways). Who hears whom is
+//!   encode once, mix at 16 kHz, DTMF both ways).
+//! - [`heard`]: each heard publisher's Opus decoded once for every leg that hears it. Who hears whom is
 //!   the forwarder's business: it follows the rooms' subscriptions for SIP legs as for browsers.
 
 pub mod bridge;
+pub mod heard;
 pub mod jitter;
 pub mod leg;
 pub mod resample;

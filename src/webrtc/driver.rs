@@ -8,9 +8,9 @@
 //!
 //! The media bridge (SIP legs) reaches the forwarder through the same channel with a
 //! [`Forwarder`] handle: a leg publishes its transcoded Opus as an external publisher, receives
-//! the Opus frames of the streams its participant hears as an external subscriber (on a bounded
-//! channel of its own, [`ExternalMedia`]; a leg that does not keep up loses frames, counted), and
-//! sends and receives DTMF.
+//! the streams its participant hears as an external subscriber, decoded here once per publisher
+//! for all the legs that hear it (on a bounded channel of its own, [`ExternalMedia`]; a leg that
+//! does not keep up loses frames, counted), and sends and receives DTMF.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,6 +26,7 @@ use str0m::media::MediaTime;
 
 use super::sfu::{EndpointId, ExternalSubscriberId, PeerId, PeerInfo, Sfu, SfuConfig, SfuError, SfuEvent};
 use crate::ids::{ParticipantId, SessionId};
+use crate::media::heard::HeardDecoders;
 use crate::rooms::{RoomEvent, RoomsHandle};
 
 /// Commands waiting for the driver, from all device sockets together.
@@ -77,7 +78,8 @@ pub(crate) enum Command {
 /// What an external subscriber (a SIP leg) receives from the forwarder.
 #[derive(Debug)]
 pub enum ExternalMedia {
-    /// An Opus frame of a stream the subscriber's participant hears.
+    /// A frame of a stream the subscriber's participant hears, decoded to 16 kHz (once for
+    /// every subscriber, [`crate::media::heard`]); missing frames before it already concealed.
     Frame {
         /// The stream.
         endpoint: EndpointId,
@@ -85,8 +87,8 @@ pub enum ExternalMedia {
         publisher: ParticipantId,
         /// On the endpoint's continuous timeline, 48 kHz.
         rtp_time: MediaTime,
-        /// The Opus frame (shared with every other subscriber).
-        data: Arc<[u8]>,
+        /// The audio, 16 kHz mono (shared with every other subscriber).
+        pcm: Arc<[i16]>,
     },
     /// A DTMF tone from someone the participant hears.
     Dtmf {
@@ -207,6 +209,8 @@ pub(crate) struct Driver {
     devices: HashMap<PeerId, mpsc::Sender<ToDevice>>,
     /// External subscribers' channels (SIP legs).
     externals: HashMap<ExternalSubscriberId, mpsc::Sender<ExternalMedia>>,
+    /// Heard publishers' Opus decoded once for every SIP leg that hears them.
+    heard: HeardDecoders,
     /// External publishers (SIP legs' streams), live or parked, and whose they are.
     external_streams: HashMap<EndpointId, ExternalStream>,
     /// Frames and tones an external subscriber's full channel refused.
@@ -230,6 +234,7 @@ impl Driver {
             rooms,
             devices: HashMap::new(),
             externals: HashMap::new(),
+            heard: HeardDecoders::new(),
             external_streams: HashMap::new(),
             external_dropped: 0,
             stale: false,
@@ -480,7 +485,12 @@ impl Driver {
             SfuEvent::SubscriptionsStale => self.stale = true,
             SfuEvent::Dtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
             SfuEvent::ExternalFrame { subscriber, endpoint, publisher, rtp_time, data } => {
-                self.deliver_external(subscriber, ExternalMedia::Frame { endpoint, publisher, rtp_time, data });
+                if !self.externals.contains_key(&subscriber) {
+                    return;
+                }
+                if let Some(pcm) = self.heard.decode(now(), &endpoint, rtp_time, &data) {
+                    self.deliver_external(subscriber, ExternalMedia::Frame { endpoint, publisher, rtp_time, pcm });
+                }
             }
             SfuEvent::ExternalDtmf { subscriber, participant, tone } => {
                 self.deliver_external(subscriber, ExternalMedia::Dtmf { participant, tone });
