@@ -2,8 +2,8 @@
 //! call's audio to the WebRTC forwarder (CONTRACT §6).
 //!
 //! One task per SIP leg owns everything of the leg: the sans-IO [`SipLeg`] (SRTP, RTP, jitter
-//! buffer, G.711/AMR-WB, RFC 4733, RTCP), its RTP and RTCP sockets, one Opus encoder at 16 kHz,
-//! and every buffer, allocated once. Nothing is shared behind a lock. What the leg hears comes
+//! buffer, G.711/AMR-WB, RFC 4733, RTCP), its RTP and RTCP sockets, one Opus encoder (see
+//! below for its rate), and every buffer, allocated once. Nothing is shared behind a lock. What the leg hears comes
 //! already decoded, once per publisher for all the legs that hear it ([`crate::media::heard`]).
 //!
 //! ```text
@@ -27,6 +27,10 @@
 //! Opus-encoded once and sent to the forwarder as this participant's external publisher stream,
 //! RTP time advancing 960 (20 ms at 48 kHz) per tick whether or not a frame is sent. On `Held`
 //! or `Silence` nothing is sent: the stream goes quiet, which browsers see as muted.
+//!
+//! G.711 carries nothing above 4 kHz, so a G.711 leg's Opus is encoded from 8 kHz (narrowband
+//! Opus; the leg's 16 kHz audio decimated back), which costs about half of a 16 kHz encode for
+//! the same sound; AMR-WB legs are encoded from 16 kHz. Browsers decode either at 48 kHz.
 //!
 //! ## What the SIP peer hears
 //!
@@ -67,7 +71,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::leg::{AudioStatus, Channel, LegConfig, LegError, LegEvent, LegStats, MTU, SipLeg};
-use crate::media::resample::WIDE_FRAME;
+use crate::media::resample::{Decimator, NARROW_FRAME, WIDE_FRAME};
 use crate::sip::sdp::Negotiated;
 use crate::sip::ua::CallNo;
 use crate::webrtc::sfu::{EndpointId, ExternalSubscriberId};
@@ -188,7 +192,7 @@ pub async fn run_leg(
     let rtp = UdpSocket::from_std(rtp)?;
     let rtcp = UdpSocket::from_std(rtcp)?;
     let mut leg = SipLeg::new(now(), &negotiated, LegConfig::random(SystemTime::now()))?;
-    let mut bridge = Bridge::new(call, participant.clone(), session.clone(), forwarder.clone(), negotiated.ptime_ms)?;
+    let mut bridge = Bridge::new(call, participant.clone(), session.clone(), forwarder.clone(), &negotiated)?;
 
     // Join the forwarder: publish this participant's stream, hear what it hears.
     let (media_tx, mut media) = mpsc::channel(MEDIA_QUEUE);
@@ -222,9 +226,9 @@ pub async fn run_leg(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(LegCommand::Update(negotiated)) => {
-                    bridge.ptime_ms = negotiated.ptime_ms;
-                    if let Err(e) = leg.update(now(), &negotiated) {
-                        tracing::warn!(call, error = %e, "the leg refused the new media");
+                    match leg.update(now(), &negotiated) {
+                        Ok(()) => bridge.update(&negotiated),
+                        Err(e) => tracing::warn!(call, error = %e, "the leg refused the new media"),
                     }
                 }
                 None => break,
@@ -289,6 +293,8 @@ struct Bridge {
     endpoint: Option<EndpointId>,
     ptime_ms: u32,
     encoder: OpusEncoder,
+    /// The G.711 path: the tick's audio back at 8 kHz for a narrowband encode.
+    narrowband: Option<(Decimator, [i16; NARROW_FRAME])>,
     /// This participant's audio of the tick, then its Opus frame.
     pcm: [i16; WIDE_FRAME],
     opus: Vec<u8>,
@@ -314,18 +320,20 @@ impl Bridge {
         participant: ParticipantId,
         session: SessionId,
         forwarder: Forwarder,
-        ptime_ms: u32,
+        negotiated: &Negotiated,
     ) -> Result<Self, BridgeError> {
         let mut start = [0u8; 4];
         crate::ids::fill_random(&mut start);
+        let narrow = is_narrowband(negotiated);
         Ok(Self {
             call,
             participant,
             session,
             forwarder,
             endpoint: None,
-            ptime_ms,
-            encoder: OpusEncoder::new(SampleRate::Hz16000, OpusEncoderConfig::default())?,
+            ptime_ms: negotiated.ptime_ms,
+            encoder: opus_encoder(narrow)?,
+            narrowband: narrow.then(|| (Decimator::new(), [0; NARROW_FRAME])),
             pcm: [0; WIDE_FRAME],
             opus: vec![0; MAX_PACKET_BYTES],
             // RFC 3550 §5.1: a random start.
@@ -337,6 +345,23 @@ impl Bridge {
             heard_late: 0,
             heard_overflow: 0,
         })
+    }
+
+    /// New media agreed (re-INVITE, UPDATE): a codec of the other band gets an encoder of its
+    /// band; the stream's timeline goes on.
+    fn update(&mut self, negotiated: &Negotiated) {
+        self.ptime_ms = negotiated.ptime_ms;
+        let narrow = is_narrowband(negotiated);
+        if narrow == self.narrowband.is_some() {
+            return;
+        }
+        match opus_encoder(narrow) {
+            Ok(encoder) => {
+                self.encoder = encoder;
+                self.narrowband = narrow.then(|| (Decimator::new(), [0; NARROW_FRAME]));
+            }
+            Err(e) => tracing::warn!(call = self.call, error = %e, "cannot open an Opus encoder for the new codec"),
+        }
     }
 
     /// A frame or a tone from the forwarder.
@@ -371,7 +396,14 @@ impl Bridge {
         let status = leg.poll_audio(now, &mut self.pcm);
         let speaking = matches!(status, AudioStatus::Audio | AudioStatus::Concealed | AudioStatus::ComfortNoise);
         if speaking && let Some(endpoint) = &self.endpoint {
-            match self.encoder.encode(&self.pcm, &mut self.opus) {
+            let input: &[i16] = match &mut self.narrowband {
+                Some((decimator, narrow)) => {
+                    decimator.process(&self.pcm, narrow);
+                    narrow
+                }
+                None => &self.pcm,
+            };
+            match self.encoder.encode(input, &mut self.opus) {
                 Ok(n) => {
                     let time = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
                     if self.forwarder.frame(endpoint.clone(), time, Arc::from(&self.opus[..n])) {
@@ -421,6 +453,17 @@ impl Bridge {
             heard_overflow: self.heard_overflow,
         }
     }
+}
+
+/// G.711: nothing above 4 kHz to encode.
+fn is_narrowband(negotiated: &Negotiated) -> bool {
+    matches!(negotiated.codec, crate::sip::sdp::Codec::Pcmu | crate::sip::sdp::Codec::Pcma)
+}
+
+/// The Opus encoder for a leg's band: 8 kHz input for G.711, 16 kHz for AMR-WB.
+fn opus_encoder(narrowband: bool) -> Result<OpusEncoder, OpusError> {
+    let rate = if narrowband { SampleRate::Hz8000 } else { SampleRate::Hz16000 };
+    OpusEncoder::new(rate, OpusEncoderConfig::default())
 }
 
 /// The leg's place in the forwarder, left when the task ends or is aborted.
@@ -527,7 +570,7 @@ mod tests {
                 ParticipantId::from("sip"),
                 SessionId::from("s"),
                 Forwarder::new(tx),
-                20,
+                &negotiated(PHONE, Direction::SendRecv),
             )
             .unwrap();
             bridge.endpoint = Some(EndpointId("sip-stream".into()));

@@ -46,12 +46,15 @@ pub struct HeardDecoders {
     pub decode_errors: u64,
 }
 
+/// An Opus frame and its decoded audio, both shared.
+type Decoded = (Arc<[u8]>, Arc<[i16]>);
+
 struct Publisher {
     decoder: OpusDecoder,
     /// The RTP time of the last decoded frame.
     last_time: Option<u64>,
     /// The last frame and its audio, shared by every subscriber.
-    last: Option<(Arc<[u8]>, Arc<[i16]>)>,
+    last: Option<Decoded>,
     last_used: Instant,
 }
 
