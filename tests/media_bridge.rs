@@ -253,6 +253,17 @@ fn the_call_record_carries_the_legs_media_counters() {
     assert_eq!(m["authFailures"], 0, "{ended}");
     assert!(m["latencyToWebrtcMs"].as_u64().unwrap() >= 20, "{ended}");
     assert_eq!(m["latencyToSipMs"], 40, "20 ms frame + 20 ms ptime: {ended}");
+
+    // The same counters reach Prometheus.
+    let text = c.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
+    let count = |kind: &str| -> u64 {
+        let prefix = format!("interwork_media_leg_total{{kind=\"{kind}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        line[prefix.len()..].trim().parse().unwrap()
+    };
+    assert_eq!(count("rtp_received"), m["packetsReceived"].as_u64().unwrap());
+    assert_eq!(count("rtp_sent"), m["packetsSent"].as_u64().unwrap());
+    assert_eq!(count("srtp_auth_failed"), 0);
 }
 
 /// Bridge mode (CONTRACT §5): the leg ends and the browser keeps the SIP participant's stream;

@@ -45,6 +45,15 @@ pub struct MalformedLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a media counter of ended SIP legs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MediaLabels {
+    /// What was counted: `rtp_received`, `rtp_sent`, `rtp_lost`, `srtp_auth_failed`,
+    /// `frames_concealed` (jitter buffer), `opus_published`, `opus_dropped` (the forwarder's
+    /// queue was full), `heard_late`, `heard_overflow` (a heard publisher's queue was full).
+    pub kind: &'static str,
+}
+
 /// Every metric interwork exports.
 pub struct Metrics {
     registry: Registry,
@@ -64,6 +73,8 @@ pub struct Metrics {
     pub sip_setup_seconds: Histogram,
     /// Malformed SIP messages by what was done.
     pub sip_malformed: Family<MalformedLabels, Counter>,
+    /// Media counters of ended SIP legs, by kind (added when each leg ends).
+    pub media_leg: Family<MediaLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,6 +96,8 @@ impl Default for Metrics {
         registry.register("sip_setup_seconds", "INVITE to 200 OK", sip_setup_seconds.clone());
         let sip_malformed = Family::<MalformedLabels, Counter>::default();
         registry.register("sip_malformed", "Malformed SIP messages", sip_malformed.clone());
+        let media_leg = Family::<MediaLabels, Counter>::default();
+        registry.register("media_leg", "Media counters of ended SIP legs by kind", media_leg.clone());
         Self {
             registry,
             http_requests,
@@ -95,11 +108,19 @@ impl Default for Metrics {
             sip_active_dialogs,
             sip_setup_seconds,
             sip_malformed,
+            media_leg,
         }
     }
 }
 
 impl Metrics {
+    /// Adds an ended leg's counters, `(kind, value)`.
+    pub fn add_media(&self, counts: &[(&'static str, u64)]) {
+        for &(kind, value) in counts {
+            self.media_leg.get_or_create(&MediaLabels { kind }).inc_by(value);
+        }
+    }
+
     /// The registry as Prometheus text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

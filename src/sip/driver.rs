@@ -516,6 +516,19 @@ impl Actor {
         let auth_failures = stats.map_or(0, |s| s.auth_failures);
         let to_webrtc_ms = summary.map_or(0, |s| s.latency_to_webrtc.as_millis() as u64);
         let to_sip_ms = summary.map_or(0, |s| s.latency_to_sip.as_millis() as u64);
+        if let Some(s) = summary {
+            self.metrics.add_media(&[
+                ("rtp_received", packets_received),
+                ("rtp_sent", packets_sent),
+                ("rtp_lost", packets_lost.max(0) as u64),
+                ("srtp_auth_failed", auth_failures),
+                ("frames_concealed", concealed),
+                ("opus_published", s.frames_published),
+                ("opus_dropped", s.frames_dropped),
+                ("heard_late", s.heard_late),
+                ("heard_overflow", s.heard_overflow),
+            ]);
+        }
         tracing::info!(
             call_id = %leg.call_id, participant = %leg.participant, session = %leg.session, mode = mode_name(leg.mode),
             duration_ms = duration.as_millis() as u64, reason = %reason, codec,
