@@ -1,0 +1,321 @@
+//! The media bridge against real third-party peers, judged by the audio itself, each test in
+//! a network namespace with only `lo` alongside headless Chromium (whose fake microphone
+//! plays 440 Hz) in the same session as the SIP call:
+//!
+//! - sipp (Debian `sip-tester`) calls with a PCMU offer and plays a 1 kHz tone from a pcap the
+//!   test writes (`play_pcap_audio`): the page hears 1 kHz; what the gateway sends to sipp's
+//!   media port, captured by dumpcap and read by tshark, decodes (G.711) to 440 Hz ±2 Hz at a
+//!   sane level, on one SSRC with no sequence gap.
+//! - The same with PCMA (sipp offers PCMA only).
+//! - AMR-WB octet-aligned over SRTP-SDES (AES_CM_128_HMAC_SHA1_80) with GStreamer as the media
+//!   peer (the test's own SIP UA signals, offering `octet-align=1` and the key GStreamer's
+//!   `srtpenc` uses): the page hears GStreamer's 1 kHz, and GStreamer's `srtpdec`,
+//!   `rtpamrdepay` and `amrwbdec` decode the gateway's captured SRTP to 440 Hz.
+//! - tshark dissects the gateway's bandwidth-efficient AMR-WB (plain RTP, `mode-set=0,1,2`)
+//!   with no malformed frame, every frame of the highest offered mode, and the captured
+//!   payloads decode to 440 Hz; read as octet-aligned, the same capture shows errors, so the
+//!   check can fail.
+//!
+//! Needs root (for `unshare -n` and sipp's raw sockets), chromium, chromium-driver, sox,
+//! sip-tester, tshark (dumpcap) and GStreamer (tools, plugins good, bad, ugly). Without root,
+//! a missing tool skips the test with a message; as root (CI) it fails.
+
+mod common;
+#[path = "support/chrome.rs"]
+mod chrome;
+#[path = "support/peers.rs"]
+mod peers;
+#[path = "support/sip_ua.rs"]
+mod sip_ua;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use codecs::g711::{self, Law};
+use codecs::pcm::analysis::{dominant_frequency, rms_dbfs, tone};
+use common::{Client, Daemon};
+use peers::{Capture, Proc, Tool};
+use serde_json::json;
+use sip_ua::SipUa;
+
+/// What the SIP side sends.
+const SIP_TONE: f64 = 1000.0;
+/// The page's fake microphone.
+const MIC_TONE: u32 = 440;
+/// Bound of every wait for audio.
+const AUDIO_LIMIT: Duration = Duration::from_secs(30);
+/// Gateway packets captured per test: 20 ms each.
+const CAPTURED: u32 = 300;
+
+const BROWSER: [Tool; 3] = [
+    Tool { path: chrome::CHROMIUM, package: "chromium" },
+    Tool { path: chrome::CHROMEDRIVER, package: "chromium-driver" },
+    Tool { path: "/usr/bin/sox", package: "sox" },
+];
+
+/// The tools of a test, checked in the parent before it enters its namespace.
+fn runnable(test: &str, tools: &[Tool]) -> bool {
+    let all: Vec<Tool> = BROWSER.into_iter().chain(tools.iter().copied()).collect();
+    peers::have_tools(test, &all) && chrome::in_netns(test)
+}
+
+fn sip_addr(d: &Daemon) -> SocketAddr {
+    d.env.iter().find(|(k, _)| k == "INTERWORK_SIP_LISTEN").map(|(_, v)| v.parse().unwrap()).unwrap()
+}
+
+fn participant(d: &Daemon, c: &Client, sid: &str) -> (String, String) {
+    let p: serde_json::Value = c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"]})).json().unwrap();
+    let (pid, token) = (p["participant"]["id"].as_str().unwrap().to_string(), p["token"].as_str().unwrap().to_string());
+    let r = c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({"sessionId": sid}));
+    assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap_or_default());
+    (pid, token)
+}
+
+/// A daemon, a session with a browser participant (publishing its 440 Hz microphone, the page
+/// connected) and a SIP participant for the peer to call as.
+struct Scene {
+    d: Daemon,
+    c: Client,
+    sid: String,
+    sip_pid: String,
+    sip_token: String,
+    page: chrome::Browser,
+    _driver: chrome::Driver,
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Self {
+        let d = Daemon::start();
+        let c = Client::new();
+        let s: serde_json::Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
+        let sid = s["id"].as_str().unwrap().to_string();
+        let (_, web_token) = participant(&d, &c, &sid);
+        let (sip_pid, sip_token) = participant(&d, &c, &sid);
+        let dir = tempfile::tempdir().unwrap();
+        let mut driver = chrome::Driver::start();
+        let wav = chrome::tone_wav(dir.path(), MIC_TONE);
+        let page = driver.browser(&wav);
+        page.load_sdk(&d.url(""));
+        assert_eq!(page.connect(&web_token), None, "connect");
+        page.publish().expect("publish");
+        // Chromium's capture processing (getUserMedia's defaults: noise suppression, AGC)
+        // brings the steady sine down by some 15 dB over its first seconds, so the level the
+        // SIP side should hear is the processed microphone's, measured here in the page from
+        // a second capture of the same fake device.
+        page.eval(
+            "window.micDb = null; navigator.mediaDevices.getUserMedia({audio: true}).then(s => { \
+             const an = audioCtx.createAnalyser(); an.fftSize = 2048; audioCtx.createMediaStreamSource(s).connect(an); \
+             const d = new Float32Array(an.fftSize); setInterval(() => { an.getFloatTimeDomainData(d); \
+             let e = 0; for (const x of d) e += x * x; micDb = 10 * Math.log10(e / d.length); }, 200); }); return true;",
+        );
+        Self { d, c, sid, sip_pid, sip_token, page, _driver: driver, dir }
+    }
+
+    /// Waits until the page hears the SIP tone from the SIP participant's stream; checks its
+    /// level there.
+    fn page_hears_sip(&self) {
+        let endpoint = self.page.wait_for_tone(SIP_TONE, AUDIO_LIMIT);
+        assert_eq!(self.page.eval(&format!("return t.streams[{endpoint:?}].participantId")), json!(self.sip_pid));
+        let d = self.page.eval(&format!("return dominant({endpoint:?})"));
+        let (hz, db) = (d["hz"].as_f64().unwrap(), d["db"].as_f64().unwrap());
+        eprintln!("the page hears {hz:.1} Hz at {db:.1} dB (analyser peak bin)");
+        // A tone at -10 dBFS peak reads about -40 dB in the analyser's peak bin (Blackman
+        // window, 8192 points); the window allows for Opus and the gateway's mix.
+        assert!((-55.0..=-20.0).contains(&db), "the page hears {hz:.1} Hz at {db:.1} dB");
+    }
+
+    /// The page's processed microphone level now, in dBFS (RMS, full-scale sine -3).
+    fn mic_level(&self) -> f64 {
+        let v = self.page.wait_for("the microphone meter", Duration::from_secs(10), "return micDb");
+        // WebAudio's full scale is 1.0 for a peak: its RMS of a full-scale sine is -3 dB, as
+        // rms_dbfs reads it.
+        v.as_f64().unwrap()
+    }
+
+    /// Removing the SIP participant from the session makes the gateway send BYE (transfer).
+    fn hang_up_from_the_gateway(&self) {
+        let r = self.c.delete(&self.d.api(&format!("/sessions/{}/participants/{}", self.sid, self.sip_pid)));
+        assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap_or_default());
+    }
+}
+
+/// Checks that the last 2 s of `pcm` are the microphone's 440 Hz at the level the page's own
+/// processed microphone has (`mic_db`).
+fn assert_hears_mic(what: &str, pcm: &[i16], rate: u32, mic_db: f64) {
+    let tail = &pcm[pcm.len().saturating_sub(2 * rate as usize)..];
+    assert!(tail.len() >= 2 * rate as usize, "{what}: only {} samples", pcm.len());
+    let (hz, level) = (dominant_frequency(tail, rate), rms_dbfs(tail));
+    eprintln!("{what}: the SIP side hears {hz:.2} Hz at {level:.1} dBFS; the page's microphone is at {mic_db:.1} dBFS");
+    assert!((hz - f64::from(MIC_TONE)).abs() <= 2.0, "{what}: {hz:.2} Hz, not {MIC_TONE}");
+    assert!((-45.0..=-3.0).contains(&level), "{what}: {hz:.1} Hz at {level:.1} dBFS");
+    // Opus, the mix and the SIP codec carry the level through within a few dB.
+    assert!((level - mic_db).abs() <= 3.0, "{what}: {level:.1} dBFS on SIP, {mic_db:.1} dBFS in the page");
+}
+
+/// Checks the gateway's stream: one payload type, one SSRC, consecutive sequence numbers.
+fn assert_one_clean_stream(packets: &[peers::RtpPacket], pt: u8) {
+    assert!(packets.len() >= CAPTURED as usize - 1, "{} RTP packets of {CAPTURED} datagrams", packets.len());
+    assert!(packets.iter().all(|p| p.pt == pt && p.ssrc == packets[0].ssrc), "one stream of PT {pt}");
+    for w in packets.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "no gap or reordering on loopback");
+    }
+}
+
+/// A sipp UAC scenario: INVITE with the token in User-to-User and an offer of `codec`, ACK,
+/// play the pcap, then wait for the gateway's BYE and answer it. The token goes straight into
+/// the XML: it is base64url and dots, nothing XML or sipp would read.
+fn sipp_scenario(token: &str, codec_pt: u8, codec_name: &str, pcap: &Path) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="media_peers">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:gw@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:gw@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      User-to-User: {token};encoding=jwt
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 53655765 2353687637 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP {codec_pt} 101
+      a=rtpmap:{codec_pt} {codec_name}/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+      a=ptime:20
+      a=sendrecv
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:gw@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      [routes]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop>
+    <action>
+      <exec play_pcap_audio="{pcap}"/>
+    </action>
+  </nop>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#,
+        pcap = pcap.display()
+    )
+}
+
+/// sipp calls with G.711 `law` and plays a 1 kHz pcap; the page hears it, and the gateway's
+/// G.711 to sipp's media port decodes to the microphone's 440 Hz.
+fn sipp_g711_both_ways(law: Law) {
+    let (pt, name) = match law {
+        Law::Mu => (0u8, "PCMU"),
+        Law::A => (8u8, "PCMA"),
+    };
+    let scene = Scene::new();
+    let dir = scene.dir.path();
+
+    // 12 s of a 1 kHz tone at -10 dBFS peak, longer than the page takes to hear it.
+    let pcm = tone(8000, SIP_TONE, -10.0, 8000 * 12);
+    let payloads: Vec<Vec<u8>> = pcm
+        .chunks(160)
+        .map(|c| {
+            let mut out = vec![0u8; 160];
+            let n = g711::encode(law, c, &mut out).unwrap();
+            out.truncate(n);
+            out
+        })
+        .collect();
+    let pcap = dir.join(format!("tone-1k-{name}.pcap"));
+    peers::write_rtp_pcap(&pcap, pt, 160, &payloads);
+
+    let media_port = common::free_port();
+    let mut capture = Capture::start(dir, media_port, CAPTURED);
+    let scenario = dir.join("scenario.xml");
+    std::fs::write(&scenario, sipp_scenario(&scene.sip_token, pt, name, &pcap)).unwrap();
+    let mut cmd = Command::new(peers::SIPP.path);
+    cmd.current_dir(dir)
+        .arg(sip_addr(&scene.d).to_string())
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-i", "127.0.0.1", "-p", &common::free_port().to_string(), "-mp", &media_port.to_string()])
+        .args(["-m", "1", "-timeout", "50s", "-timeout_error", "-nostdin", "-trace_err"]);
+    let mut sipp = Proc::spawn("sipp", cmd, &dir.join("sipp.out"));
+
+    scene.page_hears_sip();
+    capture.finish(AUDIO_LIMIT);
+    let mic_db = scene.mic_level();
+    scene.hang_up_from_the_gateway();
+    let status = sipp.wait(Duration::from_secs(15));
+    let errors = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(status.success(), "sipp's call failed ({status}):\n{}\n{errors}", sipp.output());
+
+    let packets = peers::rtp_packets(&capture.file, media_port);
+    assert_one_clean_stream(&packets, pt);
+    let mut decoded = Vec::new();
+    for p in &packets {
+        let mut out = vec![0i16; p.payload.len()];
+        let n = g711::decode(law, &p.payload, &mut out).unwrap();
+        decoded.extend(&out[..n]);
+    }
+    assert_hears_mic(name, &decoded, 8000, mic_db);
+}
+
+#[test]
+fn sipp_pcmu_from_a_pcap_and_the_browser_hear_each_other() {
+    let test = "sipp_pcmu_from_a_pcap_and_the_browser_hear_each_other";
+    if !runnable(test, &[peers::SIPP, peers::DUMPCAP, peers::TSHARK]) {
+        return;
+    }
+    sipp_g711_both_ways(Law::Mu);
+}
+
+#[test]
+fn sipp_pcma_from_a_pcap_and_the_browser_hear_each_other() {
+    let test = "sipp_pcma_from_a_pcap_and_the_browser_hear_each_other";
+    if !runnable(test, &[peers::SIPP, peers::DUMPCAP, peers::TSHARK]) {
+        return;
+    }
+    sipp_g711_both_ways(Law::A);
+}
