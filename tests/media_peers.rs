@@ -33,8 +33,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use codecs::amrwb::{AmrWbDecoder, FRAME_SAMPLES};
 use codecs::g711::{self, Law};
 use codecs::pcm::analysis::{dominant_frequency, rms_dbfs, tone};
+use codecs::rfc4867::{Depacketizer, PacketFrames, PayloadConfig};
 use common::{Client, Daemon};
 use peers::{Capture, Proc, Tool};
 use serde_json::json;
@@ -318,4 +320,132 @@ fn sipp_pcma_from_a_pcap_and_the_browser_hear_each_other() {
         return;
     }
     sipp_g711_both_ways(Law::A);
+}
+
+/// Our SDP offer of AMR-WB on plain RTP, `fmtp` its format parameters.
+fn amrwb_offer(port: u16, proto: &str, fmtp: &str, extra: &str) -> String {
+    format!(
+        "v=0\r\no=- 4242 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} {proto} 96 101\r\na=rtpmap:96 AMR-WB/16000\r\na=fmtp:96 {fmtp}\r\n\
+         a=rtpmap:101 telephone-event/16000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n{extra}a=sendrecv\r\n"
+    )
+}
+
+/// One AMR-WB packet as tshark's AMR dissector read it.
+#[derive(Debug)]
+struct Dissected {
+    cmr: String,
+    ft: String,
+    f: String,
+    q: String,
+    malformed: String,
+    expert: String,
+}
+
+/// tshark's reading of the AMR-WB packets in `file` (RTP on `port`, PT 96) under `layout`,
+/// the `amr.encoding.version` preference.
+fn dissect_amrwb(file: &Path, port: u16, layout: &str) -> Vec<Dissected> {
+    let text = peers::tshark(
+        file,
+        &[
+            "-d",
+            &format!("udp.port=={port},rtp"),
+            "-d",
+            "rtp.pt==96,amr_wb",
+            "-o",
+            &format!("amr.encoding.version:{layout}"),
+            "-Y",
+            "rtp",
+            "-T",
+            "fields",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=,",
+            "-e",
+            "amr.wb.cmr",
+            "-e",
+            "amr.wb.toc.ft",
+            "-e",
+            "amr.toc.f",
+            "-e",
+            "amr.toc.q",
+            "-e",
+            "_ws.malformed",
+            "-e",
+            "_ws.expert",
+        ],
+    );
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<String> = l.split('\t').map(str::to_string).collect();
+            assert_eq!(f.len(), 6, "tshark line {l:?}");
+            Dissected {
+                cmr: f[0].clone(),
+                ft: f[1].clone(),
+                f: f[2].clone(),
+                q: f[3].clone(),
+                malformed: f[4].clone(),
+                expert: f[5].clone(),
+            }
+        })
+        .collect()
+}
+
+/// The gateway's bandwidth-efficient AMR-WB, read by a third party: tshark's AMR dissector
+/// finds every frame well formed and of the highest mode our `mode-set` allowed, and the same
+/// bytes read as octet-aligned are flagged, which shows the check can fail.
+#[test]
+fn tshark_dissects_our_bandwidth_efficient_amrwb_cleanly() {
+    let test = "tshark_dissects_our_bandwidth_efficient_amrwb_cleanly";
+    if !runnable(test, &[peers::DUMPCAP, peers::TSHARK]) {
+        return;
+    }
+    let scene = Scene::new();
+    let dir = scene.dir.path();
+    // Holds the port the offer names: no ICMP port-unreachable goes back to the gateway.
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = rtp.local_addr().unwrap().port();
+    let mut capture = Capture::start(dir, port, CAPTURED);
+    let mut ua = SipUa::new(sip_addr(&scene.d));
+    let answer = ua.invite(&scene.sip_token, &amrwb_offer(port, "RTP/AVP", "mode-set=0,1,2", ""));
+    assert!(answer.contains("a=rtpmap:96 AMR-WB/16000"), "{answer}");
+    assert!(!answer.contains("octet-align=1"), "a bandwidth-efficient answer: {answer}");
+    capture.finish(AUDIO_LIMIT);
+    let mic_db = scene.mic_level();
+    assert_eq!(ua.bye(), 200);
+
+    let be = dissect_amrwb(&capture.file, port, "RFC 3267 BW-efficient");
+    assert_eq!(be.len(), CAPTURED as usize, "every captured datagram is RTP");
+    for d in &be {
+        // One 20 ms frame per packet (ptime 20): F = 0; mode 2 (12.65 kbit/s) is the highest of
+        // mode-set=0,1,2; no mode request; a good frame; nothing malformed or flagged.
+        assert_eq!(
+            (d.cmr.as_str(), d.ft.as_str(), d.f.as_str(), d.q.as_str(), d.malformed.as_str(), d.expert.as_str()),
+            ("15", "2", "0", "1", "", ""),
+            "{d:?}"
+        );
+    }
+    let oa = dissect_amrwb(&capture.file, port, "RFC 3267 octet aligned");
+    assert_eq!(oa.len(), CAPTURED as usize);
+    let flagged = oa.iter().filter(|d| !d.malformed.is_empty() || !d.expert.is_empty()).count();
+    assert_eq!(flagged, oa.len(), "read as octet-aligned, every packet is flagged: {:?}", oa.first());
+
+    // And the frames carry the microphone.
+    let packets = peers::rtp_packets(&capture.file, port);
+    assert_one_clean_stream(&packets, 96);
+    let depacketizer = Depacketizer::new(PayloadConfig::bandwidth_efficient());
+    let mut frames = PacketFrames::new();
+    let mut decoder = AmrWbDecoder::new().unwrap();
+    let mut pcm = [0i16; FRAME_SAMPLES];
+    let mut decoded = Vec::new();
+    for p in &packets {
+        depacketizer.depacketize(&p.payload, &mut frames).unwrap();
+        for f in frames.iter() {
+            decoder.decode(f, &mut pcm).unwrap();
+            decoded.extend(&pcm);
+        }
+    }
+    assert_hears_mic("AMR-WB bandwidth-efficient", &decoded, 16_000, mic_db);
 }
