@@ -208,8 +208,8 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// dumpcap on `lo` for the UDP datagrams sent to `port`, in classic pcap format (GStreamer's
-/// pcapparse reads no pcapng), stopping by itself after `packets`.
+/// dumpcap on `lo` for the UDP datagrams sent to `port`, in classic pcap format (the format
+/// every reader of captures takes), stopping by itself after `packets`.
 pub struct Capture {
     pub proc: Proc,
     pub file: PathBuf,
@@ -323,25 +323,23 @@ pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The 16-bit mono samples of a WAV file (RIFF chunks walked, not a fixed 44-byte header:
-/// GStreamer's wavenc may add chunks).
-pub fn read_wav_mono16(path: &Path) -> (u32, Vec<i16>) {
-    let data = std::fs::read(path).unwrap();
-    assert!(data.len() >= 12 && &data[0..4] == b"RIFF" && &data[8..12] == b"WAVE", "{} is no WAV", path.display());
-    let (mut rate, mut pos) = (0u32, 12usize);
-    while pos + 8 <= data.len() {
-        let id = &data[pos..pos + 4];
-        let len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        let body = &data[pos + 8..(pos + 8 + len).min(data.len())];
-        if id == b"fmt " {
-            let channels = u16::from_le_bytes([body[2], body[3]]);
-            let bits = u16::from_le_bytes([body[14], body[15]]);
-            assert_eq!((channels, bits), (1, 16), "mono 16-bit WAV");
-            rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
-        } else if id == b"data" {
-            return (rate, body.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect());
+/// The UDP payloads of a capture, in order.
+pub fn udp_payloads(file: &Path) -> Vec<Vec<u8>> {
+    tshark(file, &["-T", "fields", "-e", "udp.payload"]).lines().filter(|l| !l.is_empty()).map(hex).collect()
+}
+
+/// Waits until something in this network namespace has bound UDP `port` on IPv4 (a
+/// receiver's socket is open), at most `limit`, failing early if `owner` exits.
+pub fn wait_udp_bound(port: u16, limit: Duration, owner: &mut Proc) {
+    let needle = format!(":{port:04X} ");
+    let deadline = Instant::now() + limit;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        if table.lines().skip(1).any(|l| l.split_whitespace().nth(1).is_some_and(|local| format!("{local} ").ends_with(&needle))) {
+            return;
         }
-        pos += 8 + len + (len & 1);
+        assert!(owner.try_status().is_none(), "{} exited before binding UDP {port}:\n{}", owner.name, owner.output());
+        assert!(Instant::now() < deadline, "{} did not bind UDP {port} within {limit:?}:\n{}", owner.name, owner.output());
+        std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("{} has no data chunk", path.display());
 }
