@@ -116,17 +116,31 @@ impl Scene {
         Self { d, c, sid, sip_pid, sip_token, page, _driver: driver, dir }
     }
 
-    /// Waits until the page hears the SIP tone from the SIP participant's stream; checks its
-    /// level there.
-    fn page_hears_sip(&self) {
+    /// Waits until the page hears the SIP tone from the SIP participant's stream, then until
+    /// its level there is within 3 dB of `sent_db` (the RMS dBFS the peer sends): the first
+    /// readings after the stream starts are low while the analyser's window fills.
+    fn page_hears_sip(&self, sent_db: f64) {
         let endpoint = self.page.wait_for_tone(SIP_TONE, AUDIO_LIMIT);
         assert_eq!(self.page.eval(&format!("return t.streams[{endpoint:?}].participantId")), json!(self.sip_pid));
-        let d = self.page.eval(&format!("return dominant({endpoint:?})"));
-        let (hz, db) = (d["hz"].as_f64().unwrap(), d["db"].as_f64().unwrap());
-        eprintln!("the page hears {hz:.1} Hz at {db:.1} dB (analyser peak bin)");
-        // A tone at -10 dBFS peak reads about -40 dB in the analyser's peak bin (Blackman
-        // window, 8192 points); the window allows for Opus and the gateway's mix.
-        assert!((-55.0..=-20.0).contains(&db), "the page hears {hz:.1} Hz at {db:.1} dB");
+        let script = format!(
+            "const an = t.streams[{endpoint:?}].an; const d = new Float32Array(an.fftSize); \
+             an.getFloatTimeDomainData(d); let e = 0; for (const x of d) e += x * x; \
+             return {{hz: dominant({endpoint:?}).hz, db: 10 * Math.log10(e / d.length)}};"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.page.eval(&script);
+            let (hz, db) = (v["hz"].as_f64().unwrap_or(0.0), v["db"].as_f64().unwrap_or(f64::NEG_INFINITY));
+            if (hz - SIP_TONE).abs() < 15.0 && (db - sent_db).abs() <= 3.0 {
+                eprintln!("the page hears {hz:.1} Hz at {db:.1} dBFS; the peer sends {sent_db:.1} dBFS");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the page hears {hz:.1} Hz at {db:.1} dBFS, not {SIP_TONE} Hz at {sent_db:.1} dBFS ±3 dB"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The page's processed microphone level now, in dBFS (RMS, full-scale sine -3).
@@ -255,6 +269,7 @@ fn sipp_g711_both_ways(law: Law) {
 
     // 12 s of a 1 kHz tone at -10 dBFS peak, longer than the page takes to hear it.
     let pcm = tone(8000, SIP_TONE, -10.0, 8000 * 12);
+    let sent_db = rms_dbfs(&pcm);
     let payloads: Vec<Vec<u8>> = pcm
         .chunks(160)
         .map(|c| {
@@ -280,7 +295,7 @@ fn sipp_g711_both_ways(law: Law) {
         .args(["-m", "1", "-timeout", "50s", "-timeout_error", "-nostdin", "-trace_err"]);
     let mut sipp = Proc::spawn("sipp", cmd, &dir.join("sipp.out"));
 
-    scene.page_hears_sip();
+    scene.page_hears_sip(sent_db);
     capture.finish(AUDIO_LIMIT);
     let mic_db = scene.mic_level();
     scene.hang_up_from_the_gateway();
@@ -516,7 +531,8 @@ fn gstreamer_amrwb_octet_aligned_over_srtp_and_the_browser_hear_each_other() {
         .arg(format!("port={}", gateway.port()));
     let mut sender = Proc::spawn("gst-launch (sender)", cmd, &dir.join("gst-sender.log"));
 
-    scene.page_hears_sip();
+    // audiotestsrc's sine at volume 0.3: -10.5 dBFS peak, -13.5 dBFS RMS.
+    scene.page_hears_sip(20.0 * 0.3f64.log10() - 3.01);
     capture.finish(AUDIO_LIMIT);
     let mic_db = scene.mic_level();
     assert!(sender.try_status().is_none(), "GStreamer's sender stopped:\n{}", sender.output());
