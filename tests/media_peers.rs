@@ -1,24 +1,28 @@
 //! The media bridge against real third-party peers, judged by the audio itself, each test in
 //! a network namespace with only `lo` alongside headless Chromium (whose fake microphone
-//! plays 440 Hz) in the same session as the SIP call:
+//! plays 440 Hz) in the same session as the SIP call. In every test the page hears the SIP
+//! peer's 1 kHz (±15 Hz, the analyser's bin) on the SIP participant's stream at the level the
+//! peer sends (±3 dB), and the SIP side gets the microphone's 440 Hz ±2 Hz at the level of the
+//! page's own processed microphone (±3 dB; Chromium's noise suppression lowers a steady sine):
 //!
 //! - sipp (Debian `sip-tester`) calls with a PCMU offer and plays a 1 kHz tone from a pcap the
-//!   test writes (`play_pcap_audio`): the page hears 1 kHz; what the gateway sends to sipp's
-//!   media port, captured by dumpcap and read by tshark, decodes (G.711) to 440 Hz ±2 Hz at a
-//!   sane level, on one SSRC with no sequence gap.
+//!   test writes (`play_pcap_audio`); what the gateway sends to sipp's media port, captured by
+//!   dumpcap and read by tshark, is one RTP stream with no gap that decodes (G.711) to 440 Hz.
+//!   The gateway ends the call (the participant removed) and sipp answers its BYE.
 //! - The same with PCMA (sipp offers PCMA only).
 //! - AMR-WB octet-aligned over SRTP-SDES (AES_CM_128_HMAC_SHA1_80) with GStreamer as the media
 //!   peer (the test's own SIP UA signals, offering `octet-align=1` and the key GStreamer's
-//!   `srtpenc` uses): the page hears GStreamer's 1 kHz, and GStreamer's `srtpdec`,
-//!   `rtpamrdepay` and `amrwbdec` decode the gateway's captured SRTP to 440 Hz.
-//! - tshark dissects the gateway's bandwidth-efficient AMR-WB (plain RTP, `mode-set=0,1,2`)
-//!   with no malformed frame, every frame of the highest offered mode, and the captured
-//!   payloads decode to 440 Hz; read as octet-aligned, the same capture shows errors, so the
-//!   check can fail.
+//!   `srtpenc` sends with): `voamrwbenc`/`rtpamrpay` reach the page, and GStreamer's `srtpdec`,
+//!   `rtpamrdepay` and `amrwbdec` decode every captured packet of the gateway's to 440 Hz.
+//! - tshark dissects the gateway's bandwidth-efficient AMR-WB (plain RTP, `mode-set=0,1,2`):
+//!   no malformed or flagged packet, one frame per packet, all of mode 2 (the highest offered),
+//!   no mode request; read as octet-aligned the same capture is flagged, packet by packet, so
+//!   the check can fail. The captured frames decode (codecs crate) to 440 Hz.
 //!
 //! Needs root (for `unshare -n` and sipp's raw sockets), chromium, chromium-driver, sox,
-//! sip-tester, tshark (dumpcap) and GStreamer (tools, plugins good, bad, ugly). Without root,
-//! a missing tool skips the test with a message; as root (CI) it fails.
+//! sip-tester, tshark (dumpcap) and GStreamer (tools, plugins base, good, bad, ugly), all in
+//! deps/debian-packages.txt. Without root a missing tool skips the test with a message; as
+//! root (CI) it fails.
 
 mod common;
 #[path = "support/chrome.rs"]
@@ -57,10 +61,11 @@ const BROWSER: [Tool; 3] = [
     Tool { path: "/usr/bin/sox", package: "sox" },
 ];
 
-/// The tools of a test, checked in the parent before it enters its namespace.
-fn runnable(test: &str, tools: &[Tool]) -> bool {
+/// Checks the test's tools (and GStreamer elements) before it enters its namespace; true in
+/// the re-executed test process that runs the body there.
+fn runnable(test: &str, tools: &[Tool], gst_elements: &[(&str, &str)]) -> bool {
     let all: Vec<Tool> = BROWSER.into_iter().chain(tools.iter().copied()).collect();
-    peers::have_tools(test, &all) && chrome::in_netns(test)
+    peers::have_tools(test, &all) && peers::have_gst_elements(test, gst_elements) && chrome::in_netns(test)
 }
 
 fn sip_addr(d: &Daemon) -> SocketAddr {
@@ -322,7 +327,7 @@ fn sipp_g711_both_ways(law: Law) {
 #[test]
 fn sipp_pcmu_from_a_pcap_and_the_browser_hear_each_other() {
     let test = "sipp_pcmu_from_a_pcap_and_the_browser_hear_each_other";
-    if !runnable(test, &[peers::SIPP, peers::DUMPCAP, peers::TSHARK]) {
+    if !runnable(test, &[peers::SIPP, peers::DUMPCAP, peers::TSHARK], &[]) {
         return;
     }
     sipp_g711_both_ways(Law::Mu);
@@ -331,7 +336,7 @@ fn sipp_pcmu_from_a_pcap_and_the_browser_hear_each_other() {
 #[test]
 fn sipp_pcma_from_a_pcap_and_the_browser_hear_each_other() {
     let test = "sipp_pcma_from_a_pcap_and_the_browser_hear_each_other";
-    if !runnable(test, &[peers::SIPP, peers::DUMPCAP, peers::TSHARK]) {
+    if !runnable(test, &[peers::SIPP, peers::DUMPCAP, peers::TSHARK], &[]) {
         return;
     }
     sipp_g711_both_ways(Law::A);
@@ -414,7 +419,7 @@ fn dissect_amrwb(file: &Path, port: u16, layout: &str) -> Vec<Dissected> {
 #[test]
 fn tshark_dissects_our_bandwidth_efficient_amrwb_cleanly() {
     let test = "tshark_dissects_our_bandwidth_efficient_amrwb_cleanly";
-    if !runnable(test, &[peers::DUMPCAP, peers::TSHARK]) {
+    if !runnable(test, &[peers::DUMPCAP, peers::TSHARK], &[]) {
         return;
     }
     let scene = Scene::new();
@@ -479,24 +484,19 @@ const GST_SRTP: [(&str, &str); 4] = [
 #[test]
 fn gstreamer_amrwb_octet_aligned_over_srtp_and_the_browser_hear_each_other() {
     let test = "gstreamer_amrwb_octet_aligned_over_srtp_and_the_browser_hear_each_other";
-    if !runnable(test, &[peers::DUMPCAP, peers::TSHARK, peers::GST_LAUNCH, peers::GST_INSPECT])
-        || !peers::have_gst_elements(
-            test,
-            &[
-                ("audiotestsrc", "gstreamer1.0-plugins-base"),
-                ("voamrwbenc", "gstreamer1.0-plugins-bad"),
-                ("srtpenc", "gstreamer1.0-plugins-bad"),
-                ("srtpdec", "gstreamer1.0-plugins-bad"),
-                ("audioconvert", "gstreamer1.0-plugins-base"),
-                ("udpsrc", "gstreamer1.0-plugins-good"),
-                ("rtpamrpay", "gstreamer1.0-plugins-good"),
-                ("rtpamrdepay", "gstreamer1.0-plugins-good"),
-                ("udpsink", "gstreamer1.0-plugins-good"),
-                ("wavenc", "gstreamer1.0-plugins-good"),
-                ("amrwbdec", "gstreamer1.0-plugins-ugly"),
-            ],
-        )
-    {
+    let elements = [
+        ("audiotestsrc", "gstreamer1.0-plugins-base"),
+        ("audioconvert", "gstreamer1.0-plugins-base"),
+        ("voamrwbenc", "gstreamer1.0-plugins-bad"),
+        ("srtpenc", "gstreamer1.0-plugins-bad"),
+        ("srtpdec", "gstreamer1.0-plugins-bad"),
+        ("rtpamrpay", "gstreamer1.0-plugins-good"),
+        ("rtpamrdepay", "gstreamer1.0-plugins-good"),
+        ("udpsink", "gstreamer1.0-plugins-good"),
+        ("udpsrc", "gstreamer1.0-plugins-good"),
+        ("amrwbdec", "gstreamer1.0-plugins-ugly"),
+    ];
+    if !runnable(test, &[peers::DUMPCAP, peers::TSHARK, peers::GST_LAUNCH, peers::GST_INSPECT], &elements) {
         return;
     }
     let scene = Scene::new();

@@ -127,11 +127,12 @@ impl Proc {
     }
 
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            if self.status.is_none() {
-                let _ = c.kill();
-                self.status = c.wait().ok();
-            }
+        // A child that already exited has been reaped: there is no pid left to kill.
+        if let Some(mut c) = self.child.take()
+            && self.status.is_none()
+        {
+            let _ = c.kill();
+            self.status = c.wait().ok();
         }
     }
 }
