@@ -40,6 +40,7 @@ test: deps toolchain
 
 bench: deps toolchain
 	$(CARGO) bench -p codecs
+	$(CARGO) bench -p interwork --bench forwarding --bench bridge_legs
 
 # Bounded fuzzing of every depacketizer and decoder entry point (60 s per target).
 fuzz: deps toolchain
