@@ -240,6 +240,13 @@ fn the_call_record_carries_the_legs_media_counters() {
         assert!(std::time::Instant::now() < deadline, "the leg sent no audio");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let metric = |text: &str, name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        line[name.len()..].trim().parse().unwrap()
+    };
+    let live = c.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
+    assert_eq!(metric(&live, "interwork_media_active_legs"), 1.0);
+    assert!(metric(&live, "interwork_media_transcode_seconds_total") > 0.0, "the leg's ticks are counted live");
     assert_eq!(ua.bye(), 200);
 
     let ended = next("sipLegEnded");
@@ -264,6 +271,8 @@ fn the_call_record_carries_the_legs_media_counters() {
     assert_eq!(count("rtp_received"), m["packetsReceived"].as_u64().unwrap());
     assert_eq!(count("rtp_sent"), m["packetsSent"].as_u64().unwrap());
     assert_eq!(count("srtp_auth_failed"), 0);
+    assert_eq!(metric(&text, "interwork_media_active_legs"), 0.0);
+    assert!(text.contains("interwork_media_leg_jitter_seconds_count 1"), "{text}");
 }
 
 /// Bridge mode (CONTRACT §5): the leg ends and the browser keeps the SIP participant's stream;

@@ -3,6 +3,8 @@
 //! One registry; each part records into the families it owns through this struct. Counts that
 //! the rooms already know (sessions, participants) are read when scraped, not kept twice.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -75,6 +77,12 @@ pub struct Metrics {
     pub sip_malformed: Family<MalformedLabels, Counter>,
     /// Media counters of ended SIP legs, by kind (added when each leg ends).
     pub media_leg: Family<MediaLabels, Counter>,
+    /// SIP legs whose media runs now.
+    pub media_active_legs: Gauge,
+    /// Time the legs spent transcoding, mixing and protecting (their 20 ms ticks), live.
+    pub media_transcode_seconds: Counter<f64, AtomicU64>,
+    /// Interarrival jitter of each ended leg's peer (RFC 3550), seconds.
+    pub media_leg_jitter_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -98,6 +106,16 @@ impl Default for Metrics {
         registry.register("sip_malformed", "Malformed SIP messages", sip_malformed.clone());
         let media_leg = Family::<MediaLabels, Counter>::default();
         registry.register("media_leg", "Media counters of ended SIP legs by kind", media_leg.clone());
+        let media_active_legs = Gauge::default();
+        registry.register("media_active_legs", "SIP legs whose media runs", media_active_legs.clone());
+        let media_transcode_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "media_transcode_seconds",
+            "Time SIP legs spent transcoding, mixing and protecting (the bridge's CPU)",
+            media_transcode_seconds.clone(),
+        );
+        let media_leg_jitter_seconds = Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]);
+        registry.register("media_leg_jitter_seconds", "Interarrival jitter of ended SIP legs", media_leg_jitter_seconds.clone());
         Self {
             registry,
             http_requests,
@@ -109,6 +127,9 @@ impl Default for Metrics {
             sip_setup_seconds,
             sip_malformed,
             media_leg,
+            media_active_legs,
+            media_transcode_seconds,
+            media_leg_jitter_seconds,
         }
     }
 }

@@ -59,10 +59,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::UdpSocket as StdUdpSocket;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use codecs::opus::{MAX_PACKET_BYTES, OpusEncoder, OpusEncoderConfig, OpusError, SampleRate, rtp_duration};
+use prometheus_client::metrics::counter::Counter;
 use str0m::media::{Frequency, MediaTime};
 use thiserror::Error;
 use tokio::net::UdpSocket;
@@ -142,6 +144,8 @@ pub struct LegSetup {
     pub rtp_timeout: Duration,
     /// Bridge mode: the participant's stream outlives the leg, for its next leg (CONTRACT §5).
     pub keep_stream: bool,
+    /// Where the leg adds the time its ticks take (the transcoder's CPU, live in `/metrics`).
+    pub busy_seconds: Counter<f64, AtomicU64>,
 }
 
 /// The leg's part of the call record, given back when the task ends.
@@ -186,7 +190,7 @@ pub async fn run_leg(
     mut commands: mpsc::Receiver<LegCommand>,
     notices: mpsc::Sender<LegNotice>,
 ) -> Result<LegSummary, BridgeError> {
-    let LegSetup { call, participant, session, negotiated, rtp, rtcp, rtp_timeout, keep_stream } = setup;
+    let LegSetup { call, participant, session, negotiated, rtp, rtcp, rtp_timeout, keep_stream, busy_seconds } = setup;
     rtp.set_nonblocking(true)?;
     rtcp.set_nonblocking(true)?;
     let rtp = UdpSocket::from_std(rtp)?;
@@ -253,7 +257,10 @@ pub async fn run_leg(
                 if now.saturating_duration_since(at.into_std()) > MAX_CATCH_UP {
                     tick.reset();
                 }
+                // Wall time of a tick that never awaits: the thread's time on this leg.
+                let started = Instant::now();
                 bridge.tick(now, &mut leg);
+                busy_seconds.inc_by(started.elapsed().as_secs_f64());
             },
             _ = inactivity.tick() => {
                 if leg.is_inactive(now(), rtp_timeout) {

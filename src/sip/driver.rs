@@ -400,6 +400,7 @@ impl Actor {
                     rtcp,
                     rtp_timeout: self.rtp_timeout,
                     keep_stream: mode == crate::app::config::InterconnectMode::Bridge,
+                    busy_seconds: self.metrics.media_transcode_seconds.clone(),
                 };
                 let run = bridge::run_leg(setup, self.forwarder.clone(), commands_rx, self.notices.clone());
                 let task = tokio::spawn(
@@ -416,6 +417,7 @@ impl Actor {
                 if let Some(old) = self.media.insert(call, leg) {
                     old.task.abort();
                 }
+                self.metrics.media_active_legs.set(self.media.len() as i64);
             }
             MediaCommand::Update { call, negotiated } => {
                 if let Some(leg) = self.media.get(&call)
@@ -426,7 +428,9 @@ impl Actor {
             }
             MediaCommand::Stop { call } => {
                 self.env.ports.release(call);
-                if let Some(MediaLeg { commands, mut task, guard, .. }) = self.media.remove(&call) {
+                let removed = self.media.remove(&call);
+                self.metrics.media_active_legs.set(self.media.len() as i64);
+                if let Some(MediaLeg { commands, mut task, guard, .. }) = removed {
                     // Closing its command channel ends the leg; its counters come back for the
                     // call record, then the drain guard goes.
                     drop(commands);
@@ -517,6 +521,7 @@ impl Actor {
         let to_webrtc_ms = summary.map_or(0, |s| s.latency_to_webrtc.as_millis() as u64);
         let to_sip_ms = summary.map_or(0, |s| s.latency_to_sip.as_millis() as u64);
         if let Some(s) = summary {
+            self.metrics.media_leg_jitter_seconds.observe(s.stats.jitter.as_secs_f64());
             self.metrics.add_media(&[
                 ("rtp_received", packets_received),
                 ("rtp_sent", packets_sent),
