@@ -180,6 +180,7 @@ impl CallPlayer<'_> {
                 break;
             }
             // 2. Retransmissions and deadlines.
+            let mut expired = false;
             for i in 0..self.txns.len() {
                 if self.txns[i].done {
                     continue;
@@ -189,6 +190,7 @@ impl CallPlayer<'_> {
                     let step = self.txns[i].step;
                     let secs = self.opts.timeout.as_secs_f64();
                     self.requests[step].note = Some(format!("no final answer within {secs:.1} s"));
+                    expired = true;
                     continue;
                 }
                 wake = wake.min(self.txns[i].deadline);
@@ -201,6 +203,10 @@ impl CallPlayer<'_> {
                     }
                     wake = wake.min(self.txns[i].next_retx.unwrap_or(wake));
                 }
+            }
+            if expired {
+                // Steps waiting for it may now go (or be given up).
+                continue;
             }
             // 3. Whatever comes first.
             tokio::select! {

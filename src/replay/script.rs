@@ -207,7 +207,7 @@ fn build_call(
         match (&sip.message, from_client) {
             (Some(Message::Response(r)), false) => {
                 let (cseq, method) = cseq_of(&r.headers);
-                responses.push((packet.ts, cseq, method, r.status));
+                responses.push((packet.ts.saturating_sub(t0), cseq, method, r.status));
             }
             (Some(Message::Request(r)), true) => {
                 let key = (r.method.as_str().to_string(), Some(r.cseq()), r.branch().map(str::to_string));
@@ -413,7 +413,8 @@ mod tests {
 
     fn udp(ms: u64, src: &str, dst: &str, payload: &str) -> Packet {
         Packet {
-            ts: Duration::from_millis(ms),
+            // Captures carry wall-clock times: the script must work relative to the first.
+            ts: Duration::from_secs(1_700_000_000) + Duration::from_millis(ms),
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
             transport: Transport::Udp,
@@ -461,6 +462,16 @@ mod tests {
         ]);
         assert_eq!(call.steps[0].captured_status, Some(487));
         assert_eq!(call.client, c.parse().unwrap());
+    }
+
+    #[test]
+    fn the_generated_refusal_waits_for_its_final_answer() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/pcaps/bad_token.pcap")).unwrap();
+        let script = build(&crate::replay::capture::read(&bytes).unwrap()).unwrap();
+        let call = &script.calls[0];
+        assert_eq!(call.steps.len(), 2);
+        assert_eq!(call.steps[0].captured_status, Some(403));
+        assert_eq!(call.steps[1].waits, [Wait { step: 0, kind: WaitFor::Final }]);
     }
 
     #[test]
