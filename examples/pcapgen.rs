@@ -111,6 +111,8 @@ fn main() {
     a.call(&mut g, 0.0, Offer::Early, 1000.0, &[]);
     b.call(&mut g, 0.2, Offer::Early, 440.0, &[]);
     g.write(&dir.join("tcp_out_of_order.pcap"), Link::Null);
+    // The reference of the SNR check: what call B sends, as call A should hear it.
+    write_wav(&dir.join("tone_440hz_8k.wav"), 8000, &codecs::pcm::analysis::tone(8000, 440.0, -6.0, 8000));
     println!("wrote the captures to {}", dir.display());
 }
 
@@ -488,6 +490,29 @@ impl Gen {
         }
         println!("{}: {} packets", path.display(), self.packets.len());
     }
+}
+
+/// A mono 16-bit PCM WAV.
+fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + samples.len() * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, out).expect("write the WAV");
+    println!("{}: {} samples", path.display(), samples.len());
 }
 
 /// An IPv4 packet in the capture's link layer.
