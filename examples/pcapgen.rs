@@ -170,11 +170,21 @@ impl Leg {
     fn new(name: char, ip: [u8; 4], codec: Codec) -> Self {
         let n = name as u8;
         // Fixed per leg: the SSRC and the SDES key (master key and salt).
-        Self { name, ip, codec, tcp: false, ssrc: 0x5eed_0000 | u32::from(n), key: std::array::from_fn(|i| n.wrapping_mul(7).wrapping_add(i as u8)) }
+        Self {
+            name,
+            ip,
+            codec,
+            tcp: false,
+            ssrc: 0x5eed_0000 | u32::from(n),
+            key: std::array::from_fn(|i| n.wrapping_mul(7).wrapping_add(i as u8)),
+        }
     }
 
     fn sip_addr(&self) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(self.ip.into(), if self.tcp { 40_060 + u16::from(self.name as u8 - b'a') } else { 5060 }))
+        SocketAddr::V4(SocketAddrV4::new(
+            self.ip.into(),
+            if self.tcp { 40_060 + u16::from(self.name as u8 - b'a') } else { 5060 },
+        ))
     }
     fn rtp_addr(&self) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(self.ip.into(), 40_000))
@@ -223,7 +233,18 @@ impl Leg {
         )
     }
 
-    fn response(&self, method: &str, cseq: u32, branch: &str, status: u16, reason: &str, to_tag: Option<&str>, extra: &str, body: &str) -> String {
+    #[allow(clippy::too_many_arguments)]
+    fn response(
+        &self,
+        method: &str,
+        cseq: u32,
+        branch: &str,
+        status: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+        extra: &str,
+        body: &str,
+    ) -> String {
         let transport = if self.tcp { "TCP" } else { "UDP" };
         let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
         let ctype = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
@@ -250,7 +271,9 @@ impl Leg {
             Codec::Pcmu => format!(
                 "m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
             ),
-            Codec::Pcma => format!("m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"),
+            Codec::Pcma => format!(
+                "m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
+            ),
             Codec::G729 => format!("m=audio {port} RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\na=fmtp:18 annexb=no\r\n"),
             Codec::AmrWbOa => format!(
                 "m=audio {port} RTP/AVP 96 101\r\na=rtpmap:96 AMR-WB/16000\r\na=fmtp:96 octet-align=1\r\na=rtpmap:101 telephone-event/16000\r\na=fmtp:101 0-15\r\n"
@@ -296,7 +319,11 @@ impl Leg {
         let extra = format!("{}{timer}", self.uui());
         self.send(g, t, self.request("INVITE", 1, "inv1", None, &extra, &invite_body));
         self.recv(g, t + 0.005, self.response("INVITE", 1, "inv1", 100, "Trying", None, "", ""));
-        let answer_extra = if offer == Offer::SessionRefresh { "Require: timer\r\nSession-Expires: 1800;refresher=uac\r\n" } else { "" };
+        let answer_extra = if offer == Offer::SessionRefresh {
+            "Require: timer\r\nSession-Expires: 1800;refresher=uac\r\n"
+        } else {
+            ""
+        };
         self.recv(g, t + 0.040, self.response("INVITE", 1, "inv1", 200, "OK", tag, answer_extra, &answer_body));
         self.send(g, t + 0.045, self.request("ACK", 1, "ack1", tag, "", &ack_body));
         let media_start = t + 0.06;
@@ -308,7 +335,11 @@ impl Leg {
                     let branch = format!("re{cseq}");
                     self.send(g, t + at, self.request("INVITE", cseq, &branch, tag, "", &self.client_sdp(v, dir)));
                     let answer = if dir == "sendonly" { "recvonly" } else { "sendrecv" };
-                    self.recv(g, t + at + 0.03, self.response("INVITE", cseq, &branch, 200, "OK", tag, "", &self.server_sdp(v, answer)));
+                    self.recv(
+                        g,
+                        t + at + 0.03,
+                        self.response("INVITE", cseq, &branch, 200, "OK", tag, "", &self.server_sdp(v, answer)),
+                    );
                     self.send(g, t + at + 0.035, self.request("ACK", cseq, &format!("ra{cseq}"), tag, "", ""));
                     cseq += 1;
                 }
@@ -316,7 +347,20 @@ impl Leg {
             Offer::SessionRefresh => {
                 let refresh = "Session-Expires: 1800;refresher=uac\r\nSupported: timer\r\n";
                 self.send(g, t + 1.5, self.request("UPDATE", cseq, "upd", tag, refresh, ""));
-                self.recv(g, t + 1.52, self.response("UPDATE", cseq, "upd", 200, "OK", tag, "Require: timer\r\nSession-Expires: 1800;refresher=uac\r\n", ""));
+                self.recv(
+                    g,
+                    t + 1.52,
+                    self.response(
+                        "UPDATE",
+                        cseq,
+                        "upd",
+                        200,
+                        "OK",
+                        tag,
+                        "Require: timer\r\nSession-Expires: 1800;refresher=uac\r\n",
+                        "",
+                    ),
+                );
                 cseq += 1;
             }
             _ => {}
@@ -395,11 +439,20 @@ impl Gen {
         let rate = leg.codec.rate();
         let samples = (rate / 50) as usize;
         let mut srtp = (leg.codec == Codec::AmrWbBeSrtp).then(|| {
-            SrtpSession::new(&SrtpKeys { suite: SrtpSuite::AesCm128HmacSha1_80, tag: 1, remote_key: leg.key.to_vec(), local_key: leg.key.to_vec() })
-                .expect("a valid key")
+            SrtpSession::new(&SrtpKeys {
+                suite: SrtpSuite::AesCm128HmacSha1_80,
+                tag: 1,
+                remote_key: leg.key.to_vec(),
+                local_key: leg.key.to_vec(),
+            })
+            .expect("a valid key")
         });
         let mut encoder = AmrWbEncoder::new(false).expect("the AMR-WB encoder");
-        let layout = if leg.codec == Codec::AmrWbOa { PayloadConfig::octet_aligned() } else { PayloadConfig::bandwidth_efficient() };
+        let layout = if leg.codec == Codec::AmrWbOa {
+            PayloadConfig::octet_aligned()
+        } else {
+            PayloadConfig::bandwidth_efficient()
+        };
         let packetizer = Packetizer::new(layout);
         let mut te = TelephoneEventSender::new(rate, 20);
         let mut pending: Vec<(f64, char)> = digits.to_vec();
@@ -428,7 +481,9 @@ impl Gen {
                     Codec::AmrWbBeSrtp | Codec::AmrWbOa => {
                         pcm.copy_from_slice(chunk);
                         let encoded = encoder.encode(&pcm, Mode::M8, &mut frame).expect("AMR-WB encode");
-                        packetizer.packetize(Cmr::NoRequest, &[encoded.frame(&frame)], &mut packet[12..]).expect("packetize")
+                        packetizer
+                            .packetize(Cmr::NoRequest, &[encoded.frame(&frame)], &mut packet[12..])
+                            .expect("packetize")
                     }
                 };
                 (leg.codec.pt(), i == 0, ts, n)

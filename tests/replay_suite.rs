@@ -131,15 +131,18 @@ fn a_tcp_target_that_refuses_connections_fails() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let capture = pcaps_dir().join("tcp_out_of_order.pcap");
-    let out = replay(&offline_env(dir.path()), &[
-        capture.to_str().unwrap(),
-        "--target",
-        &format!("127.0.0.1:{port}"),
-        "--timeout",
-        "1s",
-        "--expect",
-        pcaps_dir().join("bad_token.toml").to_str().unwrap(),
-    ]);
+    let out = replay(
+        &offline_env(dir.path()),
+        &[
+            capture.to_str().unwrap(),
+            "--target",
+            &format!("127.0.0.1:{port}"),
+            "--timeout",
+            "1s",
+            "--expect",
+            pcaps_dir().join("bad_token.toml").to_str().unwrap(),
+        ],
+    );
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("cannot reach"), "{all}");
@@ -209,7 +212,8 @@ fn missing_or_bad_expectations_are_refused() {
     assert_eq!(out.status.code(), Some(REPLAY_ERROR));
     assert!(text(&out).contains("call.toml"), "names the default expectations file: {}", text(&out));
 
-    std::fs::write(dir.path().join("call.toml"), "[[call]]\n[[call.request]]\nmethod = \"INVITE\"\nstauts = 200\n").unwrap();
+    std::fs::write(dir.path().join("call.toml"), "[[call]]\n[[call.request]]\nmethod = \"INVITE\"\nstauts = 200\n")
+        .unwrap();
     let out = replay(&offline_env(dir.path()), &[capture.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(REPLAY_ERROR));
     assert!(text(&out).contains("stauts"), "names the unknown key: {}", text(&out));

@@ -34,7 +34,8 @@ impl ReceiveFormat {
             Format::Codec(c) => Some((*pt, c.clone())),
             _ => None,
         })?;
-        let event_pt = line.formats.iter().find_map(|(pt, f)| matches!(f, Format::TelephoneEvent { .. }).then_some(*pt));
+        let event_pt =
+            line.formats.iter().find_map(|(pt, f)| matches!(f, Format::TelephoneEvent { .. }).then_some(*pt));
         Some(Self { codec, pt, event_pt })
     }
 
@@ -177,12 +178,12 @@ pub fn check(expect: &AudioExpect, audio: &ReceivedAudio, base: &Path) -> (Measu
         ));
     }
     if let Some(min) = expect.min_dbfs
-        && !(measured.dbfs >= min)
+        && (measured.dbfs < min || measured.dbfs.is_nan())
     {
         failures.push(format!("audio: level {:.1} dBFS, expected at least {min:.1}", measured.dbfs));
     }
     if let Some(max) = expect.max_dbfs
-        && !(measured.dbfs <= max)
+        && (measured.dbfs > max || measured.dbfs.is_nan())
     {
         failures.push(format!("audio: level {:.1} dBFS, expected at most {max:.1}", measured.dbfs));
     }
@@ -194,9 +195,10 @@ pub fn check(expect: &AudioExpect, audio: &ReceivedAudio, base: &Path) -> (Measu
                 let delay = analysis::best_delay(&reference, judged, max_delay);
                 let snr = analysis::snr_db(&reference, &judged[delay..]);
                 if let Some(min) = expect.min_snr_db
-                    && !(snr >= min)
+                    && (snr < min || snr.is_nan())
                 {
-                    failures.push(format!("audio: SNR {snr:.1} dB against {}, expected at least {min:.1}", path.display()));
+                    failures
+                        .push(format!("audio: SNR {snr:.1} dB against {}, expected at least {min:.1}", path.display()));
                 }
             }
             Ok((wav_rate, _)) => {

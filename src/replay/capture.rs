@@ -107,14 +107,12 @@ pub fn read(bytes: &[u8]) -> Result<Capture, CaptureError> {
             continue;
         };
         let (src_ip, dst_ip) = match &sliced.net {
-            Some(NetSlice::Ipv4(ip)) if !ip.is_payload_fragmented() => (
-                IpAddr::V4(ip.header().source_addr()),
-                IpAddr::V4(ip.header().destination_addr()),
-            ),
-            Some(NetSlice::Ipv6(ip)) if !ip.is_payload_fragmented() => (
-                IpAddr::V6(ip.header().source_addr()),
-                IpAddr::V6(ip.header().destination_addr()),
-            ),
+            Some(NetSlice::Ipv4(ip)) if !ip.is_payload_fragmented() => {
+                (IpAddr::V4(ip.header().source_addr()), IpAddr::V4(ip.header().destination_addr()))
+            }
+            Some(NetSlice::Ipv6(ip)) if !ip.is_payload_fragmented() => {
+                (IpAddr::V6(ip.header().source_addr()), IpAddr::V6(ip.header().destination_addr()))
+            }
             _ => {
                 capture.skipped += 1;
                 continue;
@@ -192,8 +190,7 @@ fn read_pcapng(bytes: &[u8], frames: &mut Vec<Frame>) -> Result<(), CaptureError
                 frames.push((ts, link, epb.data.into_owned()));
             }
             Block::SimplePacket(spb) => {
-                let &(link, _) =
-                    interfaces.first().ok_or(CaptureError::UnknownInterface { record, interface: 0 })?;
+                let &(link, _) = interfaces.first().ok_or(CaptureError::UnknownInterface { record, interface: 0 })?;
                 // Simple packets carry no time: keep the order, at the last time seen.
                 let ts = frames.last().map_or(Duration::ZERO, |f| f.0);
                 frames.push((ts, link, spb.data.into_owned()));
@@ -207,7 +204,11 @@ fn read_pcapng(bytes: &[u8], frames: &mut Vec<Frame>) -> Result<(), CaptureError
 /// `if_tsresol` (pcapng §4.2): bit 7 clear, a negative power of ten; set, of two.
 fn ticks_per_second(resolution: u8) -> u64 {
     let exp = u32::from(resolution & 0x7f);
-    if resolution & 0x80 == 0 { 10u64.checked_pow(exp).unwrap_or(1_000_000) } else { 2u64.checked_pow(exp).unwrap_or(1_000_000) }
+    if resolution & 0x80 == 0 {
+        10u64.checked_pow(exp).unwrap_or(1_000_000)
+    } else {
+        2u64.checked_pow(exp).unwrap_or(1_000_000)
+    }
 }
 
 fn check_link(link: DataLink) -> Result<(), CaptureError> {
@@ -370,7 +371,8 @@ mod tests {
 
     #[test]
     fn messages_are_framed_by_content_length() {
-        let two = b"OPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nabc\r\n\r\nBYE sip:b SIP/2.0\r\nContent-Length: 0\r\n\r\nINVITE";
+        let two =
+            b"OPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nabc\r\n\r\nBYE sip:b SIP/2.0\r\nContent-Length: 0\r\n\r\nINVITE";
         let stream: Vec<(u8, Duration)> = two.iter().map(|b| (*b, Duration::ZERO)).collect();
         let mut got = Vec::new();
         let left = frame_messages(&stream, |_, m| got.push(m));

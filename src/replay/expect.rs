@@ -168,6 +168,9 @@ pub fn parse(text: &str) -> Result<Expectations, String> {
     toml::from_str(text).map_err(|e| e.to_string())
 }
 
+/// A final response as the replay saw it: status, reason phrase, headers in order.
+pub type FinalResponse = (u16, String, Vec<(String, String)>);
+
 /// What the replay saw of one client request.
 #[derive(Clone, Debug)]
 pub struct RequestOutcome {
@@ -175,8 +178,8 @@ pub struct RequestOutcome {
     pub method: String,
     /// Its CSeq number.
     pub cseq: Option<u32>,
-    /// The final response: status, reason, headers.
-    pub response: Option<(u16, String, Vec<(String, String)>)>,
+    /// The final response.
+    pub response: Option<FinalResponse>,
     /// Why there is none (not sent, no answer in time, transport error).
     pub note: Option<String>,
 }
@@ -266,7 +269,8 @@ mod tests {
         )
         .unwrap();
         assert!(check_requests(&expected.calls[0].requests, &[outcome(200)]).is_empty());
-        let none = RequestOutcome { method: "BYE".into(), cseq: Some(2), response: None, note: Some("no answer".into()) };
+        let none =
+            RequestOutcome { method: "BYE".into(), cseq: Some(2), response: None, note: Some("no answer".into()) };
         let expected = parse("[[call]]\n[[call.request]]\nmethod = \"BYE\"\nstatus = 200\n").unwrap();
         assert_eq!(check_requests(&expected.calls[0].requests, &[none]), ["BYE: expected 200, got none (no answer)"]);
     }

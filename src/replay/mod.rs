@@ -117,7 +117,10 @@ fn judge(
         let index = e.index.unwrap_or(i + 1);
         if script.calls.iter().all(|c| c.index != index) {
             passed = false;
-            lines.push(format!("{name}: call {index}: FAILED: expected, but the capture has {} call(s)", script.calls.len()));
+            lines.push(format!(
+                "{name}: call {index}: FAILED: expected, but the capture has {} call(s)",
+                script.calls.len()
+            ));
         }
     }
     for (call, result) in script.calls.iter().zip(results) {
@@ -127,7 +130,8 @@ fn judge(
             lines.push(format!("{label}: FAILED: the replay did not finish in time"));
             continue;
         };
-        let expected = expectations.calls.iter().enumerate().find(|(i, e)| e.index.unwrap_or(i + 1) == call.index).map(|(_, e)| e);
+        let expected =
+            expectations.calls.iter().enumerate().find(|(i, e)| e.index.unwrap_or(i + 1) == call.index).map(|(_, e)| e);
         let mut failures = Vec::new();
         let mut audio_line = String::new();
         if let Some(e) = expected {

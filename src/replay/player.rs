@@ -47,11 +47,21 @@ pub struct CallResult {
 }
 
 /// Plays one call from `start` (the capture's first SIP message).
-pub async fn play_call(call: Arc<Call>, tokens: HashMap<String, String>, opts: PlayOptions, start: Instant) -> CallResult {
+pub async fn play_call(
+    call: Arc<Call>,
+    tokens: HashMap<String, String>,
+    opts: PlayOptions,
+    start: Instant,
+) -> CallResult {
     let mut requests: Vec<RequestOutcome> = call
         .steps
         .iter()
-        .map(|s| RequestOutcome { method: s.request.method().to_string(), cseq: s.request.cseq(), response: None, note: None })
+        .map(|s| RequestOutcome {
+            method: s.request.method().to_string(),
+            cseq: s.request.cseq(),
+            response: None,
+            note: None,
+        })
         .collect();
     let link = match Link::open(call.transport, opts.target, opts.timeout).await {
         Ok(l) => l,
@@ -76,7 +86,15 @@ pub async fn play_call(call: Arc<Call>, tokens: HashMap<String, String>, opts: P
     rw.tokens = tokens;
     let (media_tx, media_rx) = mpsc::channel(16);
     let (media_done_tx, media_done_rx) = oneshot::channel();
-    let media = tokio::spawn(run_media(rtp, call.media.clone(), call.captured_key.clone(), opts.speed, start, media_rx, media_done_tx));
+    let media = tokio::spawn(run_media(
+        rtp,
+        call.media.clone(),
+        call.captured_key.clone(),
+        opts.speed,
+        start,
+        media_rx,
+        media_done_tx,
+    ));
     let mut player = CallPlayer {
         call: &call,
         opts: &opts,
@@ -404,11 +422,8 @@ impl CallPlayer<'_> {
         }
         self.txns[i].done = true;
         self.txns[i].next_retx = None;
-        self.requests[step].response = Some((
-            r.status,
-            r.reason.clone(),
-            r.headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
-        ));
+        self.requests[step].response =
+            Some((r.status, r.reason.clone(), r.headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()));
         if !is_invite {
             return;
         }
@@ -427,9 +442,10 @@ impl CallPlayer<'_> {
                 self.negotiated().await;
             }
         }
-        let captured_ack = self.call.steps.iter().any(|s| {
-            s.request.method() == "ACK" && s.request.cseq() == Some(cseq) && s.at >= self.call.steps[step].at
-        });
+        let captured_ack =
+            self.call.steps.iter().any(|s| {
+                s.request.method() == "ACK" && s.request.cseq() == Some(cseq) && s.at >= self.call.steps[step].at
+            });
         if !success || !captured_ack {
             let Some(invite) = self.txns[i].sent.clone() else { return };
             let ack = self.rw.ack(&invite, &r, None);
@@ -445,9 +461,9 @@ impl CallPlayer<'_> {
         let tag = String::from_utf8_lossy(&theirs)
             .lines()
             .find_map(|l| l.strip_prefix("a=crypto:")?.split_whitespace().next()?.parse::<u32>().ok());
-        let our_key = tag.and_then(|t| self.rw.offered_key(t)).or_else(|| {
-            self.rw.offered_keys.first().map(|(_, s, k)| (*s, k.clone()))
-        });
+        let our_key = tag
+            .and_then(|t| self.rw.offered_key(t))
+            .or_else(|| self.rw.offered_keys.first().map(|(_, s, k)| (*s, k.clone())));
         let format = if self.offered_by_gateway {
             ReceiveFormat::from_sdp(ours.as_bytes())
         } else {
@@ -494,7 +510,12 @@ impl CallPlayer<'_> {
         let mut headers = message::Headers::default();
         headers.push(
             "Via",
-            format!("SIP/2.0/{} {};branch=z9hG4bK{};rport", self.call.transport.via_name(), self.link.local, crate::ids::random_id(12)),
+            format!(
+                "SIP/2.0/{} {};branch=z9hG4bK{};rport",
+                self.call.transport.via_name(),
+                self.link.local,
+                crate::ids::random_id(12)
+            ),
         );
         for name in ["From", "Call-ID"] {
             headers.push(name, invite.headers.get(name).unwrap_or_default());
@@ -564,7 +585,11 @@ impl Link {
         let (tx, rx) = mpsc::channel(64);
         match transport {
             Transport::Udp => {
-                let any = if target.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+                let any = if target.is_ipv4() {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                };
                 // The address the kernel would send from toward the target: ours in Via/Contact.
                 let probe = UdpSocket::bind(SocketAddr::new(any, 0)).await?;
                 probe.connect(target).await?;
@@ -591,8 +616,7 @@ impl Link {
                 tokio::spawn(async move {
                     let mut buf: Vec<u8> = Vec::new();
                     let mut chunk = vec![0u8; 16 * 1024];
-                    loop {
-                        let Ok(n) = read.read(&mut chunk).await else { break };
+                    while let Ok(n) = read.read(&mut chunk).await {
                         if n == 0 || buf.len() > message::MAX_MESSAGE_LEN * 4 {
                             break;
                         }
@@ -669,10 +693,7 @@ async fn run_media(
         {
             let _ = d.send(());
         }
-        let due = packets
-            .get(next)
-            .filter(|_| remote.is_some())
-            .map(|p| start + p.at.div_f64(speed) + lag);
+        let due = packets.get(next).filter(|_| remote.is_some()).map(|p| start + p.at.div_f64(speed) + lag);
         tokio::select! {
             cmd = cmds.recv() => match cmd {
                 Some(MediaCmd::Negotiated { remote: r, their_key, our_key, format: f, lag: l }) => {
@@ -687,10 +708,10 @@ async fn run_media(
                     if f.is_some() {
                         format = f;
                     }
-                    if let (Some((suite, ours)), Some((_, captured))) = (&our_key, &captured_key) {
-                        if tx.is_none() {
-                            tx = SrtpSession::new(&SrtpKeys { suite: *suite, tag: 1, remote_key: captured.clone(), local_key: ours.clone() }).ok();
-                        }
+                    if let (Some((suite, ours)), Some((_, captured))) = (&our_key, &captured_key)
+                        && tx.is_none()
+                    {
+                        tx = SrtpSession::new(&SrtpKeys { suite: *suite, tag: 1, remote_key: captured.clone(), local_key: ours.clone() }).ok();
                     }
                     if their_key != their_key_now
                         && let Some((suite, theirs)) = &their_key

@@ -148,12 +148,7 @@ impl CallRewriter {
         let success = (200..300).contains(&response.status);
         let mut headers = Headers::default();
         let via = if success {
-            format!(
-                "SIP/2.0/{} {};branch=z9hG4bK{};rport",
-                self.transport.via_name(),
-                self.local_sip,
-                random_id(12)
-            )
+            format!("SIP/2.0/{} {};branch=z9hG4bK{};rport", self.transport.via_name(), self.local_sip, random_id(12))
         } else {
             invite.headers.get("Via").unwrap_or_default().to_string()
         };

@@ -280,9 +280,7 @@ fn build_call(
         .packets
         .iter()
         .filter(|p| p.transport == Transport::Udp && p.src != client && is_rtp(&p.payload))
-        .filter(|p| {
-            client_media.contains(&p.src) || (server_media.contains(&p.dst) && p.src.ip() == client.ip())
-        })
+        .filter(|p| client_media.contains(&p.src) || (server_media.contains(&p.dst) && p.src.ip() == client.ip()))
         .map(|p| MediaPacket { at: p.ts.saturating_sub(t0), data: p.payload.clone() })
         .collect();
     Call { index, call_id, transport, client, server, steps, media, captured_key, participants }
@@ -314,9 +312,9 @@ impl Sip {
     }
 
     fn body(&self) -> Option<&[u8]> {
-        let body = match &self.message {
-            Some(Message::Request(Request { body, .. }) | Message::Response(Response { body, .. })) => body,
-            None => return None,
+        let Some(Message::Request(Request { body, .. }) | Message::Response(Response { body, .. })) = &self.message
+        else {
+            return None;
         };
         (!body.is_empty()).then_some(body.as_slice())
     }
@@ -393,10 +391,7 @@ pub fn token_subjects(request: &Request) -> Vec<String> {
 /// The token of a User-to-User element with `encoding=jwt`.
 pub fn jwt_of(element: &str) -> Option<&str> {
     let (token, params) = element.split_once(';')?;
-    params
-        .split(';')
-        .any(|p| p.trim().eq_ignore_ascii_case("encoding=jwt"))
-        .then(|| token.trim().trim_matches('"'))
+    params.split(';').any(|p| p.trim().eq_ignore_ascii_case("encoding=jwt")).then(|| token.trim().trim_matches('"'))
 }
 
 /// A string claim of a JWT's payload, unverified.
@@ -456,10 +451,10 @@ mod tests {
         let methods: Vec<&str> = call.steps.iter().map(|s| s.request.method()).collect();
         assert_eq!(methods, ["INVITE", "CANCEL", "ACK"]);
         assert_eq!(call.steps[1].waits, [Wait { step: 0, kind: WaitFor::AnyResponse }]);
-        assert_eq!(call.steps[2].waits, [
-            Wait { step: 0, kind: WaitFor::Final },
-            Wait { step: 1, kind: WaitFor::Final }
-        ]);
+        assert_eq!(
+            call.steps[2].waits,
+            [Wait { step: 0, kind: WaitFor::Final }, Wait { step: 1, kind: WaitFor::Final }]
+        );
         assert_eq!(call.steps[0].captured_status, Some(487));
         assert_eq!(call.client, c.parse().unwrap());
     }

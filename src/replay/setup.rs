@@ -107,7 +107,9 @@ impl Gateway {
         }
         let session = match policy {
             ParticipantPolicy::Fresh => {
-                let s = self.call(reqwest::Method::POST, "/sessions", Some(json!({"tag": "replay"})), "create a session").await?;
+                let s = self
+                    .call(reqwest::Method::POST, "/sessions", Some(json!({"tag": "replay"})), "create a session")
+                    .await?;
                 Some(s["id"].as_str().unwrap_or_default().to_string())
             }
             _ => None,
@@ -115,13 +117,24 @@ impl Gateway {
         prepared.session = session.clone();
         for captured in participants {
             let p = self
-                .call(reqwest::Method::POST, "/participants", Some(json!({"publishPermissions": ["AUDIO"], "tag": "replay"})), "create a participant")
+                .call(
+                    reqwest::Method::POST,
+                    "/participants",
+                    Some(json!({"publishPermissions": ["AUDIO"], "tag": "replay"})),
+                    "create a participant",
+                )
                 .await?;
             let id = p["participant"]["id"].as_str().unwrap_or_default().to_string();
             let api_token = p["token"].as_str().unwrap_or_default().to_string();
             if let Some(sid) = &session {
                 let path = format!("/sessions/{sid}/participants/{id}");
-                self.call(reqwest::Method::PUT, &path, Some(json!({"sessionId": sid})), "add the participant to the session").await?;
+                self.call(
+                    reqwest::Method::PUT,
+                    &path,
+                    Some(json!({"sessionId": sid})),
+                    "add the participant to the session",
+                )
+                .await?;
             }
             let token = match &self.minter {
                 Some(m) => m.mint(
@@ -134,7 +147,8 @@ impl Gateway {
                 None => api_token,
             };
             if policy == ParticipantPolicy::Deleted {
-                self.call(reqwest::Method::DELETE, &format!("/participants/{id}"), None, "delete the participant").await?;
+                self.call(reqwest::Method::DELETE, &format!("/participants/{id}"), None, "delete the participant")
+                    .await?;
             }
             prepared.tokens.insert(captured.clone(), token);
         }
@@ -148,7 +162,13 @@ impl Gateway {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>, what: &str) -> Result<Value, SetupError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        what: &str,
+    ) -> Result<Value, SetupError> {
         let url = format!("{}/v1/accounts/{}{path}", self.base, self.account);
         let what = format!("{what} ({method} {url})");
         let mut request = self.client.request(method, &url).basic_auth(&self.username, Some(&self.password));
