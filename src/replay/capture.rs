@@ -388,6 +388,90 @@ mod tests {
         assert!(matches!(read(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0]), Err(CaptureError::Corrupt { .. })));
     }
 
+    const SIP: &[u8] = b"OPTIONS sip:gw@h SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+
+    fn ipv4_udp() -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(5061, 5060);
+        let mut out = Vec::new();
+        b.write(&mut out, SIP).unwrap();
+        out
+    }
+
+    fn ipv6_udp() -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ipv6([0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
+            .udp(5061, 5060);
+        let mut out = Vec::new();
+        b.write(&mut out, SIP).unwrap();
+        out
+    }
+
+    fn pcap(link: DataLink, frame: Vec<u8>) -> Vec<u8> {
+        let header = pcap_file::pcap::PcapHeader { datalink: link, ..Default::default() };
+        let mut w = pcap_file::pcap::PcapWriter::with_header(Vec::new(), header).unwrap();
+        w.write_packet(&pcap_file::pcap::PcapPacket::new(Duration::from_secs(7), frame.len() as u32, &frame)).unwrap();
+        w.into_writer()
+    }
+
+    fn one_packet(bytes: &[u8]) -> Packet {
+        let capture = read(bytes).unwrap();
+        assert_eq!(capture.packets.len(), 1, "skipped {}", capture.skipped);
+        capture.packets[0].clone()
+    }
+
+    #[test]
+    fn every_link_type_reaches_the_udp_payload() {
+        let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 1, 0, 1, 4, 6, 2, 0, 0, 0, 0, 1, 0, 0];
+        sll2.extend(ipv4_udp());
+        let mut null_v6 = 30u32.to_le_bytes().to_vec();
+        null_v6.extend(ipv6_udp());
+        let mut loop_v4 = 2u32.to_be_bytes().to_vec();
+        loop_v4.extend(ipv4_udp());
+        let mut sll = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x08, 0x00];
+        sll.extend(ipv4_udp());
+        let mut eth = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        eth.extend(ipv6_udp());
+        for (link, frame) in [
+            (DataLink::LINUX_SLL2, sll2),
+            (DataLink::NULL, null_v6),
+            (DataLink::LOOP, loop_v4),
+            (DataLink::LINUX_SLL, sll),
+            (DataLink::ETHERNET, eth),
+            (DataLink::RAW, ipv6_udp()),
+        ] {
+            let p = one_packet(&pcap(link, frame));
+            assert_eq!(p.payload, SIP, "{link:?}");
+            assert_eq!(p.dst.port(), 5060, "{link:?}");
+            assert_eq!(p.ts, Duration::from_secs(7));
+        }
+    }
+
+    #[test]
+    fn pcapng_timestamps_follow_the_interface_resolution() {
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        let mut w = pcap_file::pcapng::PcapNgWriter::new(Vec::new()).unwrap();
+        // Default resolution: microseconds. 1.5 s = 1_500_000 ticks.
+        w.write_pcapng_block(InterfaceDescriptionBlock { linktype: DataLink::RAW, snaplen: 0, options: vec![] }).unwrap();
+        let frame = ipv4_udp();
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::from_nanos(1_500_000),
+            original_len: frame.len() as u32,
+            data: frame.into(),
+            options: vec![],
+        })
+        .unwrap();
+        let p = one_packet(&w.into_inner());
+        assert_eq!(p.ts, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn unknown_link_types_and_truncated_files_are_errors() {
+        assert!(matches!(read(&pcap(DataLink::USER0, ipv4_udp())), Err(CaptureError::UnknownLinkType(_))));
+        let whole = pcap(DataLink::RAW, ipv4_udp());
+        assert!(matches!(read(&whole[..whole.len() - 5]), Err(CaptureError::Corrupt { record: 0, .. })));
+    }
+
     #[test]
     fn tsresol_is_decoded() {
         assert_eq!(ticks_per_second(6), 1_000_000);
