@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [setup]
-//! participants = "fresh"      # fresh (default) | captured | deleted
+//! participants = "fresh"      # fresh (default) | captured | deleted | existing
 //!
 //! [[call]]                    # the calls in capture order; `index = 2` to pick one
 //! [[call.request]]
@@ -59,6 +59,9 @@ pub enum ParticipantPolicy {
     /// A validly signed token for a participant that was deleted (the "unknown participant"
     /// case).
     Deleted,
+    /// The captured participants exist on this gateway: keep them, re-mint only the tokens that
+    /// have expired (same `sub` and `sid`), with the gateway's key.
+    Existing,
 }
 
 /// What one call must see.

@@ -65,6 +65,7 @@ pub async fn run(args: &ReplayArgs, config: &Config) -> anyhow::Result<Report> {
     let target = args.target.unwrap_or_else(|| loopback_if_unspecified(config.sip.listen.0));
     let gateway = setup::Gateway::from_config(config, &args.account)?;
     let mut participants: Vec<String> = Vec::new();
+    let tokens: Vec<String> = script.calls.iter().flat_map(|c| c.tokens.iter().cloned()).collect();
     for call in &script.calls {
         for p in &call.participants {
             if !participants.contains(p) {
@@ -73,7 +74,7 @@ pub async fn run(args: &ReplayArgs, config: &Config) -> anyhow::Result<Report> {
         }
     }
     let prepared = gateway
-        .prepare(expectations.setup.participants, &participants)
+        .prepare(expectations.setup.participants, &participants, &tokens)
         .await
         .with_context(|| format!("{name}: cannot prepare the gateway at {}", gateway.base))?;
 

@@ -49,6 +49,8 @@ pub struct Call {
     pub captured_key: Option<(SrtpSuite, Vec<u8>)>,
     /// The participants (`sub` claims) named by the tokens in the client's INVITEs.
     pub participants: Vec<String>,
+    /// The tokens themselves, as captured.
+    pub tokens: Vec<String>,
 }
 
 /// One request of the client.
@@ -186,6 +188,7 @@ fn build_call(
     let mut steps: Vec<Step> = Vec::new();
     let mut seen: HashSet<(String, Option<u32>, Option<String>)> = HashSet::new();
     let mut participants = Vec::new();
+    let mut tokens: Vec<String> = Vec::new();
     let mut client_media: Vec<SocketAddr> = Vec::new();
     let mut server_media: Vec<SocketAddr> = Vec::new();
     let mut captured_key = None;
@@ -215,6 +218,11 @@ fn build_call(
                     continue;
                 }
                 if r.method == Method::Invite {
+                    for token in jwts(r) {
+                        if !tokens.contains(&token) {
+                            tokens.push(token);
+                        }
+                    }
                     for sub in token_subjects(r) {
                         if !participants.contains(&sub) {
                             participants.push(sub);
@@ -283,7 +291,7 @@ fn build_call(
         .filter(|p| client_media.contains(&p.src) || (server_media.contains(&p.dst) && p.src.ip() == client.ip()))
         .map(|p| MediaPacket { at: p.ts.saturating_sub(t0), data: p.payload.clone() })
         .collect();
-    Call { index, call_id, transport, client, server, steps, media, captured_key, participants }
+    Call { index, call_id, transport, client, server, steps, media, captured_key, participants, tokens }
 }
 
 /// One SIP message of the capture, parsed if our parser takes it.
@@ -375,13 +383,16 @@ pub fn sdes_key(sdp: &[u8]) -> Option<(SrtpSuite, Vec<u8>)> {
 /// The `sub` claims of the JWTs in the request's User-to-User headers (read, not verified:
 /// they only name whom to stand in for).
 pub fn token_subjects(request: &Request) -> Vec<String> {
+    jwts(request).iter().filter_map(|t| jwt_claim(t, "sub")).collect()
+}
+
+/// The JWTs (`encoding=jwt` elements) of the request's User-to-User headers.
+pub fn jwts(request: &Request) -> Vec<String> {
     let mut out = Vec::new();
     for value in request.headers.get_all("User-to-User") {
         for element in message::split_list(value) {
-            if let Some(token) = jwt_of(&element)
-                && let Some(sub) = jwt_claim(token, "sub")
-            {
-                out.push(sub);
+            if let Some(token) = jwt_of(&element) {
+                out.push(token.to_string());
             }
         }
     }
@@ -396,10 +407,14 @@ pub fn jwt_of(element: &str) -> Option<&str> {
 
 /// A string claim of a JWT's payload, unverified.
 pub fn jwt_claim(token: &str, claim: &str) -> Option<String> {
+    jwt_claims(token)?.get(claim)?.as_str().map(str::to_string)
+}
+
+/// A JWT's payload, unverified.
+pub fn jwt_claims(token: &str) -> Option<serde_json::Value> {
     let payload = token.split('.').nth(1)?;
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&json).ok()?;
-    value.get(claim)?.as_str().map(str::to_string)
+    serde_json::from_slice(&json).ok()
 }
 
 #[cfg(test)]

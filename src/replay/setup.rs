@@ -51,6 +51,9 @@ pub enum SetupError {
         /// Its body.
         body: String,
     },
+    /// Re-minting needs the gateway's key, and its state or config does not give it.
+    #[error("re-minting tokens needs the gateway's signing key: give its config with --config")]
+    NoKey,
     /// The config has no account to use.
     #[error("the gateway's config has no account {0:?}")]
     NoAccount(String),
@@ -99,10 +102,21 @@ impl Gateway {
         })
     }
 
-    /// Sets up what `policy` asks for the `participants` named in the capture.
-    pub async fn prepare(&self, policy: ParticipantPolicy, participants: &[String]) -> Result<Prepared, SetupError> {
+    /// Sets up what `policy` asks for the `participants` named in the capture (`tokens`: the
+    /// captured tokens).
+    pub async fn prepare(
+        &self,
+        policy: ParticipantPolicy,
+        participants: &[String],
+        tokens: &[String],
+    ) -> Result<Prepared, SetupError> {
         let mut prepared = Prepared::default();
         if participants.is_empty() || policy == ParticipantPolicy::Captured {
+            return Ok(prepared);
+        }
+        if policy == ParticipantPolicy::Existing {
+            let minter = self.minter.as_ref().ok_or(SetupError::NoKey)?;
+            prepared.tokens = remint_expired(minter, tokens, SystemTime::now());
             return Ok(prepared);
         }
         let session = match policy {
@@ -185,5 +199,45 @@ impl Gateway {
     }
 }
 
+/// New tokens, by `sub`, for the captured tokens that have expired at `now`: same participant
+/// and session, the gateway's key and lifetime.
+pub fn remint_expired(minter: &Minter, tokens: &[String], now: SystemTime) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for token in tokens {
+        let Some(claims) = super::script::jwt_claims(token) else { continue };
+        let (Some(sub), Some(exp)) = (claims["sub"].as_str(), claims["exp"].as_u64()) else { continue };
+        if exp > crate::tokens::unix_seconds(now) {
+            continue;
+        }
+        let sid = claims["sid"].as_str().map(SessionId::from);
+        out.insert(sub.to_string(), minter.mint(&ParticipantId::from(sub), sid.as_ref(), None, None, now));
+    }
+    out
+}
+
 /// Bound of each API request.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_expired_tokens_are_reminted_for_the_same_participant_and_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = NodeKey::load_or_generate(&dir.path().join("key.pem")).unwrap();
+        let minter = Minter::new(Arc::new(key), "interwork", Duration::from_secs(3600));
+        let then = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let sid = SessionId::from("s1");
+        let old = minter.mint(&ParticipantId::from("p-old"), Some(&sid), None, None, then);
+        let now = SystemTime::now();
+        let live = minter.mint(&ParticipantId::from("p-live"), None, None, None, now);
+        let fresh = remint_expired(&minter, &[old, live, "not.a.jwt".into()], now);
+        assert_eq!(fresh.len(), 1);
+        let token = &fresh["p-old"];
+        assert_eq!(super::super::script::jwt_claim(token, "sub").as_deref(), Some("p-old"));
+        assert_eq!(super::super::script::jwt_claim(token, "sid").as_deref(), Some("s1"));
+        let exp = super::super::script::jwt_claims(token).unwrap()["exp"].as_u64().unwrap();
+        assert!(exp > crate::tokens::unix_seconds(now));
+    }
+}
