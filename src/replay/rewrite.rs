@@ -448,6 +448,30 @@ mod tests {
     }
 
     #[test]
+    fn the_gateways_requests_get_a_200_and_re_offers_our_sdp() {
+        let mut rw = rewriter();
+        let _ = rw.request(&invite());
+        let bye = parse(
+            "BYE sip:replay@127.0.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKgw\r\n\
+             From: <sip:gw@h>;tag=gwtag\r\nTo: <sip:a@h>;tag=ours\r\nCall-ID: x\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n",
+        );
+        let ok = rw.answer(&bye);
+        assert_eq!(ok.status, 200);
+        assert!(ok.body.is_empty());
+        assert_eq!(ok.headers.get("CSeq"), Some("9 BYE"));
+        let offer = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 20000 RTP/AVP 0\r\na=sendonly\r\n";
+        let reinvite = parse(&format!(
+            "INVITE sip:replay@127.0.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKre\r\n\
+             From: <sip:gw@h>;tag=gwtag\r\nTo: <sip:a@h>;tag=ours\r\nCall-ID: x\r\nCSeq: 10 INVITE\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+            offer.len()
+        ));
+        let answer = String::from_utf8(rw.answer(&reinvite).body).unwrap();
+        assert!(answer.contains("m=audio 41000 "), "{answer}");
+        assert!(answer.contains("a=recvonly\r\n") && !answer.contains("a=sendrecv"), "{answer}");
+    }
+
+    #[test]
     fn raw_requests_keep_their_flaw() {
         let mut rw = rewriter();
         let raw = b"INVITE sip:gw@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKq\r\nCall-ID: old\r\n\
