@@ -218,3 +218,108 @@ fn missing_or_bad_expectations_are_refused() {
     assert_eq!(out.status.code(), Some(REPLAY_ERROR));
     assert!(text(&out).contains("stauts"), "names the unknown key: {}", text(&out));
 }
+
+/// The value of header `name` in a SIP message's text.
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+        .unwrap_or("")
+}
+
+/// A gateway played by the test over UDP: it answers the INVITE, then sends OPTIONS, a
+/// re-INVITE putting the call on hold and a BYE to the replay's Contact; returns what the
+/// replay answered to each.
+fn scripted_gateway(sock: UdpSocket) -> Vec<String> {
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buf = vec![0u8; 65_535];
+    let mut recv = |want: &dyn Fn(&str) -> bool| -> Option<(String, std::net::SocketAddr)> {
+        while Instant::now() < deadline {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if want(&text) {
+                return Some((text, from));
+            }
+        }
+        None
+    };
+    let Some((invite, from)) = recv(&|t| t.starts_with("INVITE ")) else { return vec!["no INVITE".into()] };
+    let local = sock.local_addr().unwrap();
+    let contact = header(&invite, "Contact").trim_matches(|c| c == '<' || c == '>').to_string();
+    let to = format!("{};tag=gw1", header(&invite, "To"));
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=sendrecv\r\n";
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:gw@{local}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        header(&invite, "Via"),
+        header(&invite, "From"),
+        header(&invite, "Call-ID"),
+        header(&invite, "CSeq"),
+        sdp.len()
+    );
+    sock.send_to(ok.as_bytes(), from).unwrap();
+    if recv(&|t| t.starts_with("ACK ")).is_none() {
+        return vec!["no ACK".into()];
+    }
+    let target: std::net::SocketAddr = contact.rsplit('@').next().unwrap().parse().unwrap();
+    let hold = sdp.replace("a=sendrecv", "a=sendonly");
+    let mut answers = Vec::new();
+    for (cseq, method, body) in [(1, "OPTIONS", ""), (2, "INVITE", hold.as_str()), (3, "BYE", "")] {
+        let ctype = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+        let request = format!(
+            "{method} {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKgw{cseq}\r\nFrom: {to}\r\nTo: {}\r\n\
+             Call-ID: {}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+            header(&invite, "From"),
+            header(&invite, "Call-ID"),
+            body.len()
+        );
+        sock.send_to(request.as_bytes(), target).unwrap();
+        let want = format!("{cseq} {method}");
+        let Some((answer, _)) = recv(&|t| t.starts_with("SIP/2.0 ") && header(t, "CSeq") == want) else {
+            answers.push(format!("{method}: no answer"));
+            break;
+        };
+        answers.push(format!("{method}: {}", answer.lines().next().unwrap_or("")));
+        if method == "INVITE" {
+            answers.push(format!(
+                "hold answered with {}",
+                if answer.contains("a=recvonly") { "recvonly" } else { "something else" }
+            ));
+            let ack = request.replacen("INVITE ", "ACK ", 1).replace("2 INVITE", "2 ACK");
+            sock.send_to(ack.as_bytes(), target).unwrap();
+        }
+    }
+    answers
+}
+
+#[test]
+fn the_gateways_own_requests_are_answered_and_its_bye_ends_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = gateway.local_addr().unwrap().to_string();
+    let fake = std::thread::spawn(move || scripted_gateway(gateway));
+    let expect = dir.path().join("expect.toml");
+    std::fs::write(
+        &expect,
+        "[setup]\nparticipants = \"captured\"\n[[call]]\n[[call.request]]\nmethod = \"INVITE\"\nstatus = 200\n",
+    )
+    .unwrap();
+    let capture = pcaps_dir().join("session_refresh.pcap");
+    let out = replay(
+        &offline_env(dir.path()),
+        &[capture.to_str().unwrap(), "--target", &target, "--expect", expect.to_str().unwrap(), "--timeout", "2s"],
+    );
+    let all = text(&out);
+    let answers = fake.join().unwrap();
+    assert_eq!(
+        answers,
+        ["OPTIONS: SIP/2.0 200 OK", "INVITE: SIP/2.0 200 OK", "hold answered with recvonly", "BYE: SIP/2.0 200 OK"],
+        "{all}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("note: the gateway sent BYE"), "{all}");
+    // The capture's own UPDATE and BYE came after the gateway's BYE: not sent.
+    assert!(all.contains("UPDATE → none") && all.contains("BYE → none"), "{all}");
+}

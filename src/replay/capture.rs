@@ -398,8 +398,12 @@ mod tests {
     }
 
     fn ipv6_udp() -> Vec<u8> {
-        let b = etherparse::PacketBuilder::ipv6([0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
-            .udp(5061, 5060);
+        let b = etherparse::PacketBuilder::ipv6(
+            [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            64,
+        )
+        .udp(5061, 5060);
         let mut out = Vec::new();
         b.write(&mut out, SIP).unwrap();
         out
@@ -451,7 +455,8 @@ mod tests {
         use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
         let mut w = pcap_file::pcapng::PcapNgWriter::new(Vec::new()).unwrap();
         // Default resolution: microseconds. 1.5 s = 1_500_000 ticks.
-        w.write_pcapng_block(InterfaceDescriptionBlock { linktype: DataLink::RAW, snaplen: 0, options: vec![] }).unwrap();
+        w.write_pcapng_block(InterfaceDescriptionBlock { linktype: DataLink::RAW, snaplen: 0, options: vec![] })
+            .unwrap();
         let frame = ipv4_udp();
         w.write_pcapng_block(EnhancedPacketBlock {
             interface_id: 0,
