@@ -5,7 +5,8 @@
 //! [`capture`] reads pcap/pcapng into UDP datagrams and TCP-framed SIP messages; [`script`]
 //! finds the calls, their client side, their timing and RTP (sans-IO); [`setup`] prepares the
 //! gateway through its API; [`rewrite`] turns captured messages into ones for this gateway
-//! (pure); [`player`] sends them on time over sockets; [`audio`] decodes and judges what came
+//! (pure); [`call`] is one call's client side as a state machine (sans-IO); [`player`] drives
+//! it over sockets and timers; [`audio`] decodes and judges what came
 //! back; [`expect`] reads the expectations and compares.
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 pub mod audio;
+pub mod call;
 pub mod capture;
 pub mod expect;
 pub mod player;
