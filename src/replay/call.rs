@@ -288,6 +288,9 @@ impl CallCore {
                 let due = self.due(self.next);
                 match self.waits(self.next) {
                     Waits::Met if now >= due => {
+                        // Late (the gateway answered later than in the capture): the rest of the
+                        // call shifts by as much, keeping its captured spacing.
+                        self.lag += now - due;
                         self.send_step(now, self.next);
                         self.next += 1;
                         true
@@ -298,13 +301,7 @@ impl CallCore {
                         self.next += 1;
                         true
                     }
-                    Waits::Pending => {
-                        // The gateway is slower than the capture: the rest of the call shifts.
-                        if now > due {
-                            self.lag += now - due;
-                        }
-                        false
-                    }
+                    Waits::Pending => false,
                 }
             }
             Phase::Steps if self.txns.iter().all(|t| t.done) => {
@@ -313,9 +310,7 @@ impl CallCore {
                 self.phase = Phase::MediaTail(tail.max(now));
                 true
             }
-            Phase::MediaTail(deadline)
-                if self.dialog != Dialog::Confirmed || self.media_done || now >= deadline =>
-            {
+            Phase::MediaTail(deadline) if self.dialog != Dialog::Confirmed || self.media_done || now >= deadline => {
                 if self.dialog == Dialog::Confirmed {
                     self.notes.push("the capture left the call up: the replay sent BYE".into());
                     self.out.push_back(Output::StopMedia);
@@ -427,7 +422,8 @@ impl CallCore {
             self.requests[index].note = Some("sent when the final answer came".into());
             return;
         }
-        let invite = self.txns.iter().find(|t| t.method == "INVITE" && t.cseq == Some(cseq)).and_then(|t| t.sent.clone());
+        let invite =
+            self.txns.iter().find(|t| t.method == "INVITE" && t.cseq == Some(cseq)).and_then(|t| t.sent.clone());
         let (Some(invite), Some(response)) = (invite, self.finals.get(&cseq).cloned()) else {
             self.requests[index].note = Some("not sent: the INVITE had no final answer".into());
             return;
@@ -479,11 +475,8 @@ impl CallCore {
         self.txns[i].done = true;
         self.txns[i].next_retx = None;
         let Some(step) = self.txns[i].step else { return };
-        self.requests[step].response = Some((
-            r.status,
-            r.reason.clone(),
-            r.headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
-        ));
+        self.requests[step].response =
+            Some((r.status, r.reason.clone(), r.headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()));
         if !is_invite {
             return;
         }
@@ -505,7 +498,8 @@ impl CallCore {
         // The ACK: at once for a failure (RFC 3261 §17.1.1.3) or when the capture has none;
         // else when the captured ACK is due, with its body.
         let at = self.call.steps[step].at;
-        let captured_ack = self.call.steps.iter().any(|s| s.request.method() == "ACK" && s.request.cseq() == Some(cseq) && s.at >= at);
+        let captured_ack =
+            self.call.steps.iter().any(|s| s.request.method() == "ACK" && s.request.cseq() == Some(cseq) && s.at >= at);
         if (!success || !captured_ack)
             && let Some(invite) = self.txns[i].sent.clone()
         {
@@ -618,3 +612,190 @@ const T2: Duration = Duration::from_secs(4);
 /// How long after the last captured RTP packet is due the call may still wait for the media
 /// side to report it sent.
 const MEDIA_GRACE: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::capture::{Capture, Packet};
+    use crate::replay::script;
+
+    const CLIENT: &str = "10.0.0.1:5060";
+    const SERVER: &str = "10.0.0.2:5060";
+    const GATEWAY: &str = "127.0.0.1:5070";
+
+    fn packet(ms: u64, from_client: bool, text: &str) -> Packet {
+        let (src, dst) = if from_client { (CLIENT, SERVER) } else { (SERVER, CLIENT) };
+        Packet {
+            ts: Duration::from_secs(1_700_000_000) + Duration::from_millis(ms),
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            transport: Transport::Udp,
+            payload: text.as_bytes().to_vec(),
+        }
+    }
+
+    fn req(method: &str, cseq: u32, branch: &str, to_tag: &str) -> String {
+        format!(
+            "{method} sip:gw@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP {CLIENT};branch={branch}\r\nFrom: <sip:a@x>;tag=1\r\n\
+             To: <sip:gw@y>{to_tag}\r\nCall-ID: c1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// The gateway's response to the request the core sent (its bytes).
+    fn answer(sent: &[u8], status: u16, to_tag: Option<&str>) -> Vec<u8> {
+        let Ok(Message::Request(r)) = message::parse(sent) else { panic!("the core sent a request") };
+        Response::to(&r, status, message::reason_phrase(status), to_tag).to_bytes()
+    }
+
+    fn core(packets: Vec<Packet>, t0: Instant) -> CallCore {
+        let capture = Capture { packets, ..Capture::default() };
+        let call = script::build(&capture).unwrap().calls.remove(0);
+        let rw = CallRewriter::new(
+            "127.0.0.1:40000".parse().unwrap(),
+            Transport::Udp,
+            GATEWAY.parse().unwrap(),
+            "127.0.0.1:41000".parse().unwrap(),
+        );
+        let config = CallConfig { speed: 1.0, timeout: Duration::from_secs(4), mode: None };
+        CallCore::new(call, rw, config, t0)
+    }
+
+    fn sent(core: &mut CallCore) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(o) = core.poll_output() {
+            if let Output::Send { bytes, .. } = o {
+                out.push(bytes);
+            }
+        }
+        out
+    }
+
+    fn starts(bytes: &[u8], prefix: &str) -> bool {
+        bytes.starts_with(prefix.as_bytes())
+    }
+
+    #[test]
+    fn an_unanswered_invite_is_retransmitted_on_t1_then_given_up() {
+        let t0 = Instant::now();
+        let mut c = core(vec![packet(0, true, &req("INVITE", 1, "z9hG4bKa", ""))], t0);
+        c.handle_timeout(t0);
+        assert_eq!(sent(&mut c).len(), 1);
+        let mut sends = Vec::new();
+        // Virtual time: jump from deadline to deadline, bounded.
+        for _ in 0..20 {
+            let Some(at) = c.poll_timeout() else { break };
+            c.handle_timeout(at);
+            sends.extend(sent(&mut c).into_iter().map(|_| at.duration_since(t0)));
+        }
+        assert!(c.is_done());
+        // RFC 3261 §17.1.1.2: 0.5, 1.5, 3.5 s; the 4 s timeout ends it.
+        assert_eq!(sends, [Duration::from_millis(500), Duration::from_millis(1500), Duration::from_millis(3500)]);
+        let (requests, _) = c.into_outcome();
+        assert_eq!(requests[0].note.as_deref(), Some("no final answer within 4.0 s"));
+    }
+
+    #[test]
+    fn cancel_waits_for_the_provisional_and_a_487_is_acked_on_the_invite_branch() {
+        let t0 = Instant::now();
+        let gw: SocketAddr = GATEWAY.parse().unwrap();
+        let mut c = core(
+            vec![
+                packet(0, true, &req("INVITE", 1, "z9hG4bKa", "")),
+                packet(
+                    10,
+                    false,
+                    "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:gw@y>;tag=g\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+                ),
+                packet(100, true, &req("CANCEL", 1, "z9hG4bKa", "")),
+            ],
+            t0,
+        );
+        c.handle_timeout(t0);
+        let invite = sent(&mut c).remove(0);
+        // Due at 100 ms, but no response yet: the CANCEL waits (and the call shifts).
+        c.handle_timeout(t0 + Duration::from_millis(300));
+        assert!(sent(&mut c).is_empty());
+        c.handle_message(t0 + Duration::from_millis(300), &answer(&invite, 180, Some("g")), gw);
+        let out = sent(&mut c);
+        assert!(out.len() == 1 && starts(&out[0], "CANCEL "), "the CANCEL goes at once");
+        let cancel = out[0].clone();
+        c.handle_message(t0 + Duration::from_millis(310), &answer(&cancel, 200, Some("g")), gw);
+        c.handle_message(t0 + Duration::from_millis(320), &answer(&invite, 487, Some("g")), gw);
+        let out = sent(&mut c);
+        assert!(out.len() == 1 && starts(&out[0], "ACK "));
+        let (Ok(Message::Request(ack)), Ok(Message::Request(inv))) = (message::parse(&out[0]), message::parse(&invite))
+        else {
+            panic!("requests")
+        };
+        assert_eq!(ack.branch(), inv.branch());
+        // A retransmitted 487 gets the same ACK again.
+        c.handle_message(t0 + Duration::from_millis(900), &answer(&invite, 487, Some("g")), gw);
+        assert_eq!(sent(&mut c), out);
+        for _ in 0..10 {
+            let Some(at) = c.poll_timeout() else { break };
+            c.handle_timeout(at);
+        }
+        assert!(c.is_done());
+        let (requests, _) = c.into_outcome();
+        assert_eq!(requests[0].response.as_ref().map(|r| r.0), Some(487));
+        assert_eq!(requests[1].response.as_ref().map(|r| r.0), Some(200));
+    }
+
+    #[test]
+    fn a_slow_answer_shifts_the_rest_of_the_call_and_a_call_left_up_gets_a_bye() {
+        let t0 = Instant::now();
+        let gw: SocketAddr = GATEWAY.parse().unwrap();
+        let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:gw@y>;tag=g\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let mut c = core(
+            vec![
+                packet(0, true, &req("INVITE", 1, "z9hG4bKa", "")),
+                packet(50, false, ok),
+                packet(60, true, &req("ACK", 1, "z9hG4bKb", ";tag=g")),
+                packet(1060, true, &req("INFO", 2, "z9hG4bKc", ";tag=g")),
+            ],
+            t0,
+        );
+        c.handle_timeout(t0);
+        let invite = sent(&mut c).remove(0);
+        // Answered 2 s late instead of after 50 ms.
+        let late = t0 + Duration::from_secs(2);
+        let mut ok = Response::to(
+            &match message::parse(&invite) {
+                Ok(Message::Request(r)) => r,
+                _ => panic!(),
+            },
+            200,
+            "OK",
+            Some("g"),
+        );
+        ok.headers.push("Contact", "<sip:gw@127.0.0.1:5070>");
+        c.handle_message(late, &ok.to_bytes(), gw);
+        let out = sent(&mut c);
+        assert!(
+            out.len() == 1 && starts(&out[0], "ACK sip:gw@127.0.0.1:5070 "),
+            "the ACK at once: it is overdue: {:?}",
+            out.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>()
+        );
+        // The INFO keeps its captured second after the ACK's due time (60 ms, shifted).
+        let info_at = c.poll_timeout().unwrap();
+        assert_eq!(info_at.duration_since(t0), Duration::from_millis(1060) + (late - (t0 + Duration::from_millis(60))));
+        c.handle_timeout(info_at);
+        let info = sent(&mut c).remove(0);
+        assert!(starts(&info, "INFO sip:gw@127.0.0.1:5070 "));
+        c.handle_message(info_at, &answer(&info, 200, None), gw);
+        // Nothing captured after the INFO and the dialog is up: after the media grace, a BYE.
+        let mut bye = None;
+        for _ in 0..10 {
+            let Some(at) = c.poll_timeout() else { break };
+            c.handle_timeout(at);
+            if let Some(b) = sent(&mut c).into_iter().find(|b| starts(b, "BYE ")) {
+                c.handle_message(at, &answer(&b, 200, None), gw);
+                bye = Some(b);
+            }
+        }
+        assert!(bye.is_some(), "the replay ends the call");
+        assert!(c.is_done());
+        let (_, notes) = c.into_outcome();
+        assert_eq!(notes, ["the capture left the call up: the replay sent BYE"]);
+    }
+}

@@ -48,7 +48,12 @@ pub struct CallResult {
 }
 
 /// Plays one call from `start` (the capture's first SIP message).
-pub async fn play_call(call: Arc<Call>, tokens: HashMap<String, String>, opts: PlayOptions, start: Instant) -> CallResult {
+pub async fn play_call(
+    call: Arc<Call>,
+    tokens: HashMap<String, String>,
+    opts: PlayOptions,
+    start: Instant,
+) -> CallResult {
     let unreachable = |why: String| CallResult {
         requests: call
             .steps
