@@ -5,7 +5,7 @@
 CARGO ?= cargo
 PACKAGES := $(shell grep -v '^\s*\#' deps/debian-packages.txt | grep -v '^\s*$$')
 
-.PHONY: all deps toolchain build run test bench fuzz check-config clean
+.PHONY: all deps toolchain build run test bench fuzz check-config pcaps clean
 
 all: build
 
@@ -45,6 +45,10 @@ bench: deps toolchain
 # Bounded fuzzing of every depacketizer and decoder entry point (60 s per target).
 fuzz: deps toolchain
 	bash codecs/fuzz/run.sh 60
+
+# Rewrites the synthetic captures of pcaps/ (deterministic; see pcaps/README.md).
+pcaps: toolchain
+	$(CARGO) run --example pcapgen -- pcaps/
 
 check-config: build
 	./target/release/interwork check-config systemd/interwork.toml

@@ -13,6 +13,7 @@ pub mod app;
 pub mod control;
 pub mod ids;
 pub mod media;
+pub mod replay;
 pub mod rooms;
 pub mod sip;
 pub mod store;

@@ -1,4 +1,5 @@
-//! The `interwork` command (CONTRACT §1): run the daemon, check a config, mint a token.
+//! The `interwork` command (CONTRACT §1): run the daemon, check a config, mint a token, replay a
+//! capture.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,10 @@ use interwork::app::{self, Daemon};
 
 /// Exit status for a bad config or command line (sysexits.h EX_USAGE).
 const EX_USAGE: u8 = 64;
+
+/// Exit status of a replay that could not run (bad capture, unreachable API), apart from 1 for
+/// failed expectations.
+const REPLAY_ERROR: u8 = 2;
 
 #[derive(Parser)]
 #[command(name = "interwork", version, about = "SIP to WebRTC interworking gateway")]
@@ -48,6 +53,30 @@ enum Command {
         /// TOML config file (for the state directory and signing key).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// Replay the client side of a captured call against a running gateway and check the
+    /// expectations; exit 0 when all hold, 1 when one fails, 2 when the replay cannot run.
+    Replay {
+        /// pcap or pcapng capture.
+        pcap: PathBuf,
+        /// The gateway's SIP address (default: the config's sip.listen).
+        #[arg(long, value_name = "HOST:PORT")]
+        target: Option<std::net::SocketAddr>,
+        /// Expectations (default: the capture's path with extension .toml).
+        #[arg(long, value_name = "FILE")]
+        expect: Option<PathBuf>,
+        /// Play N times faster than captured.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// How long a request may wait for its final answer, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// The gateway's config file (HTTP address, account credentials, state with the token key).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The account whose API the replay uses to set up participants.
+        #[arg(long, default_value = "default")]
+        account: String,
     },
 }
 
@@ -101,6 +130,29 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("interwork: {e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Replay { pcap, target, expect, speed, timeout, config, account } => {
+            let Some(config) = load(config.as_ref()) else { return ExitCode::from(EX_USAGE) };
+            let args = interwork::replay::ReplayArgs { pcap, target, expect, speed, timeout, account };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("interwork: cannot start the runtime: {e}");
+                    return ExitCode::from(REPLAY_ERROR);
+                }
+            };
+            match runtime.block_on(interwork::replay::run(&args, &config)) {
+                Ok(report) => {
+                    for line in &report.lines {
+                        println!("{line}");
+                    }
+                    if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(e) => {
+                    eprintln!("interwork replay: {e:#}");
+                    ExitCode::from(REPLAY_ERROR)
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! The command line of CONTRACT §1: `--version`, `--help`, `check-config`, `token`.
+//! The command line of CONTRACT §1: `--version`, `--help`, `check-config`, `token` (`replay` has
+//! its own suite, tests/replay_suite.rs).
 
 use std::process::{Command, Output};
 
@@ -24,7 +25,7 @@ fn version_and_help() {
     assert_eq!(stdout(&v).trim(), format!("interwork {}", env!("CARGO_PKG_VERSION")));
     let h = interwork(&["--help"], &[]);
     assert!(h.status.success());
-    for sub in ["run", "check-config", "token"] {
+    for sub in ["run", "check-config", "token", "replay"] {
         assert!(stdout(&h).contains(sub), "{}", stdout(&h));
     }
     assert!(!interwork(&["frobnicate"], &[]).status.success());
