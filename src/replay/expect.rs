@@ -26,12 +26,27 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expectations {
+    /// What the capture needs of the gateway's configuration.
+    #[serde(default)]
+    pub gateway: Gateway,
     /// How the gateway is prepared.
     #[serde(default)]
     pub setup: Setup,
     /// Per call.
     #[serde(default, rename = "call")]
     pub calls: Vec<CallExpect>,
+}
+
+/// What a capture needs of the gateway's configuration. The replay cannot change a running
+/// gateway: the suite (`tests/replay_suite.rs`) starts a daemon so configured, and an operator
+/// replays such a capture against a gateway configured the same way.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// `sip.answer_delay`, e.g. "2s": the gateway rings this long before answering, so that a
+    /// captured CANCEL meets a ringing INVITE.
+    #[serde(default)]
+    pub answer_delay: Option<String>,
 }
 
 /// How the gateway is prepared before the replay.
@@ -168,7 +183,11 @@ pub fn load(path: &Path) -> Result<Expectations, ExpectError> {
 
 /// Parses expectations text.
 pub fn parse(text: &str) -> Result<Expectations, String> {
-    toml::from_str(text).map_err(|e| e.to_string())
+    let e: Expectations = toml::from_str(text).map_err(|e| e.to_string())?;
+    if let Some(delay) = &e.gateway.answer_delay {
+        humantime::parse_duration(delay).map_err(|err| format!("gateway.answer_delay {delay:?}: {err}"))?;
+    }
+    Ok(e)
 }
 
 /// A final response as the replay saw it: status, reason phrase, headers in order.
