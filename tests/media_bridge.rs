@@ -175,11 +175,15 @@ fn hold_silences_the_stream_and_resume_restores_it() {
     );
     // Still one stream (held, not gone).
     assert_eq!(scene.page.eval(&format!("return {endpoint:?} in t.streams")), json!(true));
+    // The SDK shows it muted (Chromium itself does not mute a track whose packets stop).
+    scene.page.wait_for("the SDK to show the held stream muted", Duration::from_secs(10), &format!("return t.muted[{endpoint:?}] === true"));
+    assert_eq!(scene.page.eval(&format!("return rtc._streams.get({endpoint:?}).muted")), json!(true));
 
     // Resume: the tone comes back on the same stream.
     let answer = ua.reinvite(&media.offer("sendrecv", 3));
     assert!(!answer.contains("a=recvonly") && !answer.contains("a=inactive"), "{answer}");
     assert_eq!(scene.page.wait_for_tone(SIP_TONE, AUDIO_LIMIT), endpoint);
+    assert_eq!(scene.page.eval(&format!("return t.muted[{endpoint:?}]")), json!(false), "unmuted on resume");
     assert_eq!(ua.bye(), 200);
 }
 
@@ -299,12 +303,14 @@ fn a_bridge_participants_next_call_continues_its_stream_without_renegotiation() 
         &format!("const d = dominant({endpoint:?}); return d !== null && !(d.db > -70 && Math.abs(d.hz - {SIP_TONE}) < 15);"),
     );
     assert_eq!(scene.page.eval(&format!("return {endpoint:?} in t.streams")), json!(true));
+    scene.page.wait_for("the parked stream to show muted", Duration::from_secs(10), &format!("return t.muted[{endpoint:?}] === true"));
 
     // The next call, another tone: heard on the same stream; nothing renegotiated.
     let (mut second, media) = call(&scene.d, &scene.sip_token, PeerCodec::Pcmu, 600.0);
     assert_eq!(scene.page.wait_for_tone(600.0, AUDIO_LIMIT), endpoint);
     assert_eq!(scene.page.eval("return t.offers"), offers, "a re-attach needs no new offer");
     assert_eq!(scene.page.eval("return [t.available.length, t.unavailable.length]"), json!([1, 0]));
+    assert_eq!(scene.page.eval(&format!("return t.muted[{endpoint:?}]")), json!(false), "unmuted by the next call");
     media.wait_for_tone(f64::from(MIC_TONE), 2.0, AUDIO_LIMIT);
     assert_eq!(second.bye(), 200);
 }

@@ -207,6 +207,11 @@ pub async fn run_leg(
     // Without a subscription the channel is closed at once: stop polling it.
     let mut media_open = registration.subscriber.is_some();
     bridge.endpoint = registration.endpoint.clone();
+    if let Some(endpoint) = &bridge.endpoint
+        && leg.is_on_hold()
+    {
+        forwarder.set_muted(endpoint.clone(), true);
+    }
     if registration.endpoint.is_none() {
         tracing::warn!(call, "the forwarder is gone; the leg runs without WebRTC");
     }
@@ -233,6 +238,10 @@ pub async fn run_leg(
                     match leg.update(now(), &negotiated) {
                         Ok(()) => bridge.update(&negotiated),
                         Err(e) => tracing::warn!(call, error = %e, "the leg refused the new media"),
+                    }
+                    // Hold shows as muted in the SDK (CONTRACT §4).
+                    if let Some(endpoint) = &bridge.endpoint {
+                        bridge.forwarder.set_muted(endpoint.clone(), leg.is_on_hold());
                     }
                 }
                 None => break,

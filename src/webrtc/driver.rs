@@ -62,6 +62,8 @@ pub(crate) enum Command {
     ExternalUnpublish { endpoint: EndpointId },
     /// A bridge-mode leg ended: its stream stays, quiet, for the participant's next leg.
     ExternalPark { endpoint: EndpointId },
+    /// An external publisher's leg holds (`true`) or resumes the call.
+    ExternalMuted { endpoint: EndpointId, muted: bool },
     /// A SIP leg receives what its participant hears, on `frames`.
     ExternalSubscribe {
         participant: ParticipantId,
@@ -159,6 +161,12 @@ impl Forwarder {
     /// participant in the same session continues it. Never waits: called from `Drop` too.
     pub fn park(&self, endpoint: EndpointId) {
         let _ = self.commands.try_send(Command::ExternalPark { endpoint });
+    }
+
+    /// The leg behind `endpoint` holds (`muted`) or resumes the call: devices show the stream
+    /// muted. Never waits.
+    pub fn set_muted(&self, endpoint: EndpointId, muted: bool) {
+        let _ = self.commands.try_send(Command::ExternalMuted { endpoint, muted });
     }
 
     /// Removes an external subscriber. Never waits: called from `Drop` too.
@@ -318,6 +326,9 @@ impl Driver {
             }
             Command::ExternalUnpublish { endpoint } => self.external_unpublish(now, &endpoint),
             Command::ExternalPark { endpoint } => self.external_park(now, &endpoint),
+            Command::ExternalMuted { endpoint, muted } => {
+                let _ = self.sfu.set_external_muted(&endpoint, muted);
+            }
             Command::ExternalSubscribe { participant, session, frames, reply } => {
                 let id = self.sfu.add_external_subscriber(participant, session);
                 if reply.send(id).is_ok() {
@@ -347,6 +358,7 @@ impl Driver {
             && let Some(stream) = self.external_streams.get_mut(&endpoint)
         {
             stream.parked = false;
+            let _ = self.sfu.set_external_muted(&endpoint, false);
             tracing::debug!(endpoint = %endpoint.0, participant = %participant, "a new leg continues the parked stream");
             return endpoint;
         }
@@ -371,6 +383,7 @@ impl Driver {
             self.external_unpublish(now, endpoint);
         } else if let Some(stream) = self.external_streams.get_mut(endpoint) {
             stream.parked = true;
+            let _ = self.sfu.set_external_muted(endpoint, true);
         }
     }
 

@@ -94,6 +94,9 @@ pub struct StreamInfo {
     pub media_types: Vec<MediaType>,
     /// The m-line (transceiver `mid`) carrying it on this device's peer connection.
     pub mid: String,
+    /// Its publisher sends nothing for now (a SIP leg on hold, or a bridge participant between
+    /// calls); `streamMuted` tells of changes.
+    pub muted: bool,
 }
 
 /// A message to the device.
@@ -144,6 +147,15 @@ pub enum ServerMessage {
     StreamUnavailable {
         /// The stream.
         endpoint_id: String,
+    },
+    /// A stream this device receives was muted (its SIP leg holds the call, or a bridge
+    /// participant is between calls) or unmuted.
+    #[serde(rename_all = "camelCase")]
+    StreamMuted {
+        /// The stream.
+        endpoint_id: String,
+        /// Muted now.
+        muted: bool,
     },
     /// A tone from a participant this one hears.
     #[serde(rename_all = "camelCase")]
@@ -304,11 +316,14 @@ mod tests {
             participant_id: "p".into(),
             media_types: vec![MediaType::Audio],
             mid: "1".into(),
+            muted: false,
         });
         assert_eq!(
             serde_json::to_value(&m).unwrap(),
-            serde_json::json!({"type":"streamAvailable","endpointId":"e","participantId":"p","mediaTypes":["AUDIO"],"mid":"1"})
+            serde_json::json!({"type":"streamAvailable","endpointId":"e","participantId":"p","mediaTypes":["AUDIO"],"mid":"1","muted":false})
         );
+        let m = ServerMessage::StreamMuted { endpoint_id: "e".into(), muted: true };
+        assert_eq!(serde_json::to_value(&m).unwrap(), serde_json::json!({"type":"streamMuted","endpointId":"e","muted":true}));
         let m = ServerMessage::error(ErrorCode::PermissionDenied, "no", Some(2));
         assert_eq!(
             serde_json::to_value(&m).unwrap(),

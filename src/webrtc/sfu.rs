@@ -256,6 +256,8 @@ struct Endpoint {
     generation: SourceGeneration,
     timeline: Timeline,
     targets: Vec<Target>,
+    /// Its publisher sends nothing for now (a held SIP leg, a parked bridge stream).
+    muted: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -454,7 +456,7 @@ impl Sfu {
         }
         match &p.publish {
             PublishState::Active { mid, endpoint } => {
-                let stream = stream_info(endpoint, &p.info.participant, *mid);
+                let stream = stream_info(endpoint, &p.info.participant, *mid, false);
                 self.events.push_back(SfuEvent::ToDevice(peer, ServerMessage::Published { request_id, stream }));
             }
             PublishState::Wanted(_) | PublishState::Offered => {
@@ -516,7 +518,7 @@ impl Sfu {
             let Some(e) = self.endpoints.get_mut(&endpoint) else { continue };
             slot.active = true;
             e.targets.push(Target::Peer { peer, mid, pt: None });
-            let info = stream_info(&endpoint, &e.participant, mid);
+            let info = stream_info(&endpoint, &e.participant, mid, e.muted);
             self.events.push_back(SfuEvent::ToDevice(peer, ServerMessage::StreamAvailable(info)));
         }
         if let Some((mid, request_id)) = pending.publish {
@@ -819,13 +821,14 @@ impl Sfu {
                 generation: SourceGeneration::default(),
                 timeline: Timeline::new(Frequency::FORTY_EIGHT_KHZ),
                 targets: Vec::new(),
+                muted: false,
             });
             id
         };
         if let Some(p) = self.peers.get_mut(&peer) {
             p.publish = PublishState::Active { mid, endpoint: endpoint.clone() };
         }
-        let stream = stream_info(&endpoint, &participant, mid);
+        let stream = stream_info(&endpoint, &participant, mid, false);
         self.events.push_back(SfuEvent::ToDevice(peer, ServerMessage::Published { request_id, stream }));
         self.events.push_back(SfuEvent::SubscriptionsStale);
         tracing::debug!(peer = peer.0, endpoint = %endpoint.0, ?now, "published");
@@ -878,6 +881,7 @@ impl Sfu {
             generation: SourceGeneration::default(),
             timeline: Timeline::new(Frequency::FORTY_EIGHT_KHZ),
             targets: Vec::new(),
+            muted: false,
         });
         self.events.push_back(SfuEvent::SubscriptionsStale);
         id
@@ -889,6 +893,24 @@ impl Sfu {
         let e = self.endpoints.get_mut(endpoint).ok_or(SfuError::UnknownEndpoint)?;
         e.generation.0 += 1;
         e.source = Source::External;
+        Ok(())
+    }
+
+    /// An external publisher stops or starts sending (its SIP leg holds or resumes the call,
+    /// a bridge stream is parked or continued): the devices that receive it are told, so
+    /// that the SDK can show it muted. Nothing happens when nothing changed.
+    pub fn set_external_muted(&mut self, endpoint: &EndpointId, muted: bool) -> Result<(), SfuError> {
+        let e = self.endpoints.get_mut(endpoint).ok_or(SfuError::UnknownEndpoint)?;
+        if e.muted == muted {
+            return Ok(());
+        }
+        e.muted = muted;
+        for t in &e.targets {
+            if let Target::Peer { peer, .. } = t {
+                let m = ServerMessage::StreamMuted { endpoint_id: endpoint.0.clone(), muted };
+                self.events.push_back(SfuEvent::ToDevice(*peer, m));
+            }
+        }
         Ok(())
     }
 
@@ -1065,12 +1087,13 @@ impl Sfu {
     }
 }
 
-fn stream_info(endpoint: &EndpointId, participant: &ParticipantId, mid: Mid) -> StreamInfo {
+fn stream_info(endpoint: &EndpointId, participant: &ParticipantId, mid: Mid, muted: bool) -> StreamInfo {
     StreamInfo {
         endpoint_id: endpoint.0.clone(),
         participant_id: participant.0.clone(),
         media_types: vec![MediaType::Audio],
         mid: mid.to_string(),
+        muted,
     }
 }
 

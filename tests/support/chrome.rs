@@ -219,7 +219,7 @@ impl Browser {
         self.goto(&format!("{origin}/healthz"));
         self.eval(
             r#"
-            window.t = {available: [], unavailable: [], streams: {}, dtmf: []};
+            window.t = {available: [], unavailable: [], streams: {}, dtmf: [], muted: {}};
             const s = document.createElement('script');
             s.onerror = () => t.sdkError = 'the SDK did not load';
             s.src = '/sdk/interwork.js';
@@ -247,6 +247,7 @@ impl Browser {
             });
             rtc.onStreamUnavailable(e => { t.unavailable.push(e); delete t.streams[e]; });
             rtc.onDtmf(d => t.dtmf.push(d));
+            rtc.onStreamMuted((e, m) => { t.muted[e] = m; });
             window.dominant = function (endpointId) {
                 const st = t.streams[endpointId];
                 if (!st) return null;

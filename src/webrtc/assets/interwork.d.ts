@@ -15,6 +15,9 @@ interface RtcStream {
   mediaTypes: MediaType[];
   /** Attach to an <audio> element's `srcObject`. */
   mediaStream: MediaStream;
+  /** Its publisher sends nothing for now (a SIP caller on hold, a bridge participant between
+   * calls); `onStreamMuted` tells of changes. */
+  muted: boolean;
 }
 
 /** A stream this participant publishes. */
@@ -51,6 +54,7 @@ declare class InterworkRtc {
   constructor();
   onStreamAvailable(callback: (stream: RtcStream) => void): void;
   onStreamUnavailable(callback: (endpointId: string) => void): void;
+  onStreamMuted(callback: (endpointId: string, muted: boolean) => void): void;
   onDtmf(callback: (event: DtmfEvent) => void): void;
   connect(options: ConnectOptions): Promise<void>;
   publish(options?: PublishOptions, mediaStream?: MediaStream): Promise<PublishedStream>;

@@ -44,6 +44,7 @@
     this._onAvailable = null;
     this._onUnavailable = null;
     this._onDtmf = null;
+    this._onMuted = null;
     this._streams = new Map(); // endpointId -> RtcStream received
     this._requests = new Map(); // requestId -> {resolve, reject}
     this._nextRequest = 1;
@@ -61,6 +62,15 @@
   /** Called with the endpointId of a stream no longer heard. */
   InterworkRtc.prototype.onStreamUnavailable = function (callback) {
     this._onUnavailable = callback;
+  };
+
+  /**
+   * Called with (endpointId, muted) when a stream heard is muted or unmuted: its SIP caller
+   * holds or resumes the call, or a bridge participant is between calls. `stream.muted` keeps
+   * the current state (Chromium does not mute a remote track whose packets stop).
+   */
+  InterworkRtc.prototype.onStreamMuted = function (callback) {
+    this._onMuted = callback;
   };
 
   /** Called with {participantId, tone} for each DTMF tone from a participant heard. */
@@ -285,6 +295,17 @@
           }
         });
         break;
+      case "streamMuted":
+        self._enqueue(function () {
+          var s = self._streams.get(msg.endpointId);
+          if (s && s.muted !== msg.muted) {
+            s.muted = msg.muted;
+            if (self._onMuted) {
+              self._onMuted(msg.endpointId, msg.muted);
+            }
+          }
+        });
+        break;
       case "dtmf":
         if (self._onDtmf) {
           self._onDtmf({ participantId: msg.participantId, tone: msg.tone });
@@ -337,6 +358,7 @@
       participantId: msg.participantId,
       mediaTypes: msg.mediaTypes,
       mediaStream: new MediaStream([t.receiver.track]),
+      muted: !!msg.muted,
     };
     this._streams.set(msg.endpointId, stream);
     if (this._onAvailable) {
