@@ -86,8 +86,8 @@ fn main() -> ExitCode {
     // rustls cannot pick one, so pick one before any TLS is used. An error means one is set.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     match cli.command {
-        Command::Run { config } => {
-            let Some(config) = load(config.as_ref()) else { return ExitCode::from(EX_USAGE) };
+        Command::Run { config: path } => {
+            let Some(config) = load(path.as_ref()) else { return ExitCode::from(EX_USAGE) };
             app::init_logging(&config.log);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
@@ -97,7 +97,8 @@ fn main() -> ExitCode {
                 }
             };
             let result = runtime.block_on(async {
-                let daemon = Daemon::prepare(config)?;
+                let mut daemon = Daemon::prepare(config)?;
+                daemon.config_path = path;
                 daemon.run().await
             });
             match result {

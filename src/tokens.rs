@@ -268,10 +268,16 @@ struct TrustedKey {
     issuer: String,
 }
 
-/// Checks participant tokens: the node's own and an external issuer's.
-pub struct Verifier {
+/// The keys trusted at one time, and the clock leeway.
+struct Keyring {
     keys: Vec<TrustedKey>,
     leeway: Duration,
+}
+
+/// Checks participant tokens: the node's own and an external issuer's. The external keys can
+/// be reloaded while the daemon runs (SIGHUP); a check uses the keys of the moment it starts.
+pub struct Verifier {
+    ring: std::sync::RwLock<std::sync::Arc<Keyring>>,
 }
 
 /// Why the external issuer's keys could not be loaded.
@@ -287,6 +293,47 @@ pub struct ExternalKeyError {
 impl Verifier {
     /// A verifier trusting the node's key and, when configured, the external issuer's keys.
     pub fn new(node: &NodeKey, config: &TokensConfig) -> Result<Self, ExternalKeyError> {
+        Ok(Self { ring: std::sync::RwLock::new(std::sync::Arc::new(Keyring::load(node, config)?)) })
+    }
+
+    /// Reads the external issuer's keys and the leeway again; on an error the keys in use stay.
+    /// Returns how many keys are trusted now.
+    pub fn reload(&self, node: &NodeKey, config: &TokensConfig) -> Result<usize, ExternalKeyError> {
+        let ring = std::sync::Arc::new(Keyring::load(node, config)?);
+        let count = ring.keys.len();
+        *self.ring.write().unwrap_or_else(std::sync::PoisonError::into_inner) = ring;
+        Ok(count)
+    }
+
+    /// Checks signature, algorithm, audience, issuer, `exp` and `nbf` at `now`.
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, TokenError> {
+        let ring = self.ring.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        ring.verify(token, now)
+    }
+
+    /// [`Verifier::verify`], then checks that the participant exists and is in a session (the
+    /// token's `sid` when it has one). This is the admission check of CONTRACT §3 and §5.
+    pub fn verify_participant(
+        &self,
+        token: &str,
+        now: SystemTime,
+        directory: &dyn ParticipantDirectory,
+    ) -> Result<Admission, TokenError> {
+        let token = self.verify(token, now)?;
+        let sessions = directory
+            .sessions_of(&token.participant)
+            .ok_or_else(|| TokenError::UnknownParticipant(token.participant.0.clone()))?;
+        let session = match &token.session {
+            Some(sid) => sessions.iter().find(|s| *s == sid).cloned(),
+            None => sessions.first().cloned(),
+        }
+        .ok_or_else(|| TokenError::NotInSession(token.participant.0.clone()))?;
+        Ok(Admission { token, session })
+    }
+}
+
+impl Keyring {
+    fn load(node: &NodeKey, config: &TokensConfig) -> Result<Self, ExternalKeyError> {
         let mut keys = vec![TrustedKey {
             kid: Some(node.kid.clone()),
             algorithm: Algorithm::ES256,
@@ -323,8 +370,7 @@ impl Verifier {
         Ok(Self { keys, leeway: config.leeway })
     }
 
-    /// Checks signature, algorithm, audience, issuer, `exp` and `nbf` at `now`.
-    pub fn verify(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, TokenError> {
+    fn verify(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, TokenError> {
         // 1. Shape and header, read by hand so that `none` and HMAC get a precise refusal.
         if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
             return Err(TokenError::Malformed);
@@ -384,26 +430,6 @@ impl Verifier {
             }
         }
         Err(last)
-    }
-
-    /// [`Verifier::verify`], then checks that the participant exists and is in a session (the
-    /// token's `sid` when it has one). This is the admission check of CONTRACT §3 and §5.
-    pub fn verify_participant(
-        &self,
-        token: &str,
-        now: SystemTime,
-        directory: &dyn ParticipantDirectory,
-    ) -> Result<Admission, TokenError> {
-        let token = self.verify(token, now)?;
-        let sessions = directory
-            .sessions_of(&token.participant)
-            .ok_or_else(|| TokenError::UnknownParticipant(token.participant.0.clone()))?;
-        let session = match &token.session {
-            Some(sid) => sessions.iter().find(|s| *s == sid).cloned(),
-            None => sessions.first().cloned(),
-        }
-        .ok_or_else(|| TokenError::NotInSession(token.participant.0.clone()))?;
-        Ok(Admission { token, session })
     }
 
     fn check_times(&self, claims: VerifyClaims, now: SystemTime) -> Result<VerifiedToken, TokenError> {
@@ -757,7 +783,19 @@ mod tests {
             assert!(verifier.verify(&impostor, t0()).is_err());
         }
         // Without the external issuer configured, its tokens are refused.
-        assert!(Verifier::new(&key, &config()).unwrap().verify(&token, t0()).is_err());
+        let verifier = Verifier::new(&key, &config()).unwrap();
+        assert!(verifier.verify(&token, t0()).is_err());
+
+        // Reloaded (SIGHUP) with the issuer configured: accepted from then on.
+        let mut cfg = config();
+        cfg.external_issuer = "idp".into();
+        cfg.external_jwks = Some(jwks_path.clone());
+        assert_eq!(verifier.reload(&key, &cfg).unwrap(), 2);
+        assert!(verifier.verify(&token, t0()).is_ok());
+        // A reload that fails keeps the keys in use.
+        std::fs::write(&jwks_path, "{\"keys\": []}").unwrap();
+        assert!(verifier.reload(&key, &cfg).is_err());
+        assert!(verifier.verify(&token, t0()).is_ok());
     }
 
     #[test]

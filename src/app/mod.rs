@@ -5,6 +5,7 @@
 //! cause and the daemon never runs half-configured. SIGTERM or SIGINT starts the drain: `/readyz`
 //! turns 503, live calls get `shutdown.drain_timeout` to end, then the process exits 0.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -44,6 +45,8 @@ pub struct Daemon {
     pub callbacks: Callbacks,
     /// The WebRTC side (device sockets, shared UDP port, forwarding).
     pub webrtc: crate::webrtc::WebrtcService,
+    /// The config file it was read from (`None`: the embedded default), read again on SIGHUP.
+    pub config_path: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -92,7 +95,7 @@ impl Daemon {
             body_limit: config.http.body_limit,
             devices: webrtc.hub(),
         };
-        Ok(Self { config, state, verifier, callbacks, webrtc })
+        Ok(Self { config, state, verifier, callbacks, webrtc, config_path: None })
     }
 
     /// Serves until SIGTERM/SIGINT, then drains and returns.
@@ -103,7 +106,6 @@ impl Daemon {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
-        spawn_reload_listener();
         self.serve(listener, async {
             let signal = signals.recv().await;
             tracing::info!(signal, "draining");
@@ -146,6 +148,13 @@ impl Daemon {
             self.webrtc.forwarder(),
         )
         .await?;
+        // SIGHUP from here on reloads; before, it is caught and ignored (see `run`).
+        spawn_reload_listener(Reload {
+            path: self.config_path.clone(),
+            node_key: self.state.node_key.clone(),
+            verifier: self.verifier.clone(),
+            sip: sip.reloader(),
+        });
         let app = control::router(self.state.clone(), self.config.http.request_timeout);
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -209,18 +218,54 @@ pub fn mint_token(
 
 /// Sets up logging from `[log]`; `RUST_LOG`, when set, wins over `log.level`.
 pub fn init_logging(config: &config::LogConfig) {
-    let mut directives = std::env::var("RUST_LOG").unwrap_or_else(|_| config.level.clone());
-    // The SIP stack logs every message whole at info, tokens included (STYLE §8: never logged).
+    let env = std::env::var("RUST_LOG").ok();
+    let filter = log_filter(env.as_deref().unwrap_or(&config.level));
+    // The two formats make two subscriber types; what reloading needs of either is one closure.
+    let (reload, result): (LevelReload, _) = match config.format {
+        LogFormat::Text => {
+            // Colours only on a terminal: journald and log files get plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let builder = tracing_subscriber::fmt()
+                .with_ansi(ansi)
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            (Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())), builder.try_init())
+        }
+        LogFormat::Json => {
+            let builder = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            (Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())), builder.try_init())
+        }
+    };
+    // RUST_LOG, when set, wins over the config file, then as on every reload.
+    if result.is_ok() && env.is_none() {
+        let _ = LOG_LEVEL_RELOAD.set(reload);
+    }
+}
+
+/// Replaces the log filter of the running subscriber.
+type LevelReload = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Set by [`init_logging`] when the level comes from the config (not from `RUST_LOG`).
+static LOG_LEVEL_RELOAD: std::sync::OnceLock<LevelReload> = std::sync::OnceLock::new();
+
+/// The filter for `level`; the SIP stack stays at warn unless named, because it logs every
+/// message whole at info, tokens included (STYLE §8: never logged).
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
+    let mut directives = level.to_string();
     if !directives.contains("rsipstack") {
         directives.push_str(",rsipstack=warn");
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rsipstack=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
-    };
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rsipstack=warn"))
 }
 
 fn load_key(config: &Config) -> anyhow::Result<(NodeKey, bool)> {
@@ -244,9 +289,53 @@ fn rooms_config(config: &Config) -> RoomsConfig {
     }
 }
 
-/// SIGHUP must not end the daemon (systemd's `ExecReload` sends it). Reloading keys, trusted
-/// peers and the log level (CONTRACT §7) comes with the SIP side; until then it is logged.
-fn spawn_reload_listener() {
+/// What a SIGHUP reloads, and from where.
+struct Reload {
+    /// The config file the daemon started from; `None`: the embedded default.
+    path: Option<PathBuf>,
+    node_key: Arc<NodeKey>,
+    verifier: Arc<Verifier>,
+    sip: crate::sip::driver::SipReloader,
+}
+
+impl Reload {
+    /// Reads the config again (file and `INTERWORK_*`) and applies what can change without
+    /// dropping calls (CONTRACT §7): the log level, the external issuer's token keys and the
+    /// leeway, `sip.trusted_peers`. A config with problems changes nothing. Everything else
+    /// (listen addresses, ports, state directory) needs a restart.
+    async fn apply(&self) {
+        let loaded = match &self.path {
+            Some(p) => Config::load(p, &config::ProcessEnv),
+            None => Config::embedded(&config::ProcessEnv),
+        };
+        let config = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                let problems: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+                tracing::error!(problems = %problems.join("; "), "SIGHUP: the config has problems; nothing reloaded");
+                return;
+            }
+        };
+        if let Some(reload) = LOG_LEVEL_RELOAD.get()
+            && let Err(e) = reload(log_filter(&config.log.level))
+        {
+            tracing::warn!(error = %e, "SIGHUP: the log level could not be changed");
+        }
+        let keys = match self.verifier.reload(&self.node_key, &config.tokens) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: token keys not reloaded; the previous keys stay");
+                0
+            }
+        };
+        let peers = config.sip.trusted_peers.len();
+        self.sip.trusted_peers(config.sip.trusted_peers).await;
+        tracing::info!(level = %config.log.level, token_keys = keys, trusted_peers = peers, "SIGHUP: configuration reloaded");
+    }
+}
+
+/// SIGHUP (systemd's `ExecReload`) reloads; it never ends the daemon.
+fn spawn_reload_listener(reload: Reload) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP");
@@ -254,7 +343,7 @@ fn spawn_reload_listener() {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::warn!("SIGHUP: live reload is not supported yet; restart to apply config changes");
+            reload.apply().await;
         }
     });
 }
@@ -265,6 +354,12 @@ struct ShutdownSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix:
 impl ShutdownSignals {
     fn install() -> Self {
         use tokio::signal::unix::{SignalKind, signal};
+        // Registering SIGHUP replaces its default action (ending the process) for good, so a
+        // reload sent while the daemon starts is ignored instead of killing it; the reload
+        // listener starts once the SIP side is up.
+        if signal(SignalKind::hangup()).is_err() {
+            tracing::warn!("cannot listen for SIGHUP");
+        }
         match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
             (Ok(term), Ok(int)) => Self(Some((term, int))),
             _ => {

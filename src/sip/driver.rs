@@ -56,6 +56,8 @@ enum Input {
     Event(Event),
     /// A call's media task ended; its counters when it ran.
     MediaEnded { call: CallNo, summary: Option<LegSummary> },
+    /// The config was reloaded (SIGHUP).
+    Reload { trusted_peers: Vec<ipnet::IpNet> },
 }
 
 /// A live media leg, as the actor sees it.
@@ -72,6 +74,17 @@ struct MediaLeg {
 #[derive(Default)]
 struct Stopping {
     ended: Option<CallEvent>,
+}
+
+/// Hands reloaded settings to the running user agent.
+#[derive(Clone, Debug)]
+pub struct SipReloader(mpsc::Sender<Input>);
+
+impl SipReloader {
+    /// New `sip.trusted_peers`; `false` when the user agent is gone.
+    pub async fn trusted_peers(&self, trusted_peers: Vec<ipnet::IpNet>) -> bool {
+        self.0.send(Input::Reload { trusted_peers }).await.is_ok()
+    }
 }
 
 /// Handle on the running SIP side.
@@ -147,6 +160,11 @@ impl SipService {
         tokio::spawn(accept(incoming, inputs.clone(), cancel.clone()));
         let task = tokio::spawn(actor.run(rx, notices_rx, cancel.clone()));
         Ok(Self { inputs, local, cancel, task })
+    }
+
+    /// What a config reload can change on the SIP side, for the SIGHUP handler.
+    pub fn reloader(&self) -> SipReloader {
+        SipReloader(self.inputs.clone())
     }
 
     /// Draining: new INVITEs get 503.
@@ -327,6 +345,7 @@ impl Actor {
                     self.report_end(ended, summary.as_ref());
                 }
             }
+            Input::Reload { trusted_peers } => self.ua.set_trusted_peers(trusted_peers),
         }
     }
 

@@ -23,6 +23,10 @@ pub fn free_port() -> u16 {
 /// A running daemon.
 pub struct Daemon {
     pub child: Option<Child>,
+    /// `run --config FILE` when set.
+    pub config_file: Option<PathBuf>,
+    /// `RUST_LOG` of the process (`None`: unset, so the config's `log.level` applies).
+    pub rust_log: Option<String>,
     pub http: SocketAddr,
     pub state_dir: PathBuf,
     pub env: Vec<(String, String)>,
@@ -60,18 +64,31 @@ impl Daemon {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v.to_string()));
         }
-        Self { child: None, http, state_dir: state_dir.to_path_buf(), env, _tmp: None }
+        Self {
+            child: None,
+            config_file: None,
+            rust_log: Some("warn".into()),
+            http,
+            state_dir: state_dir.to_path_buf(),
+            env,
+            _tmp: None,
+        }
     }
 
     /// Starts (or restarts) the process and waits until it answers. A port taken by someone
     /// else between choosing and binding it is retried on fresh ports.
     pub fn spawn(&mut self) {
         for attempt in 0..3 {
-            let child = Command::new(env!("CARGO_BIN_EXE_interwork"))
-                .arg("run")
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("RUST_LOG", "warn")
+            let mut command = Command::new(env!("CARGO_BIN_EXE_interwork"));
+            command.arg("run");
+            if let Some(file) = &self.config_file {
+                command.arg("--config").arg(file);
+            }
+            command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+            if let Some(level) = &self.rust_log {
+                command.env("RUST_LOG", level);
+            }
+            let child = command
                 .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

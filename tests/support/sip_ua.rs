@@ -86,9 +86,19 @@ impl SipUa {
 
     /// INVITE with `token` in User-to-User and `sdp`; ACKs the 200 and returns its SDP.
     pub fn invite(&mut self, token: &str, sdp: &str) -> String {
+        let (status, response) = self.try_invite(token, sdp);
+        assert_eq!(status, 200, "the INVITE was answered {status}:\n{response}");
+        body(&response).to_string()
+    }
+
+    /// An INVITE with `token`; returns the final status and response, and completes the dialog
+    /// (ACK) when it is 200.
+    pub fn try_invite(&mut self, token: &str, sdp: &str) -> (u16, String) {
         let extra = format!("User-to-User: {token};encoding=jwt\r\n");
         let (status, response) = self.transaction("INVITE", &extra, sdp);
-        assert_eq!(status, 200, "the INVITE was answered {status}:\n{response}");
+        if status != 200 {
+            return (status, response);
+        }
         if let Some(tag) = header(&response, &["To", "t"]).and_then(|to| param(&to, "tag")) {
             self.remote_tag = tag;
         }
@@ -98,7 +108,7 @@ impl SipUa {
             self.target = contact[a + 1..b].to_string();
         }
         self.ack();
-        body(&response).to_string()
+        (status, response)
     }
 
     /// A re-INVITE with `sdp`; ACKs the 200 and returns its SDP.

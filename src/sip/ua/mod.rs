@@ -337,6 +337,12 @@ impl UserAgent {
         }
     }
 
+    /// New `sip.trusted_peers` (SIGHUP): later INVITEs are checked against them; live calls
+    /// stay.
+    pub fn set_trusted_peers(&mut self, peers: Vec<IpNet>) {
+        self.config.trusted_peers = peers;
+    }
+
     /// Live calls.
     pub fn call_count(&self) -> usize {
         self.calls.len()
