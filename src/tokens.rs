@@ -439,11 +439,10 @@ impl Keyring {
         if now > exp.saturating_add(leeway) {
             return Err(TokenError::Expired);
         }
-        if let Some(nbf) = claims.nbf {
-            if nbf > now.saturating_add(leeway) {
+        if let Some(nbf) = claims.nbf
+            && nbf > now.saturating_add(leeway) {
                 return Err(TokenError::NotYetValid);
             }
-        }
         if !ids::is_valid_id(&claims.sub) || claims.sid.as_deref().is_some_and(|s| !ids::is_valid_id(s)) {
             return Err(TokenError::Malformed);
         }

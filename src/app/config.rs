@@ -265,7 +265,7 @@ impl std::str::FromStr for ListenAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let addr: SocketAddr =
-            s.parse().map_err(|_| format!("not an address like 127.0.0.1:8080 or [::1]:8080"))?;
+            s.parse().map_err(|_| "not an address like 127.0.0.1:8080 or [::1]:8080".to_string())?;
         if addr.port() == 0 {
             return Err("port 0; a listener needs a fixed port".into());
         }
@@ -390,11 +390,10 @@ impl Config {
             ("tokens.external_jwks", &self.tokens.external_jwks),
         ];
         for (key, path) in files {
-            if let Some(path) = path {
-                if !path.is_file() {
+            if let Some(path) = path
+                && !path.is_file() {
                     problem(key, format!("file `{}` does not exist", path.display()));
                 }
-            }
         }
         let external_keys =
             self.tokens.external_public_key.is_some() || self.tokens.external_jwks.is_some();

@@ -574,13 +574,12 @@ impl Rooms {
         participant: &ParticipantId,
         subs: &Subscriptions,
     ) -> Result<(), RoomsError> {
-        if let Some(sid) = &subs.session_id {
-            if sid != session {
+        if let Some(sid) = &subs.session_id
+            && sid != session {
                 return Err(RoomsError::InvalidArgument(format!(
                     "sessionId {sid} is not the session of this request ({session})"
                 )));
             }
-        }
         let mut seen = BTreeSet::new();
         for s in &subs.participants {
             if &s.participant_id == participant {

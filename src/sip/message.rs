@@ -402,11 +402,10 @@ pub fn bad_request_for(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
         }
         match name.to_ascii_lowercase().as_str() {
             "via" => via.extend(split_via(value)),
-            "from" | "to" | "call-id" | "cseq" => {
-                if !copied.iter().any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&name)) {
+            "from" | "to" | "call-id" | "cseq"
+                if !copied.iter().any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&name)) => {
                     copied.push((name, value.to_string()));
                 }
-            }
             _ => {}
         }
     }

@@ -424,11 +424,10 @@ impl Driver {
         let now = now();
         match e {
             RoomEvent::ParticipantLeft { session, participant, .. } => {
-                if let Some(peer) = self.sfu.peer_of(&participant) {
-                    if self.sfu.peer_info(peer).is_some_and(|i| i.session == session) {
+                if let Some(peer) = self.sfu.peer_of(&participant)
+                    && self.sfu.peer_info(peer).is_some_and(|i| i.session == session) {
                         self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                     }
-                }
                 self.drop_parked(now, |s| s.session == session && s.participant == participant);
                 self.stale = true;
             }

@@ -420,11 +420,10 @@ impl Sfu {
         if self.by_participant.get(&p.info.participant) == Some(&peer) {
             self.by_participant.remove(&p.info.participant);
         }
-        if let PublishState::Active { endpoint, .. } = &p.publish {
-            if let Some(e) = self.endpoints.get_mut(endpoint) {
+        if let PublishState::Active { endpoint, .. } = &p.publish
+            && let Some(e) = self.endpoints.get_mut(endpoint) {
                 e.source = Source::Orphaned(now + self.config.reconnect_grace);
             }
-        }
         for e in self.endpoints.values_mut() {
             e.targets.retain(|t| !matches!(t, Target::Peer { peer: q, .. } if *q == peer));
         }
@@ -837,8 +836,8 @@ impl Sfu {
     fn remove_endpoint(&mut self, now: Instant, endpoint: &EndpointId) {
         let Some(e) = self.endpoints.remove(endpoint) else { return };
         for t in e.targets {
-            if let Target::Peer { peer, .. } = t {
-                if let Some(p) = self.peers.get_mut(&peer) {
+            if let Target::Peer { peer, .. } = t
+                && let Some(p) = self.peers.get_mut(&peer) {
                     p.wanted.remove(endpoint);
                     if let Some(slot) = p.sending.remove(endpoint) {
                         p.to_stop.push(slot.mid);
@@ -847,7 +846,6 @@ impl Sfu {
                     self.events.push_back(SfuEvent::ToDevice(peer, m));
                     self.negotiate(now, peer);
                 }
-            }
         }
         // Subscribers whose m-line was still being negotiated.
         let waiting: Vec<PeerId> =
@@ -964,12 +962,11 @@ impl Sfu {
     }
 
     fn mark_dirty(&mut self, id: PeerId) {
-        if let Some(p) = self.peers.get_mut(&id) {
-            if !p.dirty {
+        if let Some(p) = self.peers.get_mut(&id)
+            && !p.dirty {
                 p.dirty = true;
                 self.dirty.push(id);
             }
-        }
     }
 
     fn poll_peer(&mut self, now: Instant, id: PeerId) {

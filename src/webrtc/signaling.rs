@@ -72,12 +72,9 @@ async fn run_socket(mut socket: WebSocket, hub: DeviceHub) {
         close(&mut socket, CloseReason::GoingAway).await;
         return;
     }
-    let peer = match attached.await {
-        Ok(Ok(peer)) => peer,
-        _ => {
-            close(&mut socket, CloseReason::MediaFailed).await;
-            return;
-        }
+    let Ok(Ok(peer)) = attached.await else {
+        close(&mut socket, CloseReason::MediaFailed).await;
+        return;
     };
     tracing::info!(participant = %participant, peer = peer.0, "device connected");
     let reason = relay(&mut socket, &hub, peer, welcome, &mut from_driver).await;
@@ -145,11 +142,10 @@ async fn relay(
                         match serde_json::from_str::<ClientMessage>(text.as_str()) {
                             Ok(ClientMessage::Bye {}) => return Some(CloseReason::Normal),
                             Ok(msg) => {
-                                if let Some(reply) = dispatch(hub, peer, msg).await {
-                                    if send(socket, &reply).await.is_err() {
+                                if let Some(reply) = dispatch(hub, peer, msg).await
+                                    && send(socket, &reply).await.is_err() {
                                         return None;
                                     }
-                                }
                             }
                             Err(e) => {
                                 let reply = ServerMessage::error(ErrorCode::ProtocolError, format!("not a valid message: {e}"), None);

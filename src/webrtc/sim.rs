@@ -151,11 +151,10 @@ impl Sim {
                 self.sfu_time += t0.elapsed();
                 let Some(t) = t else { break };
                 progressed = true;
-                if let Some(b) = self.browsers.iter_mut().find(|b| b.addr == t.destination) {
-                    if let Ok(r) = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents) {
+                if let Some(b) = self.browsers.iter_mut().find(|b| b.addr == t.destination)
+                    && let Ok(r) = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents) {
                         let _ = b.rtc.handle_input(Input::Receive(self.now, r));
                     }
-                }
             }
             for i in 0..self.browsers.len() {
                 progressed |= self.poll_browser(i);

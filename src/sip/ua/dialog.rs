@@ -537,12 +537,11 @@ impl UserAgent {
                 }
             }
             TimerKind::ByeTimeout => {
-                if let State::Terminating { give_up } = c.state {
-                    if give_up == at {
+                if let State::Terminating { give_up } = c.state
+                    && give_up == at {
                         let reason = c.end_reason.clone().unwrap_or_else(|| "BYE timeout".into());
                         self.finish(now, call, &reason);
                     }
-                }
             }
         }
     }

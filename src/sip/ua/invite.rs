@@ -98,13 +98,12 @@ impl UserAgent {
         if asked.is_some() && asked_interval.is_none() {
             return self.refuse(&inbound, 400, "malformed Session-Expires", Some(mode));
         }
-        if let Some(interval) = asked_interval {
-            if interval < self.config.min_se {
+        if let Some(interval) = asked_interval
+            && interval < self.config.min_se {
                 let mut r = self.refusal(req, 422, "session interval too small");
                 r.headers.push("Min-SE", self.config.min_se.to_string());
                 return self.answer_failure(&inbound, r, Some(mode));
             }
-        }
         let timer = (supports_timer || asked.is_some()).then(|| {
             let interval = asked_interval.unwrap_or(self.config.session_expires);
             let we_refresh = if supports_timer {

@@ -382,11 +382,10 @@ impl UserAgent {
             Event::Sent { call, status } => self.handle_sent(now, call, status),
             Event::Room(e) => self.handle_room(now, e),
             Event::MediaInactive { call } => {
-                if let Some(c) = self.calls.get(&call) {
-                    if !c.on_hold() && c.is_confirmed() {
+                if let Some(c) = self.calls.get(&call)
+                    && !c.on_hold() && c.is_confirmed() {
                         self.hang_up(now, call, "RTP timeout");
                     }
-                }
             }
             Event::Drain => self.draining = true,
             Event::DrainOver => {

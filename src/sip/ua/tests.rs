@@ -140,7 +140,7 @@ fn responses(out: &[Output]) -> Vec<&Response> {
 }
 
 fn final_status(out: &[Output]) -> u16 {
-    responses(out).iter().map(|r| r.status).filter(|s| *s >= 200).next_back().expect("a final response")
+    responses(out).iter().map(|r| r.status).rfind(|s| *s >= 200).expect("a final response")
 }
 
 fn to_tag(r: &Response) -> String {
