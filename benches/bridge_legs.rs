@@ -446,7 +446,9 @@ fn main() {
     let inputs = inputs(Kind::Pcmu);
     let (late, worst, up, down) = real_time(Kind::Pcmu, n, ticks, &inputs);
     println!("\n### Real time: {n} PCMU legs on one thread, {ticks} ticks of 20 ms\n");
-    println!("| late frames | worst lateness ms | phone→browser added p50 / p99 / max ms | browser→phone added p50 / p99 / max ms |");
+    println!(
+        "| late frames | worst lateness ms | phone→browser added p50 / p99 / max ms | browser→phone added p50 / p99 / max ms |"
+    );
     println!("|---:|---:|---:|---:|");
     println!(
         "| {late} | {} | {} / {} / {} | {} / {} / {} |",

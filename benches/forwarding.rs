@@ -43,15 +43,12 @@ fn run(publishers: usize, subscribers: usize) -> (f64, u64, f64) {
 }
 
 fn main() {
-    println!("| publishers N | subscribers M | forwarded streams N×M | CPU µs per stream-second | % of a core per stream | delivered |");
+    println!(
+        "| publishers N | subscribers M | forwarded streams N×M | CPU µs per stream-second | % of a core per stream | delivered |"
+    );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
     for (n, m) in [(1, 1), (1, 10), (2, 10), (5, 20), (10, 10), (10, 40)] {
         let (us, _frames, delivered) = run(n, m);
-        println!(
-            "| {n} | {m} | {} | {us:.1} | {:.3} % | {:.0} % |",
-            n * m,
-            us / 1e4,
-            delivered * 100.0
-        );
+        println!("| {n} | {m} | {} | {us:.1} | {:.3} % | {:.0} % |", n * m, us / 1e4, delivered * 100.0);
     }
 }

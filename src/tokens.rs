@@ -175,11 +175,9 @@ impl NodeKey {
             Ok(pem) => Ok((Self::from_pem(&pem, path)?, false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let rng = SystemRandom::new();
-                let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                    .map_err(|_| KeyError::Invalid {
-                        path: path.display().to_string(),
-                        reason: "key generation failed".into(),
-                    })?;
+                let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(|_| {
+                    KeyError::Invalid { path: path.display().to_string(), reason: "key generation failed".into() }
+                })?;
                 let pem = pem_encode("PRIVATE KEY", der.as_ref());
                 crate::store::write_private_file(path, pem.as_bytes()).map_err(io)?;
                 Ok((Self::from_pem(&pem, path)?, true))
@@ -343,8 +341,7 @@ impl Keyring {
         if let Some(path) = &config.external_public_key {
             let key = "tokens.external_public_key";
             let pem = std::fs::read_to_string(path).map_err(|e| ExternalKeyError { key, reason: e.to_string() })?;
-            let (algorithm, decoding) =
-                public_key_from_pem(&pem).map_err(|reason| ExternalKeyError { key, reason })?;
+            let (algorithm, decoding) = public_key_from_pem(&pem).map_err(|reason| ExternalKeyError { key, reason })?;
             keys.push(TrustedKey { kid: None, algorithm, key: decoding, issuer: config.external_issuer.clone() });
         }
         if let Some(path) = &config.external_jwks {
@@ -440,9 +437,10 @@ impl Keyring {
             return Err(TokenError::Expired);
         }
         if let Some(nbf) = claims.nbf
-            && nbf > now.saturating_add(leeway) {
-                return Err(TokenError::NotYetValid);
-            }
+            && nbf > now.saturating_add(leeway)
+        {
+            return Err(TokenError::NotYetValid);
+        }
         if !ids::is_valid_id(&claims.sub) || claims.sid.as_deref().is_some_and(|s| !ids::is_valid_id(s)) {
             return Err(TokenError::Malformed);
         }
@@ -599,11 +597,7 @@ mod tests {
     }
 
     fn sign(header: &serde_json::Value, claims: &serde_json::Value, sig: &str) -> String {
-        format!(
-            "{}.{}.{sig}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        )
+        format!("{}.{}.{sig}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()))
     }
 
     fn setup() -> (tempfile::TempDir, Arc<NodeKey>, Minter, Verifier) {
@@ -673,7 +667,8 @@ mod tests {
         let pem = std::fs::read_to_string(dir.path().join("key.pem")).unwrap();
         let enc = EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
         let now = unix_seconds(t0());
-        let claims = serde_json::json!({"sub": "abc", "aud": AUDIENCE, "iss": "iw", "exp": now + 600, "nbf": now + 120});
+        let claims =
+            serde_json::json!({"sub": "abc", "aud": AUDIENCE, "iss": "iw", "exp": now + 600, "nbf": now + 120});
         let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &enc).unwrap();
         assert_eq!(verifier.verify(&token, t0()), Err(TokenError::NotYetValid));
     }
@@ -687,8 +682,8 @@ mod tests {
         assert_eq!(verifier.verify(&none, t0()), Err(TokenError::AlgorithmRefused("none".into())));
         // HS256 keyed with the public key's bytes: the classic confusion attack.
         let secret = serde_json::to_vec(&key.jwk()).unwrap();
-        let hs = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&secret))
-            .unwrap();
+        let hs =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&secret)).unwrap();
         assert_eq!(verifier.verify(&hs, t0()), Err(TokenError::AlgorithmRefused("HS256".into())));
         // RS256 claimed over an EC node key: no key of that algorithm.
         let rs = sign(&serde_json::json!({"alg": "RS256"}), &claims, "AAAA");
@@ -764,7 +759,8 @@ mod tests {
         std::fs::write(&pub_path, pem_encode("PUBLIC KEY", &spki)).unwrap();
 
         let now = unix_seconds(t0());
-        let claims = serde_json::json!({"sub": "p1", "aud": [AUDIENCE], "iss": "idp", "exp": now + 60, "mode": "conference"});
+        let claims =
+            serde_json::json!({"sub": "p1", "aud": [AUDIENCE], "iss": "idp", "exp": now + 60, "mode": "conference"});
         let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &ext_enc).unwrap();
         let wrong_iss = serde_json::json!({"sub": "p1", "aud": AUDIENCE, "iss": "iw", "exp": now + 60});
         let impostor = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &wrong_iss, &ext_enc).unwrap();
@@ -809,8 +805,8 @@ mod tests {
     /// SubjectPublicKeyInfo for an uncompressed P-256 point (RFC 5480).
     fn spki_p256(point: &[u8]) -> Vec<u8> {
         let mut der = vec![
-            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
-            0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+            0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+            0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
         ];
         der.extend_from_slice(point);
         der

@@ -113,7 +113,11 @@ fn malformed_json_unknown_fields_and_wrong_types_are_400() {
         (Method::POST, d.api("/participants"), "{}"),
         (Method::POST, d.api("/participants"), "{\"publishPermissions\": [\"SMELL\"]}"),
         (Method::PUT, d.api(&format!("/sessions/{sid}/participants/{pid}")), "{\"sessionId\": 1}"),
-        (Method::PUT, d.api(&format!("/sessions/{sid}/participants/{pid}/subscriptions")), "{\"participants\": [{\"id\": \"x\"}]}"),
+        (
+            Method::PUT,
+            d.api(&format!("/sessions/{sid}/participants/{pid}/subscriptions")),
+            "{\"participants\": [{\"id\": \"x\"}]}",
+        ),
     ];
     for (method, url, body) in cases {
         let r = c.raw(method.clone(), &url, body);
@@ -248,7 +252,10 @@ fn health_readiness_jwks_and_request_ids() {
     assert_eq!(r.headers()["x-request-id"], "trace-me");
     let jwks: Value = c.http.get(d.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
     let key = &jwks["keys"][0];
-    assert_eq!((key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()), (Some("EC"), Some("P-256"), Some("ES256")));
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()),
+        (Some("EC"), Some("P-256"), Some("ES256"))
+    );
     assert!(key.get("d").is_none(), "never the private part");
 }
 

@@ -4,9 +4,9 @@
 //!
 //! Needs root (for `unshare -n`), chromium, chromium-driver, sox and iproute2.
 
-mod common;
 #[path = "support/chrome.rs"]
 mod chrome;
+mod common;
 
 use std::time::Duration;
 
@@ -17,7 +17,8 @@ const TONE_A: u32 = 440;
 const TONE_B: u32 = 1000;
 
 fn participant(d: &Daemon, c: &Client, permissions: &[&str]) -> (String, String) {
-    let p: serde_json::Value = c.post(&d.api("/participants"), json!({"publishPermissions": permissions})).json().unwrap();
+    let p: serde_json::Value =
+        c.post(&d.api("/participants"), json!({"publishPermissions": permissions})).json().unwrap();
     (p["participant"]["id"].as_str().unwrap().to_string(), p["token"].as_str().unwrap().to_string())
 }
 
@@ -68,11 +69,18 @@ fn two_participants_hear_each_others_tones() {
     // DTMF from b reaches a.
     b.eval("rtc.sendDtmf('5#'); return true;");
     a.wait_for("two DTMF tones", Duration::from_secs(10), "return t.dtmf.length >= 2");
-    assert_eq!(a.eval("return t.dtmf"), json!([{"participantId": pb, "tone": "5"}, {"participantId": pb, "tone": "#"}]));
+    assert_eq!(
+        a.eval("return t.dtmf"),
+        json!([{"participantId": pb, "tone": "5"}, {"participantId": pb, "tone": "#"}])
+    );
 
     // b leaves: a's stream of b goes away.
     b.eval("rtc.disconnect(); return true;");
-    a.wait_for("b's stream to become unavailable", Duration::from_secs(10), &format!("return t.unavailable.includes({heard_by_a:?})"));
+    a.wait_for(
+        "b's stream to become unavailable",
+        Duration::from_secs(10),
+        &format!("return t.unavailable.includes({heard_by_a:?})"),
+    );
 }
 
 #[test]
@@ -121,7 +129,11 @@ fn removing_a_subscription_makes_the_stream_unavailable_in_the_page() {
 
     let subs = d.api(&format!("/sessions/{sid}/participants/{pb}/subscriptions"));
     assert_eq!(c.put(&subs, json!({"participants": []})).status().as_u16(), 204);
-    b.wait_for("the stream to become unavailable", Duration::from_secs(10), &format!("return t.unavailable.includes({endpoint:?})"));
+    b.wait_for(
+        "the stream to become unavailable",
+        Duration::from_secs(10),
+        &format!("return t.unavailable.includes({endpoint:?})"),
+    );
     assert_eq!(b.eval("return Object.keys(t.streams).length"), json!(0));
 
     // And back, live, without reconnecting.
@@ -143,7 +155,11 @@ fn the_demo_page_loads_connects_and_plays_a_stream() {
         page.goto(&d.url("/demo/"));
     }
     for page in [&first, &second] {
-        page.wait_for("the demo to connect and hear the other page", Duration::from_secs(30), "return window.demo && window.demo.streams >= 1");
+        page.wait_for(
+            "the demo to connect and hear the other page",
+            Duration::from_secs(30),
+            "return window.demo && window.demo.streams >= 1",
+        );
         page.wait_for("sound from the stream", Duration::from_secs(20), "return window.demo.level > 0.01");
         assert_eq!(page.eval("return window.demo.error"), serde_json::Value::Null);
     }

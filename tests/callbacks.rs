@@ -39,9 +39,11 @@ fn receiver(fail_first: u32) -> Receiver {
     }
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let url = format!("http://{}/events", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/events", axum::routing::post(handle))
-        .with_state((tx, attempts.clone(), fail_first));
+    let app = axum::Router::new().route("/events", axum::routing::post(handle)).with_state((
+        tx,
+        attempts.clone(),
+        fail_first,
+    ));
     runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
     Receiver { url, events: rx, attempts, _runtime: runtime }
 }
@@ -67,8 +69,10 @@ fn joined_and_left_are_delivered() {
     let c = Client::new();
     let s: Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
     let sid = s["id"].as_str().unwrap();
-    let p: Value =
-        c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"], "callbackUrl": rx.url})).json().unwrap();
+    let p: Value = c
+        .post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"], "callbackUrl": rx.url}))
+        .json()
+        .unwrap();
     let pid = p["participant"]["id"].as_str().unwrap();
     assert_eq!(c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({})).status().as_u16(), 204);
     let joined = rx.next();
@@ -116,7 +120,8 @@ fn an_unreachable_receiver_does_not_block_the_api() {
     let s: Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
     let sid = s["id"].as_str().unwrap();
     let url = format!("http://127.0.0.1:{port}/events");
-    let p: Value = c.post(&d.api("/participants"), json!({"publishPermissions": [], "callbackUrl": url})).json().unwrap();
+    let p: Value =
+        c.post(&d.api("/participants"), json!({"publishPermissions": [], "callbackUrl": url})).json().unwrap();
     let pid = p["participant"]["id"].as_str().unwrap();
     assert_eq!(c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({})).status().as_u16(), 204);
     assert_eq!(c.get(&d.api(&format!("/sessions/{sid}"))).status().as_u16(), 200);

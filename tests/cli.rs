@@ -6,12 +6,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn interwork(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_interwork"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_interwork")).args(args).env_clear().envs(env.iter().copied()).output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -81,7 +76,10 @@ fn token_mints_with_the_node_key() {
     use base64::Engine as _;
     let claims: Value =
         serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-    assert_eq!((claims["sub"].as_str(), claims["sid"].as_str(), claims["aud"].as_str()), (Some("p123"), Some("s456"), Some("interwork")));
+    assert_eq!(
+        (claims["sub"].as_str(), claims["sid"].as_str(), claims["aud"].as_str()),
+        (Some("p123"), Some("s456"), Some("interwork"))
+    );
     assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 600);
     assert!(state.join("signing-key.pem").exists(), "the key the daemon will use");
     let again = interwork(&["token", "--participant", "p123"], &env);

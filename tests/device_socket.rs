@@ -78,7 +78,13 @@ fn bad_tokens_close_with_the_documented_codes() {
     let c = Client::new();
     let (_, pid, token) = common::session_with_participant(&d, &c);
     let m = minter(&d);
-    let expired = m.mint(&pid.as_str().into(), None, None, Some(Duration::from_secs(60)), SystemTime::now() - Duration::from_secs(7200));
+    let expired = m.mint(
+        &pid.as_str().into(),
+        None,
+        None,
+        Some(Duration::from_secs(60)),
+        SystemTime::now() - Duration::from_secs(7200),
+    );
     let unknown = m.mint(&"nobody".into(), None, None, None, SystemTime::now());
     let tampered = format!("{}x", &token[..token.len() - 1]);
     runtime().block_on(async {

@@ -71,12 +71,20 @@ fn first_start_generates_and_prints_credentials_later_starts_reuse_them() {
     assert!(printed[0].contains(&format!("username={user}")) && printed[0].contains(&format!("password={password}")));
 
     let client = reqwest::blocking::Client::new();
-    let r = client.post("http://127.0.0.1:8080/v1/accounts/default/sessions").basic_auth(&user, Some(&password)).send().unwrap();
+    let r = client
+        .post("http://127.0.0.1:8080/v1/accounts/default/sessions")
+        .basic_auth(&user, Some(&password))
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     drop(first);
 
     let (_second, lines) = start(dir.path());
     assert!(!lines.iter().any(|l| l.contains("password")), "printed only once: {lines:?}");
-    let r = client.post("http://127.0.0.1:8080/v1/accounts/default/sessions").basic_auth(&user, Some(&password)).send().unwrap();
+    let r = client
+        .post("http://127.0.0.1:8080/v1/accounts/default/sessions")
+        .basic_auth(&user, Some(&password))
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200, "the same credentials work after a restart");
 }

@@ -9,7 +9,13 @@ use common::{Client, Daemon};
 fn logs_of(format: &str) -> String {
     let mut d = Daemon::start_with(&[("INTERWORK_LOG_FORMAT", format), ("RUST_LOG", "info")]);
     let c = Client::new();
-    let r = c.http.get(d.api("/sessions/nope")).basic_auth(common::USER, Some(common::PASSWORD)).header("x-request-id", "req-4242").send().unwrap();
+    let r = c
+        .http
+        .get(d.api("/sessions/nope"))
+        .basic_auth(common::USER, Some(common::PASSWORD))
+        .header("x-request-id", "req-4242")
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     d.signal("TERM");
     let mut child = d.child.take().unwrap();
@@ -22,10 +28,8 @@ fn logs_of(format: &str) -> String {
 #[test]
 fn json_logs_are_one_object_per_line_with_the_request_id() {
     let logs = logs_of("json");
-    let lines: Vec<serde_json::Value> = logs
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
     let request = lines
         .iter()
         .find(|l| l.to_string().contains("req-4242"))

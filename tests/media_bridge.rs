@@ -15,9 +15,9 @@
 //!
 //! Needs root (for `unshare -n`), chromium, chromium-driver, sox and iproute2.
 
-mod common;
 #[path = "support/chrome.rs"]
 mod chrome;
+mod common;
 #[path = "support/sip_ua.rs"]
 mod sip_ua;
 
@@ -40,7 +40,8 @@ fn sip_addr(d: &Daemon) -> SocketAddr {
 }
 
 fn participant(d: &Daemon, c: &Client, sid: &str) -> (String, String) {
-    let p: serde_json::Value = c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"]})).json().unwrap();
+    let p: serde_json::Value =
+        c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"]})).json().unwrap();
     let (pid, token) = (p["participant"]["id"].as_str().unwrap().to_string(), p["token"].as_str().unwrap().to_string());
     let r = c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({"sessionId": sid}));
     assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap_or_default());
@@ -171,12 +172,18 @@ fn hold_silences_the_stream_and_resume_restores_it() {
     scene.page.wait_for(
         "the held stream to go quiet",
         Duration::from_secs(10),
-        &format!("const d = dominant({endpoint:?}); return d !== null && !(d.db > -70 && Math.abs(d.hz - {SIP_TONE}) < 15);"),
+        &format!(
+            "const d = dominant({endpoint:?}); return d !== null && !(d.db > -70 && Math.abs(d.hz - {SIP_TONE}) < 15);"
+        ),
     );
     // Still one stream (held, not gone).
     assert_eq!(scene.page.eval(&format!("return {endpoint:?} in t.streams")), json!(true));
     // The SDK shows it muted (Chromium itself does not mute a track whose packets stop).
-    scene.page.wait_for("the SDK to show the held stream muted", Duration::from_secs(10), &format!("return t.muted[{endpoint:?}] === true"));
+    scene.page.wait_for(
+        "the SDK to show the held stream muted",
+        Duration::from_secs(10),
+        &format!("return t.muted[{endpoint:?}] === true"),
+    );
     assert_eq!(scene.page.eval(&format!("return rtc._streams.get({endpoint:?}).muted")), json!(true));
 
     // Resume: the tone comes back on the same stream.
@@ -219,7 +226,10 @@ fn the_call_record_carries_the_legs_media_counters() {
     let p: serde_json::Value =
         c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"], "callbackUrl": url})).json().unwrap();
     let (pid, token) = (p["participant"]["id"].as_str().unwrap().to_string(), p["token"].as_str().unwrap().to_string());
-    assert_eq!(c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({"sessionId": sid})).status().as_u16(), 204);
+    assert_eq!(
+        c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({"sessionId": sid})).status().as_u16(),
+        204
+    );
 
     let mut ua = SipUa::new(sip_addr(&d));
     let mut media = MediaPeer::bind(PeerCodec::Pcmu);
@@ -245,7 +255,8 @@ fn the_call_record_carries_the_legs_media_counters() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let metric = |text: &str, name: &str| -> f64 {
-        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name} in\n{text}"));
         line[name.len()..].trim().parse().unwrap()
     };
     let live = c.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
@@ -300,10 +311,16 @@ fn a_bridge_participants_next_call_continues_its_stream_without_renegotiation() 
     scene.page.wait_for(
         "the stream of the ended leg to go quiet",
         Duration::from_secs(10),
-        &format!("const d = dominant({endpoint:?}); return d !== null && !(d.db > -70 && Math.abs(d.hz - {SIP_TONE}) < 15);"),
+        &format!(
+            "const d = dominant({endpoint:?}); return d !== null && !(d.db > -70 && Math.abs(d.hz - {SIP_TONE}) < 15);"
+        ),
     );
     assert_eq!(scene.page.eval(&format!("return {endpoint:?} in t.streams")), json!(true));
-    scene.page.wait_for("the parked stream to show muted", Duration::from_secs(10), &format!("return t.muted[{endpoint:?}] === true"));
+    scene.page.wait_for(
+        "the parked stream to show muted",
+        Duration::from_secs(10),
+        &format!("return t.muted[{endpoint:?}] === true"),
+    );
 
     // The next call, another tone: heard on the same stream; nothing renegotiated.
     let (mut second, media) = call(&scene.d, &scene.sip_token, PeerCodec::Pcmu, 600.0);

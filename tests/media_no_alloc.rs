@@ -13,9 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use interwork::media::leg::{LegConfig, MTU, SipLeg};
 use interwork::media::rtp::Ssrc;
-use interwork::sip::sdp::{
-    AmrWbParams, Codec, Direction, Negotiated, Profile, SrtpKeys, SrtpSuite,
-};
+use interwork::sip::sdp::{AmrWbParams, Codec, Direction, Negotiated, Profile, SrtpKeys, SrtpSuite};
 
 struct Counting;
 
@@ -57,11 +55,7 @@ fn negotiated(codec: Codec, remote: SocketAddr, srtp: Option<SrtpKeys>) -> Negot
         remote_rtp: remote,
         remote_rtcp: None,
         rtcp_mux: true,
-        profile: if srtp.is_some() {
-            Profile::Savp
-        } else {
-            Profile::Avp
-        },
+        profile: if srtp.is_some() { Profile::Savp } else { Profile::Avp },
         remote_direction: Direction::SendRecv,
         local_direction: Direction::SendRecv,
         srtp,
@@ -81,30 +75,18 @@ fn config(ssrc: u32) -> LegConfig {
 /// Runs `frames` 20 ms ticks of two legs wired back to back; returns the allocations counted
 /// after the first `warm_up` ticks.
 fn allocations(codec: Codec, srtp: bool, frames: u32, warm_up: u32) -> usize {
-    let (a_addr, b_addr): (SocketAddr, SocketAddr) = (
-        "192.0.2.1:4000".parse().unwrap(),
-        "192.0.2.2:5000".parse().unwrap(),
-    );
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) =
+        ("192.0.2.1:4000".parse().unwrap(), "192.0.2.2:5000".parse().unwrap());
     let keys = |flip: bool| {
         srtp.then(|| {
             let k1: Vec<u8> = (0..30).collect();
             let k2: Vec<u8> = (100..130).collect();
             let (local_key, remote_key) = if flip { (k2, k1) } else { (k1, k2) };
-            SrtpKeys {
-                suite: SrtpSuite::AesCm128HmacSha1_80,
-                tag: 1,
-                remote_key,
-                local_key,
-            }
+            SrtpKeys { suite: SrtpSuite::AesCm128HmacSha1_80, tag: 1, remote_key, local_key }
         })
     };
     let start = Instant::now();
-    let mut a = SipLeg::new(
-        start,
-        &negotiated(codec.clone(), b_addr, keys(false)),
-        config(1),
-    )
-    .unwrap();
+    let mut a = SipLeg::new(start, &negotiated(codec.clone(), b_addr, keys(false)), config(1)).unwrap();
     let mut b = SipLeg::new(start, &negotiated(codec, a_addr, keys(true)), config(2)).unwrap();
     let mut buf = vec![0u8; MTU];
     let mut pcm = [0i16; 320];
@@ -119,11 +101,7 @@ fn allocations(codec: Codec, srtp: bool, frames: u32, warm_up: u32) -> usize {
             // A 1 kHz tone, on for 400 ms and off for 400 ms.
             let on = (n / 20) % 2 == 0;
             let t = f64::from(n * 320 + i as u32) / 16_000.0;
-            *s = if on {
-                ((t * 2.0 * std::f64::consts::PI * 1_000.0).sin() * 8_000.0) as i16
-            } else {
-                0
-            };
+            *s = if on { ((t * 2.0 * std::f64::consts::PI * 1_000.0).sin() * 8_000.0) as i16 } else { 0 };
         }
         if n % 100 == 50 {
             a.send_dtmf(now, '5').unwrap();
@@ -148,24 +126,14 @@ fn allocations(codec: Codec, srtp: bool, frames: u32, warm_up: u32) -> usize {
         while a.poll_event().is_some() || b.poll_event().is_some() {}
     }
     let stats = b.stats();
-    assert!(
-        stats.packets_received > u64::from(frames) * 9 / 10,
-        "{stats:?}"
-    );
-    assert!(
-        stats.dtmf_received > 0 && stats.rtcp_received > 0,
-        "{stats:?}"
-    );
+    assert!(stats.packets_received > u64::from(frames) * 9 / 10, "{stats:?}");
+    assert!(stats.dtmf_received > 0 && stats.rtcp_received > 0, "{stats:?}");
     ALLOCATIONS.load(Ordering::Relaxed) - counted_from
 }
 
 #[test]
 fn a_steady_leg_allocates_nothing_per_frame() {
-    for codec in [
-        Codec::Pcmu,
-        Codec::AmrWb(AmrWbParams::new(false)),
-        Codec::AmrWb(AmrWbParams::new(true)),
-    ] {
+    for codec in [Codec::Pcmu, Codec::AmrWb(AmrWbParams::new(false)), Codec::AmrWb(AmrWbParams::new(true))] {
         let count = allocations(codec.clone(), false, 3_000, 200);
         assert_eq!(count, 0, "{codec:?}: {count} allocations in 2,800 frames");
     }
@@ -174,8 +142,5 @@ fn a_steady_leg_allocates_nothing_per_frame() {
     let frames = 1_000;
     let count = allocations(Codec::Pcmu, true, frames, 200);
     let packets = 2 * 2 * (frames - 200) as usize;
-    assert!(
-        count <= packets + 100,
-        "{count} allocations for {packets} SRTP operations"
-    );
+    assert!(count <= packets + 100, "{count} allocations for {packets} SRTP operations");
 }

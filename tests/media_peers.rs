@@ -24,9 +24,9 @@
 //! deps/debian-packages.txt. Without root a missing tool skips the test with a message; as
 //! root (CI) it fails.
 
-mod common;
 #[path = "support/chrome.rs"]
 mod chrome;
+mod common;
 #[path = "support/peers.rs"]
 mod peers;
 #[path = "support/sip_ua.rs"]
@@ -74,7 +74,8 @@ fn sip_addr(d: &Daemon) -> SocketAddr {
 }
 
 fn participant(d: &Daemon, c: &Client, sid: &str) -> (String, String) {
-    let p: serde_json::Value = c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"]})).json().unwrap();
+    let p: serde_json::Value =
+        c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"]})).json().unwrap();
     let (pid, token) = (p["participant"]["id"].as_str().unwrap().to_string(), p["token"].as_str().unwrap().to_string());
     let r = c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({"sessionId": sid}));
     assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap_or_default());
@@ -589,7 +590,8 @@ fn gstreamer_amrwb_octet_aligned_over_srtp_and_the_browser_hear_each_other() {
         std::thread::sleep(Duration::from_millis(50));
     }
     decoder.stop();
-    let pcm: Vec<i16> = std::fs::read(&raw).unwrap().chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
+    let pcm: Vec<i16> =
+        std::fs::read(&raw).unwrap().chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
     assert_eq!(pcm.len() as u64 * 2, want, "no more than one frame per packet either");
     assert_hears_mic("AMR-WB octet-aligned over SRTP, decoded by GStreamer", &pcm, 16_000, mic_db);
 }

@@ -88,8 +88,11 @@ fn responses_carry_the_documented_fields() {
     let session: Value = c.post(&d.api("/sessions"), json!({"tag": "x"})).json().unwrap();
     assert_eq!(keys(&session), schema("SessionBody"));
     let created: Value = c
-        .post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"], "callbackUrl": "http://127.0.0.1:9/",
-            "deviceApiVersion": "V3", "tag": "t"}))
+        .post(
+            &d.api("/participants"),
+            json!({"publishPermissions": ["AUDIO"], "callbackUrl": "http://127.0.0.1:9/",
+            "deviceApiVersion": "V3", "tag": "t"}),
+        )
         .json()
         .unwrap();
     assert_eq!(keys(&created), schema("CreatedParticipant"));

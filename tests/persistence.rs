@@ -14,7 +14,10 @@ fn state_survives_sigkill_and_restart() {
     let c = Client::new();
     let (sid, alice, _) = common::session_with_participant(&d, &c);
     let bob: Value = c
-        .post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"], "tag": "bob", "callbackUrl": "http://127.0.0.1:9/x"}))
+        .post(
+            &d.api("/participants"),
+            json!({"publishPermissions": ["AUDIO"], "tag": "bob", "callbackUrl": "http://127.0.0.1:9/x"}),
+        )
         .json()
         .unwrap();
     let bob = bob["participant"]["id"].as_str().unwrap().to_string();

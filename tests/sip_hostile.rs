@@ -24,16 +24,15 @@ fn socket() -> UdpSocket {
 /// them) are told apart by their Call-ID and skipped.
 fn exchange(s: &UdpSocket, to: SocketAddr, bytes: &[u8]) -> Option<String> {
     s.send_to(bytes, to).unwrap();
-    let call_id = |text: &str| {
-        text.split("\r\n").find_map(|l| l.strip_prefix("Call-ID: ").map(|v| v.trim().to_string()))
-    };
+    let call_id =
+        |text: &str| text.split("\r\n").find_map(|l| l.strip_prefix("Call-ID: ").map(|v| v.trim().to_string()));
     let ours = call_id(&String::from_utf8_lossy(bytes));
     let mut buf = vec![0u8; 65_535];
     loop {
         let (n, _) = s.recv_from(&mut buf).ok()?;
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let earlier_invite = text.contains(" INVITE\r\n")
-            && matches!((&ours, call_id(&text)), (Some(a), Some(b)) if *a != b);
+        let earlier_invite =
+            text.contains(" INVITE\r\n") && matches!((&ours, call_id(&text)), (Some(a), Some(b)) if *a != b);
         if !earlier_invite && !text.starts_with("SIP/2.0 1") {
             return Some(text);
         }
@@ -74,29 +73,76 @@ fn corpus(token: &str) -> Vec<(&'static str, Vec<u8>, Option<u16>)> {
         ("CSeq too large", ok.replace("CSeq: 1 OPTIONS", "CSeq: 99999999999 OPTIONS").into_bytes(), Some(400)),
         ("Content-Length too large", ok.replace("Content-Length: 0", "Content-Length: 900").into_bytes(), Some(400)),
         ("Content-Length negative", ok.replace("Content-Length: 0", "Content-Length: -5").into_bytes(), Some(400)),
-        ("Content-Length twice", ok.replace("Content-Length: 0", "Content-Length: 0\r\nContent-Length: 3").into_bytes(), Some(400)),
+        (
+            "Content-Length twice",
+            ok.replace("Content-Length: 0", "Content-Length: 0\r\nContent-Length: 3").into_bytes(),
+            Some(400),
+        ),
         ("Max-Forwards not a number", ok.replace("Max-Forwards: 70", "Max-Forwards: many").into_bytes(), Some(400)),
-        ("huge header", ok.replace("Max-Forwards: 70", &format!("X-Huge: {}", "h".repeat(9000))).into_bytes(), Some(400)),
+        (
+            "huge header",
+            ok.replace("Max-Forwards: 70", &format!("X-Huge: {}", "h".repeat(9000))).into_bytes(),
+            Some(400),
+        ),
         ("too many headers", ok.replace("Max-Forwards: 70\r\n", &"X-N: 1\r\n".repeat(300)).into_bytes(), Some(400)),
         ("header without colon", ok.replace("Max-Forwards: 70", "Max-Forwards 70").into_bytes(), Some(400)),
         ("bad header name", ok.replace("Max-Forwards: 70", "Max Forwards: 70").into_bytes(), Some(400)),
         ("Via not SIP", ok.replace("SIP/2.0/UDP 127.0.0.1:9", "HTTP/1.1 127.0.0.1:9").into_bytes(), Some(400)),
         ("From without URI", ok.replace("<sip:a@127.0.0.1>", "nobody").into_bytes(), Some(400)),
         ("folding before any header", ok.replace("Via:", "  continued\r\nVia:").into_bytes(), Some(400)),
-        ("huge Request-URI", ok.replace("sip:gw@127.0.0.1 SIP", &format!("sip:{}@x SIP", "u".repeat(3000))).into_bytes(), Some(400)),
-        ("non-UTF-8 header", ok.replacen("Max-Forwards: 70\r\n", "X-Bin: @@\r\nMax-Forwards: 70\r\n", 1).replace("@@", "\u{fffd}").into_bytes().into_iter().map(|b| if b == 0xbd { 0xff } else { b }).collect(), Some(400)),
+        (
+            "huge Request-URI",
+            ok.replace("sip:gw@127.0.0.1 SIP", &format!("sip:{}@x SIP", "u".repeat(3000))).into_bytes(),
+            Some(400),
+        ),
+        (
+            "non-UTF-8 header",
+            ok.replacen("Max-Forwards: 70\r\n", "X-Bin: @@\r\nMax-Forwards: 70\r\n", 1)
+                .replace("@@", "\u{fffd}")
+                .into_bytes()
+                .into_iter()
+                .map(|b| if b == 0xbd { 0xff } else { b })
+                .collect(),
+            Some(400),
+        ),
         ("NUL in a header", ok.replace("Max-Forwards: 70", "Max-Forwards: 70\0\0").into_bytes(), Some(400)),
         ("binary junk", (0..512u32).map(|i| (i * 7919 % 251) as u8).collect(), None),
         ("junk response", b"SIP/2.0 999 Whatever\r\nVia: x\r\n\r\n".to_vec(), None),
-        ("From without tag on INVITE", String::from_utf8(invite("notag", "", "")).unwrap().replace(";tag=tnotag", "").into_bytes(), Some(400)),
+        (
+            "From without tag on INVITE",
+            String::from_utf8(invite("notag", "", "")).unwrap().replace(";tag=tnotag", "").into_bytes(),
+            Some(400),
+        ),
         ("SDP with 100 m-lines", invite("mmm", "Content-Type: application/sdp\r\n", &many_m), Some(400)),
         ("SDP with 300 attributes", invite("aaa", "Content-Type: application/sdp\r\n", &many_a), Some(400)),
-        ("an INVITE over the 8 KiB the stack reads", invite("big", "Content-Type: application/sdp\r\n", &big_sdp), Some(513)),
+        (
+            "an INVITE over the 8 KiB the stack reads",
+            invite("big", "Content-Type: application/sdp\r\n", &big_sdp),
+            Some(513),
+        ),
         ("SDP garbage", invite("garb", "Content-Type: application/sdp\r\n", "hello world"), Some(400)),
-        ("UUI with 100 elements", request("INVITE", "uuis", &format!("User-to-User: {}\r\n", vec!["00;encoding=hex"; 100].join(",")), "").into_bytes(), Some(403)),
-        ("UUI token of 5000 characters", request("INVITE", "long", &format!("User-to-User: {};encoding=jwt\r\n", "a.b.".repeat(1250)), "").into_bytes(), Some(403)),
+        (
+            "UUI with 100 elements",
+            request("INVITE", "uuis", &format!("User-to-User: {}\r\n", vec!["00;encoding=hex"; 100].join(",")), "")
+                .into_bytes(),
+            Some(403),
+        ),
+        (
+            "UUI token of 5000 characters",
+            request("INVITE", "long", &format!("User-to-User: {};encoding=jwt\r\n", "a.b.".repeat(1250)), "")
+                .into_bytes(),
+            Some(403),
+        ),
         // Short hops: the Via stays under the 8 KiB header limit, so the 400 can be addressed.
-        ("Via with 300 hops", ok.replace("Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbase;rport", &format!("Via: {}", vec!["SIP/2.0/UDP h:9"; 300].join(","))).into_bytes(), Some(400)),
+        (
+            "Via with 300 hops",
+            ok.replace(
+                "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbase;rport",
+                &format!("Via: {}", vec!["SIP/2.0/UDP h:9"; 300].join(",")),
+            )
+            .into_bytes(),
+            Some(400),
+        ),
         ("BYE for no dialog", request("BYE", "bye", "", "").into_bytes(), Some(481)),
         ("unknown method", request("FROBNICATE", "frob", "", "").into_bytes(), Some(405)),
     ]
@@ -192,7 +238,9 @@ fn a_call_gets_a_real_rtp_socket_that_sends_rtp() {
     let invite = request(
         "INVITE",
         "rtp",
-        &format!("User-to-User: {token};encoding=jwt\r\nContact: <sip:a@127.0.0.1:9>\r\nContent-Type: application/sdp\r\n"),
+        &format!(
+            "User-to-User: {token};encoding=jwt\r\nContact: <sip:a@127.0.0.1:9>\r\nContent-Type: application/sdp\r\n"
+        ),
         &sdp,
     );
     s.send_to(invite.as_bytes(), to).unwrap();

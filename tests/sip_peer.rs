@@ -232,7 +232,8 @@ fn a_valid_call_over_udp_and_over_tcp() {
     let (_, pid, token) = participant(&d, &c);
     let (ok, logs) = sipp(&d, &call_scenario(), &[&uui(&token), "X-Transport: udp"], &["-m", "3", "-l", "1"]);
     assert!(ok, "{logs}");
-    let (ok, logs) = sipp(&d, &call_scenario(), &[&uui(&token), "X-Transport: tcp"], &["-t", "t1", "-m", "3", "-l", "1"]);
+    let (ok, logs) =
+        sipp(&d, &call_scenario(), &[&uui(&token), "X-Transport: tcp"], &["-t", "t1", "-m", "3", "-l", "1"]);
     assert!(ok, "{logs}");
     let metrics = c.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
     assert!(metrics.contains(r#"interwork_sip_invites_total{status="200",mode="bridge"} 6"#), "{metrics}");
@@ -245,7 +246,8 @@ fn ten_percent_loss_is_absorbed_by_retransmissions() {
     let d = Daemon::start_with(&[("INTERWORK_SIP_DEFAULT_MODE", "bridge")]);
     let c = Client::new();
     let (_, _, token) = participant(&d, &c);
-    let (ok, logs) = sipp(&d, &call_scenario(), &[&uui(&token), "X-Case: loss"], &["-m", "20", "-l", "1", "-lost", "10"]);
+    let (ok, logs) =
+        sipp(&d, &call_scenario(), &[&uui(&token), "X-Case: loss"], &["-m", "20", "-l", "1", "-lost", "10"]);
     assert!(ok, "every call completes despite 10 % loss:\n{logs}");
 }
 
@@ -293,7 +295,9 @@ fn every_failure_row_is_answered_with_its_status_and_a_warning() {
     let (ok, logs) = sipp(&d, &refused_scenario(403), &[&uui(&expired), "X-Case: expired"], &["-m", "1"]);
     assert!(ok, "expired token → 403\n{logs}");
     // No codec in common → 488.
-    let g729 = refused_scenario(488).replace("RTP/AVP 0 101", "RTP/AVP 18").replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
+    let g729 = refused_scenario(488)
+        .replace("RTP/AVP 0 101", "RTP/AVP 18")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
     let (ok, logs) = sipp(&d, &g729, &[&uui(&token), "X-Case: codec"], &["-m", "1"]);
     assert!(ok, "no common codec → 488\n{logs}");
     // No User-to-User at all → 403.

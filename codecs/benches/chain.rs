@@ -13,9 +13,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use audiopus::coder::{Decoder as RawOpusDecoder, Encoder as RawOpusEncoder};
-use audiopus::{
-    Application as RawApplication, Bitrate, Channels, MutSignals, SampleRate as RawRate,
-};
+use audiopus::{Application as RawApplication, Bitrate, Channels, MutSignals, SampleRate as RawRate};
 use codecs::amrwb::{AmrWbDecoder, AmrWbEncoder, FRAME_SAMPLES, MAX_FRAME_BYTES, Mode};
 use codecs::g711::{self, Law};
 use codecs::opus::{MAX_PACKET_BYTES, OpusDecoder, OpusEncoder, OpusEncoderConfig, SampleRate};
@@ -26,13 +24,7 @@ unsafe extern "C" {
     fn D_IF_decode(state: *mut c_void, bits: *const c_uchar, synth: *mut c_short, bfi: c_int);
     fn D_IF_exit(state: *mut c_void);
     fn E_IF_init() -> *mut c_void;
-    fn E_IF_encode(
-        state: *mut c_void,
-        mode: c_int,
-        speech: *const c_short,
-        out: *mut c_uchar,
-        dtx: c_int,
-    ) -> c_int;
+    fn E_IF_encode(state: *mut c_void, mode: c_int, speech: *const c_short, out: *mut c_uchar, dtx: c_int) -> c_int;
     fn E_IF_exit(state: *mut c_void);
     fn clock_gettime(clock: c_int, now: *mut Timespec) -> c_int;
 }
@@ -72,10 +64,7 @@ fn main() {
         g711::encode(Law::Mu, black_box(&inputs.pcm8[i]), &mut ulaw).unwrap();
     });
     for (name, config) in [
-        (
-            "rfc4867_be_pack+depack_m8",
-            PayloadConfig::bandwidth_efficient(),
-        ),
+        ("rfc4867_be_pack+depack_m8", PayloadConfig::bandwidth_efficient()),
         ("rfc4867_oa_pack+depack_m8", PayloadConfig::octet_aligned()),
     ] {
         let depacketizer = Depacketizer::new(config);
@@ -86,12 +75,8 @@ fn main() {
         let mut payload = [0u8; 128];
         step(name, Some(0.08), &mut |_| {
             let frame = source.get(0).unwrap();
-            let len = packetizer
-                .packetize(Cmr::NoRequest, &[black_box(frame)], &mut payload)
-                .unwrap();
-            depacketizer
-                .depacketize(black_box(&payload[..len]), &mut frames)
-                .unwrap();
+            let len = packetizer.packetize(Cmr::NoRequest, &[black_box(frame)], &mut payload).unwrap();
+            depacketizer.depacketize(black_box(&payload[..len]), &mut frames).unwrap();
         });
     }
     {
@@ -106,63 +91,37 @@ fn main() {
         let mut encoder = AmrWbEncoder::new(false).unwrap();
         let mut bits = [0u8; MAX_FRAME_BYTES];
         step("amrwb_enc_m8", Some(173.39), &mut |i| {
-            encoder
-                .encode(&inputs.pcm16[i], Mode::M8, &mut bits)
-                .unwrap();
+            encoder.encode(&inputs.pcm16[i], Mode::M8, &mut bits).unwrap();
         });
     }
-    for (rate, refs) in [
-        (SampleRate::Hz8000, [26.1, 59.57, 107.7]),
-        (SampleRate::Hz16000, [45.4, 111.56, 227.5]),
-    ] {
+    for (rate, refs) in [(SampleRate::Hz8000, [26.1, 59.57, 107.7]), (SampleRate::Hz16000, [45.4, 111.56, 227.5])] {
         for (complexity, reference) in [0u8, 5, 10].into_iter().zip(refs) {
-            let config = OpusEncoderConfig {
-                complexity,
-                ..OpusEncoderConfig::default()
-            };
+            let config = OpusEncoderConfig { complexity, ..OpusEncoderConfig::default() };
             let mut encoder = OpusEncoder::new(rate, config).unwrap();
             let mut packet = [0u8; MAX_PACKET_BYTES];
             let name = format!("opus_enc_{}k_c{complexity}_24k", rate.hz() / 1000);
             step(&name, Some(reference), &mut |i| {
-                let pcm: &[i16] = if rate == SampleRate::Hz8000 {
-                    &inputs.pcm8[i]
-                } else {
-                    &inputs.pcm16[i]
-                };
+                let pcm: &[i16] = if rate == SampleRate::Hz8000 { &inputs.pcm8[i] } else { &inputs.pcm16[i] };
                 encoder.encode(pcm, &mut packet).unwrap();
             });
         }
     }
     // The same with in-band FEC for 5 % loss, what it costs to protect the browser's audio.
     for (rate, reference) in [(SampleRate::Hz8000, 59.57), (SampleRate::Hz16000, 111.56)] {
-        let config = OpusEncoderConfig {
-            inband_fec: true,
-            packet_loss_percent: 5,
-            ..OpusEncoderConfig::default()
-        };
+        let config = OpusEncoderConfig { inband_fec: true, packet_loss_percent: 5, ..OpusEncoderConfig::default() };
         let mut encoder = OpusEncoder::new(rate, config).unwrap();
         let mut packet = [0u8; MAX_PACKET_BYTES];
-        step(
-            &format!("opus_enc_{}k_c5_24k_fec5pct", rate.hz() / 1000),
-            Some(reference),
-            &mut |i| {
-                let pcm: &[i16] = if rate == SampleRate::Hz8000 {
-                    &inputs.pcm8[i]
-                } else {
-                    &inputs.pcm16[i]
-                };
-                encoder.encode(pcm, &mut packet).unwrap();
-            },
-        );
+        step(&format!("opus_enc_{}k_c5_24k_fec5pct", rate.hz() / 1000), Some(reference), &mut |i| {
+            let pcm: &[i16] = if rate == SampleRate::Hz8000 { &inputs.pcm8[i] } else { &inputs.pcm16[i] };
+            encoder.encode(pcm, &mut packet).unwrap();
+        });
     }
     for (rate, reference) in [(SampleRate::Hz8000, 24.25), (SampleRate::Hz16000, 22.43)] {
         let mut decoder = OpusDecoder::new(rate).unwrap();
         let mut pcm = [0i16; 960];
         let name = format!("opus_dec_browser_fb32_to{}k", rate.hz() / 1000);
         step(&name, Some(reference), &mut |i| {
-            decoder
-                .decode(&inputs.browser[i], &mut pcm[..rate.frame_20ms()])
-                .unwrap();
+            decoder.decode(&inputs.browser[i], &mut pcm[..rate.frame_20ms()]).unwrap();
         });
     }
 
@@ -172,33 +131,21 @@ fn main() {
     for (complexity, reference) in [0u8, 5, 10].into_iter().zip([50.5, 84.0, 132.1]) {
         let mut chain = PcmuChain::new(complexity);
         let mut bare = BarePcmuChain::new(complexity);
-        let (c, b, ratio) = pair(repeats, &mut |i| chain.frame(&inputs, i), &mut |i| {
-            bare.frame(&inputs, i)
-        });
+        let (c, b, ratio) = pair(repeats, &mut |i| chain.frame(&inputs, i), &mut |i| bare.frame(&inputs, i));
         chains.push((format!("PCMU<->Opus c{complexity}"), c, b, ratio, reference));
     }
     for (complexity, reference) in [0u8, 5, 10].into_iter().zip([279.7, 345.9, 461.9]) {
         let mut chain = AmrChain::new(complexity);
         let mut bare = BareAmrChain::new(complexity);
-        let (c, b, ratio) = pair(repeats, &mut |i| chain.frame(&inputs, i), &mut |i| {
-            bare.frame(&inputs, i)
-        });
-        chains.push((
-            format!("AMR-WB(m8, BE)<->Opus c{complexity}"),
-            c,
-            b,
-            ratio,
-            reference,
-        ));
+        let (c, b, ratio) = pair(repeats, &mut |i| chain.frame(&inputs, i), &mut |i| bare.frame(&inputs, i));
+        chains.push((format!("AMR-WB(m8, BE)<->Opus c{complexity}"), c, b, ratio, reference));
     }
 
     println!("\n### Steps (CPU us per 20 ms frame, median of {repeats} runs of {FRAMES} frames)\n");
     println!("| step | us/frame | limits.md | ratio |");
     println!("|---|---:|---:|---:|");
     for (name, us, reference) in &rows {
-        let (r, ratio) = reference.map_or(("-".into(), "-".into()), |r| {
-            (format!("{r:.2}"), format!("{:.2}", us / r))
-        });
+        let (r, ratio) = reference.map_or(("-".into(), "-".into()), |r| (format!("{r:.2}"), format!("{:.2}", us / r)));
         println!("| {name} | {us:.2} | {r} | {ratio} |");
     }
     println!("\n### Chains: both directions per 20 ms frame, ours vs bare library calls\n");
@@ -209,10 +156,7 @@ fn main() {
     let mut worst: f64 = 0.0;
     for (name, ours, bare, ratio, reference) in &chains {
         worst = worst.max(*ratio);
-        println!(
-            "| {name} | {ours:.1} | {bare:.1} | {ratio:.3} | {reference:.1} | {:.0} |",
-            1e6 / (50.0 * ours)
-        );
+        println!("| {name} | {ours:.1} | {bare:.1} | {ratio:.3} | {reference:.1} | {:.0} |", 1e6 / (50.0 * ours));
     }
     println!("\nworst ours/bare ratio: {worst:.3} (limit {MAX_RATIO})");
     if worst > MAX_RATIO {
@@ -255,10 +199,7 @@ impl CpuClock {
 }
 
 fn thread_cpu_ns() -> Option<u64> {
-    let mut now = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut now = Timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec (two 64-bit fields on 64-bit Linux) to `now`.
     let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut now) };
     (rc == 0).then(|| now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64)
@@ -276,11 +217,7 @@ const CLOCK_THREAD_CPUTIME_ID: c_int = 3;
 /// Times `ours` and `bare` on the same blocks of frames, alternating block by block, and
 /// returns (median us/frame of ours, median us/frame of bare, median of the per-block ratios).
 /// Pairing blocks cancels both the speech content and the load of a shared machine.
-fn pair(
-    repeats: usize,
-    ours: &mut dyn FnMut(usize),
-    bare: &mut dyn FnMut(usize),
-) -> (f64, f64, f64) {
+fn pair(repeats: usize, ours: &mut dyn FnMut(usize), bare: &mut dyn FnMut(usize)) -> (f64, f64, f64) {
     let block = |f: &mut dyn FnMut(usize), first: usize| -> f64 {
         let start = CpuClock::now();
         for i in first..first + BLOCK {
@@ -327,10 +264,7 @@ struct PcmuChain {
 
 impl PcmuChain {
     fn new(complexity: u8) -> Self {
-        let config = OpusEncoderConfig {
-            complexity,
-            ..OpusEncoderConfig::default()
-        };
+        let config = OpusEncoderConfig { complexity, ..OpusEncoderConfig::default() };
         Self {
             encoder: OpusEncoder::new(SampleRate::Hz8000, config).unwrap(),
             decoder: OpusDecoder::new(SampleRate::Hz8000).unwrap(),
@@ -344,9 +278,7 @@ impl PcmuChain {
     fn frame(&mut self, inputs: &Inputs, i: usize) {
         g711::decode(Law::Mu, &inputs.pcmu[i], &mut self.pcm).unwrap();
         black_box(self.encoder.encode(&self.pcm, &mut self.opus).unwrap());
-        self.decoder
-            .decode(&inputs.browser[i], &mut self.back)
-            .unwrap();
+        self.decoder.decode(&inputs.browser[i], &mut self.back).unwrap();
         g711::encode(Law::Mu, &self.back, &mut self.ulaw).unwrap();
         black_box(&self.ulaw);
     }
@@ -380,13 +312,7 @@ impl BarePcmuChain {
         }
         black_box(self.encoder.encode(&self.pcm, &mut self.opus).unwrap());
         let packet = audiopus::packet::Packet::try_from(inputs.browser[i].as_slice()).unwrap();
-        self.decoder
-            .decode(
-                Some(packet),
-                MutSignals::try_from(&mut self.back[..]).unwrap(),
-                false,
-            )
-            .unwrap();
+        self.decoder.decode(Some(packet), MutSignals::try_from(&mut self.back[..]).unwrap(), false).unwrap();
         for (o, &s) in self.ulaw.iter_mut().zip(&self.back) {
             *o = g711::linear_to_ulaw(s);
         }
@@ -413,10 +339,7 @@ struct AmrChain {
 
 impl AmrChain {
     fn new(complexity: u8) -> Self {
-        let config = OpusEncoderConfig {
-            complexity,
-            ..OpusEncoderConfig::default()
-        };
+        let config = OpusEncoderConfig { complexity, ..OpusEncoderConfig::default() };
         Self {
             depacketizer: Depacketizer::new(PayloadConfig::bandwidth_efficient()),
             packetizer: Packetizer::new(PayloadConfig::bandwidth_efficient()),
@@ -434,28 +357,14 @@ impl AmrChain {
     }
 
     fn frame(&mut self, inputs: &Inputs, i: usize) {
-        self.depacketizer
-            .depacketize(&inputs.amr_be[i], &mut self.frames)
-            .unwrap();
+        self.depacketizer.depacketize(&inputs.amr_be[i], &mut self.frames).unwrap();
         for frame in self.frames.iter() {
             self.amr_decoder.decode(frame, &mut self.pcm).unwrap();
             black_box(self.encoder.encode(&self.pcm, &mut self.opus).unwrap());
         }
-        self.decoder
-            .decode(&inputs.browser[i], &mut self.back)
-            .unwrap();
-        let encoded = self
-            .amr_encoder
-            .encode(&self.back, Mode::M8, &mut self.bits)
-            .unwrap();
-        let len = self
-            .packetizer
-            .packetize(
-                Cmr::NoRequest,
-                &[encoded.frame(&self.bits)],
-                &mut self.payload,
-            )
-            .unwrap();
+        self.decoder.decode(&inputs.browser[i], &mut self.back).unwrap();
+        let encoded = self.amr_encoder.encode(&self.back, Mode::M8, &mut self.bits).unwrap();
+        let len = self.packetizer.packetize(Cmr::NoRequest, &[encoded.frame(&self.bits)], &mut self.payload).unwrap();
         black_box(&self.payload[..len]);
     }
 }
@@ -491,33 +400,12 @@ impl BareAmrChain {
     fn frame(&mut self, inputs: &Inputs, i: usize) {
         // The bare chain is handed storage-format frames: no payload format work at all.
         // SAFETY: live states; 64-byte input and 320-sample output buffers as the C API needs.
-        unsafe {
-            D_IF_decode(
-                self.amr_decoder,
-                inputs.amr_storage[i].as_ptr(),
-                self.pcm.as_mut_ptr(),
-                0,
-            )
-        };
+        unsafe { D_IF_decode(self.amr_decoder, inputs.amr_storage[i].as_ptr(), self.pcm.as_mut_ptr(), 0) };
         black_box(self.encoder.encode(&self.pcm, &mut self.opus).unwrap());
         let packet = audiopus::packet::Packet::try_from(inputs.browser[i].as_slice()).unwrap();
-        self.decoder
-            .decode(
-                Some(packet),
-                MutSignals::try_from(&mut self.back[..]).unwrap(),
-                false,
-            )
-            .unwrap();
+        self.decoder.decode(Some(packet), MutSignals::try_from(&mut self.back[..]).unwrap(), false).unwrap();
         // SAFETY: live state; 320 input samples; 64-byte output, more than the 61 written.
-        let n = unsafe {
-            E_IF_encode(
-                self.amr_encoder,
-                8,
-                self.back.as_ptr(),
-                self.storage.as_mut_ptr(),
-                0,
-            )
-        };
+        let n = unsafe { E_IF_encode(self.amr_encoder, 8, self.back.as_ptr(), self.storage.as_mut_ptr(), 0) };
         black_box((n, &self.storage));
     }
 }
@@ -536,13 +424,9 @@ fn raw_encoder(rate: RawRate, complexity: u8) -> RawOpusEncoder {
     let mut encoder = RawOpusEncoder::new(rate, Channels::Mono, RawApplication::Voip).unwrap();
     let defaults = OpusEncoderConfig::default();
     encoder.set_complexity(complexity).unwrap();
-    encoder
-        .set_bitrate(Bitrate::BitsPerSecond(defaults.bitrate as i32))
-        .unwrap();
+    encoder.set_bitrate(Bitrate::BitsPerSecond(defaults.bitrate as i32)).unwrap();
     encoder.set_inband_fec(defaults.inband_fec).unwrap();
-    encoder
-        .set_packet_loss_perc(defaults.packet_loss_percent)
-        .unwrap();
+    encoder.set_packet_loss_perc(defaults.packet_loss_percent).unwrap();
     encoder.set_dtx(defaults.dtx).unwrap();
     encoder
 }
@@ -551,26 +435,14 @@ fn raw_encoder(rate: RawRate, complexity: u8) -> RawOpusEncoder {
 /// AMR-WB frames from our encoder; browser packets from libopus at 48 kHz, complexity 9,
 /// 32 kbit/s with FEC (limits.md's browser stand-in).
 fn make_inputs() -> Inputs {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/speech/speech_16k.raw"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/speech/speech_16k.raw");
     let bytes = std::fs::read(path).expect("speech fixture");
-    let speech: Vec<i16> = bytes
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .cycle()
-        .take(FRAMES * FRAME_SAMPLES)
-        .collect();
-    let pcm16: Vec<[i16; FRAME_SAMPLES]> = speech
-        .chunks_exact(FRAME_SAMPLES)
-        .map(|c| c.try_into().unwrap())
-        .collect();
+    let speech: Vec<i16> =
+        bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).cycle().take(FRAMES * FRAME_SAMPLES).collect();
+    let pcm16: Vec<[i16; FRAME_SAMPLES]> = speech.chunks_exact(FRAME_SAMPLES).map(|c| c.try_into().unwrap()).collect();
     let pcm8: Vec<[i16; 160]> = pcm16
         .iter()
-        .map(|f| {
-            std::array::from_fn(|n| ((i32::from(f[2 * n]) + i32::from(f[2 * n + 1])) / 2) as i16)
-        })
+        .map(|f| std::array::from_fn(|n| ((i32::from(f[2 * n]) + i32::from(f[2 * n + 1])) / 2) as i16))
         .collect();
     let pcmu = pcm8
         .iter()
@@ -587,9 +459,7 @@ fn make_inputs() -> Inputs {
         let mut bits = [0u8; MAX_FRAME_BYTES];
         let encoded = encoder.encode(frame, Mode::M8, &mut bits).unwrap();
         let mut payload = [0u8; 128];
-        let len = packetizer
-            .packetize(Cmr::NoRequest, &[encoded.frame(&bits)], &mut payload)
-            .unwrap();
+        let len = packetizer.packetize(Cmr::NoRequest, &[encoded.frame(&bits)], &mut payload).unwrap();
         amr_be.push(payload[..len].to_vec());
         let mut storage = [0u8; 64];
         storage[0] = (encoded.frame_type.ft() << 3) | 0x04;
@@ -620,12 +490,5 @@ fn make_inputs() -> Inputs {
             packet[..len].to_vec()
         })
         .collect();
-    Inputs {
-        pcm8,
-        pcm16,
-        pcmu,
-        amr_be,
-        amr_storage,
-        browser,
-    }
+    Inputs { pcm8, pcm16, pcmu, amr_be, amr_storage, browser }
 }

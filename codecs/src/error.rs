@@ -55,20 +55,7 @@ mod tests {
             Ok(frames.len())
         }
         let err = leg_step(&[]).unwrap_err();
-        assert_eq!(
-            err,
-            CodecError::Depacketize(DepacketizeError::Truncated {
-                needed_bits: 8,
-                available_bits: 0
-            })
-        );
-        assert_eq!(
-            err.to_string(),
-            DepacketizeError::Truncated {
-                needed_bits: 8,
-                available_bits: 0
-            }
-            .to_string()
-        );
+        assert_eq!(err, CodecError::Depacketize(DepacketizeError::Truncated { needed_bits: 8, available_bits: 0 }));
+        assert_eq!(err.to_string(), DepacketizeError::Truncated { needed_bits: 8, available_bits: 0 }.to_string());
     }
 }

@@ -27,11 +27,8 @@ fn depacketize(config: PayloadConfig, data: &[u8]) {
         assert!(frames.is_empty(), "a refused payload left frames behind");
         return;
     };
-    let mut refs = [FrameRef {
-        frame_type: FrameType::NoData,
-        quality: FrameQuality::Good,
-        data: &[],
-    }; crate::rfc4867::MAX_FRAMES_PER_PACKET];
+    let mut refs = [FrameRef { frame_type: FrameType::NoData, quality: FrameQuality::Good, data: &[] };
+        crate::rfc4867::MAX_FRAMES_PER_PACKET];
     for (slot, frame) in refs.iter_mut().zip(frames.iter()) {
         *slot = frame;
     }
@@ -60,25 +57,10 @@ pub fn amrwb_decode(data: &[u8]) {
             continue;
         };
         let quality = FrameQuality::from_bit(control & 0x10 != 0);
-        let len = if control & 0x20 != 0 {
-            usize::from(control >> 6) * 20
-        } else {
-            frame_type.bytes()
-        };
+        let len = if control & 0x20 != 0 { usize::from(control >> 6) * 20 } else { frame_type.bytes() };
         let len = len.min(tail.len());
-        let result = decoder.decode(
-            FrameRef {
-                frame_type,
-                quality,
-                data: &tail[..len],
-            },
-            &mut pcm,
-        );
-        assert_eq!(
-            result.is_ok(),
-            len == frame_type.bytes(),
-            "size check disagrees"
-        );
+        let result = decoder.decode(FrameRef { frame_type, quality, data: &tail[..len] }, &mut pcm);
+        assert_eq!(result.is_ok(), len == frame_type.bytes(), "size check disagrees");
         if control & 0xE0 == 0xE0 {
             decoder.conceal(&mut pcm);
         }
@@ -91,8 +73,7 @@ pub fn opus_decode(data: &[u8]) {
     let Some((&control, packet)) = data.split_first() else {
         return;
     };
-    let rate =
-        [SampleRate::Hz8000, SampleRate::Hz16000, SampleRate::Hz48000][usize::from(control % 3)];
+    let rate = [SampleRate::Hz8000, SampleRate::Hz16000, SampleRate::Hz48000][usize::from(control % 3)];
     let Ok(mut decoder) = OpusDecoder::new(rate) else {
         return;
     };
@@ -104,10 +85,7 @@ pub fn opus_decode(data: &[u8]) {
         let _ = decoder.decode_fec(packet, &mut pcm[..frame]);
     }
     if control & 0x20 != 0 {
-        assert!(
-            decoder.conceal(&mut pcm[..frame]).is_ok(),
-            "PLC of a valid duration failed"
-        );
+        assert!(decoder.conceal(&mut pcm[..frame]).is_ok(), "PLC of a valid duration failed");
     }
     // A buffer too small for the packet is an error, not an overflow.
     let _ = decoder.decode(packet, &mut pcm[..usize::from(control)]);
@@ -121,13 +99,9 @@ pub fn telephone_event_receive(data: &[u8]) {
     let mut receiver = TelephoneEventReceiver::new();
     let (mut began, mut ended) = (0usize, 0usize);
     for record in data.chunks(11) {
-        let elapsed = record
-            .get(..2)
-            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+        let elapsed = record.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
         let now = start + Duration::from_millis(u64::from(elapsed));
-        let timestamp = record
-            .get(2..6)
-            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let timestamp = record.get(2..6).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         let len = record.get(6).map_or(0, |&l| usize::from(l % 6));
         let payload = record.get(7..).unwrap_or(&[]);
         let _ = receiver.handle_packet(now, timestamp, &payload[..len.min(payload.len())]);
@@ -142,10 +116,7 @@ pub fn telephone_event_receive(data: &[u8]) {
                 ReceivedEvent::Ended { .. } => ended += 1,
             }
         }
-        assert!(
-            ended <= began && began <= ended + 1,
-            "began {began}, ended {ended}"
-        );
+        assert!(ended <= began && began <= ended + 1, "began {began}, ended {ended}");
     }
 }
 
@@ -155,10 +126,6 @@ pub fn g711_decode(data: &[u8]) {
     let capacity = data.first().map_or(0, |&b| usize::from(b) * 2);
     for law in [Law::Mu, Law::A] {
         let result = g711::decode(law, data, &mut pcm[..capacity]);
-        assert_eq!(
-            result.is_ok(),
-            data.len() <= capacity,
-            "capacity check disagrees"
-        );
+        assert_eq!(result.is_ok(), data.len() <= capacity, "capacity check disagrees");
     }
 }

@@ -32,14 +32,8 @@ pub struct G711Error {
 pub fn encode(law: Law, pcm: &[i16], out: &mut [u8]) -> Result<usize, G711Error> {
     let out = check_capacity(pcm.len(), out)?;
     match law {
-        Law::Mu => out
-            .iter_mut()
-            .zip(pcm)
-            .for_each(|(o, &s)| *o = linear_to_ulaw(s)),
-        Law::A => out
-            .iter_mut()
-            .zip(pcm)
-            .for_each(|(o, &s)| *o = linear_to_alaw(s)),
+        Law::Mu => out.iter_mut().zip(pcm).for_each(|(o, &s)| *o = linear_to_ulaw(s)),
+        Law::A => out.iter_mut().zip(pcm).for_each(|(o, &s)| *o = linear_to_alaw(s)),
     }
     Ok(pcm.len())
 }
@@ -51,9 +45,7 @@ pub fn decode(law: Law, payload: &[u8], out: &mut [i16]) -> Result<usize, G711Er
         Law::Mu => &ULAW_DECODE,
         Law::A => &ALAW_DECODE,
     };
-    out.iter_mut()
-        .zip(payload)
-        .for_each(|(o, &c)| *o = table[usize::from(c)]);
+    out.iter_mut().zip(payload).for_each(|(o, &c)| *o = table[usize::from(c)]);
     Ok(payload.len())
 }
 
@@ -91,11 +83,7 @@ fn check_capacity<T>(needed: usize, out: &mut [T]) -> Result<&mut [T], G711Error
 
 /// Quantizes a 14-bit sample (G.711 §A.1 segment table for μ-law).
 const fn ulaw_from_14bit(sample: i32) -> u8 {
-    let (mut magnitude, mask) = if sample < 0 {
-        (-sample, 0x7F)
-    } else {
-        (sample, 0xFF)
-    };
+    let (mut magnitude, mask) = if sample < 0 { (-sample, 0x7F) } else { (sample, 0xFF) };
     if magnitude > ULAW_CLIP {
         magnitude = ULAW_CLIP;
     }
@@ -114,11 +102,7 @@ const fn ulaw_from_14bit(sample: i32) -> u8 {
 /// Quantizes a 13-bit sample (G.711 segment table for A-law).
 const fn alaw_from_13bit(sample: i32) -> u8 {
     // A-law is symmetric around -1/2: negative values are folded with one's complement.
-    let (magnitude, mask) = if sample >= 0 {
-        (sample, 0xD5)
-    } else {
-        (-sample - 1, 0x55)
-    };
+    let (magnitude, mask) = if sample >= 0 { (sample, 0xD5) } else { (-sample - 1, 0x55) };
     let mut segment = 0;
     while segment < 8 && magnitude > ALAW_SEGMENT_END[segment] {
         segment += 1;
@@ -134,11 +118,7 @@ const fn alaw_from_13bit(sample: i32) -> u8 {
 const fn ulaw_decode(code: u8) -> i16 {
     let code = !code as i32;
     let magnitude = (((code & 0x0F) << 3) + ULAW_BIAS * 4) << ((code & 0x70) >> 4);
-    let value = if code & 0x80 != 0 {
-        ULAW_BIAS * 4 - magnitude
-    } else {
-        magnitude - ULAW_BIAS * 4
-    };
+    let value = if code & 0x80 != 0 { ULAW_BIAS * 4 - magnitude } else { magnitude - ULAW_BIAS * 4 };
     value as i16
 }
 
@@ -150,11 +130,7 @@ const fn alaw_decode(code: u8) -> i16 {
     if segment > 1 {
         magnitude <<= segment - 1;
     }
-    (if code & 0x80 != 0 {
-        magnitude
-    } else {
-        -magnitude
-    }) as i16
+    (if code & 0x80 != 0 { magnitude } else { -magnitude }) as i16
 }
 
 const fn build_ulaw_encode() -> [u8; 0x4000] {
@@ -162,11 +138,7 @@ const fn build_ulaw_encode() -> [u8; 0x4000] {
     let mut i = 0;
     while i < 0x4000 {
         // Index is the 14-bit two's complement sample.
-        let sample = if i >= 0x2000 {
-            i as i32 - 0x4000
-        } else {
-            i as i32
-        };
+        let sample = if i >= 0x2000 { i as i32 - 0x4000 } else { i as i32 };
         table[i] = ulaw_from_14bit(sample);
         i += 1;
     }
@@ -177,11 +149,7 @@ const fn build_alaw_encode() -> [u8; 0x2000] {
     let mut table = [0; 0x2000];
     let mut i = 0;
     while i < 0x2000 {
-        let sample = if i >= 0x1000 {
-            i as i32 - 0x2000
-        } else {
-            i as i32
-        };
+        let sample = if i >= 0x1000 { i as i32 - 0x2000 } else { i as i32 };
         table[i] = alaw_from_13bit(sample);
         i += 1;
     }
@@ -232,11 +200,7 @@ mod tests {
     #[test]
     fn every_alaw_code_round_trips() {
         for code in 0..=255u8 {
-            assert_eq!(
-                linear_to_alaw(alaw_to_linear(code)),
-                code,
-                "code {code:#04x}"
-            );
+            assert_eq!(linear_to_alaw(alaw_to_linear(code)), code, "code {code:#04x}");
         }
     }
 
@@ -280,13 +244,7 @@ mod tests {
     fn slice_api_checks_capacity() {
         let pcm = [0i16; 160];
         let mut short = [0u8; 80];
-        assert_eq!(
-            encode(Law::Mu, &pcm, &mut short),
-            Err(G711Error {
-                needed: 160,
-                capacity: 80
-            })
-        );
+        assert_eq!(encode(Law::Mu, &pcm, &mut short), Err(G711Error { needed: 160, capacity: 80 }));
         let mut out = [0u8; 160];
         assert_eq!(encode(Law::A, &pcm, &mut out), Ok(160));
         assert!(out.iter().all(|&c| c == 0xD5));

@@ -159,8 +159,7 @@ impl OpusEncoder {
             Application::Voip => OpusApplication::Voip,
             Application::Audio => OpusApplication::Audio,
         };
-        let inner =
-            Encoder::new(rate.to_audiopus(), Channels::Mono, application).map_err(map_error)?;
+        let inner = Encoder::new(rate.to_audiopus(), Channels::Mono, application).map_err(map_error)?;
         let mut encoder = Self { inner, rate };
         encoder.set_complexity(config.complexity)?;
         encoder.set_bitrate(config.bitrate)?;
@@ -185,24 +184,16 @@ impl OpusEncoder {
     /// Sets the complexity (0..=10).
     pub fn set_complexity(&mut self, complexity: u8) -> Result<(), OpusError> {
         if complexity > 10 {
-            return Err(OpusError::InvalidSetting {
-                setting: OpusSetting::Complexity,
-            });
+            return Err(OpusError::InvalidSetting { setting: OpusSetting::Complexity });
         }
         self.inner.set_complexity(complexity).map_err(map_error)
     }
 
     /// Sets the target bit rate in bits per second (500..=512,000).
     pub fn set_bitrate(&mut self, bitrate: u32) -> Result<(), OpusError> {
-        let bits = i32::try_from(bitrate)
-            .ok()
-            .filter(|b| (500..=512_000).contains(b));
-        let bits = bits.ok_or(OpusError::InvalidSetting {
-            setting: OpusSetting::Bitrate,
-        })?;
-        self.inner
-            .set_bitrate(Bitrate::BitsPerSecond(bits))
-            .map_err(map_error)
+        let bits = i32::try_from(bitrate).ok().filter(|b| (500..=512_000).contains(b));
+        let bits = bits.ok_or(OpusError::InvalidSetting { setting: OpusSetting::Bitrate })?;
+        self.inner.set_bitrate(Bitrate::BitsPerSecond(bits)).map_err(map_error)
     }
 
     /// Turns in-band FEC on or off.
@@ -213,9 +204,7 @@ impl OpusEncoder {
     /// Sets the expected packet loss (0..=100 %), which sizes the FEC.
     pub fn set_packet_loss_percent(&mut self, percent: u8) -> Result<(), OpusError> {
         if percent > 100 {
-            return Err(OpusError::InvalidSetting {
-                setting: OpusSetting::PacketLossPercent,
-            });
+            return Err(OpusError::InvalidSetting { setting: OpusSetting::PacketLossPercent });
         }
         self.inner.set_packet_loss_perc(percent).map_err(map_error)
     }
@@ -227,10 +216,7 @@ impl OpusEncoder {
 
     /// The encoder's look-ahead in samples at its rate (for aligning test signals).
     pub fn lookahead(&self) -> Result<usize, OpusError> {
-        self.inner
-            .lookahead()
-            .map(|n| n as usize)
-            .map_err(map_error)
+        self.inner.lookahead().map(|n| n as usize).map_err(map_error)
     }
 }
 
@@ -258,9 +244,7 @@ impl OpusDecoder {
     pub fn decode(&mut self, packet: &[u8], pcm: &mut [i16]) -> Result<usize, OpusError> {
         let packet = Packet::try_from(packet).map_err(|_| OpusError::InvalidPacket)?;
         let output = MutSignals::try_from(pcm).map_err(|_| OpusError::BufferTooSmall)?;
-        self.inner
-            .decode(Some(packet), output, false)
-            .map_err(map_error)
+        self.inner.decode(Some(packet), output, false).map_err(map_error)
     }
 
     /// Conceals one lost packet (PLC): fills all of `pcm`, whose length is the lost duration.
@@ -277,9 +261,7 @@ impl OpusDecoder {
         check_frame(pcm.len(), self.rate)?;
         let packet = Packet::try_from(next).map_err(|_| OpusError::InvalidPacket)?;
         let output = MutSignals::try_from(pcm).map_err(|_| OpusError::BufferTooSmall)?;
-        self.inner
-            .decode(Some(packet), output, true)
-            .map_err(map_error)
+        self.inner.decode(Some(packet), output, true).map_err(map_error)
     }
 
     /// The duration of `packet` in samples at this decoder's rate.
@@ -300,9 +282,7 @@ fn check_frame(samples: usize, rate: SampleRate) -> Result<(), OpusError> {
 
 fn map_error(error: audiopus::Error) -> OpusError {
     match error {
-        audiopus::Error::Opus(ErrorCode::InvalidPacket) | audiopus::Error::EmptyPacket => {
-            OpusError::InvalidPacket
-        }
+        audiopus::Error::Opus(ErrorCode::InvalidPacket) | audiopus::Error::EmptyPacket => OpusError::InvalidPacket,
         audiopus::Error::Opus(ErrorCode::BufferTooSmall) => OpusError::BufferTooSmall,
         audiopus::Error::Opus(code) => OpusError::Library { code: code as i32 },
         _ => OpusError::Library { code: 0 },
@@ -331,46 +311,31 @@ mod tests {
 
     #[test]
     fn tone_keeps_frequency_and_level_at_every_rate_and_complexity() {
-        for (rate, frequency) in [
-            (SampleRate::Hz8000, 1_004.0),
-            (SampleRate::Hz16000, 440.0),
-            (SampleRate::Hz48000, 3_000.0),
-        ] {
+        for (rate, frequency) in
+            [(SampleRate::Hz8000, 1_004.0), (SampleRate::Hz16000, 440.0), (SampleRate::Hz48000, 3_000.0)]
+        {
             for complexity in [0, 5, 10] {
                 let input = tone(rate.hz(), frequency, -12.0, rate.hz() as usize * 2);
-                let config = OpusEncoderConfig {
-                    complexity,
-                    ..OpusEncoderConfig::default()
-                };
+                let config = OpusEncoderConfig { complexity, ..OpusEncoderConfig::default() };
                 let output = round_trip(rate, config, &input);
                 let settled = &output[rate.hz() as usize / 2..];
                 let found = dominant_frequency(settled, rate.hz());
-                assert!(
-                    (found - frequency).abs() < 2.0,
-                    "{rate:?} c{complexity}: {found} Hz"
-                );
+                assert!((found - frequency).abs() < 2.0, "{rate:?} c{complexity}: {found} Hz");
                 let level = rms_dbfs(settled) - rms_dbfs(&input);
-                assert!(
-                    level.abs() < 3.0,
-                    "{rate:?} c{complexity}: level {level:.1} dB"
-                );
+                assert!(level.abs() < 3.0, "{rate:?} c{complexity}: level {level:.1} dB");
             }
         }
     }
 
     #[test]
     fn encoder_at_8k_gives_narrowband_and_the_rtp_clock_stays_48k() {
-        let mut encoder =
-            OpusEncoder::new(SampleRate::Hz8000, OpusEncoderConfig::default()).unwrap();
+        let mut encoder = OpusEncoder::new(SampleRate::Hz8000, OpusEncoderConfig::default()).unwrap();
         let input = tone(8_000, 500.0, -12.0, 160);
         let mut packet = [0u8; MAX_PACKET_BYTES];
         let len = encoder.encode(&input, &mut packet).unwrap();
         // RFC 6716 §3.1 TOC: configs 0-3 are SILK narrowband; 12-13 hybrid, 16-19 CELT NB.
         let config = packet[0] >> 3;
-        assert!(
-            config <= 3 || (16..=19).contains(&config),
-            "TOC config {config}"
-        );
+        assert!(config <= 3 || (16..=19).contains(&config), "TOC config {config}");
         // A 48 kHz decoder sees the same packet as 960 samples: 20 ms on the 48 kHz clock.
         let wide = OpusDecoder::new(SampleRate::Hz48000).unwrap();
         assert_eq!(wide.packet_samples(&packet[..len]), Ok(960));
@@ -381,35 +346,19 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        let mut encoder =
-            OpusEncoder::new(SampleRate::Hz16000, OpusEncoderConfig::default()).unwrap();
-        assert_eq!(
-            encoder.set_complexity(11),
-            Err(OpusError::InvalidSetting {
-                setting: OpusSetting::Complexity
-            })
-        );
-        assert_eq!(
-            encoder.set_bitrate(100),
-            Err(OpusError::InvalidSetting {
-                setting: OpusSetting::Bitrate
-            })
-        );
+        let mut encoder = OpusEncoder::new(SampleRate::Hz16000, OpusEncoderConfig::default()).unwrap();
+        assert_eq!(encoder.set_complexity(11), Err(OpusError::InvalidSetting { setting: OpusSetting::Complexity }));
+        assert_eq!(encoder.set_bitrate(100), Err(OpusError::InvalidSetting { setting: OpusSetting::Bitrate }));
         assert_eq!(
             encoder.set_packet_loss_percent(101),
-            Err(OpusError::InvalidSetting {
-                setting: OpusSetting::PacketLossPercent
-            })
+            Err(OpusError::InvalidSetting { setting: OpusSetting::PacketLossPercent })
         );
         encoder.set_bitrate(12_000).unwrap();
         encoder.set_complexity(0).unwrap();
         let mut packet = [0u8; MAX_PACKET_BYTES];
         assert_eq!(
             encoder.encode(&[0; 300], &mut packet),
-            Err(OpusError::FrameSize {
-                samples: 300,
-                rate: SampleRate::Hz16000
-            })
+            Err(OpusError::FrameSize { samples: 300, rate: SampleRate::Hz16000 })
         );
         assert!(encoder.lookahead().unwrap() > 0);
     }
@@ -420,17 +369,10 @@ mod tests {
         let sizes: Vec<usize> = [8_000, 32_000]
             .into_iter()
             .map(|bitrate| {
-                let config = OpusEncoderConfig {
-                    bitrate,
-                    inband_fec: false,
-                    ..OpusEncoderConfig::default()
-                };
+                let config = OpusEncoderConfig { bitrate, inband_fec: false, ..OpusEncoderConfig::default() };
                 let mut encoder = OpusEncoder::new(SampleRate::Hz16000, config).unwrap();
                 let mut packet = [0u8; MAX_PACKET_BYTES];
-                input
-                    .chunks_exact(320)
-                    .map(|f| encoder.encode(f, &mut packet).unwrap())
-                    .sum()
+                input.chunks_exact(320).map(|f| encoder.encode(f, &mut packet).unwrap()).sum()
             })
             .collect();
         // 1 s at 8 and 32 kbit/s is about 1,000 and 4,000 bytes.
@@ -439,19 +381,11 @@ mod tests {
 
     #[test]
     fn dtx_shrinks_silence_to_tiny_packets() {
-        let config = OpusEncoderConfig {
-            dtx: true,
-            ..OpusEncoderConfig::default()
-        };
+        let config = OpusEncoderConfig { dtx: true, ..OpusEncoderConfig::default() };
         let mut encoder = OpusEncoder::new(SampleRate::Hz16000, config).unwrap();
         let mut packet = [0u8; MAX_PACKET_BYTES];
-        let sizes: Vec<usize> = (0..50)
-            .map(|_| encoder.encode(&[0; 320], &mut packet).unwrap())
-            .collect();
-        assert!(
-            sizes[20..].iter().filter(|&&n| n <= 2).count() >= 20,
-            "{sizes:?}"
-        );
+        let sizes: Vec<usize> = (0..50).map(|_| encoder.encode(&[0; 320], &mut packet).unwrap()).collect();
+        assert!(sizes[20..].iter().filter(|&&n| n <= 2).count() >= 20, "{sizes:?}");
     }
 
     #[test]
@@ -460,18 +394,9 @@ mod tests {
         // A chirp-free but changing signal: two tones alternating every 100 ms.
         let mut input = Vec::new();
         for i in 0..20 {
-            input.extend(tone(
-                16_000,
-                if i % 2 == 0 { 500.0 } else { 900.0 },
-                -12.0,
-                1_600,
-            ));
+            input.extend(tone(16_000, if i % 2 == 0 { 500.0 } else { 900.0 }, -12.0, 1_600));
         }
-        let config = OpusEncoderConfig {
-            inband_fec: true,
-            packet_loss_percent: 30,
-            ..OpusEncoderConfig::default()
-        };
+        let config = OpusEncoderConfig { inband_fec: true, packet_loss_percent: 30, ..OpusEncoderConfig::default() };
         let mut encoder = OpusEncoder::new(rate, config).unwrap();
         let packets: Vec<Vec<u8>> = input
             .chunks_exact(320)
@@ -513,12 +438,7 @@ mod tests {
                 .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
                 .sum()
         };
-        assert!(
-            error(&fec) < error(&plc),
-            "FEC error {} vs PLC error {}",
-            error(&fec),
-            error(&plc)
-        );
+        assert!(error(&fec) < error(&plc), "FEC error {} vs PLC error {}", error(&fec), error(&plc));
         let _ = best_delay;
     }
 
@@ -528,27 +448,15 @@ mod tests {
         let mut pcm = [0i16; 5_760];
         assert_eq!(decoder.decode(&[], &mut pcm), Err(OpusError::InvalidPacket));
         // Code 3 (arbitrary frame count) with a count of zero frames (RFC 6716 §3.2.5, R5).
-        assert_eq!(
-            decoder.decode(&[0x03, 0x00], &mut pcm),
-            Err(OpusError::InvalidPacket)
-        );
+        assert_eq!(decoder.decode(&[0x03, 0x00], &mut pcm), Err(OpusError::InvalidPacket));
         // Code 1 (two equal frames) with an odd payload length (§3.2.3, R3).
-        assert_eq!(
-            decoder.decode(&[0x01, 0x01, 0x02, 0x03], &mut pcm),
-            Err(OpusError::InvalidPacket)
-        );
+        assert_eq!(decoder.decode(&[0x01, 0x01, 0x02, 0x03], &mut pcm), Err(OpusError::InvalidPacket));
         // Config 3 is 60 ms of SILK narrowband, which does not fit a 20 ms buffer.
         let mut short = [0i16; 320];
-        assert_eq!(
-            decoder.decode(&[0x18, 0x01, 0x02], &mut short),
-            Err(OpusError::BufferTooSmall)
-        );
+        assert_eq!(decoder.decode(&[0x18, 0x01, 0x02], &mut short), Err(OpusError::BufferTooSmall));
         assert_eq!(
             decoder.conceal(&mut short[..100]),
-            Err(OpusError::FrameSize {
-                samples: 100,
-                rate: SampleRate::Hz16000
-            })
+            Err(OpusError::FrameSize { samples: 100, rate: SampleRate::Hz16000 })
         );
     }
 }

@@ -23,10 +23,7 @@ pub struct Event(pub u8);
 impl Event {
     /// The DTMF event for a keypad character.
     pub fn from_dtmf(digit: char) -> Option<Self> {
-        DTMF_DIGITS
-            .iter()
-            .position(|&c| c == digit.to_ascii_uppercase())
-            .map(|i| Self(i as u8))
+        DTMF_DIGITS.iter().position(|&c| c == digit.to_ascii_uppercase()).map(|i| Self(i as u8))
     }
 
     /// The keypad character, for DTMF events.
@@ -65,12 +62,7 @@ impl EventPayload {
     /// The four bytes; the R bit is zero.
     pub fn to_bytes(self) -> [u8; 4] {
         let [high, low] = self.duration.to_be_bytes();
-        [
-            self.event.0,
-            (u8::from(self.end) << 7) | (self.volume & 0x3F),
-            high,
-            low,
-        ]
+        [self.event.0, (u8::from(self.end) << 7) | (self.volume & 0x3F), high, low]
     }
 }
 
@@ -128,30 +120,16 @@ impl TelephoneEventSender {
     /// When `clock_rate * ptime_ms / 1000` is zero: a configuration bug.
     pub fn new(clock_rate: u32, ptime_ms: u32) -> Self {
         let packet_samples = clock_rate * ptime_ms / 1000;
-        assert!(
-            packet_samples > 0,
-            "telephone-event packet interval of zero samples"
-        );
-        Self {
-            packet_samples,
-            clock_rate,
-            sending: None,
-        }
+        assert!(packet_samples > 0, "telephone-event packet interval of zero samples");
+        Self { packet_samples, clock_rate, sending: None }
     }
 
     /// Starts sending `event` at RTP `timestamp` for `duration_ms`, at `volume` -dBm0.
-    pub fn start(
-        &mut self,
-        timestamp: u32,
-        event: Event,
-        volume: u8,
-        duration_ms: u32,
-    ) -> Result<(), Rfc4733Error> {
+    pub fn start(&mut self, timestamp: u32, event: Event, volume: u8, duration_ms: u32) -> Result<(), Rfc4733Error> {
         if self.sending.is_some() {
             return Err(Rfc4733Error::Busy);
         }
-        let total = (u64::from(duration_ms) * u64::from(self.clock_rate) / 1000)
-            .clamp(1, u64::from(u32::MAX)) as u32;
+        let total = (u64::from(duration_ms) * u64::from(self.clock_rate) / 1000).clamp(1, u64::from(u32::MAX)) as u32;
         self.sending = Some(Sending {
             event,
             volume: volume.min(63),
@@ -182,9 +160,7 @@ impl TelephoneEventSender {
         // 1. Advance the duration by one interval, not past the event or the 16-bit field.
         let mut end = false;
         if sending.duration < sending.remaining.min(MAX_SEGMENT) {
-            sending.duration = (sending.duration + self.packet_samples)
-                .min(sending.remaining)
-                .min(MAX_SEGMENT);
+            sending.duration = (sending.duration + self.packet_samples).min(sending.remaining).min(MAX_SEGMENT);
         }
         let packet = if sending.duration == sending.remaining {
             // 2. The event is complete: the final packet, three times (§2.5.1.4).
@@ -216,12 +192,7 @@ impl Sending {
         EventPacket {
             timestamp: self.timestamp,
             marker,
-            payload: EventPayload {
-                event: self.event,
-                end,
-                volume: self.volume,
-                duration,
-            },
+            payload: EventPayload { event: self.event, end, volume: self.volume, duration },
         }
     }
 }
@@ -294,19 +265,11 @@ impl Default for TelephoneEventReceiver {
 impl TelephoneEventReceiver {
     /// A receiver with nothing in progress.
     pub fn new() -> Self {
-        Self {
-            current: None,
-            events: VecDeque::with_capacity(QUEUE),
-        }
+        Self { current: None, events: VecDeque::with_capacity(QUEUE) }
     }
 
     /// Feeds one packet of the telephone-event payload type: its RTP timestamp and payload.
-    pub fn handle_packet(
-        &mut self,
-        now: Instant,
-        timestamp: u32,
-        payload: &[u8],
-    ) -> Result<(), Rfc4733Error> {
+    pub fn handle_packet(&mut self, now: Instant, timestamp: u32, payload: &[u8]) -> Result<(), Rfc4733Error> {
         let block = EventPayload::parse(payload)?;
         match self.current {
             // 1. Another packet of the current segment (repeats included).
@@ -357,10 +320,7 @@ impl TelephoneEventReceiver {
                     ended: block.end,
                     last_seen: now,
                 };
-                self.push(ReceivedEvent::Began {
-                    event: block.event,
-                    timestamp,
-                });
+                self.push(ReceivedEvent::Began { event: block.event, timestamp });
                 if block.end {
                     self.push(Self::ended(&current, EndReason::EndBit));
                 }
@@ -372,9 +332,7 @@ impl TelephoneEventReceiver {
 
     /// When [`Self::handle_timeout`] should next be called, if an event is in progress.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.current
-            .filter(|c| !c.ended)
-            .map(|c| c.last_seen + END_TIMEOUT)
+        self.current.filter(|c| !c.ended).map(|c| c.last_seen + END_TIMEOUT)
     }
 
     /// Ends an event whose packets stopped coming. Early or repeated calls do nothing.
@@ -419,9 +377,7 @@ const MAX_SEGMENT: u32 = 0xFFFF;
 /// Reports held between polls; one packet produces at most two.
 const QUEUE: usize = 8;
 /// RFC 4733 §3.2 Table 1 order.
-const DTMF_DIGITS: [char; 16] = [
-    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#', 'A', 'B', 'C', 'D',
-];
+const DTMF_DIGITS: [char; 16] = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '#', 'A', 'B', 'C', 'D'];
 
 #[cfg(test)]
 mod tests {
@@ -441,20 +397,12 @@ mod tests {
     #[test]
     fn payload_known_answer_from_rfc4733_figure_1() {
         // Event 5 ("5"), E=1, volume 10, duration 800 = 0x0320.
-        let payload = EventPayload {
-            event: Event(5),
-            end: true,
-            volume: 10,
-            duration: 800,
-        };
+        let payload = EventPayload { event: Event(5), end: true, volume: 10, duration: 800 };
         assert_eq!(payload.to_bytes(), [0x05, 0x8A, 0x03, 0x20]);
         assert_eq!(EventPayload::parse(&[0x05, 0x8A, 0x03, 0x20]), Ok(payload));
         // The R bit is ignored on receipt.
         assert_eq!(EventPayload::parse(&[0x05, 0xCA, 0x03, 0x20]), Ok(payload));
-        assert_eq!(
-            EventPayload::parse(&[0x05, 0x8A, 0x03]),
-            Err(Rfc4733Error::Truncated { len: 3 })
-        );
+        assert_eq!(EventPayload::parse(&[0x05, 0x8A, 0x03]), Err(Rfc4733Error::Truncated { len: 3 }));
         assert_eq!(Event::from_dtmf('#'), Some(Event(11)));
         assert_eq!(Event::from_dtmf('d'), Some(Event(15)));
         assert_eq!(Event(10).dtmf(), Some('*'));
@@ -466,34 +414,16 @@ mod tests {
         for (clock, interval) in [(8_000u32, 160u16), (16_000, 320), (48_000, 960)] {
             let mut sender = TelephoneEventSender::new(clock, 20);
             sender.start(1_000, Event(1), 10, 100).unwrap();
-            assert_eq!(
-                sender.start(1_000, Event(2), 10, 100),
-                Err(Rfc4733Error::Busy)
-            );
+            assert_eq!(sender.start(1_000, Event(2), 10, 100), Err(Rfc4733Error::Busy));
             let packets = drain_sender(&mut sender);
             assert!(sender.is_idle());
             let total = (clock / 10) as u16; // 100 ms
             // 100 ms in 20 ms steps: 5 packets, the last of which is the first end packet.
             assert_eq!(packets.len(), 7, "{clock}");
-            assert!(
-                packets
-                    .iter()
-                    .all(|p| p.timestamp == 1_000 && p.payload.event == Event(1))
-            );
+            assert!(packets.iter().all(|p| p.timestamp == 1_000 && p.payload.event == Event(1)));
             assert!(packets[0].marker && packets[1..].iter().all(|p| !p.marker));
             let durations: Vec<u16> = packets.iter().map(|p| p.payload.duration).collect();
-            assert_eq!(
-                durations,
-                [
-                    interval,
-                    2 * interval,
-                    3 * interval,
-                    4 * interval,
-                    total,
-                    total,
-                    total
-                ]
-            );
+            assert_eq!(durations, [interval, 2 * interval, 3 * interval, 4 * interval, total, total, total]);
             let ends: Vec<bool> = packets.iter().map(|p| p.payload.end).collect();
             assert_eq!(ends, [false, false, false, false, true, true, true]);
         }
@@ -505,40 +435,25 @@ mod tests {
         let mut sender = TelephoneEventSender::new(48_000, 20);
         sender.start(u32::MAX - 100, Event(0), 0, 3_000).unwrap();
         let packets = drain_sender(&mut sender);
-        let starts: Vec<u32> = packets
-            .iter()
-            .map(|p| p.timestamp)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let expected_starts = [
-            u32::MAX - 100,
-            (u32::MAX - 100).wrapping_add(65_535),
-            (u32::MAX - 100).wrapping_add(131_070),
-        ];
+        let starts: Vec<u32> =
+            packets.iter().map(|p| p.timestamp).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let expected_starts =
+            [u32::MAX - 100, (u32::MAX - 100).wrapping_add(65_535), (u32::MAX - 100).wrapping_add(131_070)];
         let mut sorted = expected_starts;
         sorted.sort();
         assert_eq!(starts, sorted);
         assert_eq!(packets.iter().filter(|p| p.marker).count(), 1);
         let last = packets.last().unwrap();
-        assert_eq!(
-            (last.timestamp, last.payload.duration, last.payload.end),
-            (expected_starts[2], 12_930, true)
-        );
+        assert_eq!((last.timestamp, last.payload.duration, last.payload.end), (expected_starts[2], 12_930, true));
         // And the receiver stitches them back into one 3 s event.
         let mut receiver = TelephoneEventReceiver::new();
         let now = Instant::now();
         for p in &packets {
-            receiver
-                .handle_packet(now, p.timestamp, &p.payload.to_bytes())
-                .unwrap();
+            receiver.handle_packet(now, p.timestamp, &p.payload.to_bytes()).unwrap();
         }
         assert_eq!(
             receiver.poll_event(),
-            Some(ReceivedEvent::Began {
-                event: Event(0),
-                timestamp: expected_starts[0]
-            })
+            Some(ReceivedEvent::Began { event: Event(0), timestamp: expected_starts[0] })
         );
         assert_eq!(
             receiver.poll_event(),
@@ -561,21 +476,12 @@ mod tests {
         sender.end_now();
         let rest = drain_sender(&mut sender);
         assert_eq!(rest.len(), 3);
-        assert!(
-            rest.iter()
-                .all(|p| p.payload.end && p.payload.duration == 320)
-        );
+        assert!(rest.iter().all(|p| p.payload.end && p.payload.duration == 320));
     }
 
-    fn feed(
-        receiver: &mut TelephoneEventReceiver,
-        now: Instant,
-        packets: &[EventPacket],
-    ) -> Vec<ReceivedEvent> {
+    fn feed(receiver: &mut TelephoneEventReceiver, now: Instant, packets: &[EventPacket]) -> Vec<ReceivedEvent> {
         for p in packets {
-            receiver
-                .handle_packet(now, p.timestamp, &p.payload.to_bytes())
-                .unwrap();
+            receiver.handle_packet(now, p.timestamp, &p.payload.to_bytes()).unwrap();
         }
         std::iter::from_fn(|| receiver.poll_event()).collect()
     }
@@ -598,26 +504,10 @@ mod tests {
         assert_eq!(
             events,
             [
-                ReceivedEvent::Began {
-                    event: Event(1),
-                    timestamp: 8_000
-                },
-                ReceivedEvent::Ended {
-                    event: Event(1),
-                    timestamp: 8_000,
-                    duration: 800,
-                    reason: EndReason::EndBit
-                },
-                ReceivedEvent::Began {
-                    event: Event(2),
-                    timestamp: 16_000
-                },
-                ReceivedEvent::Ended {
-                    event: Event(2),
-                    timestamp: 16_000,
-                    duration: 800,
-                    reason: EndReason::EndBit
-                },
+                ReceivedEvent::Began { event: Event(1), timestamp: 8_000 },
+                ReceivedEvent::Ended { event: Event(1), timestamp: 8_000, duration: 800, reason: EndReason::EndBit },
+                ReceivedEvent::Began { event: Event(2), timestamp: 16_000 },
+                ReceivedEvent::Ended { event: Event(2), timestamp: 16_000, duration: 800, reason: EndReason::EndBit },
             ]
         );
         // Late packets of the first event change nothing.
@@ -633,34 +523,15 @@ mod tests {
         let second = event_packets(2_000, 8);
         // First event: start packets lost, and all three end packets lost.
         let mut events = feed(&mut receiver, start, &first[2..4]);
-        assert_eq!(
-            events,
-            [ReceivedEvent::Began {
-                event: Event(7),
-                timestamp: 100
-            }]
-        );
+        assert_eq!(events, [ReceivedEvent::Began { event: Event(7), timestamp: 100 }]);
         // Second event arrives: the first ends by supersession, with the last duration seen.
         events = feed(&mut receiver, start, &second[3..]);
         assert_eq!(
             events,
             [
-                ReceivedEvent::Ended {
-                    event: Event(7),
-                    timestamp: 100,
-                    duration: 640,
-                    reason: EndReason::Superseded
-                },
-                ReceivedEvent::Began {
-                    event: Event(8),
-                    timestamp: 2_000
-                },
-                ReceivedEvent::Ended {
-                    event: Event(8),
-                    timestamp: 2_000,
-                    duration: 800,
-                    reason: EndReason::EndBit
-                },
+                ReceivedEvent::Ended { event: Event(7), timestamp: 100, duration: 640, reason: EndReason::Superseded },
+                ReceivedEvent::Began { event: Event(8), timestamp: 2_000 },
+                ReceivedEvent::Ended { event: Event(8), timestamp: 2_000, duration: 800, reason: EndReason::EndBit },
             ]
         );
         // A third event whose end never comes is ended by the timeout, once.
@@ -674,12 +545,7 @@ mod tests {
         receiver.handle_timeout(deadline + Duration::from_secs(1));
         assert_eq!(
             receiver.poll_event(),
-            Some(ReceivedEvent::Ended {
-                event: Event(9),
-                timestamp: 5_000,
-                duration: 320,
-                reason: EndReason::Timeout
-            })
+            Some(ReceivedEvent::Ended { event: Event(9), timestamp: 5_000, duration: 320, reason: EndReason::Timeout })
         );
         assert_eq!(receiver.poll_event(), None);
         // Its end packets arriving afterwards are ignored.
@@ -697,9 +563,6 @@ mod tests {
         assert_eq!(events.len(), 2, "{events:?}");
         // A packet from before the wrap is older, not newer.
         assert!(feed(&mut receiver, now, &before[..1]).is_empty());
-        assert_eq!(
-            receiver.handle_packet(now, 0, &[1, 2]),
-            Err(Rfc4733Error::Truncated { len: 2 })
-        );
+        assert_eq!(receiver.handle_packet(now, 0, &[1, 2]), Err(Rfc4733Error::Truncated { len: 2 }));
     }
 }

@@ -28,9 +28,7 @@ fn decode_fixture(name: &str, mode: Mode, timestamped: bool) -> (Vec<i16>, Vec<u
                 assert_eq!(header.timestamp, timestamp);
             }
         }
-        let cmr = depacketizer
-            .depacketize(payload, &mut frames)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let cmr = depacketizer.depacketize(payload, &mut frames).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(cmr, Cmr::NoRequest);
         for frame in frames.iter() {
             assert_eq!(frame.frame_type, FrameType::Speech(mode));
@@ -38,10 +36,7 @@ fn decode_fixture(name: &str, mode: Mode, timestamped: bool) -> (Vec<i16>, Vec<u
             output.extend_from_slice(&pcm);
         }
         per_packet.push(frames.len());
-        expected = Some((
-            header.sequence.wrapping_add(1),
-            header.timestamp.wrapping_add(320 * frames.len() as u32),
-        ));
+        expected = Some((header.sequence.wrapping_add(1), header.timestamp.wrapping_add(320 * frames.len() as u32)));
     }
     (output, per_packet)
 }
@@ -76,29 +71,14 @@ fn gstreamer_depayloads_and_decodes_our_octet_aligned_packets() {
     let input = tone(16_000, 700.0, -12.0, 16_000);
     let mut encoder = AmrWbEncoder::new(false).unwrap();
     let mut decoder = AmrWbDecoder::new().unwrap();
-    let packetizer = Packetizer::new(PayloadConfig {
-        max_frames: 2,
-        ..PayloadConfig::octet_aligned()
-    });
+    let packetizer = Packetizer::new(PayloadConfig { max_frames: 2, ..PayloadConfig::octet_aligned() });
     let mut bits = [[0u8; MAX_FRAME_BYTES]; 2];
     let mut ours = Vec::new();
     let mut packets = Vec::new();
     for (i, pair) in input.chunks_exact(2 * FRAME_SAMPLES).enumerate() {
         let [first_bits, second_bits] = &mut bits;
-        let first = encoder
-            .encode(
-                pair[..FRAME_SAMPLES].try_into().unwrap(),
-                Mode::M8,
-                first_bits,
-            )
-            .unwrap();
-        let second = encoder
-            .encode(
-                pair[FRAME_SAMPLES..].try_into().unwrap(),
-                Mode::M8,
-                second_bits,
-            )
-            .unwrap();
+        let first = encoder.encode(pair[..FRAME_SAMPLES].try_into().unwrap(), Mode::M8, first_bits).unwrap();
+        let second = encoder.encode(pair[FRAME_SAMPLES..].try_into().unwrap(), Mode::M8, second_bits).unwrap();
         let frames = [first.frame(first_bits), second.frame(second_bits)];
         let mut pcm = [0i16; FRAME_SAMPLES];
         for frame in frames {
@@ -106,9 +86,7 @@ fn gstreamer_depayloads_and_decodes_our_octet_aligned_packets() {
             ours.extend_from_slice(&pcm);
         }
         let mut payload = [0u8; 200];
-        let len = packetizer
-            .packetize(Cmr::NoRequest, &frames, &mut payload)
-            .unwrap();
+        let len = packetizer.packetize(Cmr::NoRequest, &frames, &mut payload).unwrap();
         let header = common::RtpHeader {
             marker: i == 0,
             payload_type: 96,
@@ -145,14 +123,6 @@ fn gstreamer_depayloads_and_decodes_our_octet_aligned_packets() {
         ],
     );
     let theirs = common::read_s16le(&decoded);
-    assert_eq!(
-        theirs.len(),
-        ours.len(),
-        "GStreamer decoded {} samples",
-        theirs.len()
-    );
-    assert!(
-        theirs == ours,
-        "GStreamer's decoding of our packets differs from ours"
-    );
+    assert_eq!(theirs.len(), ours.len(), "GStreamer decoded {} samples", theirs.len());
+    assert!(theirs == ours, "GStreamer's decoding of our packets differs from ours");
 }

@@ -2,9 +2,7 @@
 //! malformed frame, and sees the CMR, ToC and frame types we wrote.
 mod common;
 
-use codecs::amrwb::{
-    AmrWbEncoder, FRAME_SAMPLES, FrameQuality, FrameRef, FrameType, MAX_FRAME_BYTES, Mode,
-};
+use codecs::amrwb::{AmrWbEncoder, FRAME_SAMPLES, FrameQuality, FrameRef, FrameType, MAX_FRAME_BYTES, Mode};
 use codecs::pcm::analysis::tone;
 use codecs::rfc4867::{Cmr, Layout, Packetizer, PayloadConfig};
 
@@ -17,10 +15,7 @@ type Expected = (u8, Vec<(u8, bool)>);
 /// damaged frames, different CMRs. Returns the RTP packets and what each should dissect to.
 fn make_packets(layout: Layout) -> (Vec<Vec<u8>>, Vec<Expected>) {
     let input = tone(16_000, 500.0, -12.0, FRAME_SAMPLES * 3);
-    let packetizer = Packetizer::new(PayloadConfig {
-        layout,
-        ..PayloadConfig::bandwidth_efficient()
-    });
+    let packetizer = Packetizer::new(PayloadConfig { layout, ..PayloadConfig::bandwidth_efficient() });
     let mut encoder = AmrWbEncoder::new(false).unwrap();
     let mut packets = Vec::new();
     let mut expected = Vec::new();
@@ -36,48 +31,26 @@ fn make_packets(layout: Layout) -> (Vec<Vec<u8>>, Vec<Expected>) {
             ssrc: 0xA3B,
         };
         packets.push(common::build_rtp(header, &payload[..len]));
-        expected.push((
-            cmr.bits(),
-            frames
-                .iter()
-                .map(|f| (f.frame_type.ft(), f.quality.bit()))
-                .collect(),
-        ));
+        expected.push((cmr.bits(), frames.iter().map(|f| (f.frame_type.ft(), f.quality.bit())).collect()));
     };
     let mut bits = [[0u8; MAX_FRAME_BYTES]; 3];
     for (m, mode) in Mode::ALL.into_iter().enumerate() {
         let [a, b, c] = &mut bits;
         let chunk = |i: usize| -> &[i16; FRAME_SAMPLES] {
-            input[i * FRAME_SAMPLES..(i + 1) * FRAME_SAMPLES]
-                .try_into()
-                .unwrap()
+            input[i * FRAME_SAMPLES..(i + 1) * FRAME_SAMPLES].try_into().unwrap()
         };
         let fa = encoder.encode(chunk(0), mode, a).unwrap();
         let fb = encoder.encode(chunk(1), mode, b).unwrap();
         let fc = encoder.encode(chunk(2), mode, c).unwrap();
         let cmr = Cmr::Mode(Mode::ALL[8 - m]);
         push(cmr, &[fa.frame(a)]);
-        let damaged = FrameRef {
-            quality: FrameQuality::Damaged,
-            ..fc.frame(c)
-        };
+        let damaged = FrameRef { quality: FrameQuality::Damaged, ..fc.frame(c) };
         push(Cmr::NoRequest, &[fa.frame(a), fb.frame(b), damaged]);
-        let no_data = FrameRef {
-            frame_type: FrameType::NoData,
-            quality: FrameQuality::Good,
-            data: &[],
-        };
+        let no_data = FrameRef { frame_type: FrameType::NoData, quality: FrameQuality::Good, data: &[] };
         push(cmr, &[fa.frame(a), no_data, fc.frame(c)]);
     }
     let sid = [0x5Au8; 5];
-    push(
-        Cmr::NoRequest,
-        &[FrameRef {
-            frame_type: FrameType::Sid,
-            quality: FrameQuality::Good,
-            data: &sid,
-        }],
-    );
+    push(Cmr::NoRequest, &[FrameRef { frame_type: FrameType::Sid, quality: FrameQuality::Good, data: &sid }]);
     (packets, expected)
 }
 
@@ -129,17 +102,11 @@ fn check(layout: Layout, preference: &str) {
         let [cmr_field, ft_field, q_field, malformed, expert] = fields[..] else {
             panic!("packet {i}: unexpected tshark line {line:?}");
         };
-        assert!(
-            malformed.is_empty() && expert.is_empty(),
-            "packet {i}: tshark says {malformed:?} {expert:?}"
-        );
+        assert!(malformed.is_empty() && expert.is_empty(), "packet {i}: tshark says {malformed:?} {expert:?}");
         assert_eq!(cmr_field, cmr.to_string(), "packet {i} CMR");
         let fts: Vec<String> = toc.iter().map(|(ft, _)| ft.to_string()).collect();
         assert_eq!(ft_field, fts.join(","), "packet {i} FTs");
-        let qs: Vec<&str> = toc
-            .iter()
-            .map(|(_, q)| if *q { "1" } else { "0" })
-            .collect();
+        let qs: Vec<&str> = toc.iter().map(|(_, q)| if *q { "1" } else { "0" }).collect();
         assert_eq!(q_field, qs.join(","), "packet {i} Q bits");
     }
 }
@@ -163,13 +130,6 @@ fn tshark_flags_our_bandwidth_efficient_payloads_when_told_octet_aligned() {
     let pcap = dir.join("ours.pcap");
     common::write_pcap(&pcap, PORT, &packets);
     let text = tshark(&pcap, "RFC 3267 octet aligned");
-    let flagged = text
-        .lines()
-        .filter(|line| line.split('|').skip(3).any(|f| !f.is_empty()))
-        .count();
-    assert!(
-        flagged > packets.len() / 2,
-        "only {flagged} of {} packets flagged:\n{text}",
-        packets.len()
-    );
+    let flagged = text.lines().filter(|line| line.split('|').skip(3).any(|f| !f.is_empty())).count();
+    assert!(flagged > packets.len() / 2, "only {flagged} of {} packets flagged:\n{text}", packets.len());
 }

@@ -2,23 +2,16 @@
 //! frequency (±2 Hz) and level (±3 dB); speech keeps an SNR floor stated per test.
 mod common;
 
-use codecs::amrwb::{
-    AmrWbDecoder, AmrWbEncoder, CODEC_DELAY_SAMPLES, FRAME_SAMPLES, MAX_FRAME_BYTES, Mode,
-};
+use codecs::amrwb::{AmrWbDecoder, AmrWbEncoder, CODEC_DELAY_SAMPLES, FRAME_SAMPLES, MAX_FRAME_BYTES, Mode};
 use codecs::g711::{self, Law};
 use codecs::opus::{MAX_PACKET_BYTES, OpusDecoder, OpusEncoder, OpusEncoderConfig, SampleRate};
-use codecs::pcm::analysis::{
-    best_delay, dominant_frequency, rms_dbfs, segmental_snr_db, snr_db, tone,
-};
+use codecs::pcm::analysis::{best_delay, dominant_frequency, rms_dbfs, segmental_snr_db, snr_db, tone};
 
 fn assert_tone_kept(what: &str, input: &[i16], output: &[i16], rate: u32, frequency: f64) {
     // Skip the first quarter second: codec start-up and delay.
     let settled = &output[rate as usize / 4..];
     let found = dominant_frequency(settled, rate);
-    assert!(
-        (found - frequency).abs() <= 2.0,
-        "{what}: {found:.2} Hz, sent {frequency} Hz"
-    );
+    assert!((found - frequency).abs() <= 2.0, "{what}: {found:.2} Hz, sent {frequency} Hz");
     let level = rms_dbfs(settled) - rms_dbfs(input);
     assert!(level.abs() <= 3.0, "{what}: level changed by {level:.2} dB");
 }
@@ -38,9 +31,7 @@ fn amrwb_round_trip(mode: Mode, input: &[i16]) -> Vec<i16> {
     let mut pcm = [0i16; FRAME_SAMPLES];
     let mut output = Vec::with_capacity(input.len());
     for frame in input.chunks_exact(FRAME_SAMPLES) {
-        let encoded = encoder
-            .encode(frame.try_into().unwrap(), mode, &mut bits)
-            .unwrap();
+        let encoded = encoder.encode(frame.try_into().unwrap(), mode, &mut bits).unwrap();
         decoder.decode(encoded.frame(&bits), &mut pcm).unwrap();
         output.extend_from_slice(&pcm);
     }
@@ -81,37 +72,20 @@ fn tone_through_g711_keeps_frequency_and_level() {
 fn tone_through_every_amrwb_mode_keeps_frequency_and_level() {
     let input = tone(16_000, 1_000.0, -12.0, 16_000);
     for mode in Mode::ALL {
-        assert_tone_kept(
-            &format!("AMR-WB {mode:?}"),
-            &input,
-            &amrwb_round_trip(mode, &input),
-            16_000,
-            1_000.0,
-        );
+        assert_tone_kept(&format!("AMR-WB {mode:?}"), &input, &amrwb_round_trip(mode, &input), 16_000, 1_000.0);
     }
 }
 
 #[test]
 fn tone_through_opus_at_every_rate_keeps_frequency_and_level() {
-    for (rate, frequency) in [
-        (SampleRate::Hz8000, 1_004.0),
-        (SampleRate::Hz16000, 1_000.0),
-        (SampleRate::Hz48000, 1_000.0),
-    ] {
+    for (rate, frequency) in
+        [(SampleRate::Hz8000, 1_004.0), (SampleRate::Hz16000, 1_000.0), (SampleRate::Hz48000, 1_000.0)]
+    {
         let input = tone(rate.hz(), frequency, -12.0, rate.hz() as usize);
         for complexity in [0, 5, 10] {
-            let config = OpusEncoderConfig {
-                complexity,
-                ..OpusEncoderConfig::default()
-            };
+            let config = OpusEncoderConfig { complexity, ..OpusEncoderConfig::default() };
             let output = opus_round_trip(rate, config, &input);
-            assert_tone_kept(
-                &format!("Opus {rate:?} c{complexity}"),
-                &input,
-                &output,
-                rate.hz(),
-                frequency,
-            );
+            assert_tone_kept(&format!("Opus {rate:?} c{complexity}"), &input, &output, rate.hz(), frequency);
         }
     }
 }
@@ -143,11 +117,7 @@ fn speech_scores(input: &[i16], output: &[i16], max_delay: usize) -> (usize, f64
     let delay = best_delay(&input[..input.len() - max_delay], output, max_delay);
     let aligned = &output[delay..];
     let reference = &input[..aligned.len()];
-    (
-        delay,
-        snr_db(reference, aligned),
-        segmental_snr_db(reference, aligned, 320),
-    )
+    (delay, snr_db(reference, aligned), segmental_snr_db(reference, aligned, 320))
 }
 
 #[test]
@@ -155,16 +125,11 @@ fn speech_through_amrwb_mode_8_keeps_snr_floor() {
     let input = speech();
     let output = amrwb_round_trip(Mode::M8, &input);
     let (delay, snr, segmental) = speech_scores(&input, &output, 400);
-    eprintln!(
-        "AMR-WB mode 8 on speech: delay {delay}, SNR {snr:.2} dB, segmental {segmental:.2} dB"
-    );
+    eprintln!("AMR-WB mode 8 on speech: delay {delay}, SNR {snr:.2} dB, segmental {segmental:.2} dB");
     assert_eq!(delay, CODEC_DELAY_SAMPLES);
     // Measured 11.5 dB and 8.3 dB (vo-amrwbenc 0.1.3 + opencore-amrwb 0.1.6); misaligned or
     // wrongly ordered bits score near 0 dB.
-    assert!(
-        snr >= AMRWB_M8_SNR_FLOOR_DB,
-        "AMR-WB mode 8 speech SNR {snr:.2} dB < {AMRWB_M8_SNR_FLOOR_DB}"
-    );
+    assert!(snr >= AMRWB_M8_SNR_FLOOR_DB, "AMR-WB mode 8 speech SNR {snr:.2} dB < {AMRWB_M8_SNR_FLOOR_DB}");
     assert!(
         segmental >= AMRWB_M8_SEGSNR_FLOOR_DB,
         "AMR-WB mode 8 segmental SNR {segmental:.2} dB < {AMRWB_M8_SEGSNR_FLOOR_DB}"
@@ -174,18 +139,12 @@ fn speech_through_amrwb_mode_8_keeps_snr_floor() {
 #[test]
 fn speech_through_opus_24k_keeps_snr_floor() {
     let input = speech();
-    let config = OpusEncoderConfig {
-        bitrate: 24_000,
-        ..OpusEncoderConfig::default()
-    };
+    let config = OpusEncoderConfig { bitrate: 24_000, ..OpusEncoderConfig::default() };
     let output = opus_round_trip(SampleRate::Hz16000, config, &input);
     let (delay, snr, segmental) = speech_scores(&input, &output, 1_000);
     eprintln!("Opus 24k on speech: delay {delay}, SNR {snr:.2} dB, segmental {segmental:.2} dB");
     // Measured 12.4 dB and 9.0 dB (libopus 1.3.1, complexity 5, SILK wideband).
-    assert!(
-        snr >= OPUS_24K_SNR_FLOOR_DB,
-        "Opus 24 kbit/s speech SNR {snr:.2} dB < {OPUS_24K_SNR_FLOOR_DB}"
-    );
+    assert!(snr >= OPUS_24K_SNR_FLOOR_DB, "Opus 24 kbit/s speech SNR {snr:.2} dB < {OPUS_24K_SNR_FLOOR_DB}");
     assert!(
         segmental >= OPUS_24K_SEGSNR_FLOOR_DB,
         "Opus 24 kbit/s segmental SNR {segmental:.2} dB < {OPUS_24K_SEGSNR_FLOOR_DB}"

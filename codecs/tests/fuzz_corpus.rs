@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 
 fn replay(target: &str, entry: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let mut count = 0;
     for file in entries {
@@ -21,18 +19,12 @@ fn replay(target: &str, entry: fn(&[u8])) {
 
 #[test]
 fn octet_aligned_depacketizer_corpus() {
-    replay(
-        "depacketize_octet_aligned",
-        codecs::fuzzing::depacketize_octet_aligned,
-    );
+    replay("depacketize_octet_aligned", codecs::fuzzing::depacketize_octet_aligned);
 }
 
 #[test]
 fn bandwidth_efficient_depacketizer_corpus() {
-    replay(
-        "depacketize_bandwidth_efficient",
-        codecs::fuzzing::depacketize_bandwidth_efficient,
-    );
+    replay("depacketize_bandwidth_efficient", codecs::fuzzing::depacketize_bandwidth_efficient);
 }
 
 #[test]
@@ -47,10 +39,7 @@ fn opus_decoder_corpus() {
 
 #[test]
 fn telephone_event_receiver_corpus() {
-    replay(
-        "telephone_event_receive",
-        codecs::fuzzing::telephone_event_receive,
-    );
+    replay("telephone_event_receive", codecs::fuzzing::telephone_event_receive);
 }
 
 #[test]

@@ -68,27 +68,17 @@ fn chains_mixer_and_events_allocate_nothing_per_frame() {
         for (n, s) in pcm.iter_mut().enumerate() {
             // Talk for 200 ms, pause for 200 ms, so DTX frames go through too.
             let on = (frame / 10).is_multiple_of(2);
-            *s = if on {
-                (((frame * FRAME_SAMPLES + n) as f64 * 0.2).sin() * 8_000.0) as i16
-            } else {
-                0
-            };
+            *s = if on { (((frame * FRAME_SAMPLES + n) as f64 * 0.2).sin() * 8_000.0) as i16 } else { 0 };
         }
         // AMR-WB leg: encode, packetize, depacketize, decode.
         let encoded = amr_encoder.encode(&pcm, Mode::M8, &mut bits).unwrap();
-        let len = packetizer
-            .packetize(Cmr::NoRequest, &[encoded.frame(&bits)], &mut payload)
-            .unwrap();
-        depacketizer
-            .depacketize(&payload[..len], &mut frames)
-            .unwrap();
+        let len = packetizer.packetize(Cmr::NoRequest, &[encoded.frame(&bits)], &mut payload).unwrap();
+        depacketizer.depacketize(&payload[..len], &mut frames).unwrap();
         for frame in frames.iter() {
             amr_decoder.decode(frame, &mut decoded).unwrap();
         }
         // Mix with two others, Opus out and back.
-        mixer
-            .mix(&[Some(&decoded), Some(&others[0]), Some(&others[1])])
-            .unwrap();
+        mixer.mix(&[Some(&decoded), Some(&others[0]), Some(&others[1])]).unwrap();
         let len = opus16.encode(mixer.output(0), &mut opus).unwrap();
         opus_decoder.decode(&opus[..len], &mut decoded).unwrap();
         // PCMU leg.
@@ -104,9 +94,7 @@ fn chains_mixer_and_events_allocate_nothing_per_frame() {
         }
         if let Some(packet) = sender.poll_packet() {
             let bytes = packet.payload.to_bytes();
-            receiver
-                .handle_packet(start, packet.timestamp, &bytes)
-                .unwrap();
+            receiver.handle_packet(start, packet.timestamp, &bytes).unwrap();
             while receiver.poll_event().is_some() {}
         }
     };
@@ -120,10 +108,5 @@ fn chains_mixer_and_events_allocate_nothing_per_frame() {
         run(frame);
     }
     let after = ALLOCATIONS.load(Ordering::Relaxed);
-    assert_eq!(
-        after - before,
-        0,
-        "{} allocations in 500 frames",
-        after - before
-    );
+    assert_eq!(after - before, 0, "{} allocations in 500 frames", after - before);
 }

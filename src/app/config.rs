@@ -37,10 +37,7 @@ impl Environment for ProcessEnv {
 
 impl Environment for HashMap<String, String> {
     fn interwork_vars(&self) -> BTreeMap<String, String> {
-        self.iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
 
@@ -264,8 +261,7 @@ impl TryFrom<String> for ListenAddr {
 impl std::str::FromStr for ListenAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let addr: SocketAddr =
-            s.parse().map_err(|_| "not an address like 127.0.0.1:8080 or [::1]:8080".to_string())?;
+        let addr: SocketAddr = s.parse().map_err(|_| "not an address like 127.0.0.1:8080 or [::1]:8080".to_string())?;
         if addr.port() == 0 {
             return Err("port 0; a listener needs a fixed port".into());
         }
@@ -391,12 +387,12 @@ impl Config {
         ];
         for (key, path) in files {
             if let Some(path) = path
-                && !path.is_file() {
-                    problem(key, format!("file `{}` does not exist", path.display()));
-                }
+                && !path.is_file()
+            {
+                problem(key, format!("file `{}` does not exist", path.display()));
+            }
         }
-        let external_keys =
-            self.tokens.external_public_key.is_some() || self.tokens.external_jwks.is_some();
+        let external_keys = self.tokens.external_public_key.is_some() || self.tokens.external_jwks.is_some();
         if external_keys && self.tokens.external_issuer.is_empty() {
             problem("tokens.external_issuer", "an external key is configured, so name its issuer".into());
         }
@@ -407,10 +403,7 @@ impl Config {
             );
         }
         if !self.tokens.external_issuer.is_empty() && !external_keys {
-            problem(
-                "tokens.external_issuer",
-                "needs tokens.external_public_key or tokens.external_jwks".into(),
-            );
+            problem("tokens.external_issuer", "needs tokens.external_public_key or tokens.external_jwks".into());
         }
         if self.tokens.external_issuer == self.tokens.issuer && !self.tokens.external_issuer.is_empty() {
             problem("tokens.external_issuer", "must differ from tokens.issuer".into());
@@ -596,8 +589,7 @@ impl Reader {
         for key in std::mem::take(&mut self.root).keys() {
             self.problem(key, "unknown section".into());
         }
-        let unused: Vec<String> =
-            self.env.keys().filter(|k| !self.used_env.contains(*k)).cloned().collect();
+        let unused: Vec<String> = self.env.keys().filter(|k| !self.used_env.contains(*k)).cloned().collect();
         for name in unused {
             self.problem(&name, "unknown setting: no config key has this name".into());
         }
@@ -691,9 +683,7 @@ impl Section<'_> {
         let texts: Vec<String> = self.value(key, Vec::new());
         let mut nets = Vec::new();
         for text in texts {
-            let parsed = text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+            let parsed = text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
             match parsed {
                 Ok(net) => nets.push(net),
                 Err(_) => self.problem(key, format!("`{text}` is not a CIDR like 10.0.0.0/8 or an address")),
@@ -758,8 +748,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_toml_str(text, &env)
     }
 
@@ -850,10 +839,7 @@ mod tests {
     fn impossible_values_are_refused_by_name() {
         assert_eq!(problem_keys("[http]\nlisten = \"127.0.0.1:0\"\n", &[]), ["http.listen"]);
         assert_eq!(problem_keys("[sip]\nlisten = \"nowhere\"\n", &[]), ["sip.listen"]);
-        assert_eq!(
-            problem_keys("[media]\nrtp_port_min = 30000\nrtp_port_max = 20000\n", &[]),
-            ["media.rtp_port_min"]
-        );
+        assert_eq!(problem_keys("[media]\nrtp_port_min = 30000\nrtp_port_max = 20000\n", &[]), ["media.rtp_port_min"]);
         assert_eq!(problem_keys("[media]\nrtp_port_min = 0\n", &[]), ["media.rtp_port_min"]);
         assert_eq!(problem_keys("[media]\nrtp_port_max = 70000\n", &[]), ["media.rtp_port_max"]);
         assert_eq!(problem_keys("[sip]\ntrusted_peers = [\"10.0.0.0/33\"]\n", &[]), ["sip.trusted_peers"]);
@@ -863,10 +849,7 @@ mod tests {
 
     #[test]
     fn missing_certificate_files_are_refused_by_name() {
-        let keys = problem_keys(
-            "[sip]\ntls_listen = \"127.0.0.1:5061\"\ntls_cert = \"/nonexistent/cert.pem\"\n",
-            &[],
-        );
+        let keys = problem_keys("[sip]\ntls_listen = \"127.0.0.1:5061\"\ntls_cert = \"/nonexistent/cert.pem\"\n", &[]);
         assert_eq!(keys, ["sip.tls_key", "sip.tls_cert"]);
         let keys = problem_keys("[tokens]\nexternal_issuer = \"idp\"\nexternal_jwks = \"/no/jwks.json\"\n", &[]);
         assert_eq!(keys, ["tokens.external_jwks"]);
@@ -908,8 +891,8 @@ mod tests {
 
     #[test]
     fn environment_can_create_an_account() {
-        let c = parse("", &[("INTERWORK_ACCOUNTS_ACME_USERNAME", "a"), ("INTERWORK_ACCOUNTS_ACME_PASSWORD", "b")])
-            .unwrap();
+        let c =
+            parse("", &[("INTERWORK_ACCOUNTS_ACME_USERNAME", "a"), ("INTERWORK_ACCOUNTS_ACME_PASSWORD", "b")]).unwrap();
         assert_eq!(c.accounts.keys().collect::<Vec<_>>(), ["acme"]);
         assert_eq!((c.accounts["acme"].username.as_str(), c.accounts["acme"].password.as_str()), ("a", "b"));
     }

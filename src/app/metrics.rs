@@ -115,7 +115,11 @@ impl Default for Metrics {
             media_transcode_seconds.clone(),
         );
         let media_leg_jitter_seconds = Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]);
-        registry.register("media_leg_jitter_seconds", "Interarrival jitter of ended SIP legs", media_leg_jitter_seconds.clone());
+        registry.register(
+            "media_leg_jitter_seconds",
+            "Interarrival jitter of ended SIP legs",
+            media_leg_jitter_seconds.clone(),
+        );
         Self {
             registry,
             http_requests,

@@ -103,9 +103,8 @@ impl Daemon {
         // Handlers first: a signal that arrives while the listeners start must drain, not kill.
         let signals = ShutdownSignals::install();
         let listen = self.config.http.listen.0;
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
+        let listener =
+            TcpListener::bind(listen).await.with_context(|| format!("cannot listen for HTTP on {listen}"))?;
         self.serve(listener, async {
             let signal = signals.recv().await;
             tracing::info!(signal, "draining");

@@ -163,10 +163,8 @@ mod tests {
     #[test]
     fn configured_credentials_are_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut accounts = BTreeMap::from([(
-            "acme".to_string(),
-            AccountConfig { username: "u".into(), password: "p".into() },
-        )]);
+        let mut accounts =
+            BTreeMap::from([("acme".to_string(), AccountConfig { username: "u".into(), password: "p".into() })]);
         assert!(complete_credentials(dir.path(), &mut accounts).unwrap().is_empty());
         assert_eq!(accounts["acme"].password, "p");
         assert!(!dir.path().join(CREDENTIALS_FILE).exists());
@@ -189,9 +187,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CREDENTIALS_FILE), b"{not json").unwrap();
         let mut accounts = BTreeMap::from([("default".to_string(), AccountConfig::default())]);
-        assert!(matches!(
-            complete_credentials(dir.path(), &mut accounts),
-            Err(StateError::Credentials { .. })
-        ));
+        assert!(matches!(complete_credentials(dir.path(), &mut accounts), Err(StateError::Credentials { .. })));
     }
 }

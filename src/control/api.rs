@@ -333,9 +333,10 @@ fn subscriptions_from(body: SubscriptionsBody) -> Result<Subscriptions, ApiError
         return Err(ApiError::invalid(format!("at most {MAX_SUBSCRIPTIONS} participants per subscription list")));
     }
     if let Some(sid) = &body.session_id
-        && !ids::is_valid_id(sid) {
-            return Err(ApiError::invalid("sessionId is not a valid id"));
-        }
+        && !ids::is_valid_id(sid)
+    {
+        return Err(ApiError::invalid("sessionId is not a valid id"));
+    }
     let mut participants = Vec::with_capacity(listed.len());
     for entry in listed {
         if !ids::is_valid_id(&entry.participant_id) {

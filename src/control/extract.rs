@@ -57,18 +57,15 @@ impl FromRequestParts<AppState> for Authenticated {
             .accounts
             .authenticate(&user, &pass)
             .ok_or_else(|| ApiError::unauthenticated("wrong user name or password"))?;
-        let params = RawPathParams::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::not_found("no such route"))?;
+        let params =
+            RawPathParams::from_request_parts(parts, state).await.map_err(|_| ApiError::not_found("no such route"))?;
         let path_account = params
             .iter()
             .find(|(k, _)| *k == "accountId")
             .map(|(_, v)| v)
             .ok_or_else(|| ApiError::not_found("no such route"))?;
         if path_account != account {
-            return Err(ApiError::permission_denied(format!(
-                "these credentials are not for account {path_account}"
-            )));
+            return Err(ApiError::permission_denied(format!("these credentials are not for account {path_account}")));
         }
         Ok(Self(AccountId::from(account)))
     }

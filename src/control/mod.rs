@@ -112,18 +112,17 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(metrics_layer)
-        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(
-            tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
-        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
 }
 
 async fn jwks(State(app): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"))],
-        axum::Json(crate::tokens::jwks(&app.node_key)),
-    )
+    ([(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"))], axum::Json(crate::tokens::jwks(&app.node_key)))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -150,10 +149,8 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 
 /// Counts each request by route template and status.
 async fn count_request(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route =
+        req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().to_string();
     let response = next.run(req).await;
     let labels = HttpLabels { method, route, status: response.status().as_u16() };

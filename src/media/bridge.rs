@@ -59,8 +59,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::UdpSocket as StdUdpSocket;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
 use codecs::opus::{MAX_PACKET_BYTES, OpusEncoder, OpusEncoderConfig, OpusError, SampleRate, rtp_duration};
@@ -200,8 +200,7 @@ pub async fn run_leg(
 
     // Join the forwarder: publish this participant's stream, hear what it hears.
     let (media_tx, mut media) = mpsc::channel(MEDIA_QUEUE);
-    let mut registration =
-        Registration { forwarder: forwarder.clone(), endpoint: None, subscriber: None, keep_stream };
+    let mut registration = Registration { forwarder: forwarder.clone(), endpoint: None, subscriber: None, keep_stream };
     registration.endpoint = forwarder.publish(participant.clone(), session.clone()).await;
     registration.subscriber = forwarder.subscribe(participant, session, media_tx).await;
     // Without a subscription the channel is closed at once: stop polling it.

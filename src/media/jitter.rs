@@ -285,11 +285,7 @@ impl JitterBuffer {
         let window = self.config.clock.ticks(TRANSIT_WINDOW) as i64;
         match &mut self.transit {
             None => {
-                self.transit = Some(Transit {
-                    current: transit,
-                    previous: transit,
-                    window_end: now_ticks + window,
-                })
+                self.transit = Some(Transit { current: transit, previous: transit, window_end: now_ticks + window })
             }
             Some(t) if now_ticks >= t.window_end => {
                 t.previous = t.current;
@@ -397,12 +393,7 @@ impl JitterBuffer {
             self.stats.played += 1;
             let complete = slot.halves == 0b11;
             let data = &slot.data[..slot.len];
-            return Playout::Frame(PlayFrame {
-                kind: slot.kind,
-                tag: slot.tag,
-                data,
-                complete,
-            });
+            return Playout::Frame(PlayFrame { kind: slot.kind, tag: slot.tag, data, complete });
         }
         // 4. Missing: DTX, loss, or an empty buffer.
         if matches!(play.last_kind, Some(FrameKind::Comfort | FrameKind::NoData)) {
@@ -501,14 +492,7 @@ impl JitterBuffer {
         }
     }
 
-    fn insert_coded(
-        &mut self,
-        play: &mut Play,
-        ts: i64,
-        kind: FrameKind,
-        tag: u8,
-        data: &[u8],
-    ) -> Inserted {
+    fn insert_coded(&mut self, play: &mut Play, ts: i64, kind: FrameKind, tag: u8, data: &[u8]) -> Inserted {
         if data.len() > SLOT_BYTES {
             return Inserted::Invalid;
         }
@@ -535,11 +519,7 @@ impl JitterBuffer {
         if number < play.next {
             let age = play.next - 1 - number;
             let concealed = age < 64 && play.concealed_history & (1 << age) != 0;
-            return Some(if concealed {
-                Inserted::Late
-            } else {
-                Inserted::Duplicate
-            });
+            return Some(if concealed { Inserted::Late } else { Inserted::Duplicate });
         }
         if number >= play.next + CAPACITY as i64 {
             return Some(Inserted::TooFarAhead);
@@ -596,9 +576,7 @@ impl JitterBuffer {
     fn ticks(&mut self, now: Instant) -> i64 {
         let epoch = *self.epoch.get_or_insert(now);
         // Time going backwards reads as the epoch (STYLE §2: ignore it, do not fail).
-        self.config
-            .clock
-            .ticks(now.saturating_duration_since(epoch)) as i64
+        self.config.clock.ticks(now.saturating_duration_since(epoch)) as i64
     }
 }
 
@@ -620,10 +598,7 @@ mod tests {
     use crate::media::netem::{Link, LinkConfig};
 
     fn config() -> JitterConfig {
-        JitterConfig {
-            clock: ClockRate::HZ_8000,
-            fill_byte: 0xFF,
-        }
+        JitterConfig { clock: ClockRate::HZ_8000, fill_byte: 0xFF }
     }
 
     /// Sends a 20 ms G.711 frame numbered `n` (its bytes all equal `n as u8`) every 20 ms over
@@ -672,12 +647,7 @@ mod tests {
         // The stream ends IDLE_AFTER underruns before the buffer goes idle; those are not loss.
         assert!(buffer.stats().concealed >= u64::from(IDLE_AFTER));
         buffer.stats.concealed -= u64::from(IDLE_AFTER);
-        Run {
-            buffer,
-            played,
-            delays,
-            sent: frames,
-        }
+        Run { buffer, played, delays, sent: frames }
     }
 
     fn assert_in_order(played: &[u32]) {
@@ -696,11 +666,7 @@ mod tests {
         assert_eq!(s.late + s.skipped, 0, "{s:?}");
         assert!(s.played >= u64::from(r.sent) - 1, "{s:?}");
         assert_eq!(r.buffer.target_delay(), MIN_DELAY);
-        assert!(
-            r.delays.iter().all(|d| *d <= Duration::from_millis(40)),
-            "{:?}",
-            r.delays.iter().max()
-        );
+        assert!(r.delays.iter().all(|d| *d <= Duration::from_millis(40)), "{:?}", r.delays.iter().max());
         assert_in_order(&r.played);
     }
 
@@ -715,43 +681,24 @@ mod tests {
         let r = run(link, 180, 2);
         let s = r.buffer.stats();
         let target = r.buffer.target_delay();
-        assert!(
-            target > Duration::from_millis(30) && target <= MAX_DELAY,
-            "{target:?}"
-        );
+        assert!(target > Duration::from_millis(30) && target <= MAX_DELAY, "{target:?}");
         let late_share = s.late as f64 / f64::from(r.sent);
         assert!(late_share < 0.02, "{s:?}");
         assert!(s.concealed as f64 / f64::from(r.sent) < 0.03, "{s:?}");
-        assert!(
-            r.delays.iter().all(|d| *d <= MAX_DELAY + FRAME * 2),
-            "{:?}",
-            r.delays.iter().max()
-        );
+        assert!(r.delays.iter().all(|d| *d <= MAX_DELAY + FRAME * 2), "{:?}", r.delays.iter().max());
         assert_in_order(&r.played);
     }
 
     #[test]
     fn random_and_bursty_loss_are_concealed_and_counted() {
-        let link = LinkConfig {
-            loss: 0.05,
-            ..LinkConfig::latency(Duration::from_millis(30))
-        };
+        let link = LinkConfig { loss: 0.05, ..LinkConfig::latency(Duration::from_millis(30)) };
         let r = run(link, 120, 3);
         let s = r.buffer.stats();
         let lost = f64::from(r.sent) - s.played as f64;
         // Every frame not played was concealed (give or take the tail and the start).
-        assert!(
-            (s.concealed as f64 - lost).abs() <= 3.0,
-            "{s:?} lost {lost}"
-        );
-        assert!(
-            (0.04..0.06).contains(&(s.concealed as f64 / f64::from(r.sent))),
-            "{s:?}"
-        );
-        let bursty = LinkConfig {
-            burst: Some((0.01, 0.3)),
-            ..LinkConfig::latency(Duration::from_millis(30))
-        };
+        assert!((s.concealed as f64 - lost).abs() <= 3.0, "{s:?} lost {lost}");
+        assert!((0.04..0.06).contains(&(s.concealed as f64 / f64::from(r.sent))), "{s:?}");
+        let bursty = LinkConfig { burst: Some((0.01, 0.3)), ..LinkConfig::latency(Duration::from_millis(30)) };
         let r = run(bursty, 120, 4);
         let s = r.buffer.stats();
         assert!(s.concealed > 50, "{s:?}");
@@ -761,10 +708,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_ignored() {
-        let link = LinkConfig {
-            duplicate: 0.1,
-            ..LinkConfig::latency(Duration::from_millis(30))
-        };
+        let link = LinkConfig { duplicate: 0.1, ..LinkConfig::latency(Duration::from_millis(30)) };
         let r = run(link, 30, 5);
         let s = r.buffer.stats();
         assert!(s.duplicates > 100, "{s:?}");
@@ -798,10 +742,7 @@ mod tests {
     #[test]
     fn dtx_after_comfort_noise_is_not_loss_and_the_talkspurt_resumes() {
         let start = Instant::now();
-        let mut buffer = JitterBuffer::new(JitterConfig {
-            clock: ClockRate::HZ_16000,
-            fill_byte: 0,
-        });
+        let mut buffer = JitterBuffer::new(JitterConfig { clock: ClockRate::HZ_16000, fill_byte: 0 });
         let mut kinds = Vec::new();
         for n in 0..200u32 {
             let tick = start + FRAME * n;
@@ -814,14 +755,7 @@ mod tests {
             };
             if let Some(kind) = frame {
                 buffer.packet(tick + Duration::from_millis(5), Ssrc(3), ts);
-                buffer.insert(
-                    ts,
-                    Frame::Coded {
-                        kind,
-                        tag: 0,
-                        data: &[n as u8; 10],
-                    },
-                );
+                buffer.insert(ts, Frame::Coded { kind, tag: 0, data: &[n as u8; 10] });
             }
             kinds.push(buffer.poll(tick + Duration::from_millis(10)).kind_name());
         }
@@ -911,31 +845,15 @@ mod tests {
     fn hostile_inputs_do_not_panic() {
         let start = Instant::now();
         let mut buffer = JitterBuffer::new(config());
-        assert_eq!(
-            buffer.insert(0, Frame::Samples(&[0; 10])),
-            Inserted::Invalid
-        );
+        assert_eq!(buffer.insert(0, Frame::Samples(&[0; 10])), Inserted::Invalid);
         let mut seed = 1u64;
         for n in 0..5000u32 {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1442695040888963407);
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1442695040888963407);
             let ts = (seed >> 32) as u32;
             let len = (seed >> 20) as usize % 200;
-            buffer.packet(
-                start + Duration::from_millis(u64::from(n)),
-                Ssrc((seed & 3) as u32),
-                ts,
-            );
+            buffer.packet(start + Duration::from_millis(u64::from(n)), Ssrc((seed & 3) as u32), ts);
             let _ = buffer.insert(ts, Frame::Samples(&[0; 200][..len]));
-            let _ = buffer.insert(
-                ts,
-                Frame::Coded {
-                    kind: FrameKind::Speech,
-                    tag: 0,
-                    data: &[0; 200][..len],
-                },
-            );
+            let _ = buffer.insert(ts, Frame::Coded { kind: FrameKind::Speech, tag: 0, data: &[0; 200][..len] });
             let _ = buffer.poll(start + Duration::from_millis(u64::from(n)));
         }
         // Time going backwards is ignored.

@@ -49,24 +49,19 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use codecs::amrwb::{
-    AmrWbDecoder, AmrWbEncoder, AmrWbError, FRAME_SAMPLES, FrameQuality, FrameRef, FrameType,
-    MAX_FRAME_BYTES, Mode,
+    AmrWbDecoder, AmrWbEncoder, AmrWbError, FRAME_SAMPLES, FrameQuality, FrameRef, FrameType, MAX_FRAME_BYTES, Mode,
 };
 use codecs::g711::{self, Law};
 use codecs::rfc4733::{Event, ReceivedEvent, TelephoneEventReceiver, TelephoneEventSender};
 use codecs::rfc4867::{
-    Cmr, DepacketizeError, Depacketizer, Layout, MAX_FRAMES_PER_PACKET, ModeSet, PacketFrames,
-    Packetizer, PayloadConfig,
+    Cmr, DepacketizeError, Depacketizer, Layout, MAX_FRAMES_PER_PACKET, ModeSet, PacketFrames, Packetizer,
+    PayloadConfig,
 };
 use thiserror::Error;
 
-use crate::media::jitter::{
-    Frame, FrameKind, JitterBuffer, JitterConfig, JitterStats, Playout, SLOT_BYTES,
-};
+use crate::media::jitter::{Frame, FrameKind, JitterBuffer, JitterConfig, JitterStats, Playout, SLOT_BYTES};
 use crate::media::resample::{Decimator, NARROW_FRAME, Upsampler, WIDE_FRAME};
-use crate::media::rtcp::{
-    self, ReceiveStats, Report, RtcpError, SenderInfo, is_rtcp, ntp_time, parse_compound,
-};
+use crate::media::rtcp::{self, ReceiveStats, Report, RtcpError, SenderInfo, is_rtcp, ntp_time, parse_compound};
 use crate::media::rtp::{ClockRate, RTP_HEADER_LEN, RtpError, RtpHeader, RtpPacket, Ssrc};
 use crate::media::srtp::{SrtpError, SrtpSession};
 use crate::sip::sdp::{Codec, Negotiated};
@@ -394,24 +389,16 @@ impl SipLeg {
             self.jitter = JitterBuffer::new(jitter_config(negotiated, self.clock));
             self.rx_stats = None;
             self.tx_marker = true;
-        } else if let (CodecState::AmrWb(amr), Codec::AmrWb(params)) =
-            (&mut self.codec, &negotiated.codec)
-        {
-            amr.configure(
-                params.mode_set.as_deref(),
-                negotiated.ptime_ms,
-                params.octet_align,
-            );
+        } else if let (CodecState::AmrWb(amr), Codec::AmrWb(params)) = (&mut self.codec, &negotiated.codec) {
+            amr.configure(params.mode_set.as_deref(), negotiated.ptime_ms, params.octet_align);
         } else if let CodecState::G711(g711) = &mut self.codec {
             g711.ptime_samples = ptime_samples(negotiated);
         }
-        if old.telephone_event != negotiated.telephone_event || old.ptime_ms != negotiated.ptime_ms
-        {
+        if old.telephone_event != negotiated.telephone_event || old.ptime_ms != negotiated.ptime_ms {
             self.te_sender = te_sender(negotiated);
         }
         // 2. Keys: new contexts only when the keys changed (RFC 4568 §7.1.4).
-        if old.srtp != negotiated.srtp || old.profile.is_secure() != negotiated.profile.is_secure()
-        {
+        if old.srtp != negotiated.srtp || old.profile.is_secure() != negotiated.profile.is_secure() {
             self.srtp = srtp_session(negotiated)?;
         }
         // 3. Addresses: a new one clears the latch.
@@ -494,9 +481,7 @@ impl SipLeg {
         let mut marker = self.tx_marker;
         let mut start = 0;
         loop {
-            let ready = self
-                .codec
-                .encode(pcm, timestamp, start, &mut scratch[RTP_HEADER_LEN..]);
+            let ready = self.codec.encode(pcm, timestamp, start, &mut scratch[RTP_HEADER_LEN..]);
             start += 1;
             match ready {
                 Ok(Some((ts, len))) => {
@@ -584,12 +569,7 @@ impl SipLeg {
         stats
     }
 
-    fn handle_rtp(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        datagram: &[u8],
-    ) -> Result<Received, DatagramError> {
+    fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Result<Received, DatagramError> {
         // 1. Source: the latched one, or any while nothing is latched or it went quiet.
         if !self.rtp_latch.admits(now, from) {
             return Err(DatagramError::ForeignSource { from });
@@ -624,11 +604,7 @@ impl SipLeg {
         let pt = packet.payload_type;
         let kind = if pt == self.negotiated.payload_type {
             PayloadKind::Audio
-        } else if self
-            .negotiated
-            .telephone_event
-            .is_some_and(|(te, _)| te == pt)
-        {
+        } else if self.negotiated.telephone_event.is_some_and(|(te, _)| te == pt) {
             PayloadKind::TelephoneEvent
         } else if self.negotiated.comfort_noise == Some(pt) {
             PayloadKind::ComfortNoise
@@ -648,12 +624,7 @@ impl SipLeg {
                 if other.is_some() {
                     self.stats.ssrc_changes += 1;
                 }
-                *other = Some(ReceiveStats::new(
-                    packet.ssrc,
-                    self.clock,
-                    packet.sequence,
-                    now,
-                ));
+                *other = Some(ReceiveStats::new(packet.ssrc, self.clock, packet.sequence, now));
             }
         }
         if let Some(stats) = &mut self.rx_stats
@@ -676,14 +647,7 @@ impl SipLeg {
             PayloadKind::ComfortNoise => {
                 self.jitter.packet(now, packet.ssrc, packet.timestamp);
                 let data = &packet.payload[..packet.payload.len().min(SLOT_BYTES)];
-                self.jitter.insert(
-                    packet.timestamp,
-                    Frame::Coded {
-                        kind: FrameKind::Comfort,
-                        tag: 0,
-                        data,
-                    },
-                );
+                self.jitter.insert(packet.timestamp, Frame::Coded { kind: FrameKind::Comfort, tag: 0, data });
                 Ok(Received::Audio)
             }
             PayloadKind::Audio => {
@@ -693,12 +657,7 @@ impl SipLeg {
         }
     }
 
-    fn handle_rtcp(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        datagram: &[u8],
-    ) -> Result<Received, DatagramError> {
+    fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Result<Received, DatagramError> {
         if !self.rtcp_latch.admits(now, from) {
             return Err(DatagramError::ForeignSource { from });
         }
@@ -774,13 +733,7 @@ impl SipLeg {
         timestamp: u32,
         payload_len: usize,
     ) {
-        let header = RtpHeader {
-            marker,
-            payload_type,
-            sequence: self.tx_sequence,
-            timestamp,
-            ssrc: self.config.ssrc,
-        };
+        let header = RtpHeader { marker, payload_type, sequence: self.tx_sequence, timestamp, ssrc: self.config.ssrc };
         // The scratch buffer is MTU bytes, always more than the 12-byte header.
         let Ok(header_len) = header.write(&mut scratch[..]) else {
             return;
@@ -829,12 +782,7 @@ impl SipLeg {
         if let Some(block) = &block {
             self.stats.fraction_lost = block.fraction_lost;
         }
-        let report = Report {
-            ssrc: self.config.ssrc,
-            sender_info,
-            block,
-            cname: self.config.cname.as_bytes(),
-        };
+        let report = Report { ssrc: self.config.ssrc, sender_info, block, cname: self.config.cname.as_bytes() };
         let mut scratch = std::mem::take(&mut self.scratch);
         // 2. Write, protect, queue.
         if let Ok(mut len) = report.write(&mut scratch[..MTU - 32]) {
@@ -854,23 +802,14 @@ impl SipLeg {
 
     fn drain_te_events(&mut self) {
         while let Some(event) = self.te_receiver.poll_event() {
-            let clock = self
-                .negotiated
-                .telephone_event
-                .map_or(8_000, |(_, c)| c.max(1));
+            let clock = self.negotiated.telephone_event.map_or(8_000, |(_, c)| c.max(1));
             let leg_event = match event {
-                ReceivedEvent::Began { event, .. } => {
-                    event.dtmf().map(|digit| LegEvent::DtmfBegan { digit })
-                }
-                ReceivedEvent::Ended {
-                    event, duration, ..
-                } => event.dtmf().map(|digit| {
+                ReceivedEvent::Began { event, .. } => event.dtmf().map(|digit| LegEvent::DtmfBegan { digit }),
+                ReceivedEvent::Ended { event, duration, .. } => event.dtmf().map(|digit| {
                     self.stats.dtmf_received += 1;
                     LegEvent::DtmfEnded {
                         digit,
-                        duration: Duration::from_micros(
-                            u64::from(duration) * 1_000_000 / u64::from(clock),
-                        ),
+                        duration: Duration::from_micros(u64::from(duration) * 1_000_000 / u64::from(clock)),
                     }
                 }),
             };
@@ -902,9 +841,7 @@ impl SipLeg {
     }
 
     fn expects_media(&self) -> bool {
-        !self.is_on_hold()
-            && self.negotiated.remote_direction.sends()
-            && self.negotiated.local_direction.receives()
+        !self.is_on_hold() && self.negotiated.remote_direction.sends() && self.negotiated.local_direction.receives()
     }
 
     fn rtp_destination(&self) -> SocketAddr {
@@ -987,11 +924,7 @@ impl CodecState {
     fn new(negotiated: &Negotiated) -> Result<Self, LegError> {
         Ok(match &negotiated.codec {
             Codec::Pcmu | Codec::Pcma => Self::G711(Box::new(G711State {
-                law: if negotiated.codec == Codec::Pcmu {
-                    Law::Mu
-                } else {
-                    Law::A
-                },
+                law: if negotiated.codec == Codec::Pcmu { Law::Mu } else { Law::A },
                 up: Upsampler::new(),
                 down: Decimator::new(),
                 last: [0; NARROW_FRAME],
@@ -1019,11 +952,7 @@ impl CodecState {
                     pending_ts: 0,
                     pcm: [0; FRAME_SAMPLES],
                 };
-                state.configure(
-                    params.mode_set.as_deref(),
-                    negotiated.ptime_ms,
-                    params.octet_align,
-                );
+                state.configure(params.mode_set.as_deref(), negotiated.ptime_ms, params.octet_align);
                 Self::AmrWb(Box::new(state))
             }
         })
@@ -1039,9 +968,7 @@ impl CodecState {
         match self {
             Self::G711(_) => {
                 if packet.payload.is_empty() {
-                    return Err(DatagramError::BadPayload {
-                        payload_type: packet.payload_type,
-                    });
+                    return Err(DatagramError::BadPayload { payload_type: packet.payload_type });
                 }
                 jitter.packet(now, packet.ssrc, packet.timestamp);
                 // Up to 60 ms (or more) per packet: one slot's worth at a time.
@@ -1051,9 +978,7 @@ impl CodecState {
                 }
             }
             Self::AmrWb(amr) => {
-                let cmr = amr
-                    .depacketizer
-                    .depacketize(packet.payload, &mut amr.frames)?;
+                let cmr = amr.depacketizer.depacketize(packet.payload, &mut amr.frames)?;
                 // RFC 4867 §4.3.1: follow the peer's request within the mode-set.
                 if let Cmr::Mode(requested) = cmr
                     && let Some(mode) = amr.mode_set.mode_for_request(requested)
@@ -1069,14 +994,7 @@ impl CodecState {
                         FrameType::NoData => FrameKind::NoData,
                     };
                     let tag = (frame.frame_type.ft() << 1) | u8::from(frame.quality.bit());
-                    jitter.insert(
-                        ts,
-                        Frame::Coded {
-                            kind,
-                            tag,
-                            data: frame.data,
-                        },
-                    );
+                    jitter.insert(ts, Frame::Coded { kind, tag, data: frame.data });
                 }
             }
         }
@@ -1139,16 +1057,8 @@ impl CodecState {
                 }
                 Playout::Frame(frame) => {
                     let quality = FrameQuality::from_bit(frame.tag & 1 == 1);
-                    let frame_type =
-                        FrameType::from_ft(frame.tag >> 1).unwrap_or(FrameType::SpeechLost);
-                    let decoded = amr.decoder.decode(
-                        FrameRef {
-                            frame_type,
-                            quality,
-                            data: frame.data,
-                        },
-                        out,
-                    );
+                    let frame_type = FrameType::from_ft(frame.tag >> 1).unwrap_or(FrameType::SpeechLost);
+                    let decoded = amr.decoder.decode(FrameRef { frame_type, quality, data: frame.data }, out);
                     match (decoded, frame.kind) {
                         (Err(_), _) => {
                             amr.decoder.conceal(out);
@@ -1159,11 +1069,7 @@ impl CodecState {
                     }
                 }
                 Playout::Dtx => {
-                    let no_data = FrameRef {
-                        frame_type: FrameType::NoData,
-                        quality: FrameQuality::Good,
-                        data: &[],
-                    };
+                    let no_data = FrameRef { frame_type: FrameType::NoData, quality: FrameQuality::Good, data: &[] };
                     if amr.decoder.decode(no_data, out).is_err() {
                         out.fill(0);
                     }
@@ -1203,8 +1109,7 @@ impl CodecState {
                         g.pending_ts = timestamp;
                     }
                     let at = g.pending_len;
-                    g711::encode(g.law, &narrow, &mut g.pending[at..at + NARROW_FRAME])
-                        .map_err(|_| ())?;
+                    g711::encode(g.law, &narrow, &mut g.pending[at..at + NARROW_FRAME]).map_err(|_| ())?;
                     g.pending_len += NARROW_FRAME;
                 }
                 let n = g.ptime_samples;
@@ -1229,10 +1134,7 @@ impl CodecState {
                 }
                 amr.pcm.copy_from_slice(pcm);
                 let i = amr.pending_len;
-                let encoded = amr
-                    .encoder
-                    .encode(&amr.pcm, amr.mode, &mut amr.pending[i])
-                    .map_err(|_| ())?;
+                let encoded = amr.encoder.encode(&amr.pcm, amr.mode, &mut amr.pending[i]).map_err(|_| ())?;
                 amr.pending_types[i] = encoded.frame_type;
                 amr.pending_len += 1;
                 if amr.pending_len < amr.frames_per_packet {
@@ -1245,10 +1147,7 @@ impl CodecState {
                     quality: FrameQuality::Good,
                     data: &amr.pending[k][..amr.pending_types[k].bytes()],
                 });
-                let len = amr
-                    .packetizer
-                    .packetize(Cmr::NoRequest, &frames[..count], out)
-                    .map_err(|_| ())?;
+                let len = amr.packetizer.packetize(Cmr::NoRequest, &frames[..count], out).map_err(|_| ())?;
                 Ok(Some((amr.pending_ts, len)))
             }
         }
@@ -1264,10 +1163,7 @@ impl G711State {
         };
         let amplitude = 32_767.0 * 10f32.powf(-f32::from(level) / 20.0) * 3f32.sqrt();
         for s in pcm8.iter_mut() {
-            self.noise = self
-                .noise
-                .wrapping_mul(1_664_525)
-                .wrapping_add(1_013_904_223);
+            self.noise = self.noise.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             let uniform = (self.noise >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
             *s = (uniform * amplitude) as i16;
         }
@@ -1285,29 +1181,15 @@ impl AmrWbState {
                     n += 1;
                 }
             }
-            if n == 0 {
-                ModeSet::ALL
-            } else {
-                ModeSet::new(&modes[..n])
-            }
+            if n == 0 { ModeSet::ALL } else { ModeSet::new(&modes[..n]) }
         });
-        let layout = if octet_align {
-            Layout::OctetAligned
-        } else {
-            Layout::BandwidthEfficient
-        };
+        let layout = if octet_align { Layout::OctetAligned } else { Layout::BandwidthEfficient };
         self.frames_per_packet = ((ptime_ms / 20) as usize).clamp(1, MAX_FRAMES_OUT);
-        self.packetizer = Packetizer::new(PayloadConfig {
-            layout,
-            mode_set: modes,
-            max_frames: self.frames_per_packet,
-        });
+        self.packetizer =
+            Packetizer::new(PayloadConfig { layout, mode_set: modes, max_frames: self.frames_per_packet });
         // Receive leniently: any mode, as many frames as RFC 4867 allows.
-        self.depacketizer = Depacketizer::new(PayloadConfig {
-            layout,
-            mode_set: ModeSet::ALL,
-            max_frames: MAX_FRAMES_PER_PACKET,
-        });
+        self.depacketizer =
+            Depacketizer::new(PayloadConfig { layout, mode_set: ModeSet::ALL, max_frames: MAX_FRAMES_PER_PACKET });
         if self.mode_set != modes || !modes.contains(self.mode) {
             self.mode = modes.highest().unwrap_or(Mode::M8);
         }

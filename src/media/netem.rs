@@ -23,14 +23,7 @@ pub(crate) struct LinkConfig {
 impl LinkConfig {
     /// A clean link with only `latency`.
     pub(crate) fn latency(latency: Duration) -> Self {
-        Self {
-            latency,
-            jitter: Duration::ZERO,
-            loss: 0.0,
-            burst: None,
-            duplicate: 0.0,
-            reorder: 0.0,
-        }
+        Self { latency, jitter: Duration::ZERO, loss: 0.0, burst: None, duplicate: 0.0, reorder: 0.0 }
     }
 }
 
@@ -66,30 +59,20 @@ impl Link {
         self.sent += 1;
         if let Some((to_bad, to_good)) = self.config.burst {
             let flip = self.rng.uniform();
-            self.bad = if self.bad {
-                flip >= to_good
-            } else {
-                flip < to_bad
-            };
+            self.bad = if self.bad { flip >= to_good } else { flip < to_bad };
         }
         if self.bad || self.rng.uniform() < self.config.loss {
             self.dropped += 1;
             return;
         }
-        let copies = if self.rng.uniform() < self.config.duplicate {
-            2
-        } else {
-            1
-        };
+        let copies = if self.rng.uniform() < self.config.duplicate { 2 } else { 1 };
         for _ in 0..copies {
-            let mut delay =
-                self.config.latency + self.config.jitter.mul_f64(self.rng.gaussian().abs());
+            let mut delay = self.config.latency + self.config.jitter.mul_f64(self.rng.gaussian().abs());
             if self.rng.uniform() < self.config.reorder {
                 delay += Duration::from_millis(30 + (self.rng.uniform() * 30.0) as u64);
             }
             self.order += 1;
-            self.queue
-                .push((now + delay, self.order, datagram.to_vec()));
+            self.queue.push((now + delay, self.order, datagram.to_vec()));
         }
     }
 

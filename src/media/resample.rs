@@ -37,10 +37,7 @@ impl Upsampler {
         }
         let sum: f32 = taps.iter().sum();
         taps.iter_mut().for_each(|t| *t /= sum);
-        Self {
-            taps,
-            history: [0; TAPS / 2],
-        }
+        Self { taps, history: [0; TAPS / 2] }
     }
 
     /// Doubles 20 ms at 8 kHz into 20 ms at 16 kHz.
@@ -51,12 +48,7 @@ impl Upsampler {
         ext[H..].copy_from_slice(input);
         for (n, pair) in output.chunks_exact_mut(2).enumerate() {
             // ext[n + H] is x[n]; the interpolated sample uses x[n] back to x[n - H].
-            let acc: f32 = self
-                .taps
-                .iter()
-                .enumerate()
-                .map(|(k, &t)| f32::from(ext[n + H - k]) * t)
-                .sum();
+            let acc: f32 = self.taps.iter().enumerate().map(|(k, &t)| f32::from(ext[n + H - k]) * t).sum();
             pair[0] = acc.round().clamp(-32_768.0, 32_767.0) as i16;
             // The kept sample, delayed to line up with the centre of the filter.
             pair[1] = ext[n + H - H / 2];
@@ -86,10 +78,7 @@ impl Default for Decimator {
 impl Decimator {
     /// A decimator with silent history; the filter is designed here, once.
     pub fn new() -> Self {
-        Self {
-            taps: half_band(),
-            history: [0; TAPS - 1],
-        }
+        Self { taps: half_band(), history: [0; TAPS - 1] }
     }
 
     /// Filters and halves 20 ms at 16 kHz into 20 ms at 8 kHz.
@@ -99,11 +88,7 @@ impl Decimator {
         ext[TAPS - 1..].copy_from_slice(input);
         for (n, out) in output.iter_mut().enumerate() {
             let window = &ext[2 * n + 1..2 * n + 1 + TAPS];
-            let acc: f32 = window
-                .iter()
-                .zip(&self.taps)
-                .map(|(&x, &h)| f32::from(x) * h)
-                .sum();
+            let acc: f32 = window.iter().zip(&self.taps).map(|(&x, &h)| f32::from(x) * h).sum();
             *out = acc.round().clamp(-32_768.0, 32_767.0) as i16;
         }
         self.history.copy_from_slice(&ext[WIDE_FRAME..]);
@@ -121,11 +106,7 @@ fn half_band() -> [f32; TAPS] {
     let center = (TAPS / 2) as f64;
     for (k, tap) in taps.iter_mut().enumerate() {
         let m = k as f64 - center;
-        let ideal = if m == 0.0 {
-            0.5
-        } else {
-            (std::f64::consts::FRAC_PI_2 * m).sin() / (std::f64::consts::PI * m)
-        };
+        let ideal = if m == 0.0 { 0.5 } else { (std::f64::consts::FRAC_PI_2 * m).sin() / (std::f64::consts::PI * m) };
         let phase = 2.0 * std::f64::consts::PI * k as f64 / (TAPS - 1) as f64;
         let window = 0.42 - 0.5 * phase.cos() + 0.08 * (2.0 * phase).cos();
         *tap = (ideal * window) as f32;
@@ -172,25 +153,11 @@ mod tests {
     fn tones_keep_frequency_and_level_both_ways() {
         for freq in [300.0, 1_000.0, 2_500.0] {
             let up = through_upsampler(freq);
-            assert!(
-                (dominant_frequency(&up, 16_000) - freq).abs() < 2.0,
-                "{freq}"
-            );
-            assert!(
-                (rms_dbfs(&up) - (-13.0)).abs() < 1.0,
-                "{freq}: {}",
-                rms_dbfs(&up)
-            );
+            assert!((dominant_frequency(&up, 16_000) - freq).abs() < 2.0, "{freq}");
+            assert!((rms_dbfs(&up) - (-13.0)).abs() < 1.0, "{freq}: {}", rms_dbfs(&up));
             let down = through_decimator(freq);
-            assert!(
-                (dominant_frequency(&down, 8_000) - freq).abs() < 2.0,
-                "{freq}"
-            );
-            assert!(
-                (rms_dbfs(&down) - (-13.0)).abs() < 1.0,
-                "{freq}: {}",
-                rms_dbfs(&down)
-            );
+            assert!((dominant_frequency(&down, 8_000) - freq).abs() < 2.0, "{freq}");
+            assert!((rms_dbfs(&down) - (-13.0)).abs() < 1.0, "{freq}: {}", rms_dbfs(&down));
         }
     }
 
@@ -205,13 +172,11 @@ mod tests {
     fn full_scale_input_saturates_without_panicking() {
         let mut up = Upsampler::new();
         let mut wide = [0; WIDE_FRAME];
-        let square: [i16; NARROW_FRAME] =
-            std::array::from_fn(|i| if i % 2 == 0 { i16::MAX } else { i16::MIN });
+        let square: [i16; NARROW_FRAME] = std::array::from_fn(|i| if i % 2 == 0 { i16::MAX } else { i16::MIN });
         up.process(&square, &mut wide);
         let mut down = Decimator::new();
         let mut narrow = [0; NARROW_FRAME];
-        let square: [i16; WIDE_FRAME] =
-            std::array::from_fn(|i| if i % 3 == 0 { i16::MAX } else { i16::MIN });
+        let square: [i16; WIDE_FRAME] = std::array::from_fn(|i| if i % 3 == 0 { i16::MAX } else { i16::MIN });
         down.process(&square, &mut narrow);
     }
 }

@@ -126,22 +126,14 @@ pub fn parse_compound(buf: &[u8], ours: Ssrc) -> Result<RtcpSummary, RtcpError> 
         // 1. Common header: V, P, count, PT, length in 32-bit words minus one.
         let rest = &buf[offset..];
         let &[b0, packet_type, l0, l1, ..] = rest else {
-            return Err(RtcpError::Truncated {
-                offset,
-                needed: 4,
-                available: rest.len(),
-            });
+            return Err(RtcpError::Truncated { offset, needed: 4, available: rest.len() });
         };
         let version = b0 >> 6;
         if version != 2 {
             return Err(RtcpError::Version { version });
         }
         let len = (usize::from(u16::from_be_bytes([l0, l1])) + 1) * 4;
-        let packet = rest.get(..len).ok_or(RtcpError::Truncated {
-            offset,
-            needed: len,
-            available: rest.len(),
-        })?;
+        let packet = rest.get(..len).ok_or(RtcpError::Truncated { offset, needed: len, available: rest.len() })?;
         if offset == 0 && !matches!(packet_type, PT_SR | PT_RR) {
             return Err(RtcpError::NotAReport { packet_type });
         }
@@ -152,11 +144,7 @@ pub fn parse_compound(buf: &[u8], ours: Ssrc) -> Result<RtcpSummary, RtcpError> 
                 let info_len = if packet_type == PT_SR { 20 } else { 0 };
                 let blocks_at = 8 + info_len;
                 if packet.len() < blocks_at + 24 * usize::from(count) {
-                    return Err(RtcpError::BadCount {
-                        packet_type,
-                        count,
-                        len,
-                    });
+                    return Err(RtcpError::BadCount { packet_type, count, len });
                 }
                 let ssrc = Ssrc(be32(packet, 4));
                 if summary.sender_ssrc.is_none() {
@@ -213,24 +201,17 @@ impl Report<'_> {
     /// Writes SR or RR, then SDES with the CNAME, into `out`; returns the length.
     pub fn write(&self, out: &mut [u8]) -> Result<usize, RtcpError> {
         let cname = &self.cname[..self.cname.len().min(255)];
-        let report_len = 8
-            + if self.sender_info.is_some() { 20 } else { 0 }
-            + if self.block.is_some() { 24 } else { 0 };
+        let report_len =
+            8 + if self.sender_info.is_some() { 20 } else { 0 } + if self.block.is_some() { 24 } else { 0 };
         // SDES: header, SSRC, CNAME item (type, length, text), end item, pad to 32 bits.
         let sdes_len = (8 + 2 + cname.len() + 1).div_ceil(4) * 4;
         let needed = report_len + sdes_len;
         let capacity = out.len();
-        let out = out
-            .get_mut(..needed)
-            .ok_or(RtcpError::BufferTooSmall { needed, capacity })?;
+        let out = out.get_mut(..needed).ok_or(RtcpError::BufferTooSmall { needed, capacity })?;
         out.fill(0);
         // 1. SR or RR.
         let count = u8::from(self.block.is_some());
-        let packet_type = if self.sender_info.is_some() {
-            PT_SR
-        } else {
-            PT_RR
-        };
+        let packet_type = if self.sender_info.is_some() { PT_SR } else { PT_RR };
         out[0] = 0x80 | count;
         out[1] = packet_type;
         out[2..4].copy_from_slice(&((report_len / 4 - 1) as u16).to_be_bytes());
@@ -246,8 +227,7 @@ impl Report<'_> {
         if let Some(block) = self.block {
             let lost = (block.cumulative_lost.clamp(-0x80_0000, 0x7F_FFFF) as u32) & 0x00FF_FFFF;
             out[at..at + 4].copy_from_slice(&block.ssrc.0.to_be_bytes());
-            out[at + 4..at + 8]
-                .copy_from_slice(&((u32::from(block.fraction_lost) << 24) | lost).to_be_bytes());
+            out[at + 4..at + 8].copy_from_slice(&((u32::from(block.fraction_lost) << 24) | lost).to_be_bytes());
             out[at + 8..at + 12].copy_from_slice(&block.highest_seq.to_be_bytes());
             out[at + 12..at + 16].copy_from_slice(&block.jitter.to_be_bytes());
             out[at + 16..at + 20].copy_from_slice(&block.lsr.to_be_bytes());
@@ -343,10 +323,7 @@ impl ReceiveStats {
         if let Some(last) = self.transit {
             // Timestamps wrap at 32 bits: take the difference in 32 bits.
             let d = (transit.wrapping_sub(last) as i32).unsigned_abs();
-            self.jitter = self
-                .jitter
-                .wrapping_add(d.min(1 << 26))
-                .wrapping_sub((self.jitter + 8) >> 4);
+            self.jitter = self.jitter.wrapping_add(d.min(1 << 26)).wrapping_sub((self.jitter + 8) >> 4);
         }
         self.transit = Some(transit);
         true
@@ -461,12 +438,7 @@ mod tests {
             lsr: 0x1234_5678,
             dlsr: 0x0000_8000,
         };
-        let info = SenderInfo {
-            ntp: 0xE000_0000_8000_0000,
-            rtp_timestamp: 160_000,
-            packets: 50,
-            octets: 8_000,
-        };
+        let info = SenderInfo { ntp: 0xE000_0000_8000_0000, rtp_timestamp: 160_000, packets: 50, octets: 8_000 };
         let mut buf = [0u8; 256];
         let n = Report {
             ssrc: Ssrc(0xA11CE),
@@ -492,18 +464,14 @@ mod tests {
             assert_eq!(packets.len(), 2, "report and SDES");
             let first = packets[0].as_any();
             if sender {
-                let sr = first
-                    .downcast_ref::<rtc_rtcp::sender_report::SenderReport>()
-                    .unwrap();
+                let sr = first.downcast_ref::<rtc_rtcp::sender_report::SenderReport>().unwrap();
                 assert_eq!(sr.ssrc, 0xA11CE);
                 assert_eq!(sr.ntp_time, info.ntp);
                 assert_eq!(sr.packet_count, 50);
                 assert_eq!(sr.reports[0].total_lost, 0xFF_FFFD);
                 assert_eq!(sr.reports[0].last_sequence_number, 0x0001_0005);
             } else {
-                let rr = first
-                    .downcast_ref::<rtc_rtcp::receiver_report::ReceiverReport>()
-                    .unwrap();
+                let rr = first.downcast_ref::<rtc_rtcp::receiver_report::ReceiverReport>().unwrap();
                 assert_eq!(rr.reports[0].ssrc, 0xB0B);
                 assert_eq!(rr.reports[0].fraction_lost, 12);
                 assert_eq!(rr.reports[0].jitter, 77);
@@ -531,10 +499,7 @@ mod tests {
             Err(RtcpError::NotAReport { packet_type: 202 })
         ));
         // RR with 31 blocks in 8 bytes.
-        assert!(matches!(
-            parse_compound(&[0x9F, 201, 0, 1, 0, 0, 0, 0], Ssrc(1)),
-            Err(RtcpError::BadCount { .. })
-        ));
+        assert!(matches!(parse_compound(&[0x9F, 201, 0, 1, 0, 0, 0, 0], Ssrc(1)), Err(RtcpError::BadCount { .. })));
         // Length past the end.
         assert!(matches!(
             parse_compound(&[0x80, 201, 0xFF, 0xFF, 0, 0, 0, 0], Ssrc(1)),
@@ -581,11 +546,7 @@ mod tests {
         assert_eq!(block.jitter, 0);
         // The next interval without loss reports 0.
         for i in 1000..1100u32 {
-            stats.update(
-                t0 + Duration::from_millis(u64::from(i) * 20),
-                (65_000 + i) as u16,
-                i * 160,
-            );
+            stats.update(t0 + Duration::from_millis(u64::from(i) * 20), (65_000 + i) as u16, i * 160);
         }
         assert_eq!(stats.report_block(t0).fraction_lost, 0);
     }

@@ -157,10 +157,7 @@ pub struct TimestampExtender {
 impl TimestampExtender {
     /// An extender for a `rate` clock that has seen nothing.
     pub fn new(rate: ClockRate) -> Self {
-        Self {
-            rate,
-            reference: None,
-        }
+        Self { rate, reference: None }
     }
 
     /// The extended time of `timestamp`, the one nearest the last extended value; the
@@ -262,10 +259,7 @@ impl<'a> RtpPacket<'a> {
             let words = buf
                 .get(header_len + 2..header_len + 4)
                 .map(|w| usize::from(u16::from_be_bytes([w[0], w[1]])))
-                .ok_or(RtpError::HeaderOverrun {
-                    header_len: header_len + 4,
-                    len,
-                })?;
+                .ok_or(RtpError::HeaderOverrun { header_len: header_len + 4, len })?;
             header_len += 4 + 4 * words;
         }
         if header_len > len {
@@ -277,10 +271,7 @@ impl<'a> RtpPacket<'a> {
             let count = buf[len - 1];
             let available = len - header_len;
             if count == 0 || usize::from(count) > available {
-                return Err(RtpError::BadPadding {
-                    padding: count,
-                    available,
-                });
+                return Err(RtpError::BadPadding { padding: count, available });
             }
             end -= usize::from(count);
         }
@@ -316,12 +307,7 @@ impl RtpHeader {
     /// Writes the 12-byte header at the start of `out` and returns its length.
     pub fn write(&self, out: &mut [u8]) -> Result<usize, RtpError> {
         let capacity = out.len();
-        let out = out
-            .get_mut(..RTP_HEADER_LEN)
-            .ok_or(RtpError::BufferTooSmall {
-                needed: RTP_HEADER_LEN,
-                capacity,
-            })?;
+        let out = out.get_mut(..RTP_HEADER_LEN).ok_or(RtpError::BufferTooSmall { needed: RTP_HEADER_LEN, capacity })?;
         out[0] = 0x80;
         out[1] = (u8::from(self.marker) << 7) | (self.payload_type & 0x7F);
         out[2..4].copy_from_slice(&self.sequence.to_be_bytes());
@@ -355,12 +341,7 @@ mod tests {
         assert_eq!(packet.payload, &[1, 2, 3]);
         assert!(packet.marker);
         assert_eq!(
-            (
-                packet.payload_type,
-                packet.sequence,
-                packet.timestamp,
-                packet.ssrc
-            ),
+            (packet.payload_type, packet.sequence, packet.timestamp, packet.ssrc),
             (96, 0xFFFF, 0xFFFF_FFF0, Ssrc(0xDEAD_BEEF))
         );
         let mut reader = &buf[..n + 3];
@@ -385,53 +366,29 @@ mod tests {
 
     #[test]
     fn hostile_headers_are_errors() {
-        assert_eq!(
-            RtpPacket::parse(&[0x80; 5]),
-            Err(RtpError::TooShort { len: 5 })
-        );
+        assert_eq!(RtpPacket::parse(&[0x80; 5]), Err(RtpError::TooShort { len: 5 }));
         let mut bad = [0u8; 12];
         bad[0] = 0x40;
-        assert_eq!(
-            RtpPacket::parse(&bad),
-            Err(RtpError::Version { version: 1 })
-        );
+        assert_eq!(RtpPacket::parse(&bad), Err(RtpError::Version { version: 1 }));
         // Fifteen CSRCs announced, none present.
         let mut csrc = [0u8; 20];
         csrc[0] = 0x8F;
-        assert_eq!(
-            RtpPacket::parse(&csrc),
-            Err(RtpError::HeaderOverrun {
-                header_len: 72,
-                len: 20
-            })
-        );
+        assert_eq!(RtpPacket::parse(&csrc), Err(RtpError::HeaderOverrun { header_len: 72, len: 20 }));
         // Extension header cut off, and an extension claiming 65535 words.
         let mut ext = [0u8; 14];
         ext[0] = 0x90;
-        assert!(matches!(
-            RtpPacket::parse(&ext),
-            Err(RtpError::HeaderOverrun { .. })
-        ));
+        assert!(matches!(RtpPacket::parse(&ext), Err(RtpError::HeaderOverrun { .. })));
         let mut ext = [0u8; 16];
         ext[0] = 0x90;
         ext[14] = 0xFF;
         ext[15] = 0xFF;
-        assert!(matches!(
-            RtpPacket::parse(&ext),
-            Err(RtpError::HeaderOverrun { .. })
-        ));
+        assert!(matches!(RtpPacket::parse(&ext), Err(RtpError::HeaderOverrun { .. })));
         // Padding of zero, and padding longer than the packet.
         let mut pad = [0u8; 13];
         pad[0] = 0xA0;
-        assert!(matches!(
-            RtpPacket::parse(&pad),
-            Err(RtpError::BadPadding { .. })
-        ));
+        assert!(matches!(RtpPacket::parse(&pad), Err(RtpError::BadPadding { .. })));
         pad[12] = 200;
-        assert!(matches!(
-            RtpPacket::parse(&pad),
-            Err(RtpError::BadPadding { .. })
-        ));
+        assert!(matches!(RtpPacket::parse(&pad), Err(RtpError::BadPadding { .. })));
         // Every short prefix of every byte pattern: no panic.
         for len in 0..40 {
             for fill in [0x00, 0x80, 0x9F, 0xBF, 0xFF] {

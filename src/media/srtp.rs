@@ -163,10 +163,7 @@ impl SrtpSession {
     /// Protects the RTCP compound packet in `buf[..len]` in place; returns the new length.
     pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let plain = buf.get(..len).ok_or(SrtpError::TooShort { len })?;
-        let out = self
-            .tx
-            .encrypt_rtcp(plain)
-            .map_err(|_| SrtpError::Protect)?;
+        let out = self.tx.encrypt_rtcp(plain).map_err(|_| SrtpError::Protect)?;
         copy_out(&out, buf)
     }
 
@@ -180,10 +177,7 @@ impl SrtpSession {
         // 2. Bound the SSRCs the context keeps state for.
         let slot = self.admit(ssrc)?;
         // 3. Decrypt; only an authenticated packet marks its SSRC as genuine.
-        let plain = self
-            .rx
-            .decrypt_rtp(packet)
-            .map_err(|e| refused(e, packet.len()))?;
+        let plain = self.rx.decrypt_rtp(packet).map_err(|e| refused(e, packet.len()))?;
         self.rx_ssrcs[slot].1 = true;
         copy_out(&plain, out)
     }
@@ -218,18 +212,11 @@ impl SrtpSession {
 
     /// The table slot of `ssrc`, adding it when there is room (see the module docs).
     fn admit(&mut self, ssrc: u32) -> Result<usize, SrtpError> {
-        if let Some(i) = self.rx_ssrcs[..self.rx_ssrc_count]
-            .iter()
-            .position(|(s, _)| *s == ssrc)
-        {
+        if let Some(i) = self.rx_ssrcs[..self.rx_ssrc_count].iter().position(|(s, _)| *s == ssrc) {
             return Ok(i);
         }
         if self.rx_ssrc_count == MAX_RX_SSRCS {
-            if self
-                .rx_ssrcs
-                .iter()
-                .any(|(_, authenticated)| *authenticated)
-            {
+            if self.rx_ssrcs.iter().any(|(_, authenticated)| *authenticated) {
                 return Err(SrtpError::TooManySsrcs { ssrc });
             }
             // Only forgeries so far: start over with an empty receive context.
@@ -259,12 +246,7 @@ fn profile(suite: SrtpSuite) -> ProtectionProfile {
 
 fn context(suite: SrtpSuite, key: &[u8], direction: KeyDirection) -> Result<Context, SrtpError> {
     if key.len() != suite.master_len() {
-        return Err(SrtpError::KeyLength {
-            direction,
-            suite,
-            expected: suite.master_len(),
-            actual: key.len(),
-        });
+        return Err(SrtpError::KeyLength { direction, suite, expected: suite.master_len(), actual: key.len() });
     }
     let (master_key, master_salt) = key.split_at(suite.key_len());
     let provider = rtc_srtp::crypto::providers::RingProvider::new();
@@ -282,14 +264,8 @@ fn context(suite: SrtpSuite, key: &[u8], direction: KeyDirection) -> Result<Cont
 
 fn refused(error: RtcError, len: usize) -> SrtpError {
     match error {
-        RtcError::SrtpSsrcDuplicated(ssrc, seq) => SrtpError::Replay {
-            ssrc,
-            index: u64::from(seq),
-        },
-        RtcError::SrtcpSsrcDuplicated(ssrc, index) => SrtpError::Replay {
-            ssrc,
-            index: index as u64,
-        },
+        RtcError::SrtpSsrcDuplicated(ssrc, seq) => SrtpError::Replay { ssrc, index: u64::from(seq) },
+        RtcError::SrtcpSsrcDuplicated(ssrc, index) => SrtpError::Replay { ssrc, index: index as u64 },
         RtcError::ErrTooShortRtp | RtcError::ErrTooShortRtcp => SrtpError::TooShort { len },
         _ => SrtpError::Authentication,
     }
@@ -297,12 +273,7 @@ fn refused(error: RtcError, len: usize) -> SrtpError {
 
 fn copy_out(data: &[u8], out: &mut [u8]) -> Result<usize, SrtpError> {
     let capacity = out.len();
-    out.get_mut(..data.len())
-        .ok_or(SrtpError::BufferTooSmall {
-            needed: data.len(),
-            capacity,
-        })?
-        .copy_from_slice(data);
+    out.get_mut(..data.len()).ok_or(SrtpError::BufferTooSmall { needed: data.len(), capacity })?.copy_from_slice(data);
     Ok(data.len())
 }
 
@@ -323,15 +294,9 @@ mod tests {
     /// Two sessions with crossed keys: what one protects the other unprotects.
     fn pair(suite: SrtpSuite) -> (SrtpSession, SrtpSession) {
         let alice = keys(suite, 0x11, 0x22);
-        let bob = SrtpKeys {
-            remote_key: alice.local_key.clone(),
-            local_key: alice.remote_key.clone(),
-            ..alice.clone()
-        };
-        (
-            SrtpSession::new(&alice).unwrap(),
-            SrtpSession::new(&bob).unwrap(),
-        )
+        let bob =
+            SrtpKeys { remote_key: alice.local_key.clone(), local_key: alice.remote_key.clone(), ..alice.clone() };
+        (SrtpSession::new(&alice).unwrap(), SrtpSession::new(&bob).unwrap())
     }
 
     fn rtp(seq: u16, payload: u8) -> ([u8; 256], usize) {
@@ -366,10 +331,7 @@ mod tests {
                 assert_eq!(packet.sequence, seq);
                 assert_eq!(packet.payload, &[i as u8; 160][..], "{suite:?} seq {seq}");
                 // The same packet again is a replay.
-                assert!(matches!(
-                    bob.unprotect_rtp(&buf[..protected], &mut out),
-                    Err(SrtpError::Replay { .. })
-                ));
+                assert!(matches!(bob.unprotect_rtp(&buf[..protected], &mut out), Err(SrtpError::Replay { .. })));
             }
             // A flipped bit in the payload or the tag fails authentication.
             let (mut buf, len) = rtp(20, 7);
@@ -377,21 +339,14 @@ mod tests {
             for at in [20, protected - 1] {
                 let mut bad = buf;
                 bad[at] ^= 1;
-                assert_eq!(
-                    bob.unprotect_rtp(&bad[..protected], &mut out),
-                    Err(SrtpError::Authentication),
-                    "{suite:?}"
-                );
+                assert_eq!(bob.unprotect_rtp(&bad[..protected], &mut out), Err(SrtpError::Authentication), "{suite:?}");
             }
             // The genuine one still goes through after the forgeries.
             assert!(bob.unprotect_rtp(&buf[..protected], &mut out).is_ok());
             // Our own packets do not decrypt with our own receive key.
             let (mut buf, len) = rtp(21, 7);
             let protected = alice.protect_rtp(&mut buf, len).unwrap();
-            assert_eq!(
-                alice.unprotect_rtp(&buf[..protected], &mut out),
-                Err(SrtpError::Authentication)
-            );
+            assert_eq!(alice.unprotect_rtp(&buf[..protected], &mut out), Err(SrtpError::Authentication));
         }
     }
 
@@ -406,27 +361,16 @@ mod tests {
             let mut out = [0u8; 128];
             let m = bob.unprotect_rtcp(&buf[..n], &mut out).unwrap();
             assert_eq!(&out[..m], &[0x80, 201, 0, 1, 1, 2, 3, 4]);
-            assert!(matches!(
-                bob.unprotect_rtcp(&buf[..n], &mut out),
-                Err(SrtpError::Replay { .. })
-            ));
+            assert!(matches!(bob.unprotect_rtcp(&buf[..n], &mut out), Err(SrtpError::Replay { .. })));
             // An SRTCP packet with the E flag clear is refused, not passed unauthenticated.
             let mut clear = [0u8; 40];
             clear[..8].copy_from_slice(&[0x80, 201, 0, 1, 1, 2, 3, 4]);
-            assert_eq!(
-                bob.unprotect_rtcp(&clear, &mut out),
-                Err(SrtpError::Authentication),
-                "{suite:?}"
-            );
+            assert_eq!(bob.unprotect_rtcp(&clear, &mut out), Err(SrtpError::Authentication), "{suite:?}");
             let mut second = [0u8; 128];
             second[..8].copy_from_slice(&[0x80, 201, 0, 1, 1, 2, 3, 4]);
             let n = alice.protect_rtcp(&mut second, 8).unwrap();
             second[n - 1] ^= 0x40;
-            assert_eq!(
-                bob.unprotect_rtcp(&second[..n], &mut out),
-                Err(SrtpError::Authentication),
-                "{suite:?}"
-            );
+            assert_eq!(bob.unprotect_rtcp(&second[..n], &mut out), Err(SrtpError::Authentication), "{suite:?}");
         }
     }
 

@@ -210,10 +210,7 @@ impl Rooms {
 
     /// A session of `account`.
     pub fn session(&self, account: &AccountId, id: &SessionId) -> Result<&Session, RoomsError> {
-        self.sessions
-            .get(id)
-            .filter(|s| &s.account == account)
-            .ok_or_else(|| RoomsError::SessionNotFound(id.clone()))
+        self.sessions.get(id).filter(|s| &s.account == account).ok_or_else(|| RoomsError::SessionNotFound(id.clone()))
     }
 
     /// A participant of `account`.
@@ -575,21 +572,19 @@ impl Rooms {
         subs: &Subscriptions,
     ) -> Result<(), RoomsError> {
         if let Some(sid) = &subs.session_id
-            && sid != session {
-                return Err(RoomsError::InvalidArgument(format!(
-                    "sessionId {sid} is not the session of this request ({session})"
-                )));
-            }
+            && sid != session
+        {
+            return Err(RoomsError::InvalidArgument(format!(
+                "sessionId {sid} is not the session of this request ({session})"
+            )));
+        }
         let mut seen = BTreeSet::new();
         for s in &subs.participants {
             if &s.participant_id == participant {
                 return Err(RoomsError::InvalidArgument("a participant cannot subscribe to itself".into()));
             }
             if !seen.insert(&s.participant_id) {
-                return Err(RoomsError::InvalidArgument(format!(
-                    "participant {} is listed twice",
-                    s.participant_id
-                )));
+                return Err(RoomsError::InvalidArgument(format!("participant {} is listed twice", s.participant_id)));
             }
             if self.participant(account, &s.participant_id).is_err() {
                 return Err(RoomsError::InvalidArgument(format!(

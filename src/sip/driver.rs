@@ -22,8 +22,8 @@ use tracing::Instrument as _;
 
 use super::stack::{Responder, ServerTransaction, Stack};
 use super::ua::{
-    Admitted, CallEvent, CallNo, Leg, Env, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, TxId, UaConfig,
-    UserAgent,
+    Admitted, CallEvent, CallNo, Env, Event, Inbound, Leg, MediaCommand, Output, RoomsCommand, Transport, TxId,
+    UaConfig, UserAgent,
 };
 use crate::app::config::Config;
 use crate::app::drain::{CallGuard, Drain};
@@ -51,13 +51,24 @@ const LEG_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Inputs of the user agent task.
 enum Input {
-    Request { inbound: Inbound, responder: Responder, connection: Option<SipConnection> },
-    TxOver { tx: TxId },
+    Request {
+        inbound: Inbound,
+        responder: Responder,
+        connection: Option<SipConnection>,
+    },
+    TxOver {
+        tx: TxId,
+    },
     Event(Event),
     /// A call's media task ended; its counters when it ran.
-    MediaEnded { call: CallNo, summary: Option<LegSummary> },
+    MediaEnded {
+        call: CallNo,
+        summary: Option<LegSummary>,
+    },
     /// The config was reloaded (SIGHUP).
-    Reload { trusted_peers: Vec<ipnet::IpNet> },
+    Reload {
+        trusted_peers: Vec<ipnet::IpNet>,
+    },
 }
 
 /// A live media leg, as the actor sees it.
@@ -208,9 +219,8 @@ async fn accept(
             }
             let Some((request, source, transport)) = tx.request() else { return };
             let inbound = Inbound { tx: id, source, transport, request };
-            let sent = inputs
-                .send(Input::Request { inbound, responder: tx.responder(), connection: tx.connection() })
-                .await;
+            let sent =
+                inputs.send(Input::Request { inbound, responder: tx.responder(), connection: tx.connection() }).await;
             if sent.is_err() {
                 return;
             }
@@ -356,12 +366,15 @@ impl Actor {
                 let Some(leg) = self.media.get(&call) else { return };
                 let participant = leg.participant.clone();
                 tracing::info!(participant = %participant, tone = %digit, "DTMF by RFC 4733");
-                self.callback(&participant, json!({
-                    "event": "dtmf",
-                    "participantId": participant.as_str(),
-                    "tone": digit.to_string(),
-                    "durationMs": duration.as_millis() as u64,
-                }));
+                self.callback(
+                    &participant,
+                    json!({
+                        "event": "dtmf",
+                        "participantId": participant.as_str(),
+                        "tone": digit.to_string(),
+                        "durationMs": duration.as_millis() as u64,
+                    }),
+                );
             }
         }
     }
@@ -375,7 +388,9 @@ impl Actor {
                     }
                     None => tracing::debug!(tx, "response for a transaction that is gone"),
                 },
-                Output::Send { call, request, destination, transport } => self.send(call, request, destination, transport),
+                Output::Send { call, request, destination, transport } => {
+                    self.send(call, request, destination, transport)
+                }
                 Output::Media(command) => self.media(command),
                 Output::Rooms(command) => self.rooms_command(command),
                 Output::Call(event) => self.call_event(event),
@@ -513,12 +528,15 @@ impl Actor {
                 if let Some(leg) = self.media.get(&call) {
                     self.forwarder.dtmf(leg.session.clone(), participant.clone(), tone);
                 }
-                self.callback(&participant, json!({
-                    "event": "dtmf",
-                    "participantId": participant.as_str(),
-                    "tone": tone.to_string(),
-                    "durationMs": duration_ms,
-                }));
+                self.callback(
+                    &participant,
+                    json!({
+                        "event": "dtmf",
+                        "participantId": participant.as_str(),
+                        "tone": tone.to_string(),
+                        "durationMs": duration_ms,
+                    }),
+                );
             }
         }
     }
@@ -638,7 +656,11 @@ impl PortPool {
         let span = u32::from(self.max.saturating_sub(self.min)) / 2 + 1;
         for _ in 0..span {
             let port = self.cursor;
-            self.cursor = if u32::from(self.cursor) + 2 > u32::from(self.max.saturating_sub(1)) { self.min } else { self.cursor + 2 };
+            self.cursor = if u32::from(self.cursor) + 2 > u32::from(self.max.saturating_sub(1)) {
+                self.min
+            } else {
+                self.cursor + 2
+            };
             if port >= self.max {
                 continue;
             }

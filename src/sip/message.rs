@@ -403,9 +403,10 @@ pub fn bad_request_for(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
         match name.to_ascii_lowercase().as_str() {
             "via" => via.extend(split_via(value)),
             "from" | "to" | "call-id" | "cseq"
-                if !copied.iter().any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&name)) => {
-                    copied.push((name, value.to_string()));
-                }
+                if !copied.iter().any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&name)) =>
+            {
+                copied.push((name, value.to_string()));
+            }
             _ => {}
         }
     }
@@ -711,10 +712,8 @@ mod tests {
 
     #[test]
     fn a_request_without_via_cannot_be_answered_and_responses_never_are() {
-        let no_via = INVITE.replace(
-            "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2\r\n",
-            "",
-        );
+        let no_via = INVITE
+            .replace("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2\r\n", "");
         let err = parse(no_via.as_bytes()).unwrap_err();
         assert_eq!(err, ParseError::Missing("Via"));
         assert!(bad_request_for(no_via.as_bytes(), &err).is_none());

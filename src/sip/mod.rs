@@ -7,9 +7,9 @@
 //! (pure parsers and negotiation), [`ua`] (the call logic, sans-IO) and [`driver`] (the tokio
 //! shell that feeds the user agent and carries out what it decides).
 
+pub mod driver;
 pub mod message;
 pub mod sdp;
-pub mod uui;
-pub mod driver;
 pub mod stack;
 pub mod ua;
+pub mod uui;

@@ -149,8 +149,7 @@ impl Stack {
             .await
             .with_context(|| format!("cannot listen for SIP on UDP {listen}"))?;
         let local = socket.local_addr()?;
-        let guarded: Arc<dyn rsipstack::platform::net::UdpSocket> =
-            Arc::new(GuardedUdpSocket::new(socket, metrics));
+        let guarded: Arc<dyn rsipstack::platform::net::UdpSocket> = Arc::new(GuardedUdpSocket::new(socket, metrics));
         let udp = rsipstack::transport::udp::UdpConnection::from_socket(guarded, None, Some(cancel.child_token()))
             .await
             .map_err(|e| anyhow::anyhow!("SIP UDP transport: {e}"))?;
@@ -162,7 +161,8 @@ impl Stack {
         transport.add_transport(udp.clone());
         transport.add_transport(tcp.into());
         if let Some((addr, cert, key)) = tls {
-            let config = rsipstack::transport::tls::TlsConfig { cert: Some(cert), key: Some(key), ..Default::default() };
+            let config =
+                rsipstack::transport::tls::TlsConfig { cert: Some(cert), key: Some(key), ..Default::default() };
             let listener = rsipstack::transport::tls::TlsListenerConnection::new(addr, None, config)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen for SIP on TLS {addr}: {e}"))?;
@@ -202,10 +202,7 @@ impl ServerTransaction {
             c if c.get_addr().r#type == Some(rsipstack::sip::transport::Transport::Tls) => Transport::Tls,
             _ => Transport::Tcp,
         };
-        let source = conn
-            .get_remote_addr()
-            .and_then(|a| a.get_socketaddr().ok())
-            .or_else(|| via_source(&req))?;
+        let source = conn.get_remote_addr().and_then(|a| a.get_socketaddr().ok()).or_else(|| via_source(&req))?;
         Some((req, source, transport))
     }
 

@@ -125,10 +125,7 @@ pub fn participant_token(values: &[&str]) -> Result<UuiToken, UuiError> {
                 return Err(UuiError::TooManyElements);
             }
             if element.len() > MAX_ELEMENT_LEN {
-                return Err(UuiError::ElementTooLong {
-                    index,
-                    len: element.len(),
-                });
+                return Err(UuiError::ElementTooLong { index, len: element.len() });
             }
             raw.push(element);
         }
@@ -153,9 +150,7 @@ pub fn participant_token(values: &[&str]) -> Result<UuiToken, UuiError> {
 
     // 3. Exactly one well-shaped token.
     match (token, jwt_count) {
-        (None, _) => Err(UuiError::NoToken {
-            elements: raw.len(),
-        }),
+        (None, _) => Err(UuiError::NoToken { elements: raw.len() }),
         (Some(_), count) if count > 1 => Err(UuiError::MultipleTokens { count }),
         (Some(token), _) if is_compact_jwt(&token) => Ok(UuiToken { token, others }),
         (Some(_), _) => Err(UuiError::NotAJwt),
@@ -189,11 +184,7 @@ fn parse_element(element: &str) -> Option<UuiElement> {
         }
         // `content` and generic parameters are accepted and ignored (CONTRACT §5).
     }
-    Some(UuiElement {
-        data,
-        encoding,
-        purpose,
-    })
+    Some(UuiElement { data, encoding, purpose })
 }
 
 /// Splits `s` at every `sep` that is not inside a quoted string (RFC 3261 §25.1: a quoted string
@@ -271,11 +262,7 @@ fn is_compact_jwt(s: &str) -> bool {
     let mut parts = 0;
     for part in s.split('.') {
         parts += 1;
-        if part.is_empty()
-            || !part
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return false;
         }
     }
@@ -303,11 +290,7 @@ mod tests {
         assert_eq!(t.token, JWT);
         assert_eq!(
             t.others,
-            vec![UuiElement {
-                data: "Y2FsbC0xMjM=".into(),
-                encoding: UuiEncoding::Base64,
-                purpose: None
-            }]
+            vec![UuiElement { data: "Y2FsbC0xMjM=".into(), encoding: UuiEncoding::Base64, purpose: None }]
         );
     }
 
@@ -324,10 +307,7 @@ mod tests {
     fn rfc7433_examples_are_hex_without_encoding() {
         // RFC 7433 §4.2 examples.
         let v = "56a390f3d2b7310023a2;encoding=hex;purpose=isdn-uui;content=isdn-uui";
-        assert_eq!(
-            participant_token(&[v]),
-            Err(UuiError::NoToken { elements: 1 })
-        );
+        assert_eq!(participant_token(&[v]), Err(UuiError::NoToken { elements: 1 }));
         let e = parse_element("56a390f3d2b7310023a2").unwrap();
         assert_eq!(e.encoding, UuiEncoding::Hex);
     }
@@ -359,39 +339,15 @@ mod tests {
     fn errors() {
         assert_eq!(participant_token(&[]), Err(UuiError::Missing));
         assert_eq!(participant_token(&["", " , ,"]), Err(UuiError::Missing));
-        assert_eq!(
-            participant_token(&[JWT]),
-            Err(UuiError::NoToken { elements: 1 })
-        );
+        assert_eq!(participant_token(&[JWT]), Err(UuiError::NoToken { elements: 1 }));
         let two = format!("{JWT};encoding=jwt,{JWT};encoding=jwt");
-        assert_eq!(
-            participant_token(&[&two]),
-            Err(UuiError::MultipleTokens { count: 2 })
-        );
-        assert_eq!(
-            participant_token(&["a.b;encoding=jwt"]),
-            Err(UuiError::NotAJwt)
-        );
-        assert_eq!(
-            participant_token(&["a..c;encoding=jwt"]),
-            Err(UuiError::NotAJwt)
-        );
-        assert_eq!(
-            participant_token(&["a.b.c.d;encoding=jwt"]),
-            Err(UuiError::NotAJwt)
-        );
-        assert_eq!(
-            participant_token(&["a.b+.c;encoding=jwt"]),
-            Err(UuiError::NotAJwt)
-        );
-        assert_eq!(
-            participant_token(&[";encoding=jwt"]),
-            Err(UuiError::NotAJwt)
-        );
-        assert_eq!(
-            participant_token(&["\"abc;encoding=jwt"]),
-            Err(UuiError::UnterminatedQuote { index: 0 })
-        );
+        assert_eq!(participant_token(&[&two]), Err(UuiError::MultipleTokens { count: 2 }));
+        assert_eq!(participant_token(&["a.b;encoding=jwt"]), Err(UuiError::NotAJwt));
+        assert_eq!(participant_token(&["a..c;encoding=jwt"]), Err(UuiError::NotAJwt));
+        assert_eq!(participant_token(&["a.b.c.d;encoding=jwt"]), Err(UuiError::NotAJwt));
+        assert_eq!(participant_token(&["a.b+.c;encoding=jwt"]), Err(UuiError::NotAJwt));
+        assert_eq!(participant_token(&[";encoding=jwt"]), Err(UuiError::NotAJwt));
+        assert_eq!(participant_token(&["\"abc;encoding=jwt"]), Err(UuiError::UnterminatedQuote { index: 0 }));
     }
 
     #[test]
@@ -399,21 +355,12 @@ mod tests {
         let long = format!("{};encoding=jwt", "a".repeat(MAX_ELEMENT_LEN));
         assert_eq!(
             participant_token(&["00", &long]),
-            Err(UuiError::ElementTooLong {
-                index: 1,
-                len: MAX_ELEMENT_LEN + 13
-            })
+            Err(UuiError::ElementTooLong { index: 1, len: MAX_ELEMENT_LEN + 13 })
         );
         let many = vec!["00"; MAX_ELEMENTS + 1].join(",");
         assert_eq!(participant_token(&[&many]), Err(UuiError::TooManyElements));
-        let exactly = format!(
-            "{},{JWT};encoding=jwt",
-            vec!["00"; MAX_ELEMENTS - 1].join(",")
-        );
-        assert_eq!(
-            participant_token(&[&exactly]).unwrap().others.len(),
-            MAX_ELEMENTS - 1
-        );
+        let exactly = format!("{},{JWT};encoding=jwt", vec!["00"; MAX_ELEMENTS - 1].join(","));
+        assert_eq!(participant_token(&[&exactly]).unwrap().others.len(), MAX_ELEMENTS - 1);
     }
 
     #[test]

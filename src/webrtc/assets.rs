@@ -123,9 +123,10 @@ fn demo_session(app: &AppState, account: &AccountId) -> Result<SessionId, ApiErr
     // Held only across in-memory rooms calls, never an await.
     let mut current = demo.session.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(id) = current.as_ref()
-        && app.rooms.read(|r| r.session(account, id).is_ok()) {
-            return Ok(id.clone());
-        }
+        && app.rooms.read(|r| r.session(account, id).is_ok())
+    {
+        return Ok(id.clone());
+    }
     let s = app.rooms.create_session(account, Some("demo".into()))?;
     *current = Some(s.id.clone());
     Ok(s.id)

@@ -48,22 +48,56 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<PeerId, SfuError>>,
     },
     /// The socket is gone.
-    Detach { peer: PeerId },
-    Publish { peer: PeerId, request_id: u32, audio: bool, video: bool },
-    Unpublish { peer: PeerId, request_id: u32 },
-    Answer { peer: PeerId, sdp: String },
-    Candidate { peer: PeerId, candidate: String },
-    Dtmf { peer: PeerId, tones: String },
+    Detach {
+        peer: PeerId,
+    },
+    Publish {
+        peer: PeerId,
+        request_id: u32,
+        audio: bool,
+        video: bool,
+    },
+    Unpublish {
+        peer: PeerId,
+        request_id: u32,
+    },
+    Answer {
+        peer: PeerId,
+        sdp: String,
+    },
+    Candidate {
+        peer: PeerId,
+        candidate: String,
+    },
+    Dtmf {
+        peer: PeerId,
+        tones: String,
+    },
     /// A SIP leg publishes its audio: make its endpoint.
-    ExternalPublish { participant: ParticipantId, session: SessionId, reply: oneshot::Sender<EndpointId> },
+    ExternalPublish {
+        participant: ParticipantId,
+        session: SessionId,
+        reply: oneshot::Sender<EndpointId>,
+    },
     /// One 20 ms Opus frame of an external publisher (48 kHz RTP time).
-    ExternalFrame { endpoint: EndpointId, rtp_time: MediaTime, data: Arc<[u8]> },
+    ExternalFrame {
+        endpoint: EndpointId,
+        rtp_time: MediaTime,
+        data: Arc<[u8]>,
+    },
     /// The external publisher is gone: its stream becomes unavailable.
-    ExternalUnpublish { endpoint: EndpointId },
+    ExternalUnpublish {
+        endpoint: EndpointId,
+    },
     /// A bridge-mode leg ended: its stream stays, quiet, for the participant's next leg.
-    ExternalPark { endpoint: EndpointId },
+    ExternalPark {
+        endpoint: EndpointId,
+    },
     /// An external publisher's leg holds (`true`) or resumes the call.
-    ExternalMuted { endpoint: EndpointId, muted: bool },
+    ExternalMuted {
+        endpoint: EndpointId,
+        muted: bool,
+    },
     /// A SIP leg receives what its participant hears, on `frames`.
     ExternalSubscribe {
         participant: ParticipantId,
@@ -72,9 +106,15 @@ pub(crate) enum Command {
         reply: oneshot::Sender<ExternalSubscriberId>,
     },
     /// The external subscriber is gone.
-    ExternalUnsubscribe { subscriber: ExternalSubscriberId },
+    ExternalUnsubscribe {
+        subscriber: ExternalSubscriberId,
+    },
     /// A DTMF tone from a SIP leg, for everyone in the session who hears its participant.
-    ExternalDtmf { session: SessionId, participant: ParticipantId, tone: char },
+    ExternalDtmf {
+        session: SessionId,
+        participant: ParticipantId,
+        tone: char,
+    },
 }
 
 /// What an external subscriber (a SIP leg) receives from the forwarder.
@@ -410,7 +450,11 @@ impl Driver {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.external_dropped += 1;
-                tracing::trace!(subscriber = subscriber.0, dropped = self.external_dropped, "external subscriber too slow");
+                tracing::trace!(
+                    subscriber = subscriber.0,
+                    dropped = self.external_dropped,
+                    "external subscriber too slow"
+                );
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 // The leg ended without unsubscribing (aborted): forget it.
@@ -425,9 +469,10 @@ impl Driver {
         match e {
             RoomEvent::ParticipantLeft { session, participant, .. } => {
                 if let Some(peer) = self.sfu.peer_of(&participant)
-                    && self.sfu.peer_info(peer).is_some_and(|i| i.session == session) {
-                        self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
-                    }
+                    && self.sfu.peer_info(peer).is_some_and(|i| i.session == session)
+                {
+                    self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
+                }
                 self.drop_parked(now, |s| s.session == session && s.participant == participant);
                 self.stale = true;
             }

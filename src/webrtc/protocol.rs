@@ -323,22 +323,39 @@ mod tests {
             serde_json::json!({"type":"streamAvailable","endpointId":"e","participantId":"p","mediaTypes":["AUDIO"],"mid":"1","muted":false})
         );
         let m = ServerMessage::StreamMuted { endpoint_id: "e".into(), muted: true };
-        assert_eq!(serde_json::to_value(&m).unwrap(), serde_json::json!({"type":"streamMuted","endpointId":"e","muted":true}));
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::json!({"type":"streamMuted","endpointId":"e","muted":true})
+        );
         let m = ServerMessage::error(ErrorCode::PermissionDenied, "no", Some(2));
         assert_eq!(
             serde_json::to_value(&m).unwrap(),
             serde_json::json!({"type":"error","code":"PERMISSION_DENIED","message":"no","requestId":2})
         );
         let m = ServerMessage::Dtmf { participant_id: "p".into(), tone: '#' };
-        assert_eq!(serde_json::to_value(&m).unwrap(), serde_json::json!({"type":"dtmf","participantId":"p","tone":"#"}));
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::json!({"type":"dtmf","participantId":"p","tone":"#"})
+        );
     }
 
     #[test]
     fn close_codes_are_distinct_and_reasons_short() {
         use CloseReason::*;
         let all = [
-            Normal, GoingAway, TooBig, Draining, Unauthenticated, HelloExpected, NotFound, RateLimited, Replaced,
-            Removed, MediaFailed, Idle, TooSlow,
+            Normal,
+            GoingAway,
+            TooBig,
+            Draining,
+            Unauthenticated,
+            HelloExpected,
+            NotFound,
+            RateLimited,
+            Replaced,
+            Removed,
+            MediaFailed,
+            Idle,
+            TooSlow,
         ];
         let mut codes: Vec<u16> = all.iter().map(|c| c.code()).collect();
         codes.sort_unstable();

@@ -246,7 +246,10 @@ enum PublishState {
     /// In the offer that is out.
     Offered,
     /// Flowing.
-    Active { mid: Mid, endpoint: EndpointId },
+    Active {
+        mid: Mid,
+        endpoint: EndpointId,
+    },
 }
 
 struct Endpoint {
@@ -421,9 +424,10 @@ impl Sfu {
             self.by_participant.remove(&p.info.participant);
         }
         if let PublishState::Active { endpoint, .. } = &p.publish
-            && let Some(e) = self.endpoints.get_mut(endpoint) {
-                e.source = Source::Orphaned(now + self.config.reconnect_grace);
-            }
+            && let Some(e) = self.endpoints.get_mut(endpoint)
+        {
+            e.source = Source::Orphaned(now + self.config.reconnect_grace);
+        }
         for e in self.endpoints.values_mut() {
             e.targets.retain(|t| !matches!(t, Target::Peer { peer: q, .. } if *q == peer));
         }
@@ -437,7 +441,8 @@ impl Sfu {
     /// A device asks to publish.
     pub fn handle_publish(&mut self, now: Instant, peer: PeerId, request_id: u32, audio: bool, video: bool) {
         let Some(p) = self.peers.get_mut(&peer) else { return };
-        let refuse = |code, message: &str| SfuEvent::ToDevice(peer, ServerMessage::error(code, message, Some(request_id)));
+        let refuse =
+            |code, message: &str| SfuEvent::ToDevice(peer, ServerMessage::error(code, message, Some(request_id)));
         for (asked, kind, name) in [(audio, MediaType::Audio, "AUDIO"), (video, MediaType::Video, "VIDEO")] {
             if asked && !p.info.permissions.contains(&kind) {
                 let msg = format!("this participant's publishPermissions do not include {name}");
@@ -546,7 +551,10 @@ impl Sfu {
     /// DTMF tones from a device: checked here, delivered by [`Sfu::fan_out_dtmf`].
     pub fn handle_dtmf(&mut self, peer: PeerId, tones: &str) {
         let Some(p) = self.peers.get(&peer) else { return };
-        if tones.is_empty() || tones.chars().count() > super::protocol::MAX_DTMF_TONES || !tones.chars().all(is_dtmf_tone) {
+        if tones.is_empty()
+            || tones.chars().count() > super::protocol::MAX_DTMF_TONES
+            || !tones.chars().all(is_dtmf_tone)
+        {
             let e = ServerMessage::error(
                 ErrorCode::InvalidArgument,
                 format!("tones must be 1 to {} of 0-9 * # A-D", super::protocol::MAX_DTMF_TONES),
@@ -599,7 +607,8 @@ impl Sfu {
             return;
         };
         let input = Input::Receive(now, receive);
-        let known = self.by_addr.get(&source).copied().filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+        let known =
+            self.by_addr.get(&source).copied().filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
         // A new address: only the peer whose ICE credentials the STUN check names accepts it.
         let target = known.or_else(|| self.peers.iter().find(|(_, p)| p.rtc.accepts(&input)).map(|(id, _)| *id));
         let Some(id) = target else {
@@ -773,7 +782,8 @@ impl Sfu {
         for endpoint in &p.wanted {
             if !p.sending.contains_key(endpoint) {
                 let track = format!("{}-audio", endpoint.0);
-                let mid = api.add_media(MediaKind::Audio, Direction::SendOnly, Some(endpoint.0.clone()), Some(track), None);
+                let mid =
+                    api.add_media(MediaKind::Audio, Direction::SendOnly, Some(endpoint.0.clone()), Some(track), None);
                 p.sending.insert(endpoint.clone(), SendSlot { mid, active: false });
                 added.push((endpoint.clone(), mid));
             }
@@ -787,7 +797,10 @@ impl Sfu {
         if let Some((offer, pending)) = api.apply() {
             p.pending = Some(Pending { offer: pending, added, publish });
             p.offered_at.get_or_insert(now);
-            let m = ServerMessage::Offer { sdp: offer.to_sdp_string(), publish_mid: publish.map(|(mid, _)| mid.to_string()) };
+            let m = ServerMessage::Offer {
+                sdp: offer.to_sdp_string(),
+                publish_mid: publish.map(|(mid, _)| mid.to_string()),
+            };
             self.events.push_back(SfuEvent::ToDevice(peer, m));
         }
         self.mark_dirty(peer);
@@ -803,25 +816,27 @@ impl Sfu {
         let participant = p.info.participant.clone();
         let session = p.info.session.clone();
         // The same participant publishing again within the grace continues its old stream.
-        let adopted = self
-            .endpoints
-            .iter_mut()
-            .find(|(_, e)| matches!(e.source, Source::Orphaned(_)) && e.participant == participant && e.session == session);
+        let adopted = self.endpoints.iter_mut().find(|(_, e)| {
+            matches!(e.source, Source::Orphaned(_)) && e.participant == participant && e.session == session
+        });
         let endpoint = if let Some((id, e)) = adopted {
             e.source = Source::Peer(peer, mid);
             e.generation.0 += 1;
             id.clone()
         } else {
             let id = EndpointId::generate();
-            self.endpoints.insert(id.clone(), Endpoint {
-                participant: participant.clone(),
-                session,
-                source: Source::Peer(peer, mid),
-                generation: SourceGeneration::default(),
-                timeline: Timeline::new(Frequency::FORTY_EIGHT_KHZ),
-                targets: Vec::new(),
-                muted: false,
-            });
+            self.endpoints.insert(
+                id.clone(),
+                Endpoint {
+                    participant: participant.clone(),
+                    session,
+                    source: Source::Peer(peer, mid),
+                    generation: SourceGeneration::default(),
+                    timeline: Timeline::new(Frequency::FORTY_EIGHT_KHZ),
+                    targets: Vec::new(),
+                    muted: false,
+                },
+            );
             id
         };
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -837,15 +852,16 @@ impl Sfu {
         let Some(e) = self.endpoints.remove(endpoint) else { return };
         for t in e.targets {
             if let Target::Peer { peer, .. } = t
-                && let Some(p) = self.peers.get_mut(&peer) {
-                    p.wanted.remove(endpoint);
-                    if let Some(slot) = p.sending.remove(endpoint) {
-                        p.to_stop.push(slot.mid);
-                    }
-                    let m = ServerMessage::StreamUnavailable { endpoint_id: endpoint.0.clone() };
-                    self.events.push_back(SfuEvent::ToDevice(peer, m));
-                    self.negotiate(now, peer);
+                && let Some(p) = self.peers.get_mut(&peer)
+            {
+                p.wanted.remove(endpoint);
+                if let Some(slot) = p.sending.remove(endpoint) {
+                    p.to_stop.push(slot.mid);
                 }
+                let m = ServerMessage::StreamUnavailable { endpoint_id: endpoint.0.clone() };
+                self.events.push_back(SfuEvent::ToDevice(peer, m));
+                self.negotiate(now, peer);
+            }
         }
         // Subscribers whose m-line was still being negotiated.
         let waiting: Vec<PeerId> =
@@ -872,15 +888,18 @@ impl Sfu {
     /// refreshed.
     pub fn add_external_publisher(&mut self, participant: ParticipantId, session: SessionId) -> EndpointId {
         let id = EndpointId::generate();
-        self.endpoints.insert(id.clone(), Endpoint {
-            participant,
-            session,
-            source: Source::External,
-            generation: SourceGeneration::default(),
-            timeline: Timeline::new(Frequency::FORTY_EIGHT_KHZ),
-            targets: Vec::new(),
-            muted: false,
-        });
+        self.endpoints.insert(
+            id.clone(),
+            Endpoint {
+                participant,
+                session,
+                source: Source::External,
+                generation: SourceGeneration::default(),
+                timeline: Timeline::new(Frequency::FORTY_EIGHT_KHZ),
+                targets: Vec::new(),
+                muted: false,
+            },
+        );
         self.events.push_back(SfuEvent::SubscriptionsStale);
         id
     }
@@ -963,10 +982,11 @@ impl Sfu {
 
     fn mark_dirty(&mut self, id: PeerId) {
         if let Some(p) = self.peers.get_mut(&id)
-            && !p.dirty {
-                p.dirty = true;
-                self.dirty.push(id);
-            }
+            && !p.dirty
+        {
+            p.dirty = true;
+            self.dirty.push(id);
+        }
     }
 
     fn poll_peer(&mut self, now: Instant, id: PeerId) {
@@ -1052,7 +1072,9 @@ impl Sfu {
                     let pt = match *pt {
                         Some(pt) => pt,
                         None => {
-                            let Some(found) = writer.payload_params().find(|pp| pp.spec().codec == Codec::Opus).map(|pp| pp.pt()) else {
+                            let Some(found) =
+                                writer.payload_params().find(|pp| pp.spec().codec == Codec::Opus).map(|pp| pp.pt())
+                            else {
                                 counters.frames_dropped += 1;
                                 continue;
                             };

@@ -55,15 +55,23 @@ fn publishing_without_permission_is_refused() {
     let mut sim = Sim::new(80);
     let a = sim.add_browser(vec![]);
     sim.publish(a);
-    assert!(sim.browsers[a].messages.iter().any(|m| matches!(m,
-        ServerMessage::Error { code: ErrorCode::PermissionDenied, request_id: Some(1), .. })));
+    assert!(
+        sim.browsers[a]
+            .messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Error { code: ErrorCode::PermissionDenied, request_id: Some(1), .. }))
+    );
     // Video is refused even with the permission: audio only.
     let v = sim.add_browser(vec![MediaType::Audio, MediaType::Video]);
     let peer = sim.browsers[v].peer;
     sim.sfu.handle_publish(sim.now, peer, 7, true, true);
     sim.settle();
-    assert!(sim.browsers[v].messages.iter().any(|m| matches!(m,
-        ServerMessage::Error { code: ErrorCode::Unsupported, request_id: Some(7), .. })));
+    assert!(
+        sim.browsers[v]
+            .messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Error { code: ErrorCode::Unsupported, request_id: Some(7), .. }))
+    );
 }
 
 #[test]
@@ -88,7 +96,28 @@ fn a_subscription_removed_makes_the_stream_unavailable_and_back() {
     sim.refresh();
     sim.run_for(Duration::from_secs(1));
     assert_eq!(available(&sim, b).len(), 1);
-    assert!(sim.received(b) - before > 30, "{:?} {:?}", sim.browsers[b].received, sim.browsers[b].messages.iter().map(|m| match m { ServerMessage::Offer { sdp, .. } => sdp.lines().filter(|l| l.starts_with("m=") || l.starts_with("a=mid") || l.starts_with("a=send") || l.starts_with("a=recv") || l.starts_with("a=inactive") || l.starts_with("a=ssrc")).collect::<Vec<_>>().join(" | "), m => format!("{m:?}") }).collect::<Vec<_>>());
+    assert!(
+        sim.received(b) - before > 30,
+        "{:?} {:?}",
+        sim.browsers[b].received,
+        sim.browsers[b]
+            .messages
+            .iter()
+            .map(|m| match m {
+                ServerMessage::Offer { sdp, .. } => sdp
+                    .lines()
+                    .filter(|l| l.starts_with("m=")
+                        || l.starts_with("a=mid")
+                        || l.starts_with("a=send")
+                        || l.starts_with("a=recv")
+                        || l.starts_with("a=inactive")
+                        || l.starts_with("a=ssrc"))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                m => format!("{m:?}"),
+            })
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -115,7 +144,11 @@ fn a_second_connection_replaces_the_first_and_a_republish_keeps_the_stream() {
     sim.run_for(Duration::from_secs(1));
     let endpoint = published_endpoint(&sim, a);
     // A new tab of a's participant.
-    let info = PeerInfo { participant: sim.browsers[a].participant.clone(), session: sim.session.clone(), permissions: AUDIO.to_vec() };
+    let info = PeerInfo {
+        participant: sim.browsers[a].participant.clone(),
+        session: sim.session.clone(),
+        permissions: AUDIO.to_vec(),
+    };
     let newer = sim.sfu.add_peer(sim.now, info).unwrap();
     sim.settle();
     assert_eq!(sim.browsers[a].closed, Some(CloseReason::Replaced));
@@ -123,9 +156,8 @@ fn a_second_connection_replaces_the_first_and_a_republish_keeps_the_stream() {
     // Within the grace the stream is still there, and publishing again continues it.
     assert_eq!(available(&sim, b), vec![endpoint.clone()]);
     sim.sfu.handle_publish(sim.now, newer, 2, true, false);
-    let published = std::iter::from_fn(|| sim.sfu.poll_event()).any(|e| {
-        matches!(e, SfuEvent::ToDevice(p, ServerMessage::Offer { .. }) if p == newer)
-    });
+    let published = std::iter::from_fn(|| sim.sfu.poll_event())
+        .any(|e| matches!(e, SfuEvent::ToDevice(p, ServerMessage::Offer { .. }) if p == newer));
     assert!(published, "an offer for the new tab");
 }
 
@@ -136,10 +168,17 @@ fn answers_out_of_order_or_not_sdp_are_protocol_errors() {
     let peer = sim.browsers[a].peer;
     sim.sfu.handle_answer(sim.now, peer, "v=0\r\n");
     sim.settle();
-    assert!(sim.browsers[a].messages.iter().any(|m| matches!(m, ServerMessage::Error { code: ErrorCode::OutOfOrder, .. })));
+    assert!(
+        sim.browsers[a].messages.iter().any(|m| matches!(m, ServerMessage::Error { code: ErrorCode::OutOfOrder, .. }))
+    );
     sim.sfu.handle_dtmf(peer, "12x");
     sim.settle();
-    assert!(sim.browsers[a].messages.iter().any(|m| matches!(m, ServerMessage::Error { code: ErrorCode::InvalidArgument, .. })));
+    assert!(
+        sim.browsers[a]
+            .messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Error { code: ErrorCode::InvalidArgument, .. }))
+    );
     // Garbage datagrams cost a counter.
     sim.sfu.handle_datagram(sim.now, "10.9.9.9:1".parse().unwrap(), &[0xFF; 3]);
     sim.sfu.handle_datagram(sim.now, "10.9.9.9:1".parse().unwrap(), &[]);
@@ -181,7 +220,14 @@ fn external_publishers_and_subscribers_use_the_same_endpoints() {
     let mut external = Vec::new();
     for i in 0..50u64 {
         sim.now += Duration::from_millis(20);
-        sim.sfu.handle_external_frame(sim.now, &endpoint, MediaTime::new(7_000 + i * 960, Frequency::FORTY_EIGHT_KHZ), frame.clone()).unwrap();
+        sim.sfu
+            .handle_external_frame(
+                sim.now,
+                &endpoint,
+                MediaTime::new(7_000 + i * 960, Frequency::FORTY_EIGHT_KHZ),
+                frame.clone(),
+            )
+            .unwrap();
         while let Some(e) = sim.sfu.poll_event() {
             if let SfuEvent::ExternalFrame { subscriber, rtp_time, .. } = e {
                 assert_eq!(subscriber, sub);
@@ -204,7 +250,6 @@ fn external_publishers_and_subscribers_use_the_same_endpoints() {
         .unwrap();
     assert_eq!(next, external.last().unwrap() + 960);
 }
-
 
 #[test]
 fn offers_announce_every_configured_host_candidate_and_ice_lite() {

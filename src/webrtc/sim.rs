@@ -93,7 +93,10 @@ impl Sim {
         let participant = ParticipantId(format!("p{n}"));
         let info = PeerInfo { participant: participant.clone(), session: self.session.clone(), permissions };
         let peer = self.sfu.add_peer(self.now, info).expect("the simulation's peers are valid");
-        let addr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 1, (n % 250) as u8 + 1)), 40_000 + n as u16);
+        let addr = SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 1, (n % 250) as u8 + 1)),
+            40_000 + n as u16,
+        );
         let mut rtc = Rtc::builder().clear_codecs().enable_opus(true, false).build(self.now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("a valid address"));
         self.browsers.push(Browser {
@@ -152,9 +155,10 @@ impl Sim {
                 let Some(t) = t else { break };
                 progressed = true;
                 if let Some(b) = self.browsers.iter_mut().find(|b| b.addr == t.destination)
-                    && let Ok(r) = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents) {
-                        let _ = b.rtc.handle_input(Input::Receive(self.now, r));
-                    }
+                    && let Ok(r) = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)
+                {
+                    let _ = b.rtc.handle_input(Input::Receive(self.now, r));
+                }
             }
             for i in 0..self.browsers.len() {
                 progressed |= self.poll_browser(i);

@@ -145,7 +145,8 @@ impl Driver {
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args}
         }}});
         let r: Value = self.http.post(self.url("/session")).json(&caps).send().unwrap().json().unwrap();
-        let id = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("chromedriver made no session: {r}")).to_string();
+        let id =
+            r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("chromedriver made no session: {r}")).to_string();
         self.sessions.push(id.clone());
         Browser { http: self.http.clone(), base: self.url(&format!("/session/{id}")) }
     }

@@ -34,8 +34,11 @@ pub fn is_root() -> bool {
 /// True when every tool is there. A missing tool skips the test only for a non-root run (a
 /// developer's machine); as root (CI, which installs deps/debian-packages.txt) it fails.
 pub fn have_tools(test: &str, tools: &[Tool]) -> bool {
-    let missing: Vec<String> =
-        tools.iter().filter(|t| !Path::new(t.path).exists()).map(|t| format!("{} (Debian {})", t.path, t.package)).collect();
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|t| !Path::new(t.path).exists())
+        .map(|t| format!("{} (Debian {})", t.path, t.package))
+        .collect();
     if missing.is_empty() {
         return true;
     }
@@ -49,7 +52,14 @@ pub fn have_tools(test: &str, tools: &[Tool]) -> bool {
 pub fn have_gst_elements(test: &str, elements: &[(&str, &str)]) -> bool {
     let missing: Vec<String> = elements
         .iter()
-        .filter(|(e, _)| !Command::new(GST_INSPECT.path).arg(e).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()))
+        .filter(|(e, _)| {
+            !Command::new(GST_INSPECT.path)
+                .arg(e)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
         .map(|(e, p)| format!("GStreamer element {e} (Debian {p})"))
         .collect();
     if missing.is_empty() {
@@ -103,7 +113,12 @@ impl Proc {
             if let Some(s) = self.try_status() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "{} did not exit within {limit:?}; its output:\n{}", self.name, self.output());
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {limit:?}; its output:\n{}",
+                self.name,
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -267,7 +282,8 @@ pub struct RtpPacket {
 
 /// Runs tshark with `args` on `file`; returns stdout, failing with stderr when it fails.
 pub fn tshark(file: &Path, args: &[&str]) -> String {
-    let out = Command::new(TSHARK.path).arg("-r").arg(file).args(args).stdin(Stdio::null()).output().expect("tshark runs");
+    let out =
+        Command::new(TSHARK.path).arg("-r").arg(file).args(args).stdin(Stdio::null()).output().expect("tshark runs");
     assert!(out.status.success(), "tshark {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -314,10 +330,7 @@ pub fn rtp_packets(file: &Path, port: u16) -> Vec<RtpPacket> {
 /// Bytes from tshark's hex (with or without ':' between bytes).
 pub fn hex(text: &str) -> Vec<u8> {
     let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-    digits
-        .chunks(2)
-        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
-        .collect()
+    digits.chunks(2).map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap()).collect()
 }
 
 pub fn to_hex(bytes: &[u8]) -> String {
@@ -336,11 +349,20 @@ pub fn wait_udp_bound(port: u16, limit: Duration, owner: &mut Proc) {
     let deadline = Instant::now() + limit;
     loop {
         let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
-        if table.lines().skip(1).any(|l| l.split_whitespace().nth(1).is_some_and(|local| format!("{local} ").ends_with(&needle))) {
+        if table
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1).is_some_and(|local| format!("{local} ").ends_with(&needle)))
+        {
             return;
         }
         assert!(owner.try_status().is_none(), "{} exited before binding UDP {port}:\n{}", owner.name, owner.output());
-        assert!(Instant::now() < deadline, "{} did not bind UDP {port} within {limit:?}:\n{}", owner.name, owner.output());
+        assert!(
+            Instant::now() < deadline,
+            "{} did not bind UDP {port} within {limit:?}:\n{}",
+            owner.name,
+            owner.output()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -130,7 +130,11 @@ impl SipUa {
     }
 
     fn request(&mut self, method: &str, cseq: u32, extra: &str, body: &str) -> String {
-        let uri = if method == "INVITE" && self.remote_tag.is_empty() { format!("sip:gw@{}", self.gw) } else { self.target.clone() };
+        let uri = if method == "INVITE" && self.remote_tag.is_empty() {
+            format!("sip:gw@{}", self.gw)
+        } else {
+            self.target.clone()
+        };
         let to_tag = if self.remote_tag.is_empty() { String::new() } else { format!(";tag={}", self.remote_tag) };
         let ctype = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
         let branch = self.next_branch();
@@ -361,7 +365,10 @@ impl MediaPeer {
         loop {
             let pcm = self.recent(Duration::from_secs(1));
             let (f, level) = if pcm.len() as u32 >= self.codec.rate() {
-                (codecs::pcm::analysis::dominant_frequency(&pcm, self.codec.rate()), codecs::pcm::analysis::rms_dbfs(&pcm))
+                (
+                    codecs::pcm::analysis::dominant_frequency(&pcm, self.codec.rate()),
+                    codecs::pcm::analysis::rms_dbfs(&pcm),
+                )
             } else {
                 (0.0, f64::NEG_INFINITY)
             };
@@ -387,7 +394,10 @@ impl MediaPeer {
             if got.ends_with(&want) {
                 return;
             }
-            assert!(Instant::now() < deadline, "RFC 4733 digits {digits:?} did not arrive within {limit:?}; got {got:?}");
+            assert!(
+                Instant::now() < deadline,
+                "RFC 4733 digits {digits:?} did not arrive within {limit:?}; got {got:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -475,7 +485,13 @@ fn send_loop(
     }
 }
 
-fn receive_loop(codec: PeerCodec, socket: &UdpSocket, keys: Option<SrtpKeys>, received: &Mutex<Received>, stop: &AtomicBool) {
+fn receive_loop(
+    codec: PeerCodec,
+    socket: &UdpSocket,
+    keys: Option<SrtpKeys>,
+    received: &Mutex<Received>,
+    stop: &AtomicBool,
+) {
     // The session's receive context is keyed with the gateway's key (`remote_key`).
     let mut srtp = keys.map(|k| SrtpSession::new(&k).unwrap());
     let depacketizer = Depacketizer::new(PayloadConfig::bandwidth_efficient());

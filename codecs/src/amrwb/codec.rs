@@ -34,11 +34,7 @@ pub struct EncodedFrame {
 impl EncodedFrame {
     /// Borrows the encoded frame from the buffer given to [`AmrWbEncoder::encode`].
     pub fn frame<'a>(&self, out: &'a [u8; MAX_FRAME_BYTES]) -> FrameRef<'a> {
-        FrameRef {
-            frame_type: self.frame_type,
-            quality: FrameQuality::Good,
-            data: &out[..self.len],
-        }
+        FrameRef { frame_type: self.frame_type, quality: FrameQuality::Good, data: &out[..self.len] }
     }
 }
 
@@ -48,11 +44,7 @@ impl AmrWbEncoder {
         // SAFETY: E_IF_init takes no arguments and returns an owned state or NULL.
         let raw = unsafe { ffi::E_IF_init() };
         let state = NonNull::new(raw).ok_or(AmrWbError::OutOfMemory)?;
-        Ok(Self {
-            state,
-            dtx,
-            scratch: [0; SCRATCH_BYTES],
-        })
+        Ok(Self { state, dtx, scratch: [0; SCRATCH_BYTES] })
     }
 
     /// Turns discontinuous transmission on or off from the next frame on.
@@ -85,18 +77,11 @@ impl AmrWbEncoder {
             )
         };
         let header = self.scratch[0];
-        let frame_type = FrameType::from_ft((header >> 3) & 0x0F).map_err(|_| {
-            AmrWbError::UnexpectedEncoderOutput {
-                len: written,
-                header,
-            }
-        })?;
+        let frame_type = FrameType::from_ft((header >> 3) & 0x0F)
+            .map_err(|_| AmrWbError::UnexpectedEncoderOutput { len: written, header })?;
         let len = frame_type.bytes();
         if usize::try_from(written) != Ok(len + 1) {
-            return Err(AmrWbError::UnexpectedEncoderOutput {
-                len: written,
-                header,
-            });
+            return Err(AmrWbError::UnexpectedEncoderOutput { len: written, header });
         }
         out[..len].copy_from_slice(&self.scratch[1..=len]);
         Ok(EncodedFrame { frame_type, len })
@@ -129,19 +114,12 @@ impl AmrWbDecoder {
         // SAFETY: D_IF_init takes no arguments and returns an owned state or NULL.
         let raw = unsafe { ffi::D_IF_init() };
         let state = NonNull::new(raw).ok_or(AmrWbError::OutOfMemory)?;
-        Ok(Self {
-            state,
-            input: [0; SCRATCH_BYTES],
-        })
+        Ok(Self { state, input: [0; SCRATCH_BYTES] })
     }
 
     /// Decodes one frame into 20 ms at 16 kHz. SID and NO_DATA give comfort noise; a
     /// damaged speech frame (Q = 0) or SPEECH_LOST is concealed from the past frames.
-    pub fn decode(
-        &mut self,
-        frame: FrameRef<'_>,
-        pcm: &mut [i16; FRAME_SAMPLES],
-    ) -> Result<(), AmrWbError> {
+    pub fn decode(&mut self, frame: FrameRef<'_>, pcm: &mut [i16; FRAME_SAMPLES]) -> Result<(), AmrWbError> {
         let expected = frame.frame_type.bytes();
         if frame.data.len() != expected {
             return Err(AmrWbError::WrongFrameSize {
@@ -155,9 +133,7 @@ impl AmrWbDecoder {
         // (keep the comfort noise going).
         let frame_type = match (frame.frame_type, frame.quality) {
             (_, FrameQuality::Good) => frame.frame_type,
-            (FrameType::Speech(_) | FrameType::SpeechLost, FrameQuality::Damaged) => {
-                FrameType::SpeechLost
-            }
+            (FrameType::Speech(_) | FrameType::SpeechLost, FrameQuality::Damaged) => FrameType::SpeechLost,
             (FrameType::Sid | FrameType::NoData, FrameQuality::Damaged) => FrameType::NoData,
         };
         self.input.fill(0);
@@ -181,14 +157,7 @@ impl AmrWbDecoder {
         // header plus the largest frame D_IF_decode reads (60 bytes), and its FT is one the
         // library handles (0–9, 14, 15: reserved values cannot be built as a FrameType);
         // `pcm` has room for the 320 samples it writes. bfi = 0: losses are signalled by FT.
-        unsafe {
-            ffi::D_IF_decode(
-                self.state.as_ptr(),
-                self.input.as_ptr(),
-                pcm.as_mut_ptr(),
-                0,
-            )
-        }
+        unsafe { ffi::D_IF_decode(self.state.as_ptr(), self.input.as_ptr(), pcm.as_mut_ptr(), 0) }
     }
 }
 
@@ -207,17 +176,11 @@ mod tests {
     use super::*;
     use crate::pcm::analysis::{dominant_frequency, snr_db, tone};
 
-    fn encode_all(
-        encoder: &mut AmrWbEncoder,
-        pcm: &[i16],
-        mode: Mode,
-    ) -> Vec<(EncodedFrame, [u8; MAX_FRAME_BYTES])> {
+    fn encode_all(encoder: &mut AmrWbEncoder, pcm: &[i16], mode: Mode) -> Vec<(EncodedFrame, [u8; MAX_FRAME_BYTES])> {
         pcm.chunks_exact(FRAME_SAMPLES)
             .map(|chunk| {
                 let mut out = [0u8; MAX_FRAME_BYTES];
-                let frame = encoder
-                    .encode(chunk.try_into().unwrap(), mode, &mut out)
-                    .unwrap();
+                let frame = encoder.encode(chunk.try_into().unwrap(), mode, &mut out).unwrap();
                 (frame, out)
             })
             .collect()
@@ -239,10 +202,7 @@ mod tests {
             }
             let decoded = &output[CODEC_DELAY..];
             let frequency = dominant_frequency(&decoded[3200..], 16_000);
-            assert!(
-                (frequency - 440.0).abs() < 2.0,
-                "mode {mode:?}: {frequency} Hz"
-            );
+            assert!((frequency - 440.0).abs() < 2.0, "mode {mode:?}: {frequency} Hz");
             // stack.md §5 measured 8.3 dB at mode 0 and 18 dB at mode 8 on a two-tone signal.
             let snr = snr_db(&input[3200..input.len() - CODEC_DELAY], &decoded[3200..]);
             assert!(snr > 5.0, "mode {mode:?}: SNR {snr:.1} dB");
@@ -255,14 +215,8 @@ mod tests {
         let mut encoder = AmrWbEncoder::new(true).unwrap();
         let mut decoder = AmrWbDecoder::new().unwrap();
         let frames = encode_all(&mut encoder, &silence, Mode::M8);
-        let sids = frames
-            .iter()
-            .filter(|(f, _)| f.frame_type == FrameType::Sid)
-            .count();
-        let no_data = frames
-            .iter()
-            .filter(|(f, _)| f.frame_type == FrameType::NoData)
-            .count();
+        let sids = frames.iter().filter(|(f, _)| f.frame_type == FrameType::Sid).count();
+        let no_data = frames.iter().filter(|(f, _)| f.frame_type == FrameType::NoData).count();
         assert!(sids >= 2, "SID frames: {sids}");
         assert!(no_data >= 20, "NO_DATA frames: {no_data}");
         for (frame, out) in &frames {
@@ -270,11 +224,7 @@ mod tests {
             let mut pcm = [1i16; FRAME_SAMPLES];
             decoder.decode(frame.frame(out), &mut pcm).unwrap();
             // Comfort noise for digital silence stays quiet.
-            assert!(
-                pcm.iter().all(|s| s.unsigned_abs() < 2000),
-                "{:?}",
-                frame.frame_type
-            );
+            assert!(pcm.iter().all(|s| s.unsigned_abs() < 2000), "{:?}", frame.frame_type);
         }
     }
 
@@ -288,11 +238,7 @@ mod tests {
         }
         encoder.set_dtx(true);
         let later = encode_all(&mut encoder, &silence, Mode::M2);
-        assert!(
-            later
-                .iter()
-                .any(|(f, _)| f.frame_type != FrameType::Speech(Mode::M2))
-        );
+        assert!(later.iter().any(|(f, _)| f.frame_type != FrameType::Speech(Mode::M2)));
     }
 
     #[test]
@@ -300,28 +246,13 @@ mod tests {
         let mut decoder = AmrWbDecoder::new().unwrap();
         let mut pcm = [0i16; FRAME_SAMPLES];
         let data = [0u8; 59];
-        let frame = FrameRef {
-            frame_type: FrameType::Speech(Mode::M8),
-            quality: FrameQuality::Good,
-            data: &data,
-        };
+        let frame = FrameRef { frame_type: FrameType::Speech(Mode::M8), quality: FrameQuality::Good, data: &data };
         assert_eq!(
             decoder.decode(frame, &mut pcm),
-            Err(AmrWbError::WrongFrameSize {
-                frame_type: FrameType::Speech(Mode::M8),
-                expected: 60,
-                actual: 59
-            })
+            Err(AmrWbError::WrongFrameSize { frame_type: FrameType::Speech(Mode::M8), expected: 60, actual: 59 })
         );
-        let sid = FrameRef {
-            frame_type: FrameType::NoData,
-            quality: FrameQuality::Good,
-            data: &data[..1],
-        };
-        assert!(matches!(
-            decoder.decode(sid, &mut pcm),
-            Err(AmrWbError::WrongFrameSize { expected: 0, .. })
-        ));
+        let sid = FrameRef { frame_type: FrameType::NoData, quality: FrameQuality::Good, data: &data[..1] };
+        assert!(matches!(decoder.decode(sid, &mut pcm), Err(AmrWbError::WrongFrameSize { expected: 0, .. })));
     }
 
     #[test]
@@ -330,8 +261,7 @@ mod tests {
         let mut encoder = AmrWbEncoder::new(false).unwrap();
         let frames = encode_all(&mut encoder, &input, Mode::M8);
         // Three decoders in the same state after 20 good frames.
-        let mut decoders: Vec<AmrWbDecoder> =
-            (0..3).map(|_| AmrWbDecoder::new().unwrap()).collect();
+        let mut decoders: Vec<AmrWbDecoder> = (0..3).map(|_| AmrWbDecoder::new().unwrap()).collect();
         let mut pcm = [0i16; FRAME_SAMPLES];
         for decoder in &mut decoders {
             for (frame, out) in &frames[..20] {
@@ -344,25 +274,14 @@ mod tests {
         assert!(crate::pcm::analysis::rms_dbfs(&concealed) > -30.0);
         // A damaged frame (Q = 0) is concealed exactly like a loss, whatever its bits...
         let garbage = [0xA5u8; 60];
-        let damaged = FrameRef {
-            frame_type: FrameType::Speech(Mode::M8),
-            quality: FrameQuality::Damaged,
-            data: &garbage,
-        };
+        let damaged =
+            FrameRef { frame_type: FrameType::Speech(Mode::M8), quality: FrameQuality::Damaged, data: &garbage };
         let mut from_damaged = [0i16; FRAME_SAMPLES];
         decoders[1].decode(damaged, &mut from_damaged).unwrap();
         assert_eq!(from_damaged, concealed);
         // ...whereas the same bits marked good are played.
         let mut played = [0i16; FRAME_SAMPLES];
-        decoders[2]
-            .decode(
-                FrameRef {
-                    quality: FrameQuality::Good,
-                    ..damaged
-                },
-                &mut played,
-            )
-            .unwrap();
+        decoders[2].decode(FrameRef { quality: FrameQuality::Good, ..damaged }, &mut played).unwrap();
         assert_ne!(played, concealed);
     }
 

@@ -13,12 +13,7 @@ unsafe extern "C" {
     /// Decodes one storage-format frame into 320 samples. Reads the header byte and up to the
     /// frame size implied by its FT (at most 60 bytes), without a length argument; `bfi != 0`
     /// replaces the frame with NO_DATA.
-    pub(super) fn D_IF_decode(
-        state: *mut c_void,
-        bits: *const c_uchar,
-        synth: *mut c_short,
-        bfi: c_int,
-    );
+    pub(super) fn D_IF_decode(state: *mut c_void, bits: *const c_uchar, synth: *mut c_short, bfi: c_int);
     /// Frees a decoder state from `D_IF_init`.
     pub(super) fn D_IF_exit(state: *mut c_void);
 

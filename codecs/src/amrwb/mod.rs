@@ -49,17 +49,8 @@ pub enum Mode {
 
 impl Mode {
     /// All modes, lowest rate first.
-    pub const ALL: [Self; 9] = [
-        Self::M0,
-        Self::M1,
-        Self::M2,
-        Self::M3,
-        Self::M4,
-        Self::M5,
-        Self::M6,
-        Self::M7,
-        Self::M8,
-    ];
+    pub const ALL: [Self; 9] =
+        [Self::M0, Self::M1, Self::M2, Self::M3, Self::M4, Self::M5, Self::M6, Self::M7, Self::M8];
 
     /// The mode with this index (the FT and CMR value, 0..=8).
     pub const fn from_index(index: u8) -> Option<Self> {
@@ -204,9 +195,7 @@ pub enum AmrWbError {
 /// TS 26.201 Table 2, speech bits per mode.
 const SPEECH_BITS: [usize; 9] = [132, 177, 253, 285, 317, 365, 397, 461, 477];
 /// TS 26.201 Table 1a, bits per second per mode.
-const BITRATES: [u32; 9] = [
-    6_600, 8_850, 12_650, 14_250, 15_850, 18_250, 19_850, 23_050, 23_850,
-];
+const BITRATES: [u32; 9] = [6_600, 8_850, 12_650, 14_250, 15_850, 18_250, 19_850, 23_050, 23_850];
 /// SID frames carry 35 comfort noise bits, 1 STI bit and 4 mode indication bits (TS 26.201 §4.2).
 const SID_BITS: usize = 40;
 const FT_SID: u8 = 9;
@@ -220,10 +209,7 @@ mod tests {
     #[test]
     fn frame_sizes_match_rfc4867_table() {
         // RFC 4867 §3.6 / storage sizes from stack.md §5 (storage bytes = 1 + these).
-        let bytes: Vec<usize> = Mode::ALL
-            .iter()
-            .map(|m| FrameType::Speech(*m).bytes())
-            .collect();
+        let bytes: Vec<usize> = Mode::ALL.iter().map(|m| FrameType::Speech(*m).bytes()).collect();
         assert_eq!(bytes, [17, 23, 32, 36, 40, 46, 50, 58, 60]);
         assert_eq!(FrameType::Sid.bytes(), 5);
         assert_eq!(FrameType::NoData.bytes(), 0);

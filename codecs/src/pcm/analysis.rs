@@ -7,10 +7,7 @@ use std::f64::consts::PI;
 pub fn tone(sample_rate: u32, frequency: f64, peak_dbfs: f64, len: usize) -> Vec<i16> {
     let amplitude = f64::from(i16::MAX) * 10f64.powf(peak_dbfs / 20.0);
     (0..len)
-        .map(|n| {
-            (amplitude * (2.0 * PI * frequency * n as f64 / f64::from(sample_rate)).sin()).round()
-                as i16
-        })
+        .map(|n| (amplitude * (2.0 * PI * frequency * n as f64 / f64::from(sample_rate)).sin()).round() as i16)
         .collect()
 }
 
@@ -20,8 +17,7 @@ pub fn rms_dbfs(samples: &[i16]) -> f64 {
     if samples.is_empty() {
         return f64::NEG_INFINITY;
     }
-    let energy: f64 =
-        samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / samples.len() as f64;
+    let energy: f64 = samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / samples.len() as f64;
     10.0 * (energy / f64::from(i16::MAX).powi(2)).log10()
 }
 
@@ -41,26 +37,13 @@ pub fn dominant_frequency(samples: &[i16], sample_rate: u32) -> f64 {
         *r = f64::from(s) * window;
     }
     fft(&mut re, &mut im);
-    let magnitude: Vec<f64> = re[..size / 2]
-        .iter()
-        .zip(&im[..size / 2])
-        .map(|(r, i)| (r * r + i * i).sqrt())
-        .collect();
+    let magnitude: Vec<f64> = re[..size / 2].iter().zip(&im[..size / 2]).map(|(r, i)| (r * r + i * i).sqrt()).collect();
     // Skip DC and the bin next to it: a DC offset is not a tone.
-    let peak = (2..size / 2 - 1)
-        .max_by(|&a, &b| magnitude[a].total_cmp(&magnitude[b]))
-        .unwrap_or(2);
-    let (a, b, c) = (
-        (magnitude[peak - 1] + 1e-12).ln(),
-        (magnitude[peak] + 1e-12).ln(),
-        (magnitude[peak + 1] + 1e-12).ln(),
-    );
+    let peak = (2..size / 2 - 1).max_by(|&a, &b| magnitude[a].total_cmp(&magnitude[b])).unwrap_or(2);
+    let (a, b, c) =
+        ((magnitude[peak - 1] + 1e-12).ln(), (magnitude[peak] + 1e-12).ln(), (magnitude[peak + 1] + 1e-12).ln());
     let denominator = a - 2.0 * b + c;
-    let offset = if denominator.abs() > 1e-12 {
-        0.5 * (a - c) / denominator
-    } else {
-        0.0
-    };
+    let offset = if denominator.abs() > 1e-12 { 0.5 * (a - c) / denominator } else { 0.0 };
     (peak as f64 + offset) * f64::from(sample_rate) / size as f64
 }
 
@@ -93,13 +76,10 @@ pub fn tone_level_dbfs(samples: &[i16], sample_rate: u32, frequency: f64) -> f64
 /// Signal-to-noise ratio in dB of `test` against `reference`, sample by sample over the
 /// shorter of the two. Align them first (see [`best_delay`]).
 pub fn snr_db(reference: &[i16], test: &[i16]) -> f64 {
-    let (signal, noise) = reference
-        .iter()
-        .zip(test)
-        .fold((0.0, 0.0), |(s, n), (&r, &t)| {
-            let (r, t) = (f64::from(r), f64::from(t));
-            (s + r * r, n + (r - t) * (r - t))
-        });
+    let (signal, noise) = reference.iter().zip(test).fold((0.0, 0.0), |(s, n), (&r, &t)| {
+        let (r, t) = (f64::from(r), f64::from(t));
+        (s + r * r, n + (r - t) * (r - t))
+    });
     10.0 * (signal / noise.max(1e-9)).log10()
 }
 
@@ -113,11 +93,7 @@ pub fn segmental_snr_db(reference: &[i16], test: &[i16], segment: usize) -> f64 
         .filter(|(r, _)| rms_dbfs(r) > -50.0)
         .map(|(r, t)| snr_db(r, t).clamp(-10.0, 35.0))
         .collect();
-    if snrs.is_empty() {
-        f64::NEG_INFINITY
-    } else {
-        snrs.iter().sum::<f64>() / snrs.len() as f64
-    }
+    if snrs.is_empty() { f64::NEG_INFINITY } else { snrs.iter().sum::<f64>() / snrs.len() as f64 }
 }
 
 /// The delay in samples (0..=`max_delay`) by which `test` lags `reference` most likely, by
@@ -125,22 +101,13 @@ pub fn segmental_snr_db(reference: &[i16], test: &[i16], segment: usize) -> f64 
 pub fn best_delay(reference: &[i16], test: &[i16], max_delay: usize) -> usize {
     let score = |delay: usize| -> f64 {
         let t = test.get(delay..).unwrap_or(&[]);
-        let (dot, energy) = reference
-            .iter()
-            .zip(t)
-            .fold((0.0, 0.0), |(d, e), (&r, &t)| {
-                let (r, t) = (f64::from(r), f64::from(t));
-                (d + r * t, e + t * t)
-            });
-        if energy > 0.0 {
-            dot / energy.sqrt()
-        } else {
-            f64::NEG_INFINITY
-        }
+        let (dot, energy) = reference.iter().zip(t).fold((0.0, 0.0), |(d, e), (&r, &t)| {
+            let (r, t) = (f64::from(r), f64::from(t));
+            (d + r * t, e + t * t)
+        });
+        if energy > 0.0 { dot / energy.sqrt() } else { f64::NEG_INFINITY }
     };
-    (0..=max_delay)
-        .max_by(|&a, &b| score(a).total_cmp(&score(b)))
-        .unwrap_or(0)
+    (0..=max_delay).max_by(|&a, &b| score(a).total_cmp(&score(b))).unwrap_or(0)
 }
 
 /// In-place iterative radix-2 FFT; `re.len()` must be a power of two.
@@ -198,18 +165,10 @@ mod tests {
 
     #[test]
     fn dominant_frequency_finds_tones_within_a_fraction_of_a_hertz() {
-        for (rate, frequency) in [
-            (8_000, 1004.0),
-            (16_000, 440.0),
-            (16_000, 3_333.3),
-            (48_000, 997.0),
-        ] {
+        for (rate, frequency) in [(8_000, 1004.0), (16_000, 440.0), (16_000, 3_333.3), (48_000, 997.0)] {
             let samples = tone(rate, frequency, -6.0, rate as usize);
             let found = dominant_frequency(&samples, rate);
-            assert!(
-                (found - frequency).abs() < 0.25,
-                "{frequency} Hz at {rate}: {found}"
-            );
+            assert!((found - frequency).abs() < 0.25, "{frequency} Hz at {rate}: {found}");
         }
     }
 

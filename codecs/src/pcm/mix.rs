@@ -12,14 +12,8 @@ use thiserror::Error;
 /// # Panics
 /// When the lengths differ: both are frames of the same leg, so a mismatch is a caller bug.
 pub fn mix_into(acc: &mut [i16], input: &[i16]) {
-    assert_eq!(
-        acc.len(),
-        input.len(),
-        "mix_into: frames of different lengths"
-    );
-    acc.iter_mut()
-        .zip(input)
-        .for_each(|(a, &b)| *a = a.saturating_add(b));
+    assert_eq!(acc.len(), input.len(), "mix_into: frames of different lengths");
+    acc.iter_mut().zip(input).for_each(|(a, &b)| *a = a.saturating_add(b));
 }
 
 /// Mixes every participant's frame minus their own, in one pass.
@@ -76,39 +70,26 @@ impl NMinusOneMixer {
     pub fn mix(&mut self, inputs: &[Option<&[i16]>]) -> Result<(), MixError> {
         // 1. Check the whole frame first so a bad input leaves the previous mix intact.
         if inputs.len() > self.max_participants {
-            return Err(MixError::TooManyParticipants {
-                given: inputs.len(),
-                max: self.max_participants,
-            });
+            return Err(MixError::TooManyParticipants { given: inputs.len(), max: self.max_participants });
         }
         for (participant, input) in inputs.iter().enumerate() {
             if let Some(frame) = input
                 && frame.len() != self.frame_len
             {
-                return Err(MixError::WrongFrameLength {
-                    participant,
-                    len: frame.len(),
-                    frame_len: self.frame_len,
-                });
+                return Err(MixError::WrongFrameLength { participant, len: frame.len(), frame_len: self.frame_len });
             }
         }
         // 2. One sum in 32 bits: 65,536 full-scale inputs fit before it could overflow.
         self.sum.fill(0);
         for frame in inputs.iter().flatten() {
-            self.sum
-                .iter_mut()
-                .zip(frame.iter())
-                .for_each(|(s, &x)| *s += i32::from(x));
+            self.sum.iter_mut().zip(frame.iter()).for_each(|(s, &x)| *s += i32::from(x));
         }
         for (e, &s) in self.everyone.iter_mut().zip(&self.sum) {
             *e = saturate(s);
         }
         // 3. Each output is the sum without its own input.
         self.participants = inputs.len();
-        for (input, out) in inputs
-            .iter()
-            .zip(self.outputs.chunks_exact_mut(self.frame_len))
-        {
+        for (input, out) in inputs.iter().zip(self.outputs.chunks_exact_mut(self.frame_len)) {
             match input {
                 Some(own) => {
                     for ((o, &s), &x) in out.iter_mut().zip(&self.sum).zip(own.iter()) {
@@ -126,10 +107,7 @@ impl NMinusOneMixer {
     /// # Panics
     /// When `index` is not below the number of inputs of the last mix.
     pub fn output(&self, index: usize) -> &[i16] {
-        assert!(
-            index < self.participants,
-            "no participant {index} in the last mix"
-        );
+        assert!(index < self.participants, "no participant {index} in the last mix");
         &self.outputs[index * self.frame_len..(index + 1) * self.frame_len]
     }
 
@@ -161,13 +139,8 @@ mod tests {
 
     #[test]
     fn each_output_is_the_naive_sum_of_the_others() {
-        let frames: Vec<Vec<i16>> = (0..5)
-            .map(|p| {
-                (0..8)
-                    .map(|i| ((p * 7919 + i * 104_729) % 40_000 - 20_000) as i16)
-                    .collect()
-            })
-            .collect();
+        let frames: Vec<Vec<i16>> =
+            (0..5).map(|p| (0..8).map(|i| ((p * 7919 + i * 104_729) % 40_000 - 20_000) as i16).collect()).collect();
         let mut inputs: Vec<Option<&[i16]>> = frames.iter().map(|f| Some(f.as_slice())).collect();
         inputs[3] = None;
         let mut mixer = NMinusOneMixer::new(6, 8);
@@ -180,11 +153,7 @@ mod tests {
                     .filter(|(p, _)| *p != me)
                     .filter_map(|(_, f)| f.map(|f| i32::from(f[i])))
                     .sum();
-                assert_eq!(
-                    mixer.output(me)[i],
-                    saturate(naive),
-                    "participant {me} sample {i}"
-                );
+                assert_eq!(mixer.output(me)[i], saturate(naive), "participant {me} sample {i}");
             }
         }
         let all: i32 = inputs.iter().flatten().map(|f| i32::from(f[0])).sum();
@@ -198,9 +167,7 @@ mod tests {
         let loud = [30_000i16; 4];
         let quiet = [10i16; 4];
         let mut mixer = NMinusOneMixer::new(3, 4);
-        mixer
-            .mix(&[Some(&loud), Some(&loud), Some(&quiet)])
-            .unwrap();
+        mixer.mix(&[Some(&loud), Some(&loud), Some(&quiet)]).unwrap();
         assert_eq!(mixer.output(0), [30_010; 4]);
         assert_eq!(mixer.output(2), [i16::MAX; 4]);
     }
@@ -213,16 +180,9 @@ mod tests {
         let short = [1i16; 3];
         assert_eq!(
             mixer.mix(&[Some(&a), Some(&short)]),
-            Err(MixError::WrongFrameLength {
-                participant: 1,
-                len: 3,
-                frame_len: 4
-            })
+            Err(MixError::WrongFrameLength { participant: 1, len: 3, frame_len: 4 })
         );
-        assert_eq!(
-            mixer.mix(&[None, None, None]),
-            Err(MixError::TooManyParticipants { given: 3, max: 2 })
-        );
+        assert_eq!(mixer.mix(&[None, None, None]), Err(MixError::TooManyParticipants { given: 3, max: 2 }));
         assert_eq!(mixer.output(1), [1; 4]);
         assert_eq!(mixer.output(0), [0; 4]);
     }

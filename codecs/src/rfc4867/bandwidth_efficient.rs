@@ -10,9 +10,7 @@ use crate::amrwb::FrameRef;
 
 /// Bytes of the payload holding `frames`.
 pub(super) fn payload_len(frames: &[FrameRef<'_>]) -> usize {
-    let bits = CMR_BITS
-        + frames.len() * TOC_BITS
-        + frames.iter().map(|f| f.frame_type.bits()).sum::<usize>();
+    let bits = CMR_BITS + frames.len() * TOC_BITS + frames.iter().map(|f| f.frame_type.bits()).sum::<usize>();
     bits.div_ceil(8)
 }
 
@@ -34,15 +32,8 @@ pub(super) fn write(cmr: Cmr, frames: &[FrameRef<'_>], out: &mut [u8]) {
 }
 
 /// Reads a payload into `out` and returns its CMR.
-pub(super) fn read(
-    payload: &[u8],
-    max_frames: usize,
-    out: &mut PacketFrames,
-) -> Result<Cmr, DepacketizeError> {
-    let mut reader = BitReader {
-        payload,
-        position: 0,
-    };
+pub(super) fn read(payload: &[u8], max_frames: usize, out: &mut PacketFrames) -> Result<Cmr, DepacketizeError> {
+    let mut reader = BitReader { payload, position: 0 };
     // 1. CMR.
     let cmr = Cmr::from_bits(reader.get(CMR_BITS)?);
     // 2. ToC entries until one has F = 0.
@@ -61,10 +52,7 @@ pub(super) fn read(
     let needed_bits = reader.position + out.iter().map(|f| f.frame_type.bits()).sum::<usize>();
     let available_bits = payload.len() * 8;
     if needed_bits > available_bits {
-        return Err(DepacketizeError::Truncated {
-            needed_bits,
-            available_bits,
-        });
+        return Err(DepacketizeError::Truncated { needed_bits, available_bits });
     }
     for index in 0..out.len() {
         let bits = out.get(index).map_or(0, |f| f.frame_type.bits());
@@ -128,10 +116,7 @@ impl BitReader<'_> {
     fn get(&mut self, count: usize) -> Result<u8, DepacketizeError> {
         let available_bits = self.payload.len() * 8;
         if self.position + count > available_bits {
-            return Err(DepacketizeError::Truncated {
-                needed_bits: self.position + count,
-                available_bits,
-            });
+            return Err(DepacketizeError::Truncated { needed_bits: self.position + count, available_bits });
         }
         let mut value = 0u8;
         let mut remaining = count;
@@ -156,8 +141,7 @@ impl BitReader<'_> {
         } else {
             // Bits position..position+8 of each byte span two octets, both inside the payload.
             for (i, byte) in out.iter_mut().enumerate() {
-                *byte = (self.payload[start + i] << shift)
-                    | (self.payload[start + i + 1] >> (8 - shift));
+                *byte = (self.payload[start + i] << shift) | (self.payload[start + i + 1] >> (8 - shift));
             }
         }
         self.position += 8 * out.len();

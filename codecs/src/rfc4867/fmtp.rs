@@ -69,55 +69,30 @@ impl Fmtp {
     /// Parses the text after the payload type, e.g. `"octet-align=1; mode-set=0,2,5,7"`.
     pub fn parse(text: &str) -> Result<Self, FmtpError> {
         let mut fmtp = Self::default();
-        for item in text
-            .split(';')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-        {
-            let (name, value) = item
-                .split_once('=')
-                .map_or((item, ""), |(n, v)| (n.trim(), v.trim()));
-            let Some(param) = PARAMS
-                .iter()
-                .find(|(known, _)| known.eq_ignore_ascii_case(name))
-                .map(|(_, p)| *p)
-            else {
+        for item in text.split(';').map(str::trim).filter(|item| !item.is_empty()) {
+            let (name, value) = item.split_once('=').map_or((item, ""), |(n, v)| (n.trim(), v.trim()));
+            let Some(param) = PARAMS.iter().find(|(known, _)| known.eq_ignore_ascii_case(name)).map(|(_, p)| *p) else {
                 continue;
             };
             let invalid = FmtpError { param };
             match param {
                 FmtpParam::OctetAlign => fmtp.octet_align = flag(value).ok_or(invalid)?,
-                FmtpParam::ModeChangeNeighbor => {
-                    fmtp.mode_change_neighbor = flag(value).ok_or(invalid)?
-                }
+                FmtpParam::ModeChangeNeighbor => fmtp.mode_change_neighbor = flag(value).ok_or(invalid)?,
                 FmtpParam::Crc => fmtp.crc = flag(value).ok_or(invalid)?,
                 FmtpParam::RobustSorting => fmtp.robust_sorting = flag(value).ok_or(invalid)?,
                 FmtpParam::ModeSet => fmtp.mode_set = Some(mode_set(value).ok_or(invalid)?),
                 FmtpParam::ModeChangePeriod => {
-                    fmtp.mode_change_period = Some(
-                        value
-                            .parse()
-                            .ok()
-                            .filter(|v| (1..=2).contains(v))
-                            .ok_or(invalid)?,
-                    );
+                    fmtp.mode_change_period = Some(value.parse().ok().filter(|v| (1..=2).contains(v)).ok_or(invalid)?);
                 }
                 FmtpParam::ModeChangeCapability => {
-                    fmtp.mode_change_capability = Some(
-                        value
-                            .parse()
-                            .ok()
-                            .filter(|v| (1..=2).contains(v))
-                            .ok_or(invalid)?,
-                    );
+                    fmtp.mode_change_capability =
+                        Some(value.parse().ok().filter(|v| (1..=2).contains(v)).ok_or(invalid)?);
                 }
                 FmtpParam::MaxRed => fmtp.max_red = Some(value.parse().map_err(|_| invalid)?),
                 FmtpParam::Interleaving => {
                     fmtp.interleaving = Some(value.parse().ok().filter(|v| *v > 0).ok_or(invalid)?);
                 }
-                FmtpParam::Channels => {
-                    fmtp.channels = Some(value.parse().ok().filter(|v| *v > 0).ok_or(invalid)?)
-                }
+                FmtpParam::Channels => fmtp.channels = Some(value.parse().ok().filter(|v| *v > 0).ok_or(invalid)?),
             }
         }
         Ok(fmtp)
@@ -163,13 +138,9 @@ mod tests {
 
     #[test]
     fn parses_a_typical_offer() {
-        let fmtp =
-            Fmtp::parse("octet-align=1; mode-set=0,2, 5,8;mode-change-period=2 ; foo=bar").unwrap();
+        let fmtp = Fmtp::parse("octet-align=1; mode-set=0,2, 5,8;mode-change-period=2 ; foo=bar").unwrap();
         assert!(fmtp.octet_align);
-        assert_eq!(
-            fmtp.mode_set,
-            Some(ModeSet::new(&[Mode::M0, Mode::M2, Mode::M5, Mode::M8]))
-        );
+        assert_eq!(fmtp.mode_set, Some(ModeSet::new(&[Mode::M0, Mode::M2, Mode::M5, Mode::M8])));
         assert_eq!(fmtp.mode_change_period, Some(2));
         let config = PayloadConfig::from_fmtp(&fmtp, 3).unwrap();
         assert_eq!(config.layout, Layout::OctetAligned);
@@ -181,36 +152,22 @@ mod tests {
     #[test]
     fn empty_fmtp_is_bandwidth_efficient_with_every_mode() {
         let config = PayloadConfig::from_fmtp(&Fmtp::parse("").unwrap(), 1).unwrap();
-        assert_eq!(
-            config,
-            PayloadConfig {
-                max_frames: 1,
-                ..PayloadConfig::bandwidth_efficient()
-            }
-        );
+        assert_eq!(config, PayloadConfig { max_frames: 1, ..PayloadConfig::bandwidth_efficient() });
     }
 
     #[test]
     fn crc_interleaving_and_robust_sorting_are_parsed_then_refused() {
         let crc = Fmtp::parse("octet-align=1;crc=1").unwrap();
-        assert_eq!(
-            PayloadConfig::from_fmtp(&crc, 1),
-            Err(UnsupportedOption::Crc)
-        );
+        assert_eq!(PayloadConfig::from_fmtp(&crc, 1), Err(UnsupportedOption::Crc));
         let interleaving = Fmtp::parse("octet-align=1; interleaving=4").unwrap();
         assert_eq!(interleaving.interleaving, Some(4));
         let err = PayloadConfig::from_fmtp(&interleaving, 1).unwrap_err();
         assert_eq!(err, UnsupportedOption::Interleaving(4));
         assert!(err.to_string().contains("interleaving=4"), "{err}");
         let robust = Fmtp::parse("robust-sorting=1;octet-align=1").unwrap();
-        assert_eq!(
-            PayloadConfig::from_fmtp(&robust, 1),
-            Err(UnsupportedOption::RobustSorting)
-        );
+        assert_eq!(PayloadConfig::from_fmtp(&robust, 1), Err(UnsupportedOption::RobustSorting));
         // Explicit zeros are fine.
-        assert!(
-            PayloadConfig::from_fmtp(&Fmtp::parse("crc=0;robust-sorting=0").unwrap(), 1).is_ok()
-        );
+        assert!(PayloadConfig::from_fmtp(&Fmtp::parse("crc=0;robust-sorting=0").unwrap(), 1).is_ok());
     }
 
     #[test]

@@ -56,10 +56,7 @@ impl ModeSet {
 
     /// The highest mode in the set, the usual choice for sending.
     pub fn highest(self) -> Option<Mode> {
-        Mode::ALL
-            .into_iter()
-            .rev()
-            .find(|mode| self.contains(*mode))
+        Mode::ALL.into_iter().rev().find(|mode| self.contains(*mode))
     }
 
     /// The mode to send after the peer's CMR: the requested mode if allowed, else the highest
@@ -99,20 +96,12 @@ pub struct PayloadConfig {
 impl PayloadConfig {
     /// Octet-aligned, every mode, up to [`MAX_FRAMES_PER_PACKET`] frames.
     pub const fn octet_aligned() -> Self {
-        Self {
-            layout: Layout::OctetAligned,
-            mode_set: ModeSet::ALL,
-            max_frames: MAX_FRAMES_PER_PACKET,
-        }
+        Self { layout: Layout::OctetAligned, mode_set: ModeSet::ALL, max_frames: MAX_FRAMES_PER_PACKET }
     }
 
     /// Bandwidth-efficient, every mode, up to [`MAX_FRAMES_PER_PACKET`] frames.
     pub const fn bandwidth_efficient() -> Self {
-        Self {
-            layout: Layout::BandwidthEfficient,
-            mode_set: ModeSet::ALL,
-            max_frames: MAX_FRAMES_PER_PACKET,
-        }
+        Self { layout: Layout::BandwidthEfficient, mode_set: ModeSet::ALL, max_frames: MAX_FRAMES_PER_PACKET }
     }
 
     /// From the negotiated fmtp; refuses the options we do not implement.
@@ -127,11 +116,7 @@ impl PayloadConfig {
             return Err(UnsupportedOption::Interleaving(interleaving));
         }
         Ok(Self {
-            layout: if fmtp.octet_align {
-                Layout::OctetAligned
-            } else {
-                Layout::BandwidthEfficient
-            },
+            layout: if fmtp.octet_align { Layout::OctetAligned } else { Layout::BandwidthEfficient },
             mode_set: fmtp.mode_set.unwrap_or(ModeSet::ALL),
             max_frames: max_frames.clamp(1, MAX_FRAMES_PER_PACKET),
         })
@@ -170,17 +155,10 @@ impl PacketFrames {
     /// An empty buffer.
     pub const fn new() -> Self {
         const EMPTY: Slot = Slot {
-            toc: TocEntry {
-                follows: false,
-                frame_type: FrameType::NoData,
-                quality: FrameQuality::Good,
-            },
+            toc: TocEntry { follows: false, frame_type: FrameType::NoData, quality: FrameQuality::Good },
             data: [0; MAX_FRAME_BYTES],
         };
-        Self {
-            len: 0,
-            slots: [EMPTY; MAX_FRAMES_PER_PACKET],
-        }
+        Self { len: 0, slots: [EMPTY; MAX_FRAMES_PER_PACKET] }
     }
 
     /// Number of frames, counting NO_DATA and SPEECH_LOST entries.
@@ -309,21 +287,13 @@ impl Packetizer {
 
     /// Writes one payload holding `frames` (in time order) with `cmr` into `out`, and returns
     /// its length. The Q bit of each frame goes into its ToC entry; padding bits are zero.
-    pub fn packetize(
-        &self,
-        cmr: Cmr,
-        frames: &[FrameRef<'_>],
-        out: &mut [u8],
-    ) -> Result<usize, PacketizeError> {
+    pub fn packetize(&self, cmr: Cmr, frames: &[FrameRef<'_>], out: &mut [u8]) -> Result<usize, PacketizeError> {
         // 1. Validate everything before writing anything.
         if frames.is_empty() {
             return Err(PacketizeError::NoFrames);
         }
         if frames.len() > self.config.max_frames {
-            return Err(PacketizeError::TooManyFrames {
-                count: frames.len(),
-                max: self.config.max_frames,
-            });
+            return Err(PacketizeError::TooManyFrames { count: frames.len(), max: self.config.max_frames });
         }
         match cmr {
             Cmr::NoRequest => {}
@@ -352,9 +322,7 @@ impl Packetizer {
             Layout::BandwidthEfficient => bandwidth_efficient::payload_len(frames),
         };
         let capacity = out.len();
-        let out = out
-            .get_mut(..needed)
-            .ok_or(PacketizeError::BufferTooSmall { needed, capacity })?;
+        let out = out.get_mut(..needed).ok_or(PacketizeError::BufferTooSmall { needed, capacity })?;
         match self.config.layout {
             Layout::OctetAligned => octet_aligned::write(cmr, frames, out),
             Layout::BandwidthEfficient => bandwidth_efficient::write(cmr, frames, out),
@@ -424,11 +392,7 @@ impl Depacketizer {
 
     /// Reads `payload` into `out` (cleared first) and returns the CMR. On error `out` is
     /// left empty.
-    pub fn depacketize(
-        &self,
-        payload: &[u8],
-        out: &mut PacketFrames,
-    ) -> Result<Cmr, DepacketizeError> {
+    pub fn depacketize(&self, payload: &[u8], out: &mut PacketFrames) -> Result<Cmr, DepacketizeError> {
         out.clear();
         let max = self.config.max_frames.min(MAX_FRAMES_PER_PACKET);
         let result = match self.config.layout {
@@ -454,10 +418,7 @@ impl Depacketizer {
 
 /// Turns a ToC entry's six bits into an entry, or the packet's error.
 fn parse_toc(bits: u8, index: usize) -> Result<TocEntry, DepacketizeError> {
-    TocEntry::from_bits(bits).map_err(|reserved| DepacketizeError::ReservedFrameType {
-        index,
-        ft: reserved.0,
-    })
+    TocEntry::from_bits(bits).map_err(|reserved| DepacketizeError::ReservedFrameType { index, ft: reserved.0 })
 }
 
 /// Clears the padding bits after the last of `bits` in `data`, so equal frames compare equal.
@@ -471,11 +432,7 @@ fn clear_padding(data: &mut [u8], bits: usize) {
 
 /// The ToC entry to write for frame `index` of `count`.
 fn toc_for(frame: &FrameRef<'_>, index: usize, count: usize) -> TocEntry {
-    TocEntry {
-        follows: index + 1 < count,
-        frame_type: frame.frame_type,
-        quality: frame.quality,
-    }
+    TocEntry { follows: index + 1 < count, frame_type: frame.frame_type, quality: frame.quality }
 }
 
 /// Cross-layout tests; each layout's bit-exact RFC examples are in its own file.

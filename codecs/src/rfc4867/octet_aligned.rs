@@ -31,11 +31,7 @@ pub(super) fn write(cmr: Cmr, frames: &[FrameRef<'_>], out: &mut [u8]) {
 }
 
 /// Reads a payload into `out` and returns its CMR.
-pub(super) fn read(
-    payload: &[u8],
-    max_frames: usize,
-    out: &mut PacketFrames,
-) -> Result<Cmr, DepacketizeError> {
+pub(super) fn read(payload: &[u8], max_frames: usize, out: &mut PacketFrames) -> Result<Cmr, DepacketizeError> {
     let truncated = |needed_bytes: usize| DepacketizeError::Truncated {
         needed_bits: needed_bytes * 8,
         available_bits: payload.len() * 8,
@@ -61,9 +57,7 @@ pub(super) fn read(
     for index in 0..out.len() {
         let bits = out.get(index).map_or(0, |f| f.frame_type.bits());
         let bytes = bits.div_ceil(8);
-        let source = payload
-            .get(position..position + bytes)
-            .ok_or(truncated(position + bytes))?;
+        let source = payload.get(position..position + bytes).ok_or(truncated(position + bytes))?;
         let data = out.data_mut(index);
         data.copy_from_slice(source);
         clear_padding(data, bits);

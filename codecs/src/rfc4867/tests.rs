@@ -3,22 +3,14 @@ use proptest::prelude::*;
 use super::*;
 
 fn frame(frame_type: FrameType, quality: FrameQuality, data: &[u8]) -> FrameRef<'_> {
-    FrameRef {
-        frame_type,
-        quality,
-        data,
-    }
+    FrameRef { frame_type, quality, data }
 }
 
 fn round_trip(config: PayloadConfig, cmr: Cmr, frames: &[FrameRef<'_>]) -> (Vec<u8>, PacketFrames) {
     let mut payload = [0u8; 1500];
-    let len = Packetizer::new(config)
-        .packetize(cmr, frames, &mut payload)
-        .unwrap();
+    let len = Packetizer::new(config).packetize(cmr, frames, &mut payload).unwrap();
     let mut out = PacketFrames::new();
-    let got = Depacketizer::new(config)
-        .depacketize(&payload[..len], &mut out)
-        .unwrap();
+    let got = Depacketizer::new(config).depacketize(&payload[..len], &mut out).unwrap();
     assert_eq!(got, cmr);
     (payload[..len].to_vec(), out)
 }
@@ -35,11 +27,7 @@ const SID_OA: [u8; 7] = [0xF0, 0x4C, 0x12, 0x34, 0x56, 0x78, 0x9A];
 #[test]
 fn single_sid_frame_bit_exact_in_both_layouts() {
     let frames = [frame(FrameType::Sid, FrameQuality::Good, &SID_BITS)];
-    let (be, _) = round_trip(
-        PayloadConfig::bandwidth_efficient(),
-        Cmr::NoRequest,
-        &frames,
-    );
+    let (be, _) = round_trip(PayloadConfig::bandwidth_efficient(), Cmr::NoRequest, &frames);
     assert_eq!(be, SID_BE);
     let (oa, _) = round_trip(PayloadConfig::octet_aligned(), Cmr::NoRequest, &frames);
     assert_eq!(oa, SID_OA);
@@ -73,11 +61,7 @@ fn multi_frame_packet_with_no_data_and_a_damaged_frame_bit_exact() {
         frame(FrameType::Speech(Mode::M0), FrameQuality::Damaged, &zeros),
     ];
     let (expected_be, expected_oa) = multi_frame_example();
-    let (be, out) = round_trip(
-        PayloadConfig::bandwidth_efficient(),
-        Cmr::Mode(Mode::M8),
-        &frames,
-    );
+    let (be, out) = round_trip(PayloadConfig::bandwidth_efficient(), Cmr::Mode(Mode::M8), &frames);
     assert_eq!(be, expected_be);
     assert_eq!(out.iter().collect::<Vec<_>>(), frames);
     let (oa, out) = round_trip(PayloadConfig::octet_aligned(), Cmr::Mode(Mode::M8), &frames);
@@ -92,47 +76,20 @@ fn payload_sizes_match_the_spike_measurements() {
     // stack.md §5: mode 8 single frame OA 62 / BE 61 bytes; 3 x 12.65 kbit/s OA 100 / BE 98.
     let m8 = [0u8; 60];
     let one = [frame(FrameType::Speech(Mode::M8), FrameQuality::Good, &m8)];
-    assert_eq!(
-        round_trip(PayloadConfig::octet_aligned(), Cmr::NoRequest, &one)
-            .0
-            .len(),
-        62
-    );
-    assert_eq!(
-        round_trip(PayloadConfig::bandwidth_efficient(), Cmr::NoRequest, &one)
-            .0
-            .len(),
-        61
-    );
+    assert_eq!(round_trip(PayloadConfig::octet_aligned(), Cmr::NoRequest, &one).0.len(), 62);
+    assert_eq!(round_trip(PayloadConfig::bandwidth_efficient(), Cmr::NoRequest, &one).0.len(), 61);
     let m2 = [0u8; 32];
     let three = [frame(FrameType::Speech(Mode::M2), FrameQuality::Good, &m2); 3];
-    assert_eq!(
-        round_trip(PayloadConfig::octet_aligned(), Cmr::NoRequest, &three)
-            .0
-            .len(),
-        100
-    );
-    assert_eq!(
-        round_trip(PayloadConfig::bandwidth_efficient(), Cmr::NoRequest, &three)
-            .0
-            .len(),
-        98
-    );
+    assert_eq!(round_trip(PayloadConfig::octet_aligned(), Cmr::NoRequest, &three).0.len(), 100);
+    assert_eq!(round_trip(PayloadConfig::bandwidth_efficient(), Cmr::NoRequest, &three).0.len(), 98);
 }
 
 #[test]
 fn padding_bits_of_input_frames_do_not_leak_into_the_payload() {
     let mut dirty = [0u8; 17];
     dirty[16] = 0x0F; // only padding bits set
-    let frames = [frame(
-        FrameType::Speech(Mode::M0),
-        FrameQuality::Good,
-        &dirty,
-    )];
-    for config in [
-        PayloadConfig::octet_aligned(),
-        PayloadConfig::bandwidth_efficient(),
-    ] {
+    let frames = [frame(FrameType::Speech(Mode::M0), FrameQuality::Good, &dirty)];
+    for config in [PayloadConfig::octet_aligned(), PayloadConfig::bandwidth_efficient()] {
         let (payload, out) = round_trip(config, Cmr::NoRequest, &frames);
         assert!(payload[2..].iter().all(|&b| b == 0), "{payload:02x?}");
         assert_eq!(out.get(0).unwrap().data, [0u8; 17]);
@@ -152,20 +109,14 @@ fn packetizer_refuses_what_the_session_does_not_allow() {
     let m8_frame = frame(FrameType::Speech(Mode::M8), FrameQuality::Good, &m8);
     assert_eq!(
         packetizer.packetize(Cmr::NoRequest, &[m8_frame], &mut out),
-        Err(PacketizeError::ModeNotInModeSet {
-            index: 0,
-            mode: Mode::M8
-        })
+        Err(PacketizeError::ModeNotInModeSet { index: 0, mode: Mode::M8 })
     );
     let sid = frame(FrameType::Sid, FrameQuality::Good, &SID_BITS);
     assert_eq!(
         packetizer.packetize(Cmr::NoRequest, &[sid; 3], &mut out),
         Err(PacketizeError::TooManyFrames { count: 3, max: 2 })
     );
-    assert_eq!(
-        packetizer.packetize(Cmr::NoRequest, &[], &mut out),
-        Err(PacketizeError::NoFrames)
-    );
+    assert_eq!(packetizer.packetize(Cmr::NoRequest, &[], &mut out), Err(PacketizeError::NoFrames));
     assert_eq!(
         packetizer.packetize(Cmr::Mode(Mode::M8), &[sid], &mut out),
         Err(PacketizeError::InvalidCmr(Cmr::Mode(Mode::M8)))
@@ -177,25 +128,14 @@ fn packetizer_refuses_what_the_session_does_not_allow() {
     let short = frame(FrameType::Sid, FrameQuality::Good, &SID_BITS[..4]);
     assert_eq!(
         packetizer.packetize(Cmr::NoRequest, &[sid, short], &mut out),
-        Err(PacketizeError::WrongFrameSize {
-            index: 1,
-            frame_type: FrameType::Sid,
-            expected: 5,
-            actual: 4
-        })
+        Err(PacketizeError::WrongFrameSize { index: 1, frame_type: FrameType::Sid, expected: 5, actual: 4 })
     );
     assert_eq!(
         packetizer.packetize(Cmr::NoRequest, &[sid], &mut out[..6]),
-        Err(PacketizeError::BufferTooSmall {
-            needed: 7,
-            capacity: 6
-        })
+        Err(PacketizeError::BufferTooSmall { needed: 7, capacity: 6 })
     );
     // SID is allowed whatever the mode-set.
-    assert_eq!(
-        packetizer.packetize(Cmr::Mode(Mode::M2), &[sid], &mut out),
-        Ok(7)
-    );
+    assert_eq!(packetizer.packetize(Cmr::Mode(Mode::M2), &[sid], &mut out), Ok(7));
 }
 
 #[test]
@@ -204,69 +144,36 @@ fn depacketizer_refuses_bad_payloads_with_the_reason() {
     let be = Depacketizer::new(PayloadConfig::bandwidth_efficient());
     let mut out = PacketFrames::new();
     // Empty.
-    assert_eq!(
-        oa.depacketize(&[], &mut out),
-        Err(DepacketizeError::Truncated {
-            needed_bits: 8,
-            available_bits: 0
-        })
-    );
-    assert_eq!(
-        be.depacketize(&[], &mut out),
-        Err(DepacketizeError::Truncated {
-            needed_bits: 4,
-            available_bits: 0
-        })
-    );
+    assert_eq!(oa.depacketize(&[], &mut out), Err(DepacketizeError::Truncated { needed_bits: 8, available_bits: 0 }));
+    assert_eq!(be.depacketize(&[], &mut out), Err(DepacketizeError::Truncated { needed_bits: 4, available_bits: 0 }));
     // CMR only: no ToC.
     assert_eq!(
         oa.depacketize(&[0xF0], &mut out),
-        Err(DepacketizeError::Truncated {
-            needed_bits: 16,
-            available_bits: 8
-        })
+        Err(DepacketizeError::Truncated { needed_bits: 16, available_bits: 8 })
     );
     // ToC says another entry follows, then the payload ends.
     assert_eq!(
         oa.depacketize(&[0xF0, 0xFC], &mut out),
-        Err(DepacketizeError::Truncated {
-            needed_bits: 24,
-            available_bits: 16
-        })
+        Err(DepacketizeError::Truncated { needed_bits: 24, available_bits: 16 })
     );
     // ToC promises a mode 8 frame (60 bytes) that is not there.
     assert_eq!(
         oa.depacketize(&[0xF0, 0x44, 1, 2, 3], &mut out),
-        Err(DepacketizeError::Truncated {
-            needed_bits: 62 * 8,
-            available_bits: 40
-        })
+        Err(DepacketizeError::Truncated { needed_bits: 62 * 8, available_bits: 40 })
     );
     assert_eq!(
         be.depacketize(&[0xF4, 0x00, 0x00], &mut out),
-        Err(DepacketizeError::Truncated {
-            needed_bits: 4 + 6 + 477,
-            available_bits: 24
-        })
+        Err(DepacketizeError::Truncated { needed_bits: 4 + 6 + 477, available_bits: 24 })
     );
     // Reserved frame type 12: 0 1100 1 00.
-    assert_eq!(
-        oa.depacketize(&[0xF0, 0x64], &mut out),
-        Err(DepacketizeError::ReservedFrameType { index: 0, ft: 12 })
-    );
+    assert_eq!(oa.depacketize(&[0xF0, 0x64], &mut out), Err(DepacketizeError::ReservedFrameType { index: 0, ft: 12 }));
     // Extra octets after the last frame.
     let mut long = SID_OA.to_vec();
     long.extend([0, 0]);
-    assert_eq!(
-        oa.depacketize(&long, &mut out),
-        Err(DepacketizeError::TrailingBytes { extra: 2 })
-    );
+    assert_eq!(oa.depacketize(&long, &mut out), Err(DepacketizeError::TrailingBytes { extra: 2 }));
     let mut long = SID_BE.to_vec();
     long.push(0);
-    assert_eq!(
-        be.depacketize(&long, &mut out),
-        Err(DepacketizeError::TrailingBytes { extra: 1 })
-    );
+    assert_eq!(be.depacketize(&long, &mut out), Err(DepacketizeError::TrailingBytes { extra: 1 }));
     // A bandwidth-efficient payload read as octet-aligned is refused, not misread.
     assert!(oa.depacketize(&SID_BE, &mut out).is_err());
     assert!(out.is_empty());
@@ -277,42 +184,22 @@ fn depacketizer_enforces_mode_set_and_frame_count() {
     let (be_payload, oa_payload) = multi_frame_example();
     let mut out = PacketFrames::new();
     let only_m8 = ModeSet::new(&[Mode::M8]);
-    for (layout, payload) in [
-        (Layout::BandwidthEfficient, &be_payload),
-        (Layout::OctetAligned, &oa_payload),
-    ] {
-        let strict = Depacketizer::new(PayloadConfig {
-            layout,
-            mode_set: only_m8,
-            max_frames: 16,
-        });
+    for (layout, payload) in [(Layout::BandwidthEfficient, &be_payload), (Layout::OctetAligned, &oa_payload)] {
+        let strict = Depacketizer::new(PayloadConfig { layout, mode_set: only_m8, max_frames: 16 });
         assert_eq!(
             strict.depacketize(payload, &mut out),
-            Err(DepacketizeError::ModeNotInModeSet {
-                index: 0,
-                mode: Mode::M0
-            })
+            Err(DepacketizeError::ModeNotInModeSet { index: 0, mode: Mode::M0 })
         );
         assert!(out.is_empty());
-        let two = Depacketizer::new(PayloadConfig {
-            layout,
-            mode_set: ModeSet::ALL,
-            max_frames: 2,
-        });
-        assert_eq!(
-            two.depacketize(payload, &mut out),
-            Err(DepacketizeError::TooManyFrames { max: 2 })
-        );
+        let two = Depacketizer::new(PayloadConfig { layout, mode_set: ModeSet::ALL, max_frames: 2 });
+        assert_eq!(two.depacketize(payload, &mut out), Err(DepacketizeError::TooManyFrames { max: 2 }));
     }
     // A ToC of 17 NO_DATA entries overflows even the largest buffer.
     let mut many = vec![0xF0];
     many.extend([0xFC; 16]);
     many.push(0x7C);
     let oa = Depacketizer::new(PayloadConfig::octet_aligned());
-    assert_eq!(
-        oa.depacketize(&many, &mut out),
-        Err(DepacketizeError::TooManyFrames { max: 16 })
-    );
+    assert_eq!(oa.depacketize(&many, &mut out), Err(DepacketizeError::TooManyFrames { max: 16 }));
 }
 
 #[test]
@@ -331,9 +218,7 @@ fn reserved_cmr_is_reported_not_refused() {
     let mut payload = SID_OA;
     payload[0] = 0xB0; // CMR 11
     let mut out = PacketFrames::new();
-    let cmr = Depacketizer::new(PayloadConfig::octet_aligned())
-        .depacketize(&payload, &mut out)
-        .unwrap();
+    let cmr = Depacketizer::new(PayloadConfig::octet_aligned()).depacketize(&payload, &mut out).unwrap();
     assert_eq!(cmr, Cmr::Reserved(11));
     assert_eq!(out.len(), 1);
 }
@@ -354,10 +239,7 @@ fn arb_frame() -> impl Strategy<Value = (FrameType, FrameQuality, Vec<u8>)> {
 }
 
 fn arb_cmr() -> impl Strategy<Value = Cmr> {
-    prop_oneof![
-        Just(Cmr::NoRequest),
-        (0u8..9).prop_map(|i| Cmr::Mode(Mode::from_index(i).unwrap()))
-    ]
+    prop_oneof![Just(Cmr::NoRequest), (0u8..9).prop_map(|i| Cmr::Mode(Mode::from_index(i).unwrap()))]
 }
 
 proptest! {

@@ -22,11 +22,7 @@ impl TocEntry {
             Ok(frame_type) => frame_type,
             Err(reserved) => return Err(reserved),
         };
-        Ok(Self {
-            follows: bits & 0x20 != 0,
-            frame_type,
-            quality: FrameQuality::from_bit(bits & 0x01 != 0),
-        })
+        Ok(Self { follows: bits & 0x20 != 0, frame_type, quality: FrameQuality::from_bit(bits & 0x01 != 0) })
     }
 
     /// The six bits `F|FT(4)|Q`.
@@ -43,18 +39,10 @@ mod tests {
     #[test]
     fn known_entries() {
         // F=1, FT=2, Q=1 -> 1 0010 1; F=0, FT=15, Q=0 -> 0 1111 0.
-        let entry = TocEntry {
-            follows: true,
-            frame_type: FrameType::Speech(Mode::M2),
-            quality: FrameQuality::Good,
-        };
+        let entry = TocEntry { follows: true, frame_type: FrameType::Speech(Mode::M2), quality: FrameQuality::Good };
         assert_eq!(entry.bits(), 0b10_0101);
         assert_eq!(TocEntry::from_bits(0b10_0101), Ok(entry));
-        let no_data = TocEntry {
-            follows: false,
-            frame_type: FrameType::NoData,
-            quality: FrameQuality::Damaged,
-        };
+        let no_data = TocEntry { follows: false, frame_type: FrameType::NoData, quality: FrameQuality::Damaged };
         assert_eq!(no_data.bits(), 0b01_1110);
         assert_eq!(TocEntry::from_bits(10 << 1), Err(ReservedFrameType(10)));
         assert_eq!(TocEntry::from_bits(0b11_1011), Err(ReservedFrameType(13)));

@@ -6,15 +6,12 @@ use std::process::{Command, Output};
 
 /// Runs an external tool; a missing tool fails the test with the package to install.
 pub fn run(tool: &str, package: &str, args: &[&str]) -> Output {
-    let output = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|err| {
-            panic!(
-                "`{tool}` could not be run ({err}): install the Debian package `{package}` \
+    let output = Command::new(tool).args(args).output().unwrap_or_else(|err| {
+        panic!(
+            "`{tool}` could not be run ({err}): install the Debian package `{package}` \
              (deps/debian-packages.txt lists what the tests need)"
-            )
-        });
+        )
+    });
     assert!(
         output.status.success(),
         "`{tool} {}` failed with {}:\n{}",
@@ -29,8 +26,7 @@ pub fn run(tool: &str, package: &str, args: &[&str]) -> Output {
 pub fn scratch_dir(test: &str) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("codecs-{test}-{}-{unique}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("codecs-{test}-{}-{unique}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -38,17 +34,12 @@ pub fn scratch_dir(test: &str) -> PathBuf {
 
 /// The path of a committed fixture.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 pub fn read_s16le(path: &std::path::Path) -> Vec<i16> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect()
+    bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
 }
 
 pub fn write_s16le(path: &std::path::Path, samples: &[i16]) {
@@ -68,10 +59,7 @@ pub struct RtpHeader {
 
 /// Splits an RTP packet into header and payload (CSRCs, extension and padding skipped).
 pub fn parse_rtp(packet: &[u8]) -> (RtpHeader, &[u8]) {
-    assert!(
-        packet.len() >= 12 && packet[0] >> 6 == 2,
-        "not RTP: {packet:02x?}"
-    );
+    assert!(packet.len() >= 12 && packet[0] >> 6 == 2, "not RTP: {packet:02x?}");
     let csrc = usize::from(packet[0] & 0x0F);
     let mut start = 12 + 4 * csrc;
     if packet[0] & 0x10 != 0 {
@@ -118,15 +106,7 @@ pub fn split_rfc4571(stream: &[u8]) -> Vec<&[u8]> {
 
 /// Frames RTP packets as an RFC 4571 stream.
 pub fn join_rfc4571(packets: &[Vec<u8>]) -> Vec<u8> {
-    packets
-        .iter()
-        .flat_map(|p| {
-            (p.len() as u16)
-                .to_be_bytes()
-                .into_iter()
-                .chain(p.iter().copied())
-        })
-        .collect()
+    packets.iter().flat_map(|p| (p.len() as u16).to_be_bytes().into_iter().chain(p.iter().copied())).collect()
 }
 
 /// Writes UDP datagrams from 127.0.0.1:`port` to 127.0.0.1:`port` into a pcap file with
@@ -144,28 +124,8 @@ pub fn write_pcap(path: &std::path::Path, port: u16, datagrams: &[Vec<u8>]) {
     for (i, payload) in datagrams.iter().enumerate() {
         let udp_len = 8 + payload.len();
         let ip_len = 20 + udp_len;
-        let mut ip = vec![
-            0x45,
-            0,
-            (ip_len >> 8) as u8,
-            ip_len as u8,
-            0,
-            0,
-            0x40,
-            0,
-            64,
-            17,
-            0,
-            0,
-            127,
-            0,
-            0,
-            1,
-            127,
-            0,
-            0,
-            1,
-        ];
+        let mut ip =
+            vec![0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1];
         let checksum = !ip.chunks(2).fold(0u32, |s, w| {
             let s = s + u32::from(u16::from_be_bytes([w[0], w[1]]));
             (s & 0xFFFF) + (s >> 16)

@@ -24,12 +24,7 @@ fn rtcp_addr(rtp: SocketAddr) -> SocketAddr {
 }
 
 /// What A and B agreed, seen from A (`remote` = B) and with keys in A's direction.
-fn negotiated(
-    codec: Codec,
-    suite: Option<SrtpSuite>,
-    remote: SocketAddr,
-    flip: bool,
-) -> Negotiated {
+fn negotiated(codec: Codec, suite: Option<SrtpSuite>, remote: SocketAddr, flip: bool) -> Negotiated {
     let (payload_type, clock_rate) = match codec {
         Codec::Pcmu => (0, 8_000),
         Codec::Pcma => (8, 8_000),
@@ -37,16 +32,9 @@ fn negotiated(
     };
     let srtp = suite.map(|suite| {
         let k1: Vec<u8> = (0..suite.master_len() as u8).collect();
-        let k2: Vec<u8> = (0..suite.master_len() as u8)
-            .map(|b| b.wrapping_mul(7) ^ 0x5A)
-            .collect();
+        let k2: Vec<u8> = (0..suite.master_len() as u8).map(|b| b.wrapping_mul(7) ^ 0x5A).collect();
         let (local_key, remote_key) = if flip { (k2, k1) } else { (k1, k2) };
-        SrtpKeys {
-            suite,
-            tag: 1,
-            remote_key,
-            local_key,
-        }
+        SrtpKeys { suite, tag: 1, remote_key, local_key }
     });
     Negotiated {
         codec,
@@ -58,11 +46,7 @@ fn negotiated(
         remote_rtp: remote,
         remote_rtcp: None,
         rtcp_mux: false,
-        profile: if suite.is_some() {
-            Profile::Savp
-        } else {
-            Profile::Avp
-        },
+        profile: if suite.is_some() { Profile::Savp } else { Profile::Avp },
         remote_direction: Direction::SendRecv,
         local_direction: Direction::SendRecv,
         srtp,
@@ -106,18 +90,10 @@ impl Pair {
     fn new(codec: Codec, suite: Option<SrtpSuite>, link: LinkConfig, seed: u64) -> Self {
         let start = Instant::now();
         let (a_addr, b_addr) = (addr(A), addr(B));
-        let a = SipLeg::new(
-            start,
-            &negotiated(codec.clone(), suite, b_addr, false),
-            config(0xA, 65_500, u32::MAX - 3_000),
-        )
-        .unwrap();
-        let b = SipLeg::new(
-            start,
-            &negotiated(codec, suite, a_addr, true),
-            config(0xB, 1, 7),
-        )
-        .unwrap();
+        let a =
+            SipLeg::new(start, &negotiated(codec.clone(), suite, b_addr, false), config(0xA, 65_500, u32::MAX - 3_000))
+                .unwrap();
+        let b = SipLeg::new(start, &negotiated(codec, suite, a_addr, true), config(0xB, 1, 7)).unwrap();
         Self {
             a,
             b,
@@ -199,19 +175,11 @@ impl Pair {
 
     fn deliver(&mut self, until: Instant) {
         while let Some((at, d)) = self.ab.receive_until(until) {
-            let from = if d[0] == 0 {
-                self.a_addr
-            } else {
-                rtcp_addr(self.a_addr)
-            };
+            let from = if d[0] == 0 { self.a_addr } else { rtcp_addr(self.a_addr) };
             let _ = self.b.handle_datagram(at, from, &d[1..]);
         }
         while let Some((at, d)) = self.ba.receive_until(until) {
-            let from = if d[0] == 0 {
-                self.b_addr
-            } else {
-                rtcp_addr(self.b_addr)
-            };
+            let from = if d[0] == 0 { self.b_addr } else { rtcp_addr(self.b_addr) };
             let _ = self.a.handle_datagram(at, from, &d[1..]);
         }
     }
@@ -222,12 +190,8 @@ impl Pair {
         let to_a = tone(16_000, 1_000.0, -10.0, n * WIDE_FRAME);
         let to_b = tone(16_000, 800.0, -10.0, n * WIDE_FRAME);
         for i in 0..n {
-            let fa: &[i16; WIDE_FRAME] = to_a[i * WIDE_FRAME..(i + 1) * WIDE_FRAME]
-                .try_into()
-                .unwrap();
-            let fb: &[i16; WIDE_FRAME] = to_b[i * WIDE_FRAME..(i + 1) * WIDE_FRAME]
-                .try_into()
-                .unwrap();
+            let fa: &[i16; WIDE_FRAME] = to_a[i * WIDE_FRAME..(i + 1) * WIDE_FRAME].try_into().unwrap();
+            let fb: &[i16; WIDE_FRAME] = to_b[i * WIDE_FRAME..(i + 1) * WIDE_FRAME].try_into().unwrap();
             self.step(fa, fb);
         }
     }
@@ -270,10 +234,7 @@ fn amr(octet_align: bool) -> Codec {
 }
 
 fn jittery() -> LinkConfig {
-    LinkConfig {
-        jitter: Duration::from_millis(5),
-        ..LinkConfig::latency(Duration::from_millis(30))
-    }
+    LinkConfig { jitter: Duration::from_millis(5), ..LinkConfig::latency(Duration::from_millis(30)) }
 }
 
 #[test]
@@ -289,11 +250,7 @@ fn tones_cross_every_codec_both_ways_with_and_without_srtp() {
             let (a, b) = (pair.a.stats(), pair.b.stats());
             assert!(b.packets_received >= 145, "{what} {b:?}");
             assert_eq!(b.jitter_buffer.concealed, 0, "{what} {b:?}");
-            assert_eq!(
-                a.auth_failures + b.auth_failures + a.malformed + b.malformed,
-                0,
-                "{what}"
-            );
+            assert_eq!(a.auth_failures + b.auth_failures + a.malformed + b.malformed, 0, "{what}");
             assert!(b.target_delay <= Duration::from_millis(120));
         }
     }
@@ -317,12 +274,7 @@ fn five_percent_loss_keeps_the_tone_and_is_concealed_and_reported() {
             jitter: Duration::from_millis(3),
             ..LinkConfig::latency(Duration::from_millis(40))
         };
-        let mut pair = Pair::new(
-            codec.clone(),
-            Some(SrtpSuite::AesCm128HmacSha1_80),
-            link,
-            42,
-        );
+        let mut pair = Pair::new(codec.clone(), Some(SrtpSuite::AesCm128HmacSha1_80), link, 42);
         pair.run_tones(20);
         assert_tone(tail(&pair.played_b, 15.0), 1_000.0, &format!("{codec:?}"));
         let b = pair.b.stats();
@@ -333,10 +285,7 @@ fn five_percent_loss_keeps_the_tone_and_is_concealed_and_reported() {
         let a = pair.a.stats();
         assert!(a.remote_packets_lost.is_some_and(|l| l > 0), "{a:?}");
         let rtt = a.round_trip.expect("round trip from RTCP");
-        assert!(
-            rtt >= Duration::from_millis(75) && rtt <= Duration::from_millis(110),
-            "{rtt:?}"
-        );
+        assert!(rtt >= Duration::from_millis(75) && rtt <= Duration::from_millis(110), "{rtt:?}");
         assert!(a.rtcp_sent >= 3 && a.rtcp_received >= 3, "{a:?}");
     }
 }
@@ -344,12 +293,7 @@ fn five_percent_loss_keeps_the_tone_and_is_concealed_and_reported() {
 #[test]
 fn dtmf_crosses_both_ways_at_each_clock() {
     for codec in [Codec::Pcma, amr(true)] {
-        let mut pair = Pair::new(
-            codec.clone(),
-            Some(SrtpSuite::AesCm128HmacSha1_80),
-            jittery(),
-            5,
-        );
+        let mut pair = Pair::new(codec.clone(), Some(SrtpSuite::AesCm128HmacSha1_80), jittery(), 5);
         pair.run_silence(1);
         for digit in ['1', '#', 'D'] {
             pair.a.send_dtmf(pair.now(), digit).unwrap();
@@ -366,19 +310,9 @@ fn dtmf_crosses_both_ways_at_each_clock() {
                 .collect()
         };
         let at_b = ended(&pair.events_b);
-        assert_eq!(
-            at_b.iter().map(|(d, _)| *d).collect::<String>(),
-            "1#D",
-            "{codec:?}"
-        );
+        assert_eq!(at_b.iter().map(|(d, _)| *d).collect::<String>(), "1#D", "{codec:?}");
         assert!(at_b.iter().all(|(_, d)| *d == DTMF_DURATION), "{at_b:?}");
-        assert_eq!(
-            ended(&pair.events_a)
-                .iter()
-                .map(|(d, _)| *d)
-                .collect::<String>(),
-            "9"
-        );
+        assert_eq!(ended(&pair.events_a).iter().map(|(d, _)| *d).collect::<String>(), "9");
         assert_eq!(pair.a.stats().dtmf_sent, 3);
         assert_eq!(pair.b.stats().dtmf_received, 3);
         // Three end packets per digit (RFC 4733 §2.5.1.4).
@@ -391,37 +325,19 @@ fn dtmf_crosses_both_ways_at_each_clock() {
         assert!(ends >= 3 * 5, "{ends} event packets");
     }
     let mut pair = Pair::new(Codec::Pcmu, None, jittery(), 1);
-    assert_eq!(
-        pair.a.send_dtmf(pair.now(), 'x'),
-        Err(LegError::InvalidDigit { digit: 'x' })
-    );
+    assert_eq!(pair.a.send_dtmf(pair.now(), 'x'), Err(LegError::InvalidDigit { digit: 'x' }));
 }
 
 #[test]
 fn hold_silences_and_stops_sending_and_resume_brings_the_tone_back() {
-    let mut pair = Pair::new(
-        Codec::Pcmu,
-        Some(SrtpSuite::AesCm128HmacSha1_80),
-        jittery(),
-        7,
-    );
+    let mut pair = Pair::new(Codec::Pcmu, Some(SrtpSuite::AesCm128HmacSha1_80), jittery(), 7);
     pair.run_tones(2);
     // B holds A: B declares sendonly, A answers recvonly.
     let (a_addr, b_addr) = (pair.a_addr, pair.b_addr);
-    let mut held_a = negotiated(
-        Codec::Pcmu,
-        Some(SrtpSuite::AesCm128HmacSha1_80),
-        b_addr,
-        false,
-    );
+    let mut held_a = negotiated(Codec::Pcmu, Some(SrtpSuite::AesCm128HmacSha1_80), b_addr, false);
     held_a.remote_direction = Direction::SendOnly;
     held_a.local_direction = Direction::RecvOnly;
-    let mut held_b = negotiated(
-        Codec::Pcmu,
-        Some(SrtpSuite::AesCm128HmacSha1_80),
-        a_addr,
-        true,
-    );
+    let mut held_b = negotiated(Codec::Pcmu, Some(SrtpSuite::AesCm128HmacSha1_80), a_addr, true);
     held_b.remote_direction = Direction::RecvOnly;
     held_b.local_direction = Direction::SendOnly;
     let now = pair.now();
@@ -430,16 +346,8 @@ fn hold_silences_and_stops_sending_and_resume_brings_the_tone_back() {
     let sent_before = pair.a.stats().packets_sent;
     pair.run_tones(5);
     assert!(pair.a.is_on_hold());
-    assert_eq!(
-        pair.a.stats().packets_sent,
-        sent_before,
-        "A sends nothing while held"
-    );
-    assert!(
-        pair.status_a[pair.status_a.len() - 200..]
-            .iter()
-            .all(|s| *s == AudioStatus::Held)
-    );
+    assert_eq!(pair.a.stats().packets_sent, sent_before, "A sends nothing while held");
+    assert!(pair.status_a[pair.status_a.len() - 200..].iter().all(|s| *s == AudioStatus::Held));
     assert!(tail(&pair.played_a, 3.0).iter().all(|s| *s == 0));
     assert!(!pair.a.is_inactive(pair.now(), Duration::from_secs(1)));
     // B stops sending too: still no inactivity while held.
@@ -449,28 +357,8 @@ fn hold_silences_and_stops_sending_and_resume_brings_the_tone_back() {
     // Resume.
     pair.b_talks = true;
     let now = pair.now();
-    pair.a
-        .update(
-            now,
-            &negotiated(
-                Codec::Pcmu,
-                Some(SrtpSuite::AesCm128HmacSha1_80),
-                b_addr,
-                false,
-            ),
-        )
-        .unwrap();
-    pair.b
-        .update(
-            now,
-            &negotiated(
-                Codec::Pcmu,
-                Some(SrtpSuite::AesCm128HmacSha1_80),
-                a_addr,
-                true,
-            ),
-        )
-        .unwrap();
+    pair.a.update(now, &negotiated(Codec::Pcmu, Some(SrtpSuite::AesCm128HmacSha1_80), b_addr, false)).unwrap();
+    pair.b.update(now, &negotiated(Codec::Pcmu, Some(SrtpSuite::AesCm128HmacSha1_80), a_addr, true)).unwrap();
     pair.run_tones(2);
     assert_tone(tail(&pair.played_a, 1.0), 800.0, "B->A after resume");
     assert_tone(tail(&pair.played_b, 1.0), 1_000.0, "A->B after resume");
@@ -499,20 +387,10 @@ fn inactivity_is_reported_only_when_the_peer_should_be_sending() {
 
 #[test]
 fn a_new_ssrc_mid_call_resyncs_and_the_tone_goes_on() {
-    let mut pair = Pair::new(
-        Codec::Pcmu,
-        Some(SrtpSuite::AesCm128HmacSha1_80),
-        jittery(),
-        11,
-    );
+    let mut pair = Pair::new(Codec::Pcmu, Some(SrtpSuite::AesCm128HmacSha1_80), jittery(), 11);
     pair.run_tones(2);
     // B restarts its media (new SSRC, sequence and timestamp), same keys and address.
-    let neg_b = negotiated(
-        Codec::Pcmu,
-        Some(SrtpSuite::AesCm128HmacSha1_80),
-        pair.a_addr,
-        true,
-    );
+    let neg_b = negotiated(Codec::Pcmu, Some(SrtpSuite::AesCm128HmacSha1_80), pair.a_addr, true);
     pair.b = SipLeg::new(pair.now(), &neg_b, config(0xBB, 40_000, 123_456_789)).unwrap();
     pair.run_tones(3);
     assert_tone(tail(&pair.played_a, 2.0), 800.0, "after the SSRC change");
@@ -529,15 +407,9 @@ fn hostile_datagrams_never_panic_and_are_counted() {
         pair.run_tones(1);
         let (b, now) = (pair.b_addr, pair.now());
         let mut rtp = [0u8; 40];
-        RtpHeader {
-            marker: false,
-            payload_type: 96,
-            sequence: 9,
-            timestamp: 9,
-            ssrc: Ssrc(0xB),
-        }
-        .write(&mut rtp)
-        .unwrap();
+        RtpHeader { marker: false, payload_type: 96, sequence: 9, timestamp: 9, ssrc: Ssrc(0xB) }
+            .write(&mut rtp)
+            .unwrap();
         let mut wrong_pt = rtp;
         wrong_pt[1] = 33;
         let mut csrc = rtp;
@@ -556,11 +428,7 @@ fn hostile_datagrams_never_panic_and_are_counted() {
             vec![0x80; 2000],
         ];
         // A genuine packet of B with a flipped tag or payload bit.
-        let genuine = pair
-            .ba
-            .receive_until(now + Duration::from_secs(1))
-            .map(|(_, d)| d[1..].to_vec())
-            .unwrap();
+        let genuine = pair.ba.receive_until(now + Duration::from_secs(1)).map(|(_, d)| d[1..].to_vec()).unwrap();
         for at in [genuine.len() - 1, 14] {
             let mut bad = genuine.clone();
             bad[at] ^= 0x10;
@@ -586,49 +454,27 @@ fn hostile_datagrams_never_panic_and_are_counted() {
         }
         let before = pair.a.stats();
         for d in &hostile {
-            assert!(
-                pair.a.handle_datagram(now, b, d).is_err(),
-                "{suite:?} {d:02x?}"
-            );
+            assert!(pair.a.handle_datagram(now, b, d).is_err(), "{suite:?} {d:02x?}");
         }
         let after = pair.a.stats();
-        let counted = |s: &LegStats| {
-            s.malformed + s.auth_failures + s.replays + s.unknown_payload_type + s.foreign_source
-        };
-        assert_eq!(
-            counted(&after) - counted(&before),
-            hostile.len() as u64,
-            "{suite:?} {after:?}"
-        );
+        let counted =
+            |s: &LegStats| s.malformed + s.auth_failures + s.replays + s.unknown_payload_type + s.foreign_source;
+        assert_eq!(counted(&after) - counted(&before), hostile.len() as u64, "{suite:?} {after:?}");
         if suite.is_some() {
-            assert!(
-                after.auth_failures - before.auth_failures >= 200,
-                "{after:?}"
-            );
+            assert!(after.auth_failures - before.auth_failures >= 200, "{after:?}");
         } else {
-            assert!(
-                after.unknown_payload_type > before.unknown_payload_type,
-                "{after:?}"
-            );
+            assert!(after.unknown_payload_type > before.unknown_payload_type, "{after:?}");
         }
         // The call goes on.
         pair.run_tones(2);
-        assert_tone(
-            tail(&pair.played_a, 1.0),
-            800.0,
-            "after the hostile datagrams",
-        );
+        assert_tone(tail(&pair.played_a, 1.0), 800.0, "after the hostile datagrams");
     }
 }
 
 #[test]
 fn latching_follows_the_first_authentic_source_and_relatches_after_silence() {
-    let mut pair = Pair::new(
-        Codec::Pcmu,
-        Some(SrtpSuite::AesCm128HmacSha1_80),
-        LinkConfig::latency(Duration::from_millis(10)),
-        3,
-    );
+    let mut pair =
+        Pair::new(Codec::Pcmu, Some(SrtpSuite::AesCm128HmacSha1_80), LinkConfig::latency(Duration::from_millis(10)), 3);
     // B is really behind a NAT: its packets come from another address than its SDP says.
     let nat: SocketAddr = "203.0.113.9:61000".parse().unwrap();
     let mut buf = [0u8; MTU];
@@ -642,11 +488,7 @@ fn latching_follows_the_first_authentic_source_and_relatches_after_silence() {
     assert!(pair.a.handle_datagram(now, evil, &forged).is_err());
     assert!(pair.a.handle_datagram(now, nat, &buf[..t.len]).is_ok());
     pair.a.send_audio(now, &[0; WIDE_FRAME]);
-    assert_eq!(
-        pair.a.poll_transmit(&mut buf).unwrap().to,
-        nat,
-        "sends to the latched source"
-    );
+    assert_eq!(pair.a.poll_transmit(&mut buf).unwrap().to, nat, "sends to the latched source");
     // Another source is ignored while the latched one is live...
     pair.b.send_audio(now + TICK, &[0; WIDE_FRAME]);
     let t = pair.b.poll_transmit(&mut buf).unwrap();
@@ -693,43 +535,17 @@ fn amr_wb_honours_the_mode_set_and_the_peers_cmr() {
     let mut bits = [0u8; MAX_FRAME_BYTES];
     let encoded = encoder.encode(speech, Mode::M8, &mut bits).unwrap();
     let mut packet = [0u8; 200];
-    let n = RtpHeader {
-        marker: false,
-        payload_type: 96,
-        sequence: 5,
-        timestamp: 0,
-        ssrc: Ssrc(77),
-    }
-    .write(&mut packet)
-    .unwrap();
-    let len = packetizer
-        .packetize(
-            Cmr::Mode(Mode::M2),
-            &[encoded.frame(&bits)],
-            &mut packet[n..],
-        )
+    let n = RtpHeader { marker: false, payload_type: 96, sequence: 5, timestamp: 0, ssrc: Ssrc(77) }
+        .write(&mut packet)
         .unwrap();
-    leg.handle_datagram(start, addr(B), &packet[..n + len])
-        .unwrap();
-    assert_eq!(
-        sent_mode(&mut leg, start + TICK),
-        FrameType::Speech(Mode::M2)
-    );
+    let len = packetizer.packetize(Cmr::Mode(Mode::M2), &[encoded.frame(&bits)], &mut packet[n..]).unwrap();
+    leg.handle_datagram(start, addr(B), &packet[..n + len]).unwrap();
+    assert_eq!(sent_mode(&mut leg, start + TICK), FrameType::Speech(Mode::M2));
     // A request above the set is capped to the highest allowed below it.
-    let len = packetizer
-        .packetize(
-            Cmr::Mode(Mode::M7),
-            &[encoded.frame(&bits)],
-            &mut packet[n..],
-        )
-        .unwrap();
+    let len = packetizer.packetize(Cmr::Mode(Mode::M7), &[encoded.frame(&bits)], &mut packet[n..]).unwrap();
     packet[3] = 6;
-    leg.handle_datagram(start + TICK, addr(B), &packet[..n + len])
-        .unwrap();
-    assert_eq!(
-        sent_mode(&mut leg, start + TICK * 2),
-        FrameType::Speech(Mode::M4)
-    );
+    leg.handle_datagram(start + TICK, addr(B), &packet[..n + len]).unwrap();
+    assert_eq!(sent_mode(&mut leg, start + TICK * 2), FrameType::Speech(Mode::M4));
 }
 
 #[test]
@@ -753,12 +569,7 @@ fn ptime_sets_the_packet_size_and_several_amr_frames_share_a_packet() {
         let mut played = Vec::new();
         for i in 0..300 {
             let now = start + TICK * i as u32;
-            leg.send_audio(
-                now,
-                input[i * WIDE_FRAME..(i + 1) * WIDE_FRAME]
-                    .try_into()
-                    .unwrap(),
-            );
+            leg.send_audio(now, input[i * WIDE_FRAME..(i + 1) * WIDE_FRAME].try_into().unwrap());
             while let Some(t) = leg.poll_transmit(&mut buf) {
                 if t.channel == Channel::Rtcp {
                     continue;
@@ -768,22 +579,14 @@ fn ptime_sets_the_packet_size_and_several_amr_frames_share_a_packet() {
                 if payload > 0 {
                     assert_eq!(p.payload.len(), payload, "{codec:?} ptime {ptime}");
                 }
-                peer.handle_datagram(now + Duration::from_millis(5), addr(A), &buf[..t.len])
-                    .unwrap();
+                peer.handle_datagram(now + Duration::from_millis(5), addr(A), &buf[..t.len]).unwrap();
             }
             let mut out = [0i16; WIDE_FRAME];
             peer.poll_audio(now + Duration::from_millis(10), &mut out);
             played.extend_from_slice(&out);
         }
-        assert!(
-            (packets as f64 - 300.0 * per_tick).abs() <= 1.0,
-            "{codec:?} ptime {ptime}: {packets}"
-        );
-        assert_tone(
-            tail(&played, 3.0),
-            1_000.0,
-            &format!("{codec:?} ptime {ptime}"),
-        );
+        assert!((packets as f64 - 300.0 * per_tick).abs() <= 1.0, "{codec:?} ptime {ptime}: {packets}");
+        assert_tone(tail(&played, 3.0), 1_000.0, &format!("{codec:?} ptime {ptime}"));
     }
 }
 
@@ -793,34 +596,17 @@ fn a_codec_change_by_reinvite_switches_both_ways() {
     pair.run_tones(1);
     let now = pair.now();
     let (a_addr, b_addr) = (pair.a_addr, pair.b_addr);
-    pair.a
-        .update(now, &negotiated(amr(false), None, b_addr, false))
-        .unwrap();
-    pair.b
-        .update(now, &negotiated(amr(false), None, a_addr, true))
-        .unwrap();
+    pair.a.update(now, &negotiated(amr(false), None, b_addr, false)).unwrap();
+    pair.b.update(now, &negotiated(amr(false), None, a_addr, true)).unwrap();
     pair.run_tones(2);
-    assert_tone(
-        tail(&pair.played_b, 1.0),
-        1_000.0,
-        "after the switch to AMR-WB",
-    );
-    assert_tone(
-        tail(&pair.played_a, 1.0),
-        800.0,
-        "after the switch to AMR-WB",
-    );
+    assert_tone(tail(&pair.played_b, 1.0), 1_000.0, "after the switch to AMR-WB");
+    assert_tone(tail(&pair.played_a, 1.0), 800.0, "after the switch to AMR-WB");
 }
 
 #[test]
 fn comfort_noise_and_dtx_from_a_g711_peer_are_not_loss() {
     let start = Instant::now();
-    let mut leg = SipLeg::new(
-        start,
-        &negotiated(Codec::Pcmu, None, addr(B), false),
-        config(1, 1, 1),
-    )
-    .unwrap();
+    let mut leg = SipLeg::new(start, &negotiated(Codec::Pcmu, None, addr(B), false), config(1, 1, 1)).unwrap();
     let mut packet = [0u8; 200];
     let mut statuses = Vec::new();
     for i in 0..200u32 {
@@ -832,30 +618,18 @@ fn comfort_noise_and_dtx_from_a_g711_peer_are_not_loss() {
             _ => (255, 0),
         };
         if pt != 255 {
-            let n = RtpHeader {
-                marker: i == 150,
-                payload_type: pt,
-                sequence: i as u16,
-                timestamp: i * 160,
-                ssrc: Ssrc(5),
-            }
-            .write(&mut packet)
-            .unwrap();
+            let n =
+                RtpHeader { marker: i == 150, payload_type: pt, sequence: i as u16, timestamp: i * 160, ssrc: Ssrc(5) }
+                    .write(&mut packet)
+                    .unwrap();
             packet[n..n + len].fill(if pt == 13 { 60 } else { 0x7F });
-            leg.handle_datagram(now, addr(B), &packet[..n + len])
-                .unwrap();
+            leg.handle_datagram(now, addr(B), &packet[..n + len]).unwrap();
         }
         statuses.push(leg.poll_audio(now + Duration::from_millis(10), &mut [0; WIDE_FRAME]));
     }
     let s = leg.stats();
     assert_eq!(s.jitter_buffer.concealed, 0, "{s:?}");
-    assert!(
-        statuses
-            .iter()
-            .filter(|s| **s == AudioStatus::ComfortNoise)
-            .count()
-            > 90
-    );
+    assert!(statuses.iter().filter(|s| **s == AudioStatus::ComfortNoise).count() > 90);
     assert_eq!(statuses.last(), Some(&AudioStatus::Audio));
 }
 
@@ -877,11 +651,7 @@ fn rtcp_goes_to_port_plus_one_or_the_muxed_port_and_parses() {
             while let Some(t) = leg.poll_transmit(&mut buf) {
                 if is_rtcp(&buf[..t.len]) {
                     reports += 1;
-                    let expected = if mux {
-                        (addr(B), Channel::Rtp)
-                    } else {
-                        (rtcp_addr(addr(B)), Channel::Rtcp)
-                    };
+                    let expected = if mux { (addr(B), Channel::Rtp) } else { (rtcp_addr(addr(B)), Channel::Rtcp) };
                     assert_eq!((t.to, t.channel), expected);
                 }
             }

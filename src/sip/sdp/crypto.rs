@@ -25,11 +25,7 @@ pub enum SrtpSuite {
 
 impl SrtpSuite {
     /// Every suite, in our order of preference when we offer.
-    pub const ALL: [Self; 3] = [
-        Self::AesCm128HmacSha1_80,
-        Self::AesCm128HmacSha1_32,
-        Self::AeadAes128Gcm,
-    ];
+    pub const ALL: [Self; 3] = [Self::AesCm128HmacSha1_80, Self::AesCm128HmacSha1_32, Self::AeadAes128Gcm];
 
     /// The suite's name in `a=crypto`.
     pub fn name(self) -> &'static str {
@@ -98,8 +94,7 @@ pub(crate) enum CryptoSkip {
 /// Reads the value of one `a=crypto` attribute.
 pub(crate) fn parse_crypto(value: &str) -> Result<CryptoAttr, CryptoSkip> {
     let mut fields = value.split_ascii_whitespace();
-    let (Some(tag), Some(suite), Some(key_params)) = (fields.next(), fields.next(), fields.next())
-    else {
+    let (Some(tag), Some(suite), Some(key_params)) = (fields.next(), fields.next(), fields.next()) else {
         return Err(CryptoSkip::Malformed);
     };
     let tag = match tag.parse::<u32>() {
@@ -179,10 +174,7 @@ mod tests {
         assert_eq!(c.tag, 1);
         assert_eq!(c.suite, SrtpSuite::AesCm128HmacSha1_80);
         assert_eq!(c.key.len(), 30);
-        assert_eq!(
-            write_crypto(1, c.suite, &c.key),
-            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}")
-        );
+        assert_eq!(write_crypto(1, c.suite, &c.key), format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}"));
     }
 
     #[test]
@@ -205,48 +197,28 @@ mod tests {
         let c = parse_crypto(&format!("3 AEAD_AES_128_GCM inline:{key}")).unwrap();
         assert_eq!(c.key, vec![7u8; 28]);
         // Without padding too.
-        let c = parse_crypto(&format!(
-            "3 AEAD_AES_128_GCM inline:{}",
-            key.trim_end_matches('=')
-        ));
+        let c = parse_crypto(&format!("3 AEAD_AES_128_GCM inline:{}", key.trim_end_matches('=')));
         assert!(c.is_ok());
-        assert_eq!(
-            parse_crypto(&format!("3 AEAD_AES_128_GCM inline:{KEY}")),
-            Err(CryptoSkip::BadKey)
-        );
+        assert_eq!(parse_crypto(&format!("3 AEAD_AES_128_GCM inline:{KEY}")), Err(CryptoSkip::BadKey));
     }
 
     #[test]
     fn skips() {
         let cases = [
             ("1 F8_128_HMAC_SHA1_80 inline:x", CryptoSkip::UnknownSuite),
-            (
-                "1 aes_cm_128_hmac_sha1_80 inline:x",
-                CryptoSkip::UnknownSuite,
-            ),
+            ("1 aes_cm_128_hmac_sha1_80 inline:x", CryptoSkip::UnknownSuite),
             ("1 AES_CM_128_HMAC_SHA1_80", CryptoSkip::Malformed),
             ("x AES_CM_128_HMAC_SHA1_80 inline:x", CryptoSkip::Malformed),
-            (
-                "1234567890 AES_CM_128_HMAC_SHA1_80 inline:x",
-                CryptoSkip::Malformed,
-            ),
+            ("1234567890 AES_CM_128_HMAC_SHA1_80 inline:x", CryptoSkip::Malformed),
             ("1 AES_CM_128_HMAC_SHA1_80 uri:x", CryptoSkip::KeyMethod),
-            (
-                "1 AES_CM_128_HMAC_SHA1_80 inline:a;inline:b",
-                CryptoSkip::KeyMethod,
-            ),
+            ("1 AES_CM_128_HMAC_SHA1_80 inline:a;inline:b", CryptoSkip::KeyMethod),
             ("1 AES_CM_128_HMAC_SHA1_80 inline:!!!", CryptoSkip::BadKey),
             ("1 AES_CM_128_HMAC_SHA1_80 inline:AAAA", CryptoSkip::BadKey),
         ];
         for (line, why) in cases {
             assert_eq!(parse_crypto(line), Err(why), "{line}");
         }
-        for param in [
-            "UNENCRYPTED_SRTP",
-            "UNAUTHENTICATED_SRTP",
-            "KDR=1",
-            "FEC_ORDER=FEC_SRTP",
-        ] {
+        for param in ["UNENCRYPTED_SRTP", "UNAUTHENTICATED_SRTP", "KDR=1", "FEC_ORDER=FEC_SRTP"] {
             assert_eq!(
                 parse_crypto(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{KEY} {param}")),
                 Err(CryptoSkip::SessionParam)

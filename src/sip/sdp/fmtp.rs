@@ -46,9 +46,7 @@ impl AmrWbParams {
 /// Splits an `a=fmtp` value into its payload type and parameter text.
 pub(crate) fn split_fmtp(value: &str) -> Option<(u8, &str)> {
     let value = value.trim();
-    let (pt, params) = value
-        .split_once(|c: char| c.is_ascii_whitespace())
-        .unwrap_or((value, ""));
+    let (pt, params) = value.split_once(|c: char| c.is_ascii_whitespace()).unwrap_or((value, ""));
     Some((parse_pt(pt)?, params.trim()))
 }
 
@@ -212,11 +210,8 @@ mod tests {
     #[test]
     fn amr_wb_rfc4867_example() {
         // RFC 4867 §8.2.2-style parameters.
-        let p = parse_amr_wb(
-            "octet-align=1; mode-set=0,2,5,7; mode-change-period=2; mode-change-neighbor=1",
-            Some(1),
-        )
-        .unwrap();
+        let p = parse_amr_wb("octet-align=1; mode-set=0,2,5,7; mode-change-period=2; mode-change-neighbor=1", Some(1))
+            .unwrap();
         assert!(p.octet_align);
         assert_eq!(p.mode_set, Some(vec![0, 2, 5, 7]));
         assert_eq!(p.mode_change_period, Some(2));
@@ -237,14 +232,9 @@ mod tests {
 
     #[test]
     fn amr_wb_unsupported() {
-        for bad in [
-            "crc=1",
-            "robust-sorting=1",
-            "interleaving=4",
-            "octet-align=2",
-            "mode-change-period=3",
-            "max-red=-1",
-        ] {
+        for bad in
+            ["crc=1", "robust-sorting=1", "interleaving=4", "octet-align=2", "mode-change-period=3", "max-red=-1"]
+        {
             assert_eq!(parse_amr_wb(bad, None), None, "{bad}");
         }
         assert_eq!(parse_amr_wb("", Some(2)), None);

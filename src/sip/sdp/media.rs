@@ -8,9 +8,7 @@ use sdp_types::{AddrType, Attribute, Connection, Media, NetType, Session};
 use super::crypto::{CryptoAttr, CryptoSkip, parse_crypto};
 use super::fmtp::{parse_amr_wb, parse_events, split_fmtp};
 use super::rtpmap::{RtpMap, parse_pt, parse_rtpmap, static_rtpmap};
-use super::{
-    Codec, Direction, MAX_ATTRIBUTES, MAX_FORMATS, MAX_MEDIA, MAX_SDP_LEN, Profile, SdpError,
-};
+use super::{Codec, Direction, MAX_ATTRIBUTES, MAX_FORMATS, MAX_MEDIA, MAX_SDP_LEN, Profile, SdpError};
 
 /// What one payload type of an m-line means to us.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,10 +53,7 @@ pub(crate) fn parse_bounded(sdp: &[u8]) -> Result<Session, SdpError> {
         return Err(SdpError::TooLarge { len: sdp.len() });
     }
     // Bound the m-line count before building the model: the parser allocates per line.
-    let count = sdp
-        .split(|&b| b == b'\n')
-        .filter(|l| l.starts_with(b"m="))
-        .count();
+    let count = sdp.split(|&b| b == b'\n').filter(|l| l.starts_with(b"m=")).count();
     if count > MAX_MEDIA {
         return Err(SdpError::TooManyMedia { count });
     }
@@ -88,11 +83,8 @@ pub(crate) fn read_audio(session: &Session, index: usize) -> Result<AudioLine, S
         .ok_or(SdpError::UnsupportedTransport { media: index })?;
 
     // 2. Connection: media level overrides session level (RFC 4566 §5.7).
-    let connection = media
-        .connections
-        .first()
-        .or(session.connection.as_ref())
-        .ok_or(SdpError::NoConnection { media: index })?;
+    let connection =
+        media.connections.first().or(session.connection.as_ref()).ok_or(SdpError::NoConnection { media: index })?;
     let ip = connection_ip(connection).ok_or(SdpError::UnsupportedAddress { media: index })?;
     let rtp = SocketAddr::new(ip, media.port);
 
@@ -108,9 +100,8 @@ pub(crate) fn read_audio(session: &Session, index: usize) -> Result<AudioLine, S
 
     // 4. Direction: media level, else session level, else sendrecv (RFC 4566 §6); the RFC 2543
     //    hold `c=0.0.0.0` means the peer does not want to receive (RFC 3264 §8.4).
-    let mut direction = direction_of(&media.attributes)
-        .or_else(|| direction_of(&session.attributes))
-        .unwrap_or(Direction::SendRecv);
+    let mut direction =
+        direction_of(&media.attributes).or_else(|| direction_of(&session.attributes)).unwrap_or(Direction::SendRecv);
     if ip.is_unspecified() {
         direction = match direction {
             Direction::SendRecv | Direction::SendOnly => Direction::SendOnly,
@@ -133,14 +124,8 @@ pub(crate) fn read_audio(session: &Session, index: usize) -> Result<AudioLine, S
     }
 
     // 6. Packetization and keys.
-    let ms = |name| {
-        first(&media.attributes, name)
-            .or_else(|| first(&session.attributes, name))
-            .and_then(parse_ms)
-    };
-    let cryptos = values(&media.attributes, "crypto")
-        .map(parse_crypto)
-        .collect();
+    let ms = |name| first(&media.attributes, name).or_else(|| first(&session.attributes, name)).and_then(parse_ms);
+    let cryptos = values(&media.attributes, "crypto").map(parse_crypto).collect();
     Ok(AudioLine {
         profile,
         rtp,
@@ -157,38 +142,24 @@ pub(crate) fn read_audio(session: &Session, index: usize) -> Result<AudioLine, S
 /// What payload type `pt` of an m-line with `attributes` means: its rtpmap, or the static
 /// assignment of RFC 3551 when there is none, then its fmtp.
 fn classify(attributes: &[Attribute], pt: u8) -> Format {
-    let rtpmap = values(attributes, "rtpmap")
-        .filter_map(parse_rtpmap)
-        .find(|m| m.pt == pt)
-        .or_else(|| static_rtpmap(pt));
-    let Some(RtpMap {
-        encoding,
-        clock,
-        channels,
-        ..
-    }) = rtpmap
-    else {
+    let rtpmap =
+        values(attributes, "rtpmap").filter_map(parse_rtpmap).find(|m| m.pt == pt).or_else(|| static_rtpmap(pt));
+    let Some(RtpMap { encoding, clock, channels, .. }) = rtpmap else {
         return Format::Unsupported;
     };
-    let params = values(attributes, "fmtp")
-        .filter_map(split_fmtp)
-        .find(|&(p, _)| p == pt)
-        .map_or("", |(_, params)| params);
+    let params =
+        values(attributes, "fmtp").filter_map(split_fmtp).find(|&(p, _)| p == pt).map_or("", |(_, params)| params);
     let mono = channels.is_none_or(|c| c == 1);
     let is = |name: &str| encoding.eq_ignore_ascii_case(name);
     match clock {
-        16_000 if is("AMR-WB") => parse_amr_wb(params, channels)
-            .map_or(Format::Unsupported, |p| Format::Codec(Codec::AmrWb(p))),
+        16_000 if is("AMR-WB") => {
+            parse_amr_wb(params, channels).map_or(Format::Unsupported, |p| Format::Codec(Codec::AmrWb(p)))
+        }
         8_000 if is("PCMU") && mono => Format::Codec(Codec::Pcmu),
         8_000 if is("PCMA") && mono => Format::Codec(Codec::Pcma),
-        8_000 | 16_000 if is("telephone-event") => {
-            parse_events(params)
-                .filter(|&e| e != 0)
-                .map_or(Format::Unsupported, |events| Format::TelephoneEvent {
-                    clock,
-                    events,
-                })
-        }
+        8_000 | 16_000 if is("telephone-event") => parse_events(params)
+            .filter(|&e| e != 0)
+            .map_or(Format::Unsupported, |events| Format::TelephoneEvent { clock, events }),
         8_000 | 16_000 if is("CN") && mono => Format::ComfortNoise { clock },
         _ => Format::Unsupported,
     }
@@ -229,14 +200,9 @@ fn parse_rtcp(value: &str, rtp_ip: IpAddr) -> Option<SocketAddr> {
 fn direction_of(attributes: &[Attribute]) -> Option<Direction> {
     attributes.iter().find_map(|a| {
         let name = a.attribute.as_str();
-        [
-            Direction::SendRecv,
-            Direction::SendOnly,
-            Direction::RecvOnly,
-            Direction::Inactive,
-        ]
-        .into_iter()
-        .find(|d| d.attribute().eq_ignore_ascii_case(name))
+        [Direction::SendRecv, Direction::SendOnly, Direction::RecvOnly, Direction::Inactive]
+            .into_iter()
+            .find(|d| d.attribute().eq_ignore_ascii_case(name))
     })
 }
 
@@ -248,10 +214,7 @@ fn parse_ms(value: &str) -> Option<u32> {
 }
 
 /// Values of every attribute called `name` (case-insensitive).
-pub(crate) fn values<'a>(
-    attributes: &'a [Attribute],
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> {
+pub(crate) fn values<'a>(attributes: &'a [Attribute], name: &'a str) -> impl Iterator<Item = &'a str> {
     attributes
         .iter()
         .filter(move |a| a.attribute.eq_ignore_ascii_case(name))
@@ -263,7 +226,5 @@ fn first<'a>(attributes: &'a [Attribute], name: &'a str) -> Option<&'a str> {
 }
 
 fn has(attributes: &[Attribute], name: &str) -> bool {
-    attributes
-        .iter()
-        .any(|a| a.attribute.eq_ignore_ascii_case(name))
+    attributes.iter().any(|a| a.attribute.eq_ignore_ascii_case(name))
 }

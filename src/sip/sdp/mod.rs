@@ -113,10 +113,7 @@ pub struct SrtpKeys {
 impl std::fmt::Debug for SrtpKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Keys never reach a log (STYLE §8).
-        f.debug_struct("SrtpKeys")
-            .field("suite", &self.suite)
-            .field("tag", &self.tag)
-            .finish_non_exhaustive()
+        f.debug_struct("SrtpKeys").field("suite", &self.suite).field("tag", &self.tag).finish_non_exhaustive()
     }
 }
 
@@ -246,9 +243,7 @@ impl Profile {
     /// The profile named by an `m=` proto token; `None` for any other transport (DTLS-SRTP's
     /// `UDP/TLS/RTP/SAVP`, `udp`, `TCP/RTP/AVP`, ...).
     pub fn from_proto(proto: &str) -> Option<Self> {
-        [Self::Avp, Self::Avpf, Self::Savp, Self::Savpf]
-            .into_iter()
-            .find(|p| p.proto().eq_ignore_ascii_case(proto))
+        [Self::Avp, Self::Avpf, Self::Savp, Self::Savpf].into_iter().find(|p| p.proto().eq_ignore_ascii_case(proto))
     }
 }
 
@@ -378,9 +373,7 @@ impl SdpError {
 /// keeps its session version (RFC 3264 §8; see the module docs).
 pub fn same_session_content(a: &str, b: &str) -> bool {
     fn content(s: &str) -> impl Iterator<Item = &str> {
-        s.lines()
-            .filter(|l| !l.starts_with("o="))
-            .map(str::trim_end)
+        s.lines().filter(|l| !l.starts_with("o=")).map(str::trim_end)
     }
     content(a).eq(content(b))
 }

@@ -31,12 +31,7 @@ pub(crate) fn parse_rtpmap(value: &str) -> Option<RtpMap> {
     if parts.next().is_some() {
         return None;
     }
-    Some(RtpMap {
-        pt,
-        encoding: encoding.to_owned(),
-        clock,
-        channels,
-    })
+    Some(RtpMap { pt, encoding: encoding.to_owned(), clock, channels })
 }
 
 /// Parses an RTP payload type number: 0–127 (RFC 3550 §5.1, seven bits).
@@ -53,12 +48,7 @@ pub(crate) fn static_rtpmap(pt: u8) -> Option<RtpMap> {
         PT_CN => ("CN", 8_000),
         _ => return None,
     };
-    Some(RtpMap {
-        pt,
-        encoding: encoding.to_owned(),
-        clock,
-        channels: None,
-    })
+    Some(RtpMap { pt, encoding: encoding.to_owned(), clock, channels: None })
 }
 
 /// Highest RTP payload type: the field has seven bits (RFC 3550 §5.1).
@@ -81,21 +71,11 @@ mod tests {
     fn parses_rfc_examples() {
         assert_eq!(
             parse_rtpmap("96 AMR-WB/16000/1"),
-            Some(RtpMap {
-                pt: 96,
-                encoding: "AMR-WB".into(),
-                clock: 16_000,
-                channels: Some(1)
-            })
+            Some(RtpMap { pt: 96, encoding: "AMR-WB".into(), clock: 16_000, channels: Some(1) })
         );
         assert_eq!(
             parse_rtpmap("101 telephone-event/8000"),
-            Some(RtpMap {
-                pt: 101,
-                encoding: "telephone-event".into(),
-                clock: 8_000,
-                channels: None
-            })
+            Some(RtpMap { pt: 101, encoding: "telephone-event".into(), clock: 8_000, channels: None })
         );
     }
 

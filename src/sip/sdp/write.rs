@@ -8,17 +8,9 @@ use super::LocalMedia;
 /// One m-section of what we send.
 pub(crate) enum Section<'a> {
     /// Our audio stream: the `m=` proto and formats, then attribute lines without `a=`.
-    Active {
-        proto: &'static str,
-        formats: Vec<u8>,
-        attributes: Vec<String>,
-    },
+    Active { proto: &'static str, formats: Vec<u8>, attributes: Vec<String> },
     /// A stream we refuse: the offer's media, proto and formats with port 0 (RFC 3264 §6).
-    Rejected {
-        media: &'a str,
-        proto: &'a str,
-        formats: &'a str,
-    },
+    Rejected { media: &'a str, proto: &'a str, formats: &'a str },
 }
 
 /// The whole SDP, lines ended by CRLF (RFC 4566 §5).
@@ -36,11 +28,7 @@ pub(crate) fn write_sdp(local: &LocalMedia, sections: &[Section<'_>]) -> String 
     );
     for section in sections {
         match section {
-            Section::Active {
-                proto,
-                formats,
-                attributes,
-            } => {
+            Section::Active { proto, formats, attributes } => {
                 let _ = write!(out, "m=audio {} {proto}", local.rtp_port);
                 for pt in formats {
                     let _ = write!(out, " {pt}");
@@ -50,11 +38,7 @@ pub(crate) fn write_sdp(local: &LocalMedia, sections: &[Section<'_>]) -> String 
                     let _ = write!(out, "a={a}\r\n");
                 }
             }
-            Section::Rejected {
-                media,
-                proto,
-                formats,
-            } => {
+            Section::Rejected { media, proto, formats } => {
                 let _ = write!(out, "m={media} 0 {proto} {formats}\r\n");
             }
         }

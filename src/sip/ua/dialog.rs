@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::super::message::{Method, Request, Response, header_uri};
 use super::super::sdp::{self, Direction, Negotiated};
 use super::{
-    BYE_TIMEOUT, CallEvent, CallNo, Leg, Inbound, MediaCommand, OfferState, Output, RoomsCommand, T1, T2, Transport,
+    BYE_TIMEOUT, CallEvent, CallNo, Inbound, Leg, MediaCommand, OfferState, Output, RoomsCommand, T1, T2, Transport,
     TxId, UserAgent, local_media,
 };
 use crate::app::config::InterconnectMode;
@@ -422,12 +422,7 @@ impl UserAgent {
             routes.push(format!("<{}>", c.remote_target));
             (header_uri(&c.route_set[0]).to_string(), routes)
         };
-        let mut req = Request {
-            method: method.clone(),
-            uri,
-            headers: Default::default(),
-            body: Vec::new(),
-        };
+        let mut req = Request { method: method.clone(), uri, headers: Default::default(), body: Vec::new() };
         for r in &routes {
             req.headers.push("Route", r.clone());
         }
@@ -538,10 +533,11 @@ impl UserAgent {
             }
             TimerKind::ByeTimeout => {
                 if let State::Terminating { give_up } = c.state
-                    && give_up == at {
-                        let reason = c.end_reason.clone().unwrap_or_else(|| "BYE timeout".into());
-                        self.finish(now, call, &reason);
-                    }
+                    && give_up == at
+                {
+                    let reason = c.end_reason.clone().unwrap_or_else(|| "BYE timeout".into());
+                    self.finish(now, call, &reason);
+                }
             }
         }
     }
@@ -550,8 +546,7 @@ impl UserAgent {
     pub(super) fn send_ok(&mut self, now: Instant, call: CallNo, tx: TxId, ok: Response) {
         let Some(c) = self.calls.get_mut(&call) else { return };
         c.state = State::Answered;
-        c.pending =
-            Some(PendingAck { tx, ok: ok.clone(), interval: T1, next: now + T1, give_up: now + 64 * T1 });
+        c.pending = Some(PendingAck { tx, ok: ok.clone(), interval: T1, next: now + T1, give_up: now + 64 * T1 });
         let start = match (&c.negotiated, c.media_started) {
             (Some(n), false) => Some(c.media_for(call, n.clone())),
             _ => None,

@@ -99,15 +99,19 @@ impl UserAgent {
             return self.refuse(&inbound, 400, "malformed Session-Expires", Some(mode));
         }
         if let Some(interval) = asked_interval
-            && interval < self.config.min_se {
-                let mut r = self.refusal(req, 422, "session interval too small");
-                r.headers.push("Min-SE", self.config.min_se.to_string());
-                return self.answer_failure(&inbound, r, Some(mode));
-            }
+            && interval < self.config.min_se
+        {
+            let mut r = self.refusal(req, 422, "session interval too small");
+            r.headers.push("Min-SE", self.config.min_se.to_string());
+            return self.answer_failure(&inbound, r, Some(mode));
+        }
         let timer = (supports_timer || asked.is_some()).then(|| {
             let interval = asked_interval.unwrap_or(self.config.session_expires);
             let we_refresh = if supports_timer {
-                asked.and_then(|v| super::super::message::header_param(&format!(">{v}"), "refresher").map(str::to_string))
+                asked
+                    .and_then(|v| {
+                        super::super::message::header_param(&format!(">{v}"), "refresher").map(str::to_string)
+                    })
                     .is_some_and(|r| r.eq_ignore_ascii_case("uas"))
             } else {
                 true

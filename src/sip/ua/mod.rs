@@ -15,8 +15,8 @@
 //! in-dialog methods, offer/answer state, session timers (RFC 4028), admission by participant
 //! token and the interconnect modes.
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -350,9 +350,11 @@ impl UserAgent {
 
     /// A request that opened a server transaction.
     pub fn handle_request(&mut self, now: Instant, inbound: Inbound, env: &mut dyn Env) {
-        let looped = inbound.request.headers.get_all("Via").any(|v| {
-            super::message::header_param(v, "branch").is_some_and(|b| b.starts_with(OUR_BRANCH_PREFIX))
-        });
+        let looped = inbound
+            .request
+            .headers
+            .get_all("Via")
+            .any(|v| super::message::header_param(v, "branch").is_some_and(|b| b.starts_with(OUR_BRANCH_PREFIX)));
         if looped && inbound.request.method != super::message::Method::Ack {
             return self.reject(&inbound, 482, "loop detected: the request carries our own Via");
         }
@@ -383,9 +385,11 @@ impl UserAgent {
             Event::Room(e) => self.handle_room(now, e),
             Event::MediaInactive { call } => {
                 if let Some(c) = self.calls.get(&call)
-                    && !c.on_hold() && c.is_confirmed() {
-                        self.hang_up(now, call, "RTP timeout");
-                    }
+                    && !c.on_hold()
+                    && c.is_confirmed()
+                {
+                    self.hang_up(now, call, "RTP timeout");
+                }
             }
             Event::Drain => self.draining = true,
             Event::DrainOver => {
@@ -493,9 +497,8 @@ impl UserAgent {
     fn rate_allows(&mut self, now: Instant, ip: IpAddr) -> bool {
         let rate = f64::from(self.config.invite_rate);
         if self.rate.len() >= MAX_RATE_SOURCES && !self.rate.contains_key(&ip) {
-            self.rate.retain(|_, (tokens, at)| {
-                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < rate
-            });
+            self.rate
+                .retain(|_, (tokens, at)| *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < rate);
         }
         let (tokens, at) = self.rate.entry(ip).or_insert((rate, now));
         *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);

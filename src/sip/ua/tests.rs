@@ -75,7 +75,12 @@ impl Harness {
         tokens.insert(jwt("erin"), Ok(admitted("erin", Some(InterconnectMode::Conference))));
         tokens.insert(jwt("ghost"), Err(TokenError::UnknownParticipant("ghost".into())));
         tokens.insert(jwt("old"), Err(TokenError::Expired));
-        Self { ua: UserAgent::new(config), env: FakeEnv { tokens, next_port: 20000, ports_free: true }, now: Instant::now(), next_tx: 1 }
+        Self {
+            ua: UserAgent::new(config),
+            env: FakeEnv { tokens, next_port: 20000, ports_free: true },
+            now: Instant::now(),
+            next_tx: 1,
+        }
     }
 
     fn send(&mut self, text: &str) -> (TxId, Vec<Output>) {
@@ -175,7 +180,8 @@ fn a_valid_invite_is_answered_with_sdp_and_media_starts() {
 #[test]
 fn every_failure_row_of_the_contract_has_its_status_and_a_reason() {
     let mut h = Harness::new(config());
-    let bad_codec = OFFER.replace("RTP/AVP 0 101", "RTP/AVP 18").replace("a=rtpmap:0 PCMU/8000\r\n", "a=rtpmap:18 G729/8000\r\n");
+    let bad_codec =
+        OFFER.replace("RTP/AVP 0 101", "RTP/AVP 18").replace("a=rtpmap:0 PCMU/8000\r\n", "a=rtpmap:18 G729/8000\r\n");
     let cases = [
         (invite("n1", None, "", OFFER), 403),
         (invite("n2", Some("not-a-jwt"), "", OFFER), 403),
@@ -278,7 +284,10 @@ fn the_2xx_is_retransmitted_until_the_ack_then_bye_after_64_t1() {
     let n = responses(&out).len();
     assert!((3..=5).contains(&n), "doubling up to T2: {n}");
     let out = h.advance(Duration::from_secs(30));
-    assert!(out.iter().any(|o| matches!(o, Output::Send { request, .. } if request.method == Method::Bye)), "BYE after 64*T1 without ACK");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Send { request, .. } if request.method == Method::Bye)),
+        "BYE after 64*T1 without ACK"
+    );
     let _ = tx;
 }
 
@@ -342,7 +351,9 @@ fn removal_through_the_api_sends_bye_in_transfer_mode_only() {
         })
     };
     let out = h.event(left("alice", LeaveReason::Removed));
-    let bye = out.iter().find_map(|o| if let Output::Send { request, destination, .. } = o { Some((request, destination)) } else { None });
+    let bye = out.iter().find_map(|o| {
+        if let Output::Send { request, destination, .. } = o { Some((request, destination)) } else { None }
+    });
     let (bye, destination) = bye.expect("BYE for the transfer leg");
     assert_eq!(bye.method, Method::Bye);
     assert_eq!(bye.uri, "sip:pv@127.0.0.1:5070");
@@ -414,7 +425,9 @@ fn late_offer_puts_our_offer_in_the_200_and_takes_the_answer_from_the_ack() {
     let ack = in_dialog("ACK", "c1", &tag, 1, "Content-Type: application/sdp\r\n", answer);
     let Message::Request(ack) = parse(ack.as_bytes()).unwrap() else { unreachable!() };
     let out = h.event(Event::Ack { tx, request: ack });
-    let started = out.iter().find_map(|o| if let Output::Media(MediaCommand::Start { negotiated, .. }) = o { Some(negotiated) } else { None });
+    let started = out.iter().find_map(|o| {
+        if let Output::Media(MediaCommand::Start { negotiated, .. }) = o { Some(negotiated) } else { None }
+    });
     assert_eq!(started.expect("media after the ACK").remote_rtp.port(), 41000);
 }
 
@@ -431,7 +444,10 @@ fn session_timers_end_a_call_whose_refresh_is_missed_and_refreshes_keep_it() {
     let out = h.advance(Duration::from_secs(87));
     assert!(!out.iter().any(|o| matches!(o, Output::Send { .. })));
     let out = h.advance(Duration::from_secs(2));
-    assert!(out.iter().any(|o| matches!(o, Output::Send { request, .. } if request.method == Method::Bye)), "missed refresh → BYE: {out:?}");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Send { request, .. } if request.method == Method::Bye)),
+        "missed refresh → BYE: {out:?}"
+    );
 }
 
 fn h_connected_with_timer(h: &mut Harness) -> (TxId, String) {
@@ -443,7 +459,14 @@ fn h_connected_with_timer(h: &mut Harness) -> (TxId, String) {
 fn info_dtmf_relay_becomes_a_dtmf_event() {
     let mut h = Harness::new(config());
     let (_, tag) = connected(&mut h, "c1", &jwt("alice"), "");
-    let (_, out) = h.send(&in_dialog("INFO", "c1", &tag, 2, "Content-Type: application/dtmf-relay\r\n", "Signal=5\r\nDuration=160\r\n"));
+    let (_, out) = h.send(&in_dialog(
+        "INFO",
+        "c1",
+        &tag,
+        2,
+        "Content-Type: application/dtmf-relay\r\n",
+        "Signal=5\r\nDuration=160\r\n",
+    ));
     assert_eq!(final_status(&out), 200);
     assert!(out.iter().any(|o| matches!(o, Output::Call(CallEvent::Dtmf { tone: '5', duration_ms: 160, .. }))));
     let (_, out) = h.send(&in_dialog("INFO", "c1", &tag, 3, "Content-Type: text/plain\r\n", "hello"));
@@ -477,14 +500,18 @@ fn drain_over_ends_every_call() {
     assert_eq!(out.iter().filter(|o| matches!(o, Output::Send { .. })).count(), 2);
     h.event(Event::Sent { call: 1, status: Some(200) });
     let out = h.advance(Duration::from_secs(40));
-    assert!(out.iter().any(|o| matches!(o, Output::Call(CallEvent::Ended { .. }))), "an unanswered BYE still ends the call");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Call(CallEvent::Ended { .. }))),
+        "an unanswered BYE still ends the call"
+    );
     assert_eq!(h.ua.call_count(), 0);
 }
 
 #[test]
 fn uui_list_form_is_accepted() {
     let mut h = Harness::new(config());
-    let text = invite("u1", None, &format!("User-to-User: 3a2f;encoding=hex, {};encoding=jwt\r\n", jwt("alice")), OFFER);
+    let text =
+        invite("u1", None, &format!("User-to-User: 3a2f;encoding=hex, {};encoding=jwt\r\n", jwt("alice")), OFFER);
     assert_eq!(final_status(&h.send(&text).1), 200);
 }
 
@@ -502,7 +529,9 @@ fn record_route_is_copied_and_bye_follows_the_route_set() {
     let out = h.event(Event::MediaInactive { call: 1 });
     let (bye, destination) = out
         .iter()
-        .find_map(|o| if let Output::Send { request, destination, .. } = o { Some((request, destination)) } else { None })
+        .find_map(
+            |o| if let Output::Send { request, destination, .. } = o { Some((request, destination)) } else { None },
+        )
         .expect("BYE on RTP timeout");
     assert_eq!(bye.uri, "sip:pv@127.0.0.1:5070", "loose routing keeps the remote target");
     assert_eq!(bye.headers.get_all("Route").collect::<Vec<_>>(), ["<sip:10.9.9.9:5080;lr>", "<sip:10.9.9.8;lr>"]);
