@@ -21,7 +21,6 @@ mod common;
 #[path = "support/sip_ua.rs"]
 mod sip_ua;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Client, Daemon};
@@ -34,19 +33,6 @@ const SIP_TONE: f64 = 1000.0;
 const MIC_TONE: u32 = 440;
 /// Bound of every wait for audio.
 const AUDIO_LIMIT: Duration = Duration::from_secs(30);
-
-fn sip_addr(d: &Daemon) -> SocketAddr {
-    d.env.iter().find(|(k, _)| k == "INTERWORK_SIP_LISTEN").map(|(_, v)| v.parse().unwrap()).unwrap()
-}
-
-fn participant(d: &Daemon, c: &Client, sid: &str) -> (String, String) {
-    let p: serde_json::Value =
-        c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"]})).json().unwrap();
-    let (pid, token) = (p["participant"]["id"].as_str().unwrap().to_string(), p["token"].as_str().unwrap().to_string());
-    let r = c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({"sessionId": sid}));
-    assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap_or_default());
-    (pid, token)
-}
 
 /// A daemon, a session with a browser participant (publishing its 440 Hz microphone) and a
 /// SIP participant; the page connected and published.
@@ -69,8 +55,8 @@ impl Scene {
         let c = Client::new();
         let s: serde_json::Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
         let sid = s["id"].as_str().unwrap().to_string();
-        let (_, web_token) = participant(&d, &c, &sid);
-        let (sip_pid, sip_token) = participant(&d, &c, &sid);
+        let (_, web_token) = common::joined_participant(&d, &c, &sid);
+        let (sip_pid, sip_token) = common::joined_participant(&d, &c, &sid);
         let mut driver = chrome::Driver::start();
         let wav = chrome::tone_wav(d.state_dir.parent().unwrap(), MIC_TONE);
         let page = driver.browser(&wav);
@@ -95,7 +81,7 @@ impl Scene {
 
 /// Calls the daemon in with `token` and `codec`, sending a `tone_hz` sine.
 fn call(d: &Daemon, token: &str, codec: PeerCodec, tone_hz: f64) -> (SipUa, MediaPeer) {
-    let mut ua = SipUa::new(sip_addr(d));
+    let mut ua = SipUa::new(d.sip_addr());
     let mut media = MediaPeer::bind(codec);
     let answer = ua.invite(token, &media.offer("sendrecv", 1));
     media.start(&answer, tone_hz);
@@ -231,7 +217,7 @@ fn the_call_record_carries_the_legs_media_counters() {
         204
     );
 
-    let mut ua = SipUa::new(sip_addr(&d));
+    let mut ua = SipUa::new(d.sip_addr());
     let mut media = MediaPeer::bind(PeerCodec::Pcmu);
     let answer = ua.invite(&token, &media.offer("sendrecv", 1));
     media.start(&answer, SIP_TONE);
@@ -350,7 +336,7 @@ fn in_a_conference_everyone_hears_every_other_and_nobody_itself() {
     let mut driver = chrome::Driver::start();
     let mut pages = Vec::new();
     for hz in PAGE_TONES {
-        let (pid, token) = participant(&d, &c, &sid);
+        let (pid, token) = common::joined_participant(&d, &c, &sid);
         let page = driver.browser(&chrome::tone_wav(d.state_dir.parent().unwrap(), hz));
         page.load_sdk(&d.url(""));
         assert_eq!(page.connect(&token), None, "connect");
@@ -359,7 +345,7 @@ fn in_a_conference_everyone_hears_every_other_and_nobody_itself() {
     }
     let mut calls = Vec::new();
     for hz in SIP_TONES {
-        let (pid, token) = participant(&d, &c, &sid);
+        let (pid, token) = common::joined_participant(&d, &c, &sid);
         calls.push((pid, call(&d, &token, PeerCodec::Pcmu, hz)));
     }
 

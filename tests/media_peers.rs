@@ -32,7 +32,7 @@ mod peers;
 #[path = "support/sip_ua.rs"]
 mod sip_ua;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -69,19 +69,6 @@ fn runnable(test: &str, tools: &[Tool], gst_elements: &[(&str, &str)]) -> bool {
     peers::have_tools(test, &all) && peers::have_gst_elements(test, gst_elements) && chrome::in_netns(test)
 }
 
-fn sip_addr(d: &Daemon) -> SocketAddr {
-    d.env.iter().find(|(k, _)| k == "INTERWORK_SIP_LISTEN").map(|(_, v)| v.parse().unwrap()).unwrap()
-}
-
-fn participant(d: &Daemon, c: &Client, sid: &str) -> (String, String) {
-    let p: serde_json::Value =
-        c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"]})).json().unwrap();
-    let (pid, token) = (p["participant"]["id"].as_str().unwrap().to_string(), p["token"].as_str().unwrap().to_string());
-    let r = c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), json!({"sessionId": sid}));
-    assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap_or_default());
-    (pid, token)
-}
-
 /// A daemon, a session with a browser participant (publishing its 440 Hz microphone, the page
 /// connected) and a SIP participant for the peer to call as.
 struct Scene {
@@ -101,8 +88,8 @@ impl Scene {
         let c = Client::new();
         let s: serde_json::Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
         let sid = s["id"].as_str().unwrap().to_string();
-        let (_, web_token) = participant(&d, &c, &sid);
-        let (sip_pid, sip_token) = participant(&d, &c, &sid);
+        let (_, web_token) = common::joined_participant(&d, &c, &sid);
+        let (sip_pid, sip_token) = common::joined_participant(&d, &c, &sid);
         let dir = tempfile::tempdir().unwrap();
         let mut driver = chrome::Driver::start();
         let wav = chrome::tone_wav(dir.path(), MIC_TONE);
@@ -295,7 +282,7 @@ fn sipp_g711_both_ways(law: Law) {
     std::fs::write(&scenario, sipp_scenario(&scene.sip_token, pt, name, &pcap)).unwrap();
     let mut cmd = Command::new(peers::SIPP.path);
     cmd.current_dir(dir)
-        .arg(sip_addr(&scene.d).to_string())
+        .arg(scene.d.sip_addr().to_string())
         .arg("-sf")
         .arg(&scenario)
         .args(["-i", "127.0.0.1", "-p", &common::free_port().to_string(), "-mp", &media_port.to_string()])
@@ -430,7 +417,7 @@ fn tshark_dissects_our_bandwidth_efficient_amrwb_cleanly() {
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = rtp.local_addr().unwrap().port();
     let mut capture = Capture::start(dir, port, CAPTURED);
-    let mut ua = SipUa::new(sip_addr(&scene.d));
+    let mut ua = SipUa::new(scene.d.sip_addr());
     let answer = ua.invite(&scene.sip_token, &amrwb_offer(port, "RTP/AVP", "mode-set=0,1,2", ""));
     assert!(answer.contains("a=rtpmap:96 AMR-WB/16000"), "{answer}");
     assert!(!answer.contains("octet-align=1"), "a bandwidth-efficient answer: {answer}");
@@ -513,7 +500,7 @@ fn gstreamer_amrwb_octet_aligned_over_srtp_and_the_browser_hear_each_other() {
         "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key)
     );
-    let mut ua = SipUa::new(sip_addr(&scene.d));
+    let mut ua = SipUa::new(scene.d.sip_addr());
     let answer = ua.invite(&scene.sip_token, &amrwb_offer(port, "RTP/SAVP", "octet-align=1", &crypto));
     assert!(answer.contains("RTP/SAVP") && answer.contains("octet-align=1"), "an octet-aligned SRTP answer: {answer}");
     let (gateway, their_key) = sip_ua::read_answer(&answer);

@@ -7,7 +7,6 @@ mod common;
 mod sip_ua;
 
 use std::io::BufRead as _;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -51,8 +50,7 @@ fn sighup_reloads_the_log_level_and_trusted_peers_and_keeps_calls() {
     let (_, _, token) = common::session_with_participant(&d, &c);
     // Transfer mode: a BYE takes its participant out of the session, so the last call is another.
     let (_, _, other) = common::session_with_participant(&d, &c);
-    let sip: SocketAddr =
-        d.env.iter().find(|(k, _)| k == "INTERWORK_SIP_LISTEN").map(|(_, v)| v.parse().unwrap()).unwrap();
+    let sip = d.sip_addr();
     let media = MediaPeer::bind(PeerCodec::Pcmu);
 
     // 127.0.0.1 is not a trusted peer yet.

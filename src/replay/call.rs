@@ -139,16 +139,7 @@ enum Waits {
 impl CallCore {
     /// A call whose capture clock starts at `start`; `rw` knows our addresses and the tokens.
     pub fn new(call: Call, rw: CallRewriter, config: CallConfig, start: Instant) -> Self {
-        let requests = call
-            .steps
-            .iter()
-            .map(|s| RequestOutcome {
-                method: s.request.method().to_string(),
-                cseq: s.request.cseq(),
-                response: None,
-                note: None,
-            })
-            .collect();
+        let requests = call.unanswered(None);
         Self {
             call,
             config,

@@ -54,20 +54,8 @@ pub async fn play_call(
     opts: PlayOptions,
     start: Instant,
 ) -> CallResult {
-    let unreachable = |why: String| CallResult {
-        requests: call
-            .steps
-            .iter()
-            .map(|s| RequestOutcome {
-                method: s.request.method().to_string(),
-                cseq: s.request.cseq(),
-                response: None,
-                note: Some(why.clone()),
-            })
-            .collect(),
-        audio: None,
-        notes: Vec::new(),
-    };
+    let unreachable =
+        |why: String| CallResult { requests: call.unanswered(Some(&why)), audio: None, notes: Vec::new() };
     let mut link = match Link::open(call.transport, opts.target, opts.timeout).await {
         Ok(l) => l,
         Err(e) => return unreachable(format!("cannot reach {} over {}: {e}", opts.target, call.transport.via_name())),

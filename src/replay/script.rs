@@ -53,6 +53,21 @@ pub struct Call {
     pub tokens: Vec<String>,
 }
 
+impl Call {
+    /// An outcome per client request, none answered yet; `note` says why, when known.
+    pub fn unanswered(&self, note: Option<&str>) -> Vec<super::expect::RequestOutcome> {
+        self.steps
+            .iter()
+            .map(|s| super::expect::RequestOutcome {
+                method: s.request.method().to_string(),
+                cseq: s.request.cseq(),
+                response: None,
+                note: note.map(str::to_string),
+            })
+            .collect()
+    }
+}
+
 /// One request of the client.
 #[derive(Clone, Debug)]
 pub struct Step {

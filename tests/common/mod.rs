@@ -241,3 +241,21 @@ pub fn session_with_participant(d: &Daemon, c: &Client) -> (String, String, Stri
     assert_eq!(r.status().as_u16(), 204);
     (sid, pid, token)
 }
+
+impl Daemon {
+    /// Where its SIP listens (UDP and TCP).
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.env.iter().find(|(k, _)| k == "INTERWORK_SIP_LISTEN").map(|(_, v)| v.parse().unwrap()).unwrap()
+    }
+}
+
+/// A new participant that may publish audio, joined to `sid` hearing everyone in it (and
+/// heard by everyone): (participant id, token).
+pub fn joined_participant(d: &Daemon, c: &Client, sid: &str) -> (String, String) {
+    let p: serde_json::Value =
+        c.post(&d.api("/participants"), serde_json::json!({"publishPermissions": ["AUDIO"]})).json().unwrap();
+    let (pid, token) = (p["participant"]["id"].as_str().unwrap().to_string(), p["token"].as_str().unwrap().to_string());
+    let r = c.put(&d.api(&format!("/sessions/{sid}/participants/{pid}")), serde_json::json!({"sessionId": sid}));
+    assert_eq!(r.status().as_u16(), 204, "{}", r.text().unwrap_or_default());
+    (pid, token)
+}
