@@ -209,7 +209,7 @@ impl BridgedLeg {
             )
             .unwrap(),
             narrowband: (kind == Kind::Pcmu).then(|| (Decimator::new(), [0; 160])),
-            endpoint: EndpointId(format!("browser-{i}")),
+            endpoint: EndpointId(format!("browser-{i}").into()),
             pcm: [0; FRAME_SAMPLES],
             opus: vec![0; MAX_PACKET_BYTES],
             mix: [0; FRAME_SAMPLES],

@@ -53,9 +53,9 @@
 //! ## Allocation
 //!
 //! Per frame, nothing but the shared Opus buffer handed to the forwarder (an `Arc<[u8]>`,
-//! encoded once and shared by every subscriber) and the endpoint id that names it; what the
-//! forwarder and rtc-srtp allocate is theirs. A heard publisher's queue is made on its first
-//! frame.
+//! encoded once and shared by every subscriber; the endpoint id that names it is an `Arc<str>`
+//! too, so naming it costs a reference count); what the forwarder, the heard decoders and
+//! rtc-srtp allocate is theirs. A heard publisher's queue is made on its first frame.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::UdpSocket as StdUdpSocket;
@@ -637,7 +637,7 @@ mod tests {
             self.phone_heard.extend_from_slice(&out);
             while let Ok(command) = self.forwarder.try_recv() {
                 if let Command::ExternalFrame { endpoint, rtp_time, data } = command {
-                    assert_eq!(endpoint.0, "sip-stream");
+                    assert_eq!(&*endpoint.0, "sip-stream");
                     let mut pcm = [0i16; 1920];
                     let n = self.published_decoder.decode(&data, &mut pcm).unwrap();
                     self.published.push((rtp_time.numer(), pcm[..n].to_vec()));

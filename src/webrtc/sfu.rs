@@ -95,13 +95,14 @@ pub struct PeerId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ExternalSubscriberId(pub u64);
 
-/// Names a published stream; shown to the SDK as `endpointId`.
+/// Names a published stream; shown to the SDK as `endpointId`. Shared (`Arc<str>`) because
+/// it travels with every frame: cloning it must not allocate.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EndpointId(pub String);
+pub struct EndpointId(pub std::sync::Arc<str>);
 
 impl EndpointId {
     fn generate() -> Self {
-        Self(crate::ids::random_id(crate::ids::ID_LEN))
+        Self(crate::ids::random_id(crate::ids::ID_LEN).into())
     }
 }
 
@@ -748,7 +749,7 @@ impl Sfu {
             if let Some(slot) = p.sending.remove(&endpoint) {
                 p.to_stop.push(slot.mid);
                 if slot.active {
-                    let m = ServerMessage::StreamUnavailable { endpoint_id: endpoint.0.clone() };
+                    let m = ServerMessage::StreamUnavailable { endpoint_id: endpoint.0.to_string() };
                     self.events.push_back(SfuEvent::ToDevice(peer, m));
                 }
             }
@@ -782,8 +783,13 @@ impl Sfu {
         for endpoint in &p.wanted {
             if !p.sending.contains_key(endpoint) {
                 let track = format!("{}-audio", endpoint.0);
-                let mid =
-                    api.add_media(MediaKind::Audio, Direction::SendOnly, Some(endpoint.0.clone()), Some(track), None);
+                let mid = api.add_media(
+                    MediaKind::Audio,
+                    Direction::SendOnly,
+                    Some(endpoint.0.to_string()),
+                    Some(track),
+                    None,
+                );
                 p.sending.insert(endpoint.clone(), SendSlot { mid, active: false });
                 added.push((endpoint.clone(), mid));
             }
@@ -858,7 +864,7 @@ impl Sfu {
                 if let Some(slot) = p.sending.remove(endpoint) {
                     p.to_stop.push(slot.mid);
                 }
-                let m = ServerMessage::StreamUnavailable { endpoint_id: endpoint.0.clone() };
+                let m = ServerMessage::StreamUnavailable { endpoint_id: endpoint.0.to_string() };
                 self.events.push_back(SfuEvent::ToDevice(peer, m));
                 self.negotiate(now, peer);
             }
@@ -924,7 +930,7 @@ impl Sfu {
         e.muted = muted;
         for t in &e.targets {
             if let Target::Peer { peer, .. } = t {
-                let m = ServerMessage::StreamMuted { endpoint_id: endpoint.0.clone(), muted };
+                let m = ServerMessage::StreamMuted { endpoint_id: endpoint.0.to_string(), muted };
                 self.events.push_back(SfuEvent::ToDevice(*peer, m));
             }
         }
@@ -1108,7 +1114,7 @@ impl Sfu {
 
 fn stream_info(endpoint: &EndpointId, participant: &ParticipantId, mid: Mid, muted: bool) -> StreamInfo {
     StreamInfo {
-        endpoint_id: endpoint.0.clone(),
+        endpoint_id: endpoint.0.to_string(),
         participant_id: participant.0.clone(),
         media_types: vec![MediaType::Audio],
         mid: mid.to_string(),

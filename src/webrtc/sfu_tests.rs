@@ -215,7 +215,7 @@ fn external_publishers_and_subscribers_use_the_same_endpoints() {
     let sub = sim.sfu.add_external_subscriber(ParticipantId::from("sip-ear"), session);
     sim.refresh();
     sim.run_for(Duration::from_secs(1));
-    assert_eq!(available(&sim, b), vec![endpoint.0.clone()]);
+    assert_eq!(available(&sim, b), vec![endpoint.0.to_string()]);
     let frame: Arc<[u8]> = vec![1u8; 40].into();
     let mut external = Vec::new();
     for i in 0..50u64 {
