@@ -14,7 +14,8 @@
 //!   peer (the test's own SIP UA signals, offering `octet-align=1` and the key GStreamer's
 //!   `srtpenc` sends with): `voamrwbenc`/`rtpamrpay` reach the page, and GStreamer's `srtpdec`,
 //!   `rtpamrdepay` and `amrwbdec` decode every captured packet of the gateway's to 440 Hz.
-//! - tshark dissects the gateway's bandwidth-efficient AMR-WB (plain RTP, `mode-set=0,1,2`):
+//! - tshark dissects the gateway's bandwidth-efficient AMR-WB (over SRTP, decrypted by the test
+//!   with the answer's key into a capture of plain RTP; `mode-set=0,1,2`):
 //!   no malformed or flagged packet, one frame per packet, all of mode 2 (the highest offered),
 //!   no mode request; read as octet-aligned the same capture is flagged, packet by packet, so
 //!   the check can fail. The captured frames decode (codecs crate) to 440 Hz.
@@ -417,15 +418,43 @@ fn tshark_dissects_our_bandwidth_efficient_amrwb_cleanly() {
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = rtp.local_addr().unwrap().port();
     let mut capture = Capture::start(dir, port, CAPTURED);
+    let mut key = [0u8; 30];
+    interwork::ids::fill_random(&mut key);
+    let crypto = format!(
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key)
+    );
     let mut ua = SipUa::new(scene.d.sip_addr());
-    let answer = ua.invite(&scene.sip_token, &amrwb_offer(port, "RTP/AVP", "mode-set=0,1,2", ""));
-    assert!(answer.contains("a=rtpmap:96 AMR-WB/16000"), "{answer}");
+    let answer = ua.invite(&scene.sip_token, &amrwb_offer(port, "RTP/SAVP", "mode-set=0,1,2", &crypto));
+    assert!(answer.contains("a=rtpmap:96 AMR-WB/16000") && answer.contains("RTP/SAVP"), "{answer}");
     assert!(!answer.contains("octet-align=1"), "a bandwidth-efficient answer: {answer}");
+    let their_key = sip_ua::read_answer(&answer).1.expect("the answer's a=crypto");
     capture.finish(AUDIO_LIMIT);
     let mic_db = scene.mic_level();
     assert_eq!(ua.bye(), 200);
 
-    let be = dissect_amrwb(&capture.file, port, "RFC 3267 BW-efficient");
+    // What went over the wire is SRTP: decrypt it with the answer's key (every packet must
+    // authenticate) into a capture of the plain RTP, which tshark then reads.
+    let keys = interwork::sip::sdp::SrtpKeys {
+        suite: interwork::sip::sdp::SrtpSuite::AesCm128HmacSha1_80,
+        tag: 1,
+        remote_key: their_key,
+        local_key: key.to_vec(),
+    };
+    let mut srtp = interwork::media::srtp::SrtpSession::new(&keys).unwrap();
+    let mut plain = Vec::new();
+    for datagram in peers::udp_payloads(&capture.file) {
+        let mut out = vec![0u8; datagram.len()];
+        let n = srtp.unprotect_rtp(&datagram, &mut out).expect("the gateway's SRTP authenticates");
+        out.truncate(n);
+        plain.push(out);
+    }
+    assert_eq!(plain.len(), CAPTURED as usize);
+    let decrypted = dir.join("decrypted.pcap");
+    peers::write_udp_pcap(&decrypted, port, &plain);
+    let capture_file = decrypted;
+
+    let be = dissect_amrwb(&capture_file, port, "RFC 3267 BW-efficient");
     assert_eq!(be.len(), CAPTURED as usize, "every captured datagram is RTP");
     for d in &be {
         // One 20 ms frame per packet (ptime 20): F = 0; mode 2 (12.65 kbit/s) is the highest of
@@ -436,13 +465,13 @@ fn tshark_dissects_our_bandwidth_efficient_amrwb_cleanly() {
             "{d:?}"
         );
     }
-    let oa = dissect_amrwb(&capture.file, port, "RFC 3267 octet aligned");
+    let oa = dissect_amrwb(&capture_file, port, "RFC 3267 octet aligned");
     assert_eq!(oa.len(), CAPTURED as usize);
     let flagged = oa.iter().filter(|d| !d.malformed.is_empty() || !d.expert.is_empty()).count();
     assert_eq!(flagged, oa.len(), "read as octet-aligned, every packet is flagged: {:?}", oa.first());
 
     // And the frames carry the microphone.
-    let packets = peers::rtp_packets(&capture.file, port);
+    let packets = peers::rtp_packets(&capture_file, port);
     assert_one_clean_stream(&packets, 96);
     let depacketizer = Depacketizer::new(PayloadConfig::bandwidth_efficient());
     let mut frames = PacketFrames::new();

@@ -162,6 +162,27 @@ impl Drop for Proc {
 /// apart. sipp's `play_pcap_audio` replays the RTP with its own addresses and ports, on the
 /// packets' time stamps.
 pub fn write_rtp_pcap(path: &Path, pt: u8, samples_per_packet: u32, payloads: &[Vec<u8>]) {
+    let ssrc = 0x1c0d_e5e1u32;
+    let packets: Vec<Vec<u8>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, payload)| {
+            let mut rtp = Vec::with_capacity(12 + payload.len());
+            rtp.push(0x80);
+            rtp.push(pt | if i == 0 { 0x80 } else { 0 });
+            rtp.extend((i as u16).wrapping_add(3000).to_be_bytes());
+            rtp.extend((i as u32 * samples_per_packet).wrapping_add(80_000).to_be_bytes());
+            rtp.extend(ssrc.to_be_bytes());
+            rtp.extend(payload);
+            rtp
+        })
+        .collect();
+    write_udp_pcap(path, 40_002, &packets);
+}
+
+/// Writes a classic pcap (Ethernet, IPv4, UDP from 127.0.0.1:40000 to 127.0.0.1:`dport`) of
+/// `datagrams`, 20 ms apart.
+pub fn write_udp_pcap(path: &Path, dport: u16, datagrams: &[Vec<u8>]) {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     // Global header: magic, v2.4, UTC offset 0, accuracy 0, snaplen, LINKTYPE_ETHERNET.
     let mut header = Vec::new();
@@ -174,25 +195,16 @@ pub fn write_rtp_pcap(path: &Path, pt: u8, samples_per_packet: u32, payloads: &[
     header.extend(1u32.to_le_bytes());
     f.write_all(&header).unwrap();
     let (src, dst) = ([127, 0, 0, 1], [127, 0, 0, 1]);
-    let (sport, dport) = (40_000u16, 40_002u16);
-    let ssrc = 0x1c0d_e5e1u32;
-    for (i, payload) in payloads.iter().enumerate() {
-        let i32_ = i as u32;
-        let mut rtp = Vec::with_capacity(12 + payload.len());
-        rtp.push(0x80);
-        rtp.push(pt | if i == 0 { 0x80 } else { 0 });
-        rtp.extend((i as u16).wrapping_add(3000).to_be_bytes());
-        rtp.extend((i32_ * samples_per_packet).wrapping_add(80_000).to_be_bytes());
-        rtp.extend(ssrc.to_be_bytes());
-        rtp.extend(payload);
-        let udp_len = 8 + rtp.len();
+    let sport = 40_000u16;
+    for (i, datagram) in datagrams.iter().enumerate() {
+        let udp_len = 8 + datagram.len();
         let mut udp = Vec::with_capacity(udp_len);
         udp.extend(sport.to_be_bytes());
         udp.extend(dport.to_be_bytes());
         udp.extend((udp_len as u16).to_be_bytes());
         // A zero UDP checksum means "none" over IPv4.
         udp.extend(0u16.to_be_bytes());
-        udp.extend(&rtp);
+        udp.extend(datagram);
         let ip_len = 20 + udp_len;
         let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
         ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
@@ -204,7 +216,7 @@ pub fn write_rtp_pcap(path: &Path, pt: u8, samples_per_packet: u32, payloads: &[
         ip.extend(&udp);
         let mut frame = vec![0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x08, 0x00];
         frame.extend(&ip);
-        let micros = u64::from(i32_) * 20_000;
+        let micros = i as u64 * 20_000;
         let mut record = Vec::with_capacity(16 + frame.len());
         record.extend(((micros / 1_000_000) as u32 + 1_700_000_000).to_le_bytes());
         record.extend(((micros % 1_000_000) as u32).to_le_bytes());
