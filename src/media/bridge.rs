@@ -624,7 +624,7 @@ mod tests {
                 let (endpoint, rtp_time) =
                     (EndpointId("web".into()), MediaTime::new(self.browser_time, Frequency::FORTY_EIGHT_KHZ));
                 let pcm = self.decoders.decode(now, &endpoint, rtp_time, &Arc::from(&opus[..n])).unwrap();
-                let frame = ExternalMedia::Frame { endpoint, publisher: ParticipantId::from("web"), rtp_time, pcm };
+                let frame = ExternalMedia::Frame { endpoint, rtp_time, pcm };
                 self.bridge.handle_media(now, &mut self.gateway, frame);
             }
             self.browser_time += OPUS_FRAME_TICKS;

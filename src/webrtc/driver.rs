@@ -125,8 +125,6 @@ pub enum ExternalMedia {
     Frame {
         /// The stream.
         endpoint: EndpointId,
-        /// Its publisher.
-        publisher: ParticipantId,
         /// On the endpoint's continuous timeline, 48 kHz.
         rtp_time: MediaTime,
         /// The audio, 16 kHz mono (shared with every other subscriber).
@@ -259,20 +257,9 @@ pub(crate) struct Driver {
     externals: HashMap<ExternalSubscriberId, mpsc::Sender<ExternalMedia>>,
     /// Heard publishers' Opus decoded once for every SIP leg that hears them.
     heard: HeardDecoders,
-    /// External publishers (SIP legs' streams), live or parked, and whose they are.
-    external_streams: HashMap<EndpointId, ExternalStream>,
     /// Frames and tones an external subscriber's full channel refused.
     external_dropped: u64,
     stale: bool,
-}
-
-/// An external publisher's owner, and whether a leg feeds it.
-#[derive(Debug)]
-struct ExternalStream {
-    session: SessionId,
-    participant: ParticipantId,
-    /// No leg feeds it: it waits for the participant's next leg.
-    parked: bool,
 }
 
 impl Driver {
@@ -283,7 +270,6 @@ impl Driver {
             devices: HashMap::new(),
             externals: HashMap::new(),
             heard: HeardDecoders::new(),
-            external_streams: HashMap::new(),
             external_dropped: 0,
             stale: false,
         }
@@ -354,18 +340,18 @@ impl Driver {
             Command::Candidate { peer, candidate } => self.sfu.handle_candidate(now, peer, &candidate),
             Command::Dtmf { peer, tones } => self.sfu.handle_dtmf(peer, &tones),
             Command::ExternalPublish { participant, session, reply } => {
-                let endpoint = self.external_publish(participant, session);
+                let endpoint = self.sfu.add_external_publisher(participant, session);
                 if let Err(endpoint) = reply.send(endpoint) {
                     // The leg went away while asking.
-                    self.external_unpublish(now, &endpoint);
+                    self.sfu.remove_external_publisher(now, &endpoint);
                 }
             }
             Command::ExternalFrame { endpoint, rtp_time, data } => {
                 // An unknown endpoint is a leg whose unpublish raced its last frame.
                 let _ = self.sfu.handle_external_frame(now, &endpoint, rtp_time, data);
             }
-            Command::ExternalUnpublish { endpoint } => self.external_unpublish(now, &endpoint),
-            Command::ExternalPark { endpoint } => self.external_park(now, &endpoint),
+            Command::ExternalUnpublish { endpoint } => self.sfu.remove_external_publisher(now, &endpoint),
+            Command::ExternalPark { endpoint } => self.sfu.park_external_publisher(now, &endpoint),
             Command::ExternalMuted { endpoint, muted } => {
                 let _ = self.sfu.set_external_muted(&endpoint, muted);
             }
@@ -382,57 +368,6 @@ impl Driver {
                 self.sfu.remove_external_subscriber(subscriber);
             }
             Command::ExternalDtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
-        }
-    }
-
-    /// The stream of a new SIP leg: the participant's parked stream when it has one in this
-    /// session (bridge re-attach: browsers keep their track and their timeline), else a new one.
-    fn external_publish(&mut self, participant: ParticipantId, session: SessionId) -> EndpointId {
-        let parked = self
-            .external_streams
-            .iter()
-            .find(|(_, s)| s.parked && s.session == session && s.participant == participant)
-            .map(|(e, _)| e.clone());
-        if let Some(endpoint) = parked
-            && self.sfu.rebind_external_publisher(&endpoint).is_ok()
-            && let Some(stream) = self.external_streams.get_mut(&endpoint)
-        {
-            stream.parked = false;
-            let _ = self.sfu.set_external_muted(&endpoint, false);
-            tracing::debug!(endpoint = %endpoint.0, participant = %participant, "a new leg continues the parked stream");
-            return endpoint;
-        }
-        let endpoint = self.sfu.add_external_publisher(participant.clone(), session.clone());
-        self.external_streams.insert(endpoint.clone(), ExternalStream { session, participant, parked: false });
-        endpoint
-    }
-
-    fn external_unpublish(&mut self, now: Instant, endpoint: &EndpointId) {
-        self.external_streams.remove(endpoint);
-        self.sfu.remove_external_publisher(now, endpoint);
-    }
-
-    /// Parks a bridge leg's stream, unless another leg already publishes for the participant
-    /// (a new INVITE that arrived before the old leg's BYE): one stream per participant.
-    fn external_park(&mut self, now: Instant, endpoint: &EndpointId) {
-        let Some(stream) = self.external_streams.get(endpoint) else { return };
-        let other_live = self.external_streams.iter().any(|(e, s)| {
-            e != endpoint && !s.parked && s.session == stream.session && s.participant == stream.participant
-        });
-        if other_live {
-            self.external_unpublish(now, endpoint);
-        } else if let Some(stream) = self.external_streams.get_mut(endpoint) {
-            stream.parked = true;
-            let _ = self.sfu.set_external_muted(endpoint, true);
-        }
-    }
-
-    /// Removes the parked streams `gone` says are no longer wanted (their participant left).
-    fn drop_parked(&mut self, now: Instant, gone: impl Fn(&ExternalStream) -> bool) {
-        let doomed: Vec<EndpointId> =
-            self.external_streams.iter().filter(|(_, s)| s.parked && gone(s)).map(|(e, _)| e.clone()).collect();
-        for endpoint in doomed {
-            self.external_unpublish(now, &endpoint);
         }
     }
 
@@ -473,21 +408,21 @@ impl Driver {
                 {
                     self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                 }
-                self.drop_parked(now, |s| s.session == session && s.participant == participant);
+                self.sfu.remove_parked(now, |p, s| *s == session && *p == participant);
                 self.stale = true;
             }
             RoomEvent::ParticipantDeleted { participant, .. } => {
                 if let Some(peer) = self.sfu.peer_of(&participant) {
                     self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                 }
-                self.drop_parked(now, |s| s.participant == participant);
+                self.sfu.remove_parked(now, |p, _| *p == participant);
                 self.stale = true;
             }
             RoomEvent::SessionEnded { session, .. } => {
                 for peer in self.sfu.peers_in(&session) {
                     self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                 }
-                self.drop_parked(now, |s| s.session == session);
+                self.sfu.remove_parked(now, |_, s| *s == session);
                 self.stale = true;
             }
             RoomEvent::SubscriptionsChanged { .. } | RoomEvent::ParticipantJoined { .. } => self.stale = true,
@@ -541,12 +476,12 @@ impl Driver {
             }
             SfuEvent::SubscriptionsStale => self.stale = true,
             SfuEvent::Dtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
-            SfuEvent::ExternalFrame { subscriber, endpoint, publisher, rtp_time, data } => {
+            SfuEvent::ExternalFrame { subscriber, endpoint, rtp_time, data } => {
                 if !self.externals.contains_key(&subscriber) {
                     return;
                 }
                 if let Some(pcm) = self.heard.decode(now(), &endpoint, rtp_time, &data) {
-                    self.deliver_external(subscriber, ExternalMedia::Frame { endpoint, publisher, rtp_time, pcm });
+                    self.deliver_external(subscriber, ExternalMedia::Frame { endpoint, rtp_time, pcm });
                 }
             }
             SfuEvent::ExternalDtmf { subscriber, participant, tone } => {

@@ -140,10 +140,8 @@ pub enum SfuEvent {
     ExternalFrame {
         /// The subscriber.
         subscriber: ExternalSubscriberId,
-        /// The stream.
+        /// The stream (names its publisher too: one `Arc`, no per-frame allocation).
         endpoint: EndpointId,
-        /// Its publisher.
-        publisher: ParticipantId,
         /// On the endpoint's continuous timeline, 48 kHz.
         rtp_time: MediaTime,
         /// The Opus frame, shared with every other subscriber.
@@ -270,6 +268,23 @@ enum Source {
     External,
     /// Its publisher is gone; it is removed at this time unless adopted.
     Orphaned(Instant),
+    /// A bridge-mode SIP leg ended: kept, quiet, until the participant's next leg adopts it or
+    /// the participant leaves (CONTRACT §5).
+    Parked,
+}
+
+impl Endpoint {
+    fn new(participant: ParticipantId, session: SessionId, source: Source) -> Self {
+        Self {
+            participant,
+            session,
+            source,
+            generation: SourceGeneration::default(),
+            timeline: Timeline::new(Frequency::FORTY_EIGHT_KHZ),
+            targets: Vec::new(),
+            muted: false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -831,18 +846,7 @@ impl Sfu {
             id.clone()
         } else {
             let id = EndpointId::generate();
-            self.endpoints.insert(
-                id.clone(),
-                Endpoint {
-                    participant: participant.clone(),
-                    session,
-                    source: Source::Peer(peer, mid),
-                    generation: SourceGeneration::default(),
-                    timeline: Timeline::new(Frequency::FORTY_EIGHT_KHZ),
-                    targets: Vec::new(),
-                    muted: false,
-                },
-            );
+            self.endpoints.insert(id.clone(), Endpoint::new(participant.clone(), session, Source::Peer(peer, mid)));
             id
         };
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -891,32 +895,55 @@ impl Sfu {
 
     /// A non-browser publisher of Opus frames (a SIP leg's transcoded audio) in `session`.
     /// Its frames go to every subscriber that hears `participant` once subscriptions are
-    /// refreshed.
+    /// refreshed. The participant's parked stream, when it has one in this session, is
+    /// continued instead (bridge re-attach): browsers keep their track, and its RTP time may
+    /// start anywhere while subscribers' timelines go on.
     pub fn add_external_publisher(&mut self, participant: ParticipantId, session: SessionId) -> EndpointId {
+        let parked = self
+            .endpoints
+            .iter_mut()
+            .find(|(_, e)| e.source == Source::Parked && e.participant == participant && e.session == session);
+        if let Some((id, e)) = parked {
+            e.source = Source::External;
+            e.generation.0 += 1;
+            let id = id.clone();
+            let _ = self.set_external_muted(&id, false);
+            return id;
+        }
         let id = EndpointId::generate();
-        self.endpoints.insert(
-            id.clone(),
-            Endpoint {
-                participant,
-                session,
-                source: Source::External,
-                generation: SourceGeneration::default(),
-                timeline: Timeline::new(Frequency::FORTY_EIGHT_KHZ),
-                targets: Vec::new(),
-                muted: false,
-            },
-        );
+        self.endpoints.insert(id.clone(), Endpoint::new(participant, session, Source::External));
         self.events.push_back(SfuEvent::SubscriptionsStale);
         id
     }
 
-    /// The external publisher's source restarted (a new SIP leg of the same participant): its
-    /// RTP time may start anywhere, subscribers' timelines continue.
-    pub fn rebind_external_publisher(&mut self, endpoint: &EndpointId) -> Result<(), SfuError> {
-        let e = self.endpoints.get_mut(endpoint).ok_or(SfuError::UnknownEndpoint)?;
-        e.generation.0 += 1;
-        e.source = Source::External;
-        Ok(())
+    /// A bridge-mode leg ended: its stream stays, muted, for the participant's next leg
+    /// ([`Sfu::add_external_publisher`]), unless another leg already publishes for the
+    /// participant (a new INVITE before the old leg's BYE): one stream per participant.
+    pub fn park_external_publisher(&mut self, now: Instant, endpoint: &EndpointId) {
+        let Some(e) = self.endpoints.get(endpoint) else { return };
+        let (participant, session) = (&e.participant, &e.session);
+        let other_live = self.endpoints.iter().any(|(id, o)| {
+            id != endpoint && o.source == Source::External && o.participant == *participant && o.session == *session
+        });
+        if other_live {
+            self.remove_endpoint(now, endpoint);
+        } else if let Some(e) = self.endpoints.get_mut(endpoint) {
+            e.source = Source::Parked;
+            let _ = self.set_external_muted(endpoint, true);
+        }
+    }
+
+    /// Removes the parked streams whose (participant, session) `gone` says left.
+    pub fn remove_parked(&mut self, now: Instant, gone: impl Fn(&ParticipantId, &SessionId) -> bool) {
+        let doomed: Vec<EndpointId> = self
+            .endpoints
+            .iter()
+            .filter(|(_, e)| e.source == Source::Parked && gone(&e.participant, &e.session))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for endpoint in doomed {
+            self.remove_endpoint(now, &endpoint);
+        }
     }
 
     /// An external publisher stops or starts sending (its SIP leg holds or resumes the call,
@@ -1102,7 +1129,6 @@ impl Sfu {
                     events.push_back(SfuEvent::ExternalFrame {
                         subscriber: *subscriber,
                         endpoint: endpoint.clone(),
-                        publisher: e.participant.clone(),
                         rtp_time: out,
                         data: data.clone(),
                     });

@@ -238,8 +238,10 @@ fn external_publishers_and_subscribers_use_the_same_endpoints() {
     }
     assert!(sim.received(b) > 40, "browser got {}", sim.received(b));
     assert_eq!(external.len(), 50);
-    // A new leg of the same participant restarts its RTP time; the timeline continues.
-    sim.sfu.rebind_external_publisher(&endpoint).unwrap();
+    // The leg ends in bridge mode (parked) and a new leg of the same participant continues
+    // the stream: same endpoint, its RTP time restarts, the timeline continues.
+    sim.sfu.park_external_publisher(sim.now, &endpoint);
+    assert_eq!(sim.sfu.add_external_publisher(sip.clone(), sim.session.clone()), endpoint);
     sim.now += Duration::from_millis(20);
     sim.sfu.handle_external_frame(sim.now, &endpoint, MediaTime::new(5, Frequency::FORTY_EIGHT_KHZ), frame).unwrap();
     let next = std::iter::from_fn(|| sim.sfu.poll_event())
