@@ -41,7 +41,7 @@ use interwork::media::heard::HeardDecoders;
 use interwork::media::leg::{AudioStatus, LegConfig, MTU, SipLeg};
 use interwork::media::resample::Decimator;
 use interwork::media::rtp::Ssrc;
-use interwork::sip::sdp::{AmrWbParams, Codec, Direction, Negotiated, Profile, SrtpKeys, SrtpSuite};
+use interwork::sip::sdp::{AmrWbParams, Codec, Negotiated, SrtpKeys, SrtpSuite};
 use interwork::webrtc::sfu::EndpointId;
 use str0m::media::{Frequency, MediaTime};
 
@@ -89,30 +89,16 @@ impl Kind {
 }
 
 fn negotiated(kind: Kind, remote: &str, flip: bool) -> Negotiated {
-    let (codec, payload_type, clock_rate) = match kind {
-        Kind::Pcmu => (Codec::Pcmu, 0, 8_000),
-        Kind::AmrWbSrtp => (Codec::AmrWb(AmrWbParams::new(false)), 96, 16_000),
+    let codec = match kind {
+        Kind::Pcmu => Codec::Pcmu,
+        Kind::AmrWbSrtp => Codec::AmrWb(AmrWbParams::new(false)),
     };
     let srtp = (kind == Kind::AmrWbSrtp).then(|| {
         let (a, b): (Vec<u8>, Vec<u8>) = ((0..30).collect(), (100..130).collect());
         let (local_key, remote_key) = if flip { (b, a) } else { (a, b) };
         SrtpKeys { suite: SrtpSuite::AesCm128HmacSha1_80, tag: 1, remote_key, local_key }
     });
-    Negotiated {
-        codec,
-        payload_type,
-        clock_rate,
-        ptime_ms: 20,
-        telephone_event: Some((101, clock_rate)),
-        comfort_noise: None,
-        remote_rtp: remote.parse().unwrap(),
-        remote_rtcp: None,
-        rtcp_mux: true,
-        profile: if srtp.is_some() { Profile::Savp } else { Profile::Avp },
-        remote_direction: Direction::SendRecv,
-        local_direction: Direction::SendRecv,
-        srtp,
-    }
+    Negotiated { rtcp_mux: true, ..Negotiated::sendrecv(codec, remote.parse().unwrap()) }.with_srtp(srtp)
 }
 
 fn config(ssrc: u32) -> LegConfig {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use interwork::media::leg::{LegConfig, MTU, SipLeg};
 use interwork::media::rtp::Ssrc;
-use interwork::sip::sdp::{AmrWbParams, Codec, Direction, Negotiated, Profile, SrtpKeys, SrtpSuite};
+use interwork::sip::sdp::{AmrWbParams, Codec, Negotiated, SrtpKeys, SrtpSuite};
 
 struct Counting;
 
@@ -41,25 +41,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn negotiated(codec: Codec, remote: SocketAddr, srtp: Option<SrtpKeys>) -> Negotiated {
-    let (payload_type, clock_rate) = match codec {
-        Codec::AmrWb(_) => (96, 16_000),
-        _ => (0, 8_000),
-    };
-    Negotiated {
-        codec,
-        payload_type,
-        clock_rate,
-        ptime_ms: 20,
-        telephone_event: Some((101, clock_rate)),
-        comfort_noise: None,
-        remote_rtp: remote,
-        remote_rtcp: None,
-        rtcp_mux: true,
-        profile: if srtp.is_some() { Profile::Savp } else { Profile::Avp },
-        remote_direction: Direction::SendRecv,
-        local_direction: Direction::SendRecv,
-        srtp,
-    }
+    Negotiated { rtcp_mux: true, ..Negotiated::sendrecv(codec, remote) }.with_srtp(srtp)
 }
 
 fn config(ssrc: u32) -> LegConfig {

@@ -523,28 +523,14 @@ mod tests {
     use super::*;
     use crate::media::heard::HeardDecoders;
     use crate::media::rtp::Ssrc;
-    use crate::sip::sdp::{Codec, Direction, Profile};
+    use crate::sip::sdp::{Codec, Direction};
     use crate::webrtc::driver::Command;
 
     const GATEWAY: &str = "192.0.2.1:20000";
     const PHONE: &str = "198.51.100.2:40000";
 
     fn negotiated(remote: &str, remote_direction: Direction) -> Negotiated {
-        Negotiated {
-            codec: Codec::Pcmu,
-            payload_type: 0,
-            clock_rate: 8_000,
-            ptime_ms: 20,
-            telephone_event: Some((101, 8_000)),
-            comfort_noise: None,
-            remote_rtp: remote.parse().unwrap(),
-            remote_rtcp: None,
-            rtcp_mux: false,
-            profile: Profile::Avp,
-            remote_direction,
-            local_direction: Direction::SendRecv,
-            srtp: None,
-        }
+        Negotiated { remote_direction, ..Negotiated::sendrecv(Codec::Pcmu, remote.parse().unwrap()) }
     }
 
     fn config(ssrc: u32) -> LegConfig {

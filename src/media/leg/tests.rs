@@ -9,7 +9,7 @@ use codecs::rfc4867::{Cmr, Depacketizer, PacketFrames, Packetizer, PayloadConfig
 use super::*;
 use crate::media::netem::{Link, LinkConfig};
 use crate::media::rtp::RtpPacket;
-use crate::sip::sdp::{AmrWbParams, Direction, Profile, SrtpKeys, SrtpSuite};
+use crate::sip::sdp::{AmrWbParams, Direction, SrtpKeys, SrtpSuite};
 
 const A: &str = "192.0.2.1:40000";
 const B: &str = "198.51.100.2:50000";
@@ -25,32 +25,13 @@ fn rtcp_addr(rtp: SocketAddr) -> SocketAddr {
 
 /// What A and B agreed, seen from A (`remote` = B) and with keys in A's direction.
 fn negotiated(codec: Codec, suite: Option<SrtpSuite>, remote: SocketAddr, flip: bool) -> Negotiated {
-    let (payload_type, clock_rate) = match codec {
-        Codec::Pcmu => (0, 8_000),
-        Codec::Pcma => (8, 8_000),
-        Codec::AmrWb(_) => (96, 16_000),
-    };
     let srtp = suite.map(|suite| {
         let k1: Vec<u8> = (0..suite.master_len() as u8).collect();
         let k2: Vec<u8> = (0..suite.master_len() as u8).map(|b| b.wrapping_mul(7) ^ 0x5A).collect();
         let (local_key, remote_key) = if flip { (k2, k1) } else { (k1, k2) };
         SrtpKeys { suite, tag: 1, remote_key, local_key }
     });
-    Negotiated {
-        codec,
-        payload_type,
-        clock_rate,
-        ptime_ms: 20,
-        telephone_event: Some((101, clock_rate)),
-        comfort_noise: Some(13),
-        remote_rtp: remote,
-        remote_rtcp: None,
-        rtcp_mux: false,
-        profile: if suite.is_some() { Profile::Savp } else { Profile::Avp },
-        remote_direction: Direction::SendRecv,
-        local_direction: Direction::SendRecv,
-        srtp,
-    }
+    Negotiated { comfort_noise: Some(13), ..Negotiated::sendrecv(codec, remote) }.with_srtp(srtp)
 }
 
 fn config(ssrc: u32, seq: u16, ts: u32) -> LegConfig {

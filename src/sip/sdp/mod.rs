@@ -97,6 +97,44 @@ pub struct Negotiated {
     pub srtp: Option<SrtpKeys>,
 }
 
+impl Negotiated {
+    /// A plain RTP/AVP `sendrecv` agreement on `codec` toward `remote_rtp`: its static payload
+    /// type (96 for AMR-WB), 20 ms packets, RFC 4733 (PT 101) at the codec's clock, RTCP on the
+    /// next port. The starting point of tests, benches and tools that need an agreement
+    /// without an SDP exchange; change fields with struct update syntax.
+    pub fn sendrecv(codec: Codec, remote_rtp: SocketAddr) -> Self {
+        let payload_type = match codec {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+            Codec::AmrWb(_) => 96,
+        };
+        let clock_rate = codec.clock_rate();
+        Self {
+            codec,
+            payload_type,
+            clock_rate,
+            ptime_ms: 20,
+            telephone_event: Some((101, clock_rate)),
+            comfort_noise: None,
+            remote_rtp,
+            remote_rtcp: None,
+            rtcp_mux: false,
+            profile: Profile::Avp,
+            remote_direction: Direction::SendRecv,
+            local_direction: Direction::SendRecv,
+            srtp: None,
+        }
+    }
+
+    /// The same over SRTP-SDES (RTP/SAVP) with `keys`, when given.
+    pub fn with_srtp(self, keys: Option<SrtpKeys>) -> Self {
+        match keys {
+            Some(keys) => Self { profile: Profile::Savp, srtp: Some(keys), ..self },
+            None => self,
+        }
+    }
+}
+
 /// SRTP master keys agreed by SDES (RFC 4568).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SrtpKeys {
