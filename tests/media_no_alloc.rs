@@ -3,42 +3,19 @@
 //! allocator. Without SRTP: rtc-srtp 0.21 returns each packet in a new buffer (see
 //! `media::srtp`), which this test measures separately and reports.
 //!
-//! A counting allocator has to implement `GlobalAlloc`, an unsafe trait, hence the allow.
+//! The counting allocator (`counting_alloc`) implements `GlobalAlloc`, an unsafe trait, hence
+//! the allow.
 #![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use interwork::media::leg::{LegConfig, MTU, SipLeg};
 use interwork::media::rtp::Ssrc;
 use interwork::sip::sdp::{AmrWbParams, Codec, Negotiated, SrtpKeys, SrtpSuite};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "../codecs/tests/support/counting_alloc.rs"]
+mod counting_alloc;
 
 fn negotiated(codec: Codec, remote: SocketAddr, srtp: Option<SrtpKeys>) -> Negotiated {
     Negotiated { rtcp_mux: true, ..Negotiated::sendrecv(codec, remote) }.with_srtp(srtp)
@@ -76,7 +53,7 @@ fn allocations(codec: Codec, srtp: bool, frames: u32, warm_up: u32) -> usize {
     let mut counted_from = 0;
     for n in 0..frames {
         if n == warm_up {
-            counted_from = ALLOCATIONS.load(Ordering::Relaxed);
+            counted_from = counting_alloc::allocations();
         }
         let now = start + Duration::from_millis(20 * u64::from(n));
         for (i, s) in pcm.iter_mut().enumerate() {
@@ -110,7 +87,7 @@ fn allocations(codec: Codec, srtp: bool, frames: u32, warm_up: u32) -> usize {
     let stats = b.stats();
     assert!(stats.packets_received > u64::from(frames) * 9 / 10, "{stats:?}");
     assert!(stats.dtmf_received > 0 && stats.rtcp_received > 0, "{stats:?}");
-    ALLOCATIONS.load(Ordering::Relaxed) - counted_from
+    counting_alloc::allocations() - counted_from
 }
 
 #[test]

@@ -3,10 +3,9 @@
 //! (Allocations inside the C libraries do not pass through Rust's allocator; libopus,
 //! opencore-amrwb and vo-amrwbenc allocate only in their init functions.)
 //!
-//! A counting allocator has to implement `GlobalAlloc`, an unsafe trait, hence the allow.
+//! The counting allocator (`counting_alloc`) implements `GlobalAlloc`, an unsafe trait, hence
+//! the allow.
 #![allow(unsafe_code)]
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use codecs::amrwb::{AmrWbDecoder, AmrWbEncoder, FRAME_SAMPLES, MAX_FRAME_BYTES, Mode};
 use codecs::g711::{self, Law};
@@ -15,30 +14,8 @@ use codecs::pcm::NMinusOneMixer;
 use codecs::rfc4733::{Event, TelephoneEventReceiver, TelephoneEventSender};
 use codecs::rfc4867::{Cmr, Depacketizer, PacketFrames, Packetizer, PayloadConfig};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[test]
 fn chains_mixer_and_events_allocate_nothing_per_frame() {
@@ -101,12 +78,12 @@ fn chains_mixer_and_events_allocate_nothing_per_frame() {
     for frame in 0..20 {
         run(frame);
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = counting_alloc::allocations();
     // The counter is live: setting up the mixer and the event queue allocated.
     assert!(before > 0);
     for frame in 20..520 {
         run(frame);
     }
-    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    let after = counting_alloc::allocations();
     assert_eq!(after - before, 0, "{} allocations in 500 frames", after - before);
 }
