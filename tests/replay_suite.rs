@@ -64,9 +64,7 @@ fn text(out: &Output) -> String {
 
 /// The `gateway.answer_delay` a capture's expectations ask of the gateway, if any.
 fn answer_delay(capture: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(capture.with_extension("toml")).ok()?;
-    let value: toml::Value = toml::from_str(&text).ok()?;
-    value.get("gateway")?.get("answer_delay")?.as_str().map(str::to_string)
+    interwork::replay::expect::load(&capture.with_extension("toml")).ok()?.gateway.answer_delay
 }
 
 #[test]
