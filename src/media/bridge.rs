@@ -35,13 +35,9 @@
 //! ## What the SIP peer hears
 //!
 //! Heard streams arrive from the forwarder on a bounded channel ([`MEDIA_QUEUE`]) as 16 kHz
-//! audio, decoded once per publisher and with network loss already concealed there. Each goes
-//! into its publisher's small PCM queue (at most [`PUBLISHER_QUEUE_FRAMES`]; older audio is
-//! dropped beyond that, counted). Each tick takes 20 ms from every queue, adds them with
-//! saturation and sends the mix, or silence when nobody is heard. A queue that ran dry (a frame
-//! late, not lost) adds nothing that tick, counted, and keeps the frame that arrives late, so the
-//! queue grows by one frame to absorb the phase between the forwarder's frames and our tick. A
-//! publisher silent for [`PUBLISHER_GONE`] is forgotten.
+//! audio, decoded once per publisher and with network loss already concealed there. The leg's
+//! [`Mixdown`] queues each publisher's audio and sums 20 ms of each per tick (in 32 bits,
+//! saturated once), which the leg sends, or silence when nobody is heard.
 //!
 //! ## Latency added (for the call record)
 //!
@@ -57,7 +53,6 @@
 //! too, so naming it costs a reference count); what the forwarder, the heard decoders and
 //! rtc-srtp allocate is theirs. A heard publisher's queue is made on its first frame.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::UdpSocket as StdUdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -73,6 +68,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::leg::{AudioStatus, Channel, LegConfig, LegError, LegEvent, LegStats, MTU, SipLeg};
+use crate::media::mixdown::Mixdown;
 use crate::media::resample::{Decimator, NARROW_FRAME, WIDE_FRAME};
 use crate::sip::sdp::Negotiated;
 use crate::sip::ua::CallNo;
@@ -89,10 +85,6 @@ pub const MEDIA_QUEUE: usize = 64;
 pub const COMMAND_QUEUE: usize = 8;
 /// How often the leg checks for RTP inactivity.
 pub const INACTIVITY_CHECK: Duration = Duration::from_millis(500);
-/// A heard publisher silent this long is forgotten.
-pub const PUBLISHER_GONE: Duration = Duration::from_secs(1);
-/// Most 20 ms frames of decoded audio queued per heard publisher.
-pub const PUBLISHER_QUEUE_FRAMES: usize = 4;
 /// Largest datagram read from the leg's sockets.
 const RECV_BUFFER: usize = 2048;
 /// RTP time of one 20 ms Opus frame at 48 kHz.
@@ -314,19 +306,10 @@ struct Bridge {
     pcm: [i16; WIDE_FRAME],
     opus: Vec<u8>,
     rtp_time: u64,
-    /// What the SIP peer hears this tick.
-    mix: [i16; WIDE_FRAME],
-    heard: HashMap<EndpointId, Heard>,
+    /// What the SIP peer hears.
+    heard: Mixdown,
     frames_published: u64,
     frames_dropped: u64,
-    heard_late: u64,
-    heard_overflow: u64,
-}
-
-/// One heard publisher.
-struct Heard {
-    queue: VecDeque<i16>,
-    last_frame: Instant,
 }
 
 impl Bridge {
@@ -353,12 +336,9 @@ impl Bridge {
             opus: vec![0; MAX_PACKET_BYTES],
             // RFC 3550 §5.1: a random start.
             rtp_time: u64::from(u32::from_be_bytes(start)),
-            mix: [0; WIDE_FRAME],
-            heard: HashMap::new(),
+            heard: Mixdown::new(),
             frames_published: 0,
             frames_dropped: 0,
-            heard_late: 0,
-            heard_overflow: 0,
         })
     }
 
@@ -382,21 +362,7 @@ impl Bridge {
     /// A frame or a tone from the forwarder.
     fn handle_media(&mut self, now: Instant, leg: &mut SipLeg, media: ExternalMedia) {
         match media {
-            ExternalMedia::Frame { endpoint, pcm, .. } => {
-                let capacity = PUBLISHER_QUEUE_FRAMES * WIDE_FRAME;
-                let heard = self
-                    .heard
-                    .entry(endpoint)
-                    .or_insert_with(|| Heard { queue: VecDeque::with_capacity(capacity), last_frame: now });
-                heard.last_frame = now;
-                let n = pcm.len();
-                let excess = (heard.queue.len() + n).saturating_sub(capacity);
-                if excess > 0 {
-                    heard.queue.drain(..excess.min(heard.queue.len()));
-                    self.heard_overflow += 1;
-                }
-                heard.queue.extend(&pcm[n.saturating_sub(capacity)..]);
-            }
+            ExternalMedia::Frame { endpoint, pcm, .. } => self.heard.push(now, &endpoint, &pcm),
             ExternalMedia::Dtmf { tone, .. } => {
                 if let Err(e) = leg.send_dtmf(now, tone) {
                     tracing::debug!(call = self.call, tone = %tone, error = %e, "DTMF not sent to the SIP peer");
@@ -433,26 +399,7 @@ impl Bridge {
         self.rtp_time = self.rtp_time.wrapping_add(OPUS_FRAME_TICKS);
 
         // (b) What the SIP peer hears: 20 ms of every heard publisher, summed.
-        self.mix.fill(0);
-        let Self { heard, mix, heard_late, .. } = self;
-        heard.retain(|_, h| {
-            if h.queue.len() >= WIDE_FRAME {
-                for (m, s) in mix.iter_mut().zip(h.queue.drain(..WIDE_FRAME)) {
-                    *m = m.saturating_add(s);
-                }
-                true
-            } else if now.saturating_duration_since(h.last_frame) >= PUBLISHER_GONE {
-                false
-            } else {
-                // Late or paused: the frame that comes late is kept (the queue absorbs the
-                // phase); a pause is just silence.
-                if now.saturating_duration_since(h.last_frame) <= 3 * TICK {
-                    *heard_late += 1;
-                }
-                true
-            }
-        });
-        leg.send_audio(now, &self.mix);
+        leg.send_audio(now, self.heard.mix(now));
     }
 
     fn summary(&self, leg: &SipLeg, negotiated: &Negotiated) -> LegSummary {
@@ -464,8 +411,8 @@ impl Bridge {
             latency_to_sip: TICK + Duration::from_millis(u64::from(self.ptime_ms)),
             frames_published: self.frames_published,
             frames_dropped: self.frames_dropped,
-            heard_late: self.heard_late,
-            heard_overflow: self.heard_overflow,
+            heard_late: self.heard.late,
+            heard_overflow: self.heard.overflow,
         }
     }
 }
@@ -659,7 +606,7 @@ mod tests {
         let heard = &h.phone_heard[h.phone_heard.len() - 16_000..];
         assert!((dominant_frequency(heard, 16_000) - 440.0).abs() < 2.0, "{}", dominant_frequency(heard, 16_000));
         assert!(rms_dbfs(heard) > -15.0, "{}", rms_dbfs(heard));
-        assert_eq!((h.bridge.heard_late, h.decoders.frames_concealed), (0, 0));
+        assert_eq!((h.bridge.heard.late, h.decoders.frames_concealed), (0, 0));
     }
 
     #[test]
@@ -674,12 +621,12 @@ mod tests {
         // Concealed once where it is decoded; the leg's tick found its queue dry once, and the
         // concealed frame arriving with frame 31 keeps the mix continuous from then on.
         assert_eq!(h.decoders.frames_concealed, 1);
-        assert_eq!(h.bridge.heard_late, 1);
+        assert_eq!(h.bridge.heard.late, 1);
         assert_eq!(h.bridge.heard.len(), 1);
         let after = &h.phone_heard[h.phone_heard.len() - 8 * WIDE_FRAME..];
         assert!((dominant_frequency(after, 16_000) - 440.0).abs() < 3.0);
         // Silent for a second: it is forgotten, and the phone hears silence.
-        for _ in 0..(PUBLISHER_GONE.as_millis() / TICK.as_millis() + 2) {
+        for _ in 0..(crate::media::mixdown::PUBLISHER_GONE.as_millis() / TICK.as_millis() + 2) {
             h.step(&silence, None);
         }
         assert!(h.bridge.heard.is_empty());

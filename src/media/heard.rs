@@ -3,10 +3,21 @@
 //!
 //! The forwarder hands every heard Opus frame to [`HeardDecoders::decode`] once per
 //! subscriber; the first call decodes it to 16 kHz PCM and the others get the same shared
-//! buffer (the frame is recognised by its shared `Arc`, which the forwarder hands out unchanged
-//! to every subscriber). Loss is concealed here too, once per publisher: a gap in the
-//! publisher's RTP time of up to [`MAX_CONCEALED_FRAMES`] frames is filled with Opus PLC, the
-//! last missing frame from the next packet's in-band FEC when it carries one.
+//! buffer. Loss is concealed here too, once per publisher: a gap in the publisher's RTP time of
+//! up to [`MAX_CONCEALED_FRAMES`] frames is filled with Opus PLC, the last missing frame from
+//! the next packet's in-band FEC when it carries one.
+//!
+//! ## Each frame decoded once, in order
+//!
+//! A frame is known by its publisher and its RTP time, never by the identity of its buffer: a
+//! duplicated or retransmitted packet arrives in a new buffer, and subscribers' deliveries can
+//! interleave with the publisher's next frame. An Opus decoder fed a packet twice applies the
+//! packet's coded gain and energy deltas twice (SILK and CELT predict them from the previous
+//! frame), and the stream's level climbs to full scale and stays there: a 1000 Hz narrowband
+//! tone decoded twice per packet comes out at −1.6 dBFS RMS, clipped. So the decoder only ever
+//! moves forward in RTP time: a frame at the time of one of the last [`RECENT`] decoded frames
+//! gets that frame's audio, an older one is dropped (counted), and a time far behind (more than
+//! [`RESTART`]) is the publisher starting over.
 //!
 //! Sans-IO: fed `(now, endpoint, rtp time, frame)`; the caller owns the clock.
 
@@ -29,6 +40,10 @@ pub const MAX_CONCEALED_FRAMES: u64 = 3;
 const MAX_DECODED: usize = 1920;
 /// A publisher not heard for this long loses its decoder.
 pub const IDLE: Duration = Duration::from_secs(2);
+/// Decoded frames kept per publisher for subscribers whose delivery comes after the next frame.
+pub const RECENT: usize = 4;
+/// A frame this far (48 kHz ticks, 2 s) behind the last decoded one restarts the stream.
+const RESTART: u64 = 100 * FRAME_TICKS;
 
 /// One decoder per heard publisher and the last frame it decoded.
 pub struct HeardDecoders {
@@ -44,18 +59,27 @@ pub struct HeardDecoders {
     pub frames_concealed: u64,
     /// Frames libopus refused.
     pub decode_errors: u64,
+    /// Frames older than every recent one (late duplicates, reordering): dropped, not decoded.
+    pub frames_stale: u64,
 }
-
-/// An Opus frame and its decoded audio, both shared.
-type Decoded = (Arc<[u8]>, Arc<[i16]>);
 
 struct Publisher {
     decoder: OpusDecoder,
     /// The RTP time of the last decoded frame.
     last_time: Option<u64>,
-    /// The last frame and its audio, shared by every subscriber.
-    last: Option<Decoded>,
+    /// The last [`RECENT`] decoded frames: RTP time and audio, shared by every subscriber.
+    recent: [Option<(u64, Arc<[i16]>)>; RECENT],
+    /// Where the next decoded frame goes in `recent`.
+    next: usize,
     last_used: Instant,
+}
+
+/// Where a frame stands against its publisher's decoded ones.
+enum Position {
+    /// After the last decoded frame, `missing` frames after it.
+    Next { missing: u64 },
+    /// At or before the last decoded frame.
+    Past,
 }
 
 impl std::fmt::Debug for HeardDecoders {
@@ -81,18 +105,19 @@ impl HeardDecoders {
             frames_shared: 0,
             frames_concealed: 0,
             decode_errors: 0,
+            frames_stale: 0,
         }
     }
 
     /// The 16 kHz audio of `endpoint`'s Opus frame `data` at `rtp_time` (48 kHz), preceded by
     /// the concealment of the frames missing since its previous one. `None` when it does not
-    /// decode or libopus cannot open a decoder.
+    /// decode, libopus cannot open a decoder, or the frame is older than the recent ones.
     pub fn decode(
         &mut self,
         now: Instant,
         endpoint: &EndpointId,
         rtp_time: MediaTime,
-        data: &Arc<[u8]>,
+        data: &[u8],
     ) -> Option<Arc<[i16]>> {
         self.sweep(now);
         let publisher = match self.decoders.get_mut(endpoint) {
@@ -105,30 +130,31 @@ impl HeardDecoders {
                         return None;
                     }
                 };
-                let p = Publisher { decoder, last_time: None, last: None, last_used: now };
+                let p = Publisher { decoder, last_time: None, recent: Default::default(), next: 0, last_used: now };
                 self.decoders.entry(endpoint.clone()).or_insert(p)
             }
         };
         publisher.last_used = now;
-        if let Some((frame, pcm)) = &publisher.last
-            && Arc::ptr_eq(frame, data)
-        {
-            self.frames_shared += 1;
-            return Some(pcm.clone());
-        }
         let time = rtp_time.rebase(str0m::media::Frequency::FORTY_EIGHT_KHZ).numer();
-        let missing = publisher
-            .last_time
-            .map(|last| time.wrapping_sub(last) / FRAME_TICKS)
-            .filter(|gap| (2..=MAX_CONCEALED_FRAMES + 1).contains(gap))
-            .map_or(0, |gap| gap - 1);
+        let missing = match publisher.position(time) {
+            Position::Next { missing } => missing,
+            Position::Past => {
+                let heard = publisher.recent.iter().flatten().find(|(t, _)| *t == time).map(|(_, pcm)| pcm.clone());
+                match heard {
+                    Some(_) => self.frames_shared += 1,
+                    None => self.frames_stale += 1,
+                }
+                return heard;
+            }
+        };
         match fill(&mut publisher.decoder, missing, data, &mut self.scratch) {
             Ok((n, concealed)) => {
                 self.frames_decoded += 1;
                 self.frames_concealed += concealed;
                 publisher.last_time = Some(time);
                 let pcm: Arc<[i16]> = Arc::from(&self.scratch[..n]);
-                publisher.last = Some((data.clone(), pcm.clone()));
+                publisher.recent[publisher.next] = Some((time, pcm.clone()));
+                publisher.next = (publisher.next + 1) % RECENT;
                 Some(pcm)
             }
             Err(_) => {
@@ -158,6 +184,27 @@ impl HeardDecoders {
     }
 }
 
+impl Publisher {
+    /// Where a frame at `time` stands: next (with the frames missing before it, up to
+    /// [`MAX_CONCEALED_FRAMES`]; a longer gap is a pause), or past. A time far behind is a
+    /// restart, and a restart is next.
+    fn position(&mut self, time: u64) -> Position {
+        let Some(last) = self.last_time else { return Position::Next { missing: 0 } };
+        let ahead = time.wrapping_sub(last);
+        let behind = last.wrapping_sub(time);
+        if ahead != 0 && ahead < u64::MAX / 2 {
+            let gap = ahead / FRAME_TICKS;
+            let missing = if (2..=MAX_CONCEALED_FRAMES + 1).contains(&gap) { gap - 1 } else { 0 };
+            Position::Next { missing }
+        } else if behind > RESTART {
+            self.recent = Default::default();
+            Position::Next { missing: 0 }
+        } else {
+            Position::Past
+        }
+    }
+}
+
 /// Conceals `missing` frames into `out`, the last from `data`'s FEC, then decodes `data` after
 /// them; returns the samples written and the frames concealed.
 fn fill(decoder: &mut OpusDecoder, missing: u64, data: &[u8], out: &mut [i16]) -> Result<(usize, u64), OpusError> {
@@ -177,7 +224,7 @@ fn fill(decoder: &mut OpusDecoder, missing: u64, data: &[u8], out: &mut [i16]) -
 #[cfg(test)]
 mod tests {
     use codecs::opus::{MAX_PACKET_BYTES, OpusEncoder, OpusEncoderConfig};
-    use codecs::pcm::analysis::{dominant_frequency, tone};
+    use codecs::pcm::analysis::{dominant_frequency, rms_dbfs, tone};
     use str0m::media::Frequency;
 
     use super::*;
@@ -234,6 +281,87 @@ mod tests {
         let pcm = d.decode(now, &e, at(62), &f[13]).unwrap();
         assert_eq!(pcm.len(), WIDE_FRAME);
         assert_eq!(d.frames_concealed, 2);
+    }
+
+    /// A 1000 Hz tone through a G.711 leg's narrowband Opus encoder, at −6 dBFS.
+    fn narrowband_frames(count: usize) -> Vec<Arc<[u8]>> {
+        let mut encoder = OpusEncoder::new(SampleRate::Hz8000, OpusEncoderConfig::default()).unwrap();
+        let pcm = tone(8_000, 1000.0, -6.0, 160 * count);
+        pcm.chunks_exact(160)
+            .map(|c| {
+                let mut out = [0u8; MAX_PACKET_BYTES];
+                let n = encoder.encode(c, &mut out).unwrap();
+                Arc::from(&out[..n])
+            })
+            .collect()
+    }
+
+    fn clipped(pcm: &[i16]) -> usize {
+        pcm.iter().filter(|s| s.unsigned_abs() >= 32_000).count()
+    }
+
+    #[test]
+    fn a_packet_delivered_again_in_a_new_buffer_is_not_decoded_again() {
+        // A duplicated or retransmitted packet: same publisher, same RTP time, another buffer.
+        let f = narrowband_frames(100);
+        let (mut clean, mut dup) = (HeardDecoders::new(), HeardDecoders::new());
+        let now = Instant::now();
+        let e = EndpointId("leg".into());
+        let (mut reference, mut heard) = (Vec::new(), Vec::new());
+        for (i, frame) in f.iter().enumerate() {
+            reference.extend_from_slice(&clean.decode(now, &e, at(i as u64), frame).unwrap());
+            heard.extend_from_slice(&dup.decode(now, &e, at(i as u64), frame).unwrap());
+            let copy: Arc<[u8]> = Arc::from(&frame[..]);
+            assert_eq!(dup.decode(now, &e, at(i as u64), &copy).unwrap().len(), WIDE_FRAME);
+        }
+        assert_eq!((dup.frames_decoded, dup.frames_shared), (100, 100));
+        assert_eq!(heard, reference, "the duplicate changed nothing");
+        assert_eq!(clipped(&heard), 0);
+    }
+
+    #[test]
+    fn interleaved_deliveries_decode_each_frame_once_and_in_order() {
+        // Two subscribers whose deliveries interleave with the publisher's next frames:
+        // (a, 0) (a, 1) (b, 0) (a, 2) (b, 1) (b, 2) … Both hear exactly the clean decode.
+        let f = narrowband_frames(100);
+        let mut clean = HeardDecoders::new();
+        let now = Instant::now();
+        let e = EndpointId("leg".into());
+        let reference: Vec<Arc<[i16]>> =
+            f.iter().enumerate().map(|(i, frame)| clean.decode(now, &e, at(i as u64), frame).unwrap()).collect();
+        let mut d = HeardDecoders::new();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in 0..f.len() + 1 {
+            if i < f.len() {
+                a.extend_from_slice(&d.decode(now, &e, at(i as u64), &f[i]).unwrap());
+            }
+            if i >= 1 {
+                b.extend_from_slice(&d.decode(now, &e, at(i as u64 - 1), &f[i - 1]).unwrap());
+            }
+        }
+        let reference: Vec<i16> = reference.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(d.frames_decoded, 100);
+        assert_eq!(a, reference);
+        assert_eq!(b, reference);
+        assert!(rms_dbfs(&a[8_000..]) < -8.0, "{}", rms_dbfs(&a[8_000..]));
+    }
+
+    #[test]
+    fn a_frame_older_than_the_recent_ones_is_dropped_and_a_restart_decodes() {
+        let f = frames(20);
+        let mut d = HeardDecoders::new();
+        let now = Instant::now();
+        let e = EndpointId("web".into());
+        for i in 0..10 {
+            d.decode(now, &e, at(100 + i), &f[i as usize]).unwrap();
+        }
+        assert!(d.decode(now, &e, at(100 + 9 - RECENT as u64), &f[0]).is_none(), "older than the recent ones");
+        assert_eq!(d.frames_stale, 1);
+        assert_eq!(d.decode(now, &e, at(100 + 10 - RECENT as u64), &f[0]).unwrap().len(), WIDE_FRAME);
+        // The publisher's time starts over far behind: a new stream, decoded.
+        assert_eq!(d.decode(now, &e, at(0), &f[10]).unwrap().len(), WIDE_FRAME);
+        assert_eq!(d.decode(now, &e, at(1), &f[11]).unwrap().len(), WIDE_FRAME);
+        assert_eq!(d.frames_decoded, 12);
     }
 
     #[test]
