@@ -69,12 +69,22 @@ struct Pair {
 
 impl Pair {
     fn new(codec: Codec, suite: Option<SrtpSuite>, link: LinkConfig, seed: u64) -> Self {
+        let clock = codec.clock_rate();
+        Self::with_event_clock(codec, suite, link, seed, clock)
+    }
+
+    /// As [`Pair::new`], with telephone-event at `event_clock` whatever the codec's clock.
+    fn with_event_clock(codec: Codec, suite: Option<SrtpSuite>, link: LinkConfig, seed: u64, event_clock: u32) -> Self {
         let start = Instant::now();
         let (a_addr, b_addr) = (addr(A), addr(B));
-        let a =
-            SipLeg::new(start, &negotiated(codec.clone(), suite, b_addr, false), config(0xA, 65_500, u32::MAX - 3_000))
-                .unwrap();
-        let b = SipLeg::new(start, &negotiated(codec, suite, a_addr, true), config(0xB, 1, 7)).unwrap();
+        let with_events = |n: Negotiated| Negotiated { telephone_event: Some((101, event_clock)), ..n };
+        let a = SipLeg::new(
+            start,
+            &with_events(negotiated(codec.clone(), suite, b_addr, false)),
+            config(0xA, 65_500, u32::MAX - 3_000),
+        )
+        .unwrap();
+        let b = SipLeg::new(start, &with_events(negotiated(codec, suite, a_addr, true)), config(0xB, 1, 7)).unwrap();
         Self {
             a,
             b,
@@ -273,8 +283,12 @@ fn five_percent_loss_keeps_the_tone_and_is_concealed_and_reported() {
 
 #[test]
 fn dtmf_crosses_both_ways_at_each_clock() {
-    for codec in [Codec::Pcma, amr(true)] {
-        let mut pair = Pair::new(codec.clone(), Some(SrtpSuite::AesCm128HmacSha1_80), jittery(), 5);
+    // The codec's clock, and the other one (AMR-WB/16000 with telephone-event/8000 as baresip
+    // offers it, G.711 with telephone-event/16000): durations are counted in the event's clock.
+    for (codec, event_clock) in [(Codec::Pcma, 8_000), (amr(true), 16_000), (amr(false), 8_000), (Codec::Pcmu, 16_000)]
+    {
+        let mut pair =
+            Pair::with_event_clock(codec.clone(), Some(SrtpSuite::AesCm128HmacSha1_80), jittery(), 5, event_clock);
         pair.run_silence(1);
         for digit in ['1', '#', 'D'] {
             pair.a.send_dtmf(pair.now(), digit).unwrap();
@@ -292,8 +306,10 @@ fn dtmf_crosses_both_ways_at_each_clock() {
         };
         let at_b = ended(&pair.events_b);
         assert_eq!(at_b.iter().map(|(d, _)| *d).collect::<String>(), "1#D", "{codec:?}");
-        assert!(at_b.iter().all(|(_, d)| *d == DTMF_DURATION), "{at_b:?}");
-        assert_eq!(ended(&pair.events_a).iter().map(|(d, _)| *d).collect::<String>(), "9");
+        assert!(at_b.iter().all(|(_, d)| *d == DTMF_DURATION), "{codec:?} {event_clock}: {at_b:?}");
+        let at_a = ended(&pair.events_a);
+        assert_eq!(at_a.iter().map(|(d, _)| *d).collect::<String>(), "9");
+        assert!(at_a.iter().all(|(_, d)| *d == DTMF_DURATION), "{codec:?} {event_clock}: {at_a:?}");
         assert_eq!(pair.a.stats().dtmf_sent, 3);
         assert_eq!(pair.b.stats().dtmf_received, 3);
         // Three end packets per digit (RFC 4733 §2.5.1.4).

@@ -150,14 +150,16 @@ pub fn accept_answer(pending: &PendingOffer, answer: &[u8]) -> Result<Negotiated
         return Err(SdpError::AnswerCodecNotOffered { pt: payload_type });
     }
 
-    // 3. Events under one of our numbers at the codec's clock.
+    // 3. Events under one of our numbers, at the codec's clock when answered so, else at the
+    //    other clock we offered (see `telephone_event`).
     let clock_rate = codec.clock_rate();
-    let telephone_event = line.formats.iter().find_map(|(pt, f)| match f {
-        Format::TelephoneEvent { clock, .. } if *clock == clock_rate && OFFERED_EVENTS.contains(&(*pt, *clock)) => {
-            Some((*pt, *clock))
+    let ours = line.formats.iter().filter_map(|(pt, f)| match f {
+        Format::TelephoneEvent { clock, events } if OFFERED_EVENTS.contains(&(*pt, *clock)) => {
+            Some((*pt, *clock, *events))
         }
         _ => None,
     });
+    let telephone_event = telephone_event(ours, clock_rate).map(|(pt, clock, _)| (pt, clock));
 
     // 4. Keys: the answer's first usable line must echo one of our tags and suites.
     let srtp = if pending.profile.is_secure() {
@@ -212,11 +214,12 @@ fn choose(line: &AudioLine, policy: &Policy, previous: Option<&Negotiated>) -> R
         .ok_or(SdpError::NoCommonCodec)?;
     let clock_rate = codec.clock_rate();
 
-    // 3. Events and comfort noise at the codec's clock (RFC 4733 §2.1, RFC 3389 §5).
-    let events = line.formats.iter().find_map(|(pt, f)| match f {
-        Format::TelephoneEvent { clock, events } if *clock == clock_rate => Some((*pt, *events)),
+    // 3. Events (see `telephone_event`) and comfort noise at the codec's clock (RFC 3389 §5).
+    let offered_events = line.formats.iter().filter_map(|(pt, f)| match f {
+        Format::TelephoneEvent { clock, events } => Some((*pt, *clock, *events)),
         _ => None,
     });
+    let events = telephone_event(offered_events, clock_rate);
     let comfort_noise = line.formats.iter().find_map(|(pt, f)| match f {
         Format::ComfortNoise { clock } if *clock == clock_rate => Some(*pt),
         _ => None,
@@ -241,7 +244,7 @@ fn choose(line: &AudioLine, policy: &Policy, previous: Option<&Negotiated>) -> R
         codec: codec.clone(),
         payload_type,
         clock_rate,
-        telephone_event: events.map(|(pt, _)| (pt, clock_rate)),
+        telephone_event: events.map(|(pt, clock, _)| (pt, clock)),
         comfort_noise,
         remote_rtp: line.rtp,
         remote_rtcp: line.rtcp,
@@ -252,7 +255,22 @@ fn choose(line: &AudioLine, policy: &Policy, previous: Option<&Negotiated>) -> R
         local_direction: line.direction.answer(),
         srtp,
     };
-    Ok((negotiated, events.map_or(0, |(_, e)| e)))
+    Ok((negotiated, events.map_or(0, |(_, _, e)| e)))
+}
+
+/// Clocks at which telephone-event is taken.
+const EVENT_CLOCKS: [u32; 3] = [8_000, 16_000, 48_000];
+
+/// The telephone-event to use among `offered` (payload type, clock, events): the one at the
+/// audio codec's clock (RFC 4733 §2.1), else the first at another clock we can run. Peers do
+/// offer AMR-WB/16000 with telephone-event/8000 only (baresip); refusing that would leave the
+/// call without DTMF. The leg keeps the audio's timestamps for the events (one RTP clock per
+/// stream) and counts their durations in the event's own clock.
+fn telephone_event(offered: impl Iterator<Item = (u8, u32, u16)> + Clone, codec_clock: u32) -> Option<(u8, u32, u16)> {
+    offered
+        .clone()
+        .find(|(_, clock, _)| *clock == codec_clock)
+        .or_else(|| offered.into_iter().find(|(_, clock, _)| EVENT_CLOCKS.contains(clock)))
 }
 
 /// The m-section of our answer for what was agreed.
@@ -481,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn events_and_cn_only_at_the_codec_clock() {
+    fn events_at_the_codec_clock_are_preferred_and_cn_taken_only_there() {
         let offer = offer_with(&[
             "m=audio 6000 RTP/AVP 96 13 100 101",
             "a=rtpmap:96 AMR-WB/16000/1",
@@ -497,9 +515,31 @@ mod tests {
         assert!(has_line(&sdp, "a=fmtp:101 0-11"));
         // Bandwidth-efficient is the default: no fmtp for 96.
         assert!(!sdp.contains("a=fmtp:96"));
+    }
 
+    #[test]
+    fn events_at_another_clock_are_answered_at_theirs() {
+        // baresip: AMR-WB/16000 with telephone-event/8000 only.
+        let offer = offer_with(&[
+            "m=audio 6000 RTP/AVP 96 101",
+            "a=rtpmap:96 AMR-WB/16000/1",
+            "a=fmtp:96 octet-align=1",
+            "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-15",
+        ]);
+        let (sdp, n) = ans(&offer, &OPTIONAL).unwrap();
+        assert_eq!(n.telephone_event, Some((101, 8_000)));
+        assert!(has_line(&sdp, "m=audio 30000 RTP/AVP 96 101"), "{sdp}");
+        assert!(has_line(&sdp, "a=rtpmap:101 telephone-event/8000"), "{sdp}");
+        assert!(has_line(&sdp, "a=fmtp:101 0-15"), "{sdp}");
+        // And the reverse: G.711 with telephone-event/16000 only.
         let g711 = offer_with(&["m=audio 6000 RTP/AVP 0 101", "a=rtpmap:101 telephone-event/16000"]);
-        assert_eq!(ans(&g711, &OPTIONAL).unwrap().1.telephone_event, None);
+        let (sdp, n) = ans(&g711, &OPTIONAL).unwrap();
+        assert_eq!(n.telephone_event, Some((101, 16_000)));
+        assert!(has_line(&sdp, "a=rtpmap:101 telephone-event/16000"), "{sdp}");
+        // A clock we cannot run is left out.
+        let odd = offer_with(&["m=audio 6000 RTP/AVP 0 101", "a=rtpmap:101 telephone-event/11025"]);
+        assert_eq!(ans(&odd, &OPTIONAL).unwrap().1.telephone_event, None);
     }
 
     #[test]
