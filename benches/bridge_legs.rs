@@ -108,6 +108,7 @@ fn config(ssrc: u32) -> LegConfig {
         initial_timestamp: 1_000,
         cname: format!("leg-{ssrc}"),
         wall_clock: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        latching: Default::default(),
     }
 }
 

@@ -28,6 +28,7 @@ fn config(ssrc: u32) -> LegConfig {
         initial_timestamp: u32::MAX - 10_000,
         cname: format!("leg-{ssrc}"),
         wall_clock: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        latching: Default::default(),
     }
 }
 

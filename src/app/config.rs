@@ -16,6 +16,8 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use crate::media::leg::Latching;
+
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "INTERWORK_";
 
@@ -123,6 +125,8 @@ pub struct MediaConfig {
     pub srtp: SrtpPolicy,
     /// A leg whose RTP stopped for this long (and is not on hold) is ended with BYE.
     pub rtp_timeout: Duration,
+    /// Which new sources may take over a leg's RTP after its peer went quiet.
+    pub latching: Latching,
 }
 
 /// `[state]`.
@@ -463,6 +467,7 @@ impl Reader {
                 public_ip: s.optional("public_ip"),
                 srtp: s.value("srtp", SrtpPolicy::Optional),
                 rtp_timeout: s.duration("rtp_timeout", Duration::from_secs(30)),
+                latching: s.value("latching", Latching::Ip),
             }
         };
         let state = {

@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::media::counters::MediaCounters;
+
 /// Labels of an HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -47,12 +49,13 @@ pub struct MalformedLabels {
     pub outcome: &'static str,
 }
 
-/// Labels of a media counter of ended SIP legs.
+/// Labels of a media counter of SIP legs.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MediaLabels {
-    /// What was counted: `rtp_received`, `rtp_sent`, `rtp_lost`, `srtp_auth_failed`,
+    /// What was counted: one of [`crate::media::counters::KINDS`] (`rtp_received`, `rtp_sent`,
+    /// `rtp_lost`, `srtp_auth_failed`, `srtp_replayed`, `foreign_source`, `relatch_refused`,
     /// `frames_concealed` (jitter buffer), `opus_published`, `opus_dropped` (the forwarder's
-    /// queue was full), `heard_late`, `heard_overflow` (a heard publisher's queue was full).
+    /// queue was full), `heard_late`, `heard_overflow` (a heard publisher's queue was full)).
     pub kind: &'static str,
 }
 
@@ -75,8 +78,10 @@ pub struct Metrics {
     pub sip_setup_seconds: Histogram,
     /// Malformed SIP messages by what was done.
     pub sip_malformed: Family<MalformedLabels, Counter>,
-    /// Media counters of ended SIP legs, by kind (added when each leg ends).
+    /// Media counters of SIP legs, by kind (added live by each leg, through `media`).
     pub media_leg: Family<MediaLabels, Counter>,
+    /// The same counters resolved once per kind, with the busy time: what legs add to.
+    pub media: MediaCounters,
     /// SIP legs whose media runs now.
     pub media_active_legs: Gauge,
     /// Time the legs spent transcoding, mixing and protecting (their 20 ms ticks), live.
@@ -105,7 +110,7 @@ impl Default for Metrics {
         let sip_malformed = Family::<MalformedLabels, Counter>::default();
         registry.register("sip_malformed", "Malformed SIP messages", sip_malformed.clone());
         let media_leg = Family::<MediaLabels, Counter>::default();
-        registry.register("media_leg", "Media counters of ended SIP legs by kind", media_leg.clone());
+        registry.register("media_leg", "Media counters of SIP legs by kind (live)", media_leg.clone());
         let media_active_legs = Gauge::default();
         registry.register("media_active_legs", "SIP legs whose media runs", media_active_legs.clone());
         let media_transcode_seconds = Counter::<f64, AtomicU64>::default();
@@ -130,6 +135,10 @@ impl Default for Metrics {
             sip_active_dialogs,
             sip_setup_seconds,
             sip_malformed,
+            media: MediaCounters::new(
+                |kind| media_leg.get_or_create(&MediaLabels { kind }).clone(),
+                media_transcode_seconds.clone(),
+            ),
             media_leg,
             media_active_legs,
             media_transcode_seconds,
@@ -139,13 +148,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Adds an ended leg's counters, `(kind, value)`.
-    pub fn add_media(&self, counts: &[(&'static str, u64)]) {
-        for &(kind, value) in counts {
-            self.media_leg.get_or_create(&MediaLabels { kind }).inc_by(value);
-        }
-    }
-
     /// The registry as Prometheus text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

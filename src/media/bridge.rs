@@ -55,11 +55,9 @@
 
 use std::net::UdpSocket as StdUdpSocket;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
 use codecs::opus::{MAX_PACKET_BYTES, OpusEncoder, OpusEncoderConfig, OpusError, SampleRate, rtp_duration};
-use prometheus_client::metrics::counter::Counter;
 use str0m::media::{Frequency, MediaTime};
 use thiserror::Error;
 use tokio::net::UdpSocket;
@@ -67,7 +65,8 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use crate::ids::{ParticipantId, SessionId};
-use crate::media::leg::{AudioStatus, Channel, LegConfig, LegError, LegEvent, LegStats, MTU, SipLeg};
+use crate::media::counters::{Counts, LegCounters, MediaCounters};
+use crate::media::leg::{AudioStatus, Channel, Latching, LegConfig, LegError, LegEvent, LegStats, MTU, SipLeg};
 use crate::media::mixdown::Mixdown;
 use crate::media::resample::{Decimator, NARROW_FRAME, WIDE_FRAME};
 use crate::sip::sdp::Negotiated;
@@ -134,10 +133,12 @@ pub struct LegSetup {
     pub rtcp: StdUdpSocket,
     /// `media.rtp_timeout`.
     pub rtp_timeout: Duration,
+    /// `media.latching`.
+    pub latching: Latching,
     /// Bridge mode: the participant's stream outlives the leg, for its next leg (CONTRACT §5).
     pub keep_stream: bool,
-    /// Where the leg adds the time its ticks take (the transcoder's CPU, live in `/metrics`).
-    pub busy_seconds: Counter<f64, AtomicU64>,
+    /// Where the leg adds its counters and the time its ticks take (live in `/metrics`).
+    pub counters: MediaCounters,
 }
 
 /// The leg's part of the call record, given back when the task ends.
@@ -182,12 +183,14 @@ pub async fn run_leg(
     mut commands: mpsc::Receiver<LegCommand>,
     notices: mpsc::Sender<LegNotice>,
 ) -> Result<LegSummary, BridgeError> {
-    let LegSetup { call, participant, session, negotiated, rtp, rtcp, rtp_timeout, keep_stream, busy_seconds } = setup;
+    let LegSetup { call, participant, session, negotiated, rtp, rtcp, rtp_timeout, latching, keep_stream, counters } =
+        setup;
+    let mut counters = LegCounters::new(counters);
     rtp.set_nonblocking(true)?;
     rtcp.set_nonblocking(true)?;
     let rtp = UdpSocket::from_std(rtp)?;
     let rtcp = UdpSocket::from_std(rtcp)?;
-    let mut leg = SipLeg::new(now(), &negotiated, LegConfig::random(SystemTime::now()))?;
+    let mut leg = SipLeg::new(now(), &negotiated, LegConfig { latching, ..LegConfig::random(SystemTime::now()) })?;
     let mut bridge = Bridge::new(call, participant.clone(), session.clone(), forwarder.clone(), &negotiated)?;
 
     // Join the forwarder: publish this participant's stream, hear what it hears.
@@ -260,9 +263,10 @@ pub async fn run_leg(
                 // Wall time of a tick that never awaits: the thread's time on this leg.
                 let started = Instant::now();
                 bridge.tick(now, &mut leg);
-                busy_seconds.inc_by(started.elapsed().as_secs_f64());
+                counters.busy_seconds().inc_by(started.elapsed().as_secs_f64());
             },
             _ = inactivity.tick() => {
+                counters.publish(&bridge.counts(&leg));
                 if leg.is_inactive(now(), rtp_timeout) {
                     let _ = notices.try_send(LegNotice::Inactive { call });
                 }
@@ -288,6 +292,7 @@ pub async fn run_leg(
         }
     }
     drop(registration);
+    counters.publish(&bridge.counts(&leg));
     Ok(bridge.summary(&leg, &negotiated))
 }
 
@@ -402,6 +407,25 @@ impl Bridge {
         leg.send_audio(now, self.heard.mix(now));
     }
 
+    /// The leg's totals for `/metrics`, in the order of [`crate::media::counters::KINDS`].
+    fn counts(&self, leg: &SipLeg) -> Counts {
+        let s = leg.stats();
+        [
+            s.packets_received,
+            s.packets_sent,
+            s.packets_lost.max(0) as u64,
+            s.auth_failures,
+            s.replays,
+            s.foreign_source,
+            s.relatch_refused,
+            s.jitter_buffer.concealed,
+            self.frames_published,
+            self.frames_dropped,
+            self.heard.late,
+            self.heard.overflow,
+        ]
+    }
+
     fn summary(&self, leg: &SipLeg, negotiated: &Negotiated) -> LegSummary {
         let stats = leg.stats();
         LegSummary {
@@ -487,6 +511,7 @@ mod tests {
             initial_timestamp: 1_000,
             cname: format!("leg-{ssrc}"),
             wall_clock: SystemTime::UNIX_EPOCH,
+            latching: Default::default(),
         }
     }
 

@@ -29,8 +29,12 @@
 //! latches the RTP destination to its source; RTCP latches the same way on its own. After that,
 //! packets from other sources are dropped without being decrypted ([`DatagramError::ForeignSource`])
 //! until the latched source has been silent for [`RELATCH_AFTER`]; then the next valid packet
-//! from a new source re-latches (NAT rebinding, a media server switching). A re-INVITE with a
-//! new address ([`SipLeg::update`]) clears the latches.
+//! from a *plausible* new source re-latches (NAT rebinding, a media server switching), as
+//! [`Latching`] says. Plain RTP proves nothing about its sender, so by default ([`Latching::Ip`])
+//! only a source on the IP address the SDP signalled or the first latch found may take over (a
+//! NAT's new port); SRTP that authenticates comes from the key holder and may come from
+//! anywhere. Implausible sources are dropped and counted ([`LegStats::relatch_refused`]). A
+//! re-INVITE with a new address ([`SipLeg::update`]) clears the latches.
 //!
 //! ## Hold
 //!
@@ -68,6 +72,21 @@ use crate::sip::sdp::{Codec, Negotiated};
 
 /// How long the latched source must be silent before another source may take over.
 pub const RELATCH_AFTER: Duration = Duration::from_secs(1);
+
+/// Which new sources may take over a latched leg after [`RELATCH_AFTER`] of silence
+/// (`media.latching`); see the module docs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Latching {
+    /// Only the address the SDP signalled, port included: no NAT rebinding.
+    Strict,
+    /// A source on the signalled or the first latched IP address (any port), or SRTP that
+    /// authenticates.
+    #[default]
+    Ip,
+    /// Any source whose packet is valid (authenticates, or parses as a negotiated payload).
+    Any,
+}
 /// Largest datagram the leg writes (and the size `poll_transmit` callers should offer).
 pub const MTU: usize = 1500;
 /// Nominal RTCP report interval (RFC 3550 §6.2: 5 s minimum); each is randomized by ±50 %.
@@ -248,6 +267,9 @@ pub struct LegStats {
     pub unknown_payload_type: u64,
     /// Datagrams from a source other than the latched one.
     pub foreign_source: u64,
+    /// Datagrams from a new source, after the latched one went quiet, that [`Latching`] did not
+    /// let take over (also counted in `foreign_source`).
+    pub relatch_refused: u64,
     /// Times the RTP source latched to a new address after the first.
     pub relatches: u64,
     /// Times the peer's SSRC changed.
@@ -277,6 +299,8 @@ pub struct LegConfig {
     pub cname: String,
     /// The wall-clock time at the `now` given to [`SipLeg::new`], for NTP times in SRs.
     pub wall_clock: SystemTime,
+    /// Which sources may take over after the latched one went quiet (`media.latching`).
+    pub latching: Latching,
 }
 
 impl LegConfig {
@@ -290,6 +314,7 @@ impl LegConfig {
             initial_timestamp: u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]),
             cname: crate::ids::random_id(16),
             wall_clock,
+            latching: Latching::default(),
         }
     }
 }
@@ -569,11 +594,29 @@ impl SipLeg {
         stats
     }
 
-    fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Result<Received, DatagramError> {
-        // 1. Source: the latched one, or any while nothing is latched or it went quiet.
-        if !self.rtp_latch.admits(now, from) {
-            return Err(DatagramError::ForeignSource { from });
+    /// Whether a datagram from `from` on `channel` may be looked at (see the module docs);
+    /// refusals are counted.
+    fn admit(&mut self, channel: Channel, now: Instant, from: SocketAddr, secure: bool) -> Result<(), DatagramError> {
+        let (latch, signalled) = match channel {
+            Channel::Rtp => (&self.rtp_latch, self.negotiated.remote_rtp),
+            Channel::Rtcp if self.negotiated.rtcp_mux => (&self.rtcp_latch, self.negotiated.remote_rtp),
+            Channel::Rtcp => (&self.rtcp_latch, self.signalled_rtcp()),
+        };
+        match latch.admits(now, from, self.config.latching, signalled, secure) {
+            Admission::Admitted => Ok(()),
+            Admission::Latched => Err(DatagramError::ForeignSource { from }),
+            Admission::Implausible => {
+                self.stats.relatch_refused += 1;
+                Err(DatagramError::ForeignSource { from })
+            }
         }
+    }
+
+    fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Result<Received, DatagramError> {
+        // 1. Source: the latched one, or any while nothing is latched, or a plausible one when
+        //    it went quiet.
+        let secure = self.srtp.is_some();
+        self.admit(Channel::Rtp, now, from, secure)?;
         // 2. Authenticate and decrypt into our buffer, or read in place.
         // (The buffer is taken out and put back so `self` stays free; `take` allocates nothing.)
         let mut rx_buf = std::mem::take(&mut self.rx_buf);
@@ -658,9 +701,8 @@ impl SipLeg {
     }
 
     fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Result<Received, DatagramError> {
-        if !self.rtcp_latch.admits(now, from) {
-            return Err(DatagramError::ForeignSource { from });
-        }
+        let secure = self.srtp.is_some();
+        self.admit(Channel::Rtcp, now, from, secure)?;
         let mut rx_buf = std::mem::take(&mut self.rx_buf);
         let result = (|| -> Result<Received, DatagramError> {
             let plain: &[u8] = match &mut self.srtp {
@@ -852,11 +894,15 @@ impl SipLeg {
         if self.negotiated.rtcp_mux {
             return (self.rtp_destination(), Channel::Rtp);
         }
-        let sdp = self.negotiated.remote_rtcp.unwrap_or_else(|| {
+        (self.rtcp_latch.addr.unwrap_or(self.signalled_rtcp()), Channel::Rtcp)
+    }
+
+    /// The RTCP address the SDP gave: `a=rtcp`, else the RTP port + 1.
+    fn signalled_rtcp(&self) -> SocketAddr {
+        self.negotiated.remote_rtcp.unwrap_or_else(|| {
             let rtp = self.negotiated.remote_rtp;
             SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
-        });
-        (self.rtcp_latch.addr.unwrap_or(sdp), Channel::Rtcp)
+        })
     }
 
     fn wall_clock(&self, now: Instant) -> SystemTime {
@@ -1236,23 +1282,52 @@ fn te_sender(negotiated: &Negotiated) -> Option<TelephoneEventSender> {
 #[derive(Clone, Copy, Debug, Default)]
 struct Latch {
     addr: Option<SocketAddr>,
+    /// The first address latched (since the SDP last named a new one).
+    first: Option<SocketAddr>,
     last_seen: Option<Instant>,
 }
 
+/// What a latch says of a datagram's source.
+enum Admission {
+    /// Look at it (a valid packet then latches).
+    Admitted,
+    /// Latched elsewhere, and that source is not quiet.
+    Latched,
+    /// The latched source went quiet, but this one may not take over.
+    Implausible,
+}
+
 impl Latch {
-    /// Whether a packet from `from` may be looked at.
-    fn admits(&self, now: Instant, from: SocketAddr) -> bool {
-        match (self.addr, self.last_seen) {
-            (Some(addr), _) if addr == from => true,
-            (Some(_), Some(seen)) => now.saturating_duration_since(seen) >= RELATCH_AFTER,
-            _ => true,
+    /// Whether a packet from `from` may be looked at, the SDP having signalled `signalled`;
+    /// `secure` when the packet must authenticate before it latches.
+    fn admits(
+        &self,
+        now: Instant,
+        from: SocketAddr,
+        policy: Latching,
+        signalled: SocketAddr,
+        secure: bool,
+    ) -> Admission {
+        let (Some(addr), Some(seen)) = (self.addr, self.last_seen) else { return Admission::Admitted };
+        if addr == from {
+            return Admission::Admitted;
         }
+        if now.saturating_duration_since(seen) < RELATCH_AFTER {
+            return Admission::Latched;
+        }
+        let plausible = match policy {
+            Latching::Any => true,
+            Latching::Ip => secure || from.ip() == signalled.ip() || self.first.is_some_and(|f| f.ip() == from.ip()),
+            Latching::Strict => from == signalled,
+        };
+        if plausible { Admission::Admitted } else { Admission::Implausible }
     }
 
     /// Latches to `from` after a valid packet; true when it moved from another address.
     fn latch(&mut self, now: Instant, from: SocketAddr) -> bool {
         let moved = self.addr.is_some_and(|a| a != from);
         self.addr = Some(from);
+        self.first.get_or_insert(from);
         self.last_seen = Some(now);
         moved
     }

@@ -14,11 +14,13 @@
 //!
 //! - [`bridge`]: the per-leg task joining a [`leg::SipLeg`] to the WebRTC forwarder (Opus
 //!   encode once, mix at 16 kHz, DTMF both ways).
+//! - [`counters`]: the legs' live media counters in `/metrics`.
 //! - [`mixdown`]: what one SIP leg hears, queued per publisher and summed once per tick.
 //! - [`heard`]: each heard publisher's Opus decoded once for every leg that hears it. Who hears whom is
 //!   the forwarder's business: it follows the rooms' subscriptions for SIP legs as for browsers.
 
 pub mod bridge;
+pub mod counters;
 pub mod heard;
 pub mod jitter;
 pub mod leg;

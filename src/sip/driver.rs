@@ -167,6 +167,7 @@ impl SipService {
             callbacks,
             metrics,
             rtp_timeout: config.media.rtp_timeout,
+            latching: config.media.latching,
         };
         tokio::spawn(accept(incoming, inputs.clone(), cancel.clone()));
         let task = tokio::spawn(actor.run(rx, notices_rx, cancel.clone()));
@@ -284,6 +285,7 @@ struct Actor {
     callbacks: Callbacks,
     metrics: Arc<Metrics>,
     rtp_timeout: Duration,
+    latching: crate::media::leg::Latching,
 }
 
 impl Actor {
@@ -433,8 +435,9 @@ impl Actor {
                     rtp,
                     rtcp,
                     rtp_timeout: self.rtp_timeout,
+                    latching: self.latching,
                     keep_stream: mode == crate::app::config::InterconnectMode::Bridge,
-                    busy_seconds: self.metrics.media_transcode_seconds.clone(),
+                    counters: self.metrics.media.clone(),
                 };
                 let run = bridge::run_leg(setup, self.forwarder.clone(), commands_rx, self.notices.clone());
                 let task = tokio::spawn(
@@ -559,17 +562,6 @@ impl Actor {
         let to_sip_ms = summary.map_or(0, |s| s.latency_to_sip.as_millis() as u64);
         if let Some(s) = summary {
             self.metrics.media_leg_jitter_seconds.observe(s.stats.jitter.as_secs_f64());
-            self.metrics.add_media(&[
-                ("rtp_received", packets_received),
-                ("rtp_sent", packets_sent),
-                ("rtp_lost", packets_lost.max(0) as u64),
-                ("srtp_auth_failed", auth_failures),
-                ("frames_concealed", concealed),
-                ("opus_published", s.frames_published),
-                ("opus_dropped", s.frames_dropped),
-                ("heard_late", s.heard_late),
-                ("heard_overflow", s.heard_overflow),
-            ]);
         }
         tracing::info!(
             call_id = %leg.call_id, participant = %leg.participant, session = %leg.session, mode = mode_name(leg.mode),

@@ -41,6 +41,7 @@ fn config(ssrc: u32, seq: u16, ts: u32) -> LegConfig {
         initial_timestamp: ts,
         cname: format!("leg-{ssrc:x}@test"),
         wall_clock: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        latching: Default::default(),
     }
 }
 
@@ -503,6 +504,56 @@ fn latching_follows_the_first_authentic_source_and_relatches_after_silence() {
     assert_eq!(pair.a.stats().foreign_source, 1);
     pair.a.send_audio(later, &[0; WIDE_FRAME]);
     assert_eq!(pair.a.poll_transmit(&mut buf).unwrap().to, moved);
+}
+
+/// Plain RTP/AVP: after the real peer has been quiet for [`RELATCH_AFTER`], RTP from another
+/// host with the peer's SSRC must not pull the gateway's audio away (issue 11: it did). The
+/// peer's NAT moving it to another port of the same address still re-latches.
+#[test]
+fn plain_rtp_relatches_only_to_a_plausible_source() {
+    let signalled = addr(B);
+    let attacker: SocketAddr = "192.0.2.66:6666".parse().unwrap();
+    let same_ip_new_port = SocketAddr::new(signalled.ip(), signalled.port() + 100);
+    // (policy, source after the silence, taken over?)
+    let cases = [
+        (Latching::Ip, attacker, false),
+        (Latching::Ip, same_ip_new_port, true),
+        (Latching::Any, attacker, true),
+        (Latching::Strict, same_ip_new_port, false),
+        (Latching::Strict, attacker, false),
+    ];
+    for (policy, source, taken) in cases {
+        let start = Instant::now();
+        let neg = negotiated(Codec::Pcmu, None, signalled, false);
+        let mut gateway = SipLeg::new(start, &neg, LegConfig { latching: policy, ..config(0xA, 1, 1) }).unwrap();
+        let mut phone = SipLeg::new(start, &negotiated(Codec::Pcmu, None, addr(A), true), config(0xB, 1, 1)).unwrap();
+        let mut buf = [0u8; MTU];
+        let mut from_phone = |at: Instant| {
+            let mut buf = [0u8; MTU];
+            phone.send_audio(at, &[0; WIDE_FRAME]);
+            let t = phone.poll_transmit(&mut buf).unwrap();
+            buf[..t.len].to_vec()
+        };
+        let first = from_phone(start);
+        gateway.handle_datagram(start, signalled, &first).unwrap();
+        // The phone goes quiet; the same SSRC's RTP turns up from `source`.
+        let later = start + RELATCH_AFTER + TICK;
+        let packet = from_phone(later);
+        let result = gateway.handle_datagram(later, source, &packet);
+        gateway.send_audio(later, &[0; WIDE_FRAME]);
+        let to = gateway.poll_transmit(&mut buf).unwrap().to;
+        let stats = gateway.stats();
+        if taken {
+            assert!(result.is_ok(), "{policy:?} {source}: {result:?}");
+            assert_eq!((to, stats.relatches, stats.relatch_refused), (source, 1, 0), "{policy:?} {source}");
+        } else {
+            assert_eq!(result, Err(DatagramError::ForeignSource { from: source }), "{policy:?} {source}");
+            assert_eq!((to, stats.relatches, stats.relatch_refused), (signalled, 0, 1), "{policy:?} {source}");
+            // The real peer coming back is still heard.
+            let back = later + TICK;
+            assert!(gateway.handle_datagram(back, signalled, &from_phone(back)).is_ok(), "{policy:?}");
+        }
+    }
 }
 
 #[test]
