@@ -81,10 +81,12 @@ struct MediaLeg {
 }
 
 /// A call whose media is stopping: the end is reported once both its `Ended` event and its
-/// leg's counters are in.
+/// leg's counters are in, in either order (the media stops first when we hang up).
 #[derive(Default)]
 struct Stopping {
     ended: Option<CallEvent>,
+    /// The leg's counters, once its task is over (`None` inside when it failed).
+    summary: Option<Option<LegSummary>>,
 }
 
 /// Hands reloaded settings to the running user agent.
@@ -351,12 +353,15 @@ impl Actor {
                 }
                 self.ua.handle_event(now, e);
             }
-            Input::MediaEnded { call, summary } => {
-                let stopping = self.stopping.remove(&call);
-                if let Some(ended) = stopping.and_then(|s| s.ended) {
-                    self.report_end(ended, summary.as_ref());
+            Input::MediaEnded { call, summary } => match self.stopping.get_mut(&call) {
+                Some(Stopping { ended: Some(_), .. }) => {
+                    if let Some(ended) = self.stopping.remove(&call).and_then(|s| s.ended) {
+                        self.report_end(ended, summary.as_ref());
+                    }
                 }
-            }
+                Some(stopping) => stopping.summary = Some(summary),
+                None => {}
+            },
             Input::Reload { trusted_peers } => self.ua.set_trusted_peers(trusted_peers),
         }
     }
@@ -521,6 +526,12 @@ impl Actor {
                 self.callback(&leg.participant, leg_event("sipLegConnected", &leg));
             }
             CallEvent::Ended { ref leg, .. } => match self.stopping.get_mut(&leg.call) {
+                // Its media stopped already: report with the leg's counters.
+                Some(Stopping { summary: Some(_), .. }) => {
+                    let call = leg.call;
+                    let summary = self.stopping.remove(&call).and_then(|s| s.summary).flatten();
+                    self.report_end(event, summary.as_ref());
+                }
                 // Its media is stopping: report when the leg's counters are back.
                 Some(stopping) => stopping.ended = Some(event),
                 None => self.report_end(event, None),

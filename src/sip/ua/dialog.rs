@@ -396,6 +396,10 @@ impl UserAgent {
                 c.end_reason = Some(reason.to_string());
                 let give_up = now + BYE_TIMEOUT;
                 c.state = State::Terminating { give_up };
+                // The call is over for us: no RTP while the BYE's transaction runs (up to
+                // 64*T1 more to a peer that never ACKed). The record waits for the leg's
+                // counters and the dialog's end, whichever comes last.
+                self.outputs.push_back(Output::Media(MediaCommand::Stop { call }));
                 let mut bye = self.in_dialog_request(call, Method::Bye);
                 if let Some(bye) = bye.as_mut() {
                     let why = reason.replace('"', "'");
@@ -507,7 +511,8 @@ impl UserAgent {
                     return;
                 }
                 p.interval = (p.interval * 2).min(T2);
-                p.next = now + p.interval;
+                // The last wait ends at 64*T1 exactly, not at the next retransmission after it.
+                p.next = (now + p.interval).min(p.give_up);
                 let (tx, ok, next) = (p.tx, p.ok.clone(), p.next);
                 self.outputs.push_back(Output::Respond { tx, response: ok });
                 self.schedule(next, call, TimerKind::Retransmit);

@@ -283,11 +283,17 @@ fn the_2xx_is_retransmitted_until_the_ack_then_bye_after_64_t1() {
     let out = h.advance(Duration::from_secs(10));
     let n = responses(&out).len();
     assert!((3..=5).contains(&n), "doubling up to T2: {n}");
-    let out = h.advance(Duration::from_secs(30));
+    // Nothing ends before 64*T1 (32 s)…
+    let out = h.advance(Duration::from_secs(21));
+    assert!(!out.iter().any(|o| matches!(o, Output::Media(MediaCommand::Stop { .. }))), "media stopped early");
+    // … and at 64*T1 the BYE goes out and the media stops with it (no RTP while the BYE's
+    // transaction runs its course).
+    let out = h.advance(Duration::from_secs(1) + Duration::from_millis(500));
     assert!(
         out.iter().any(|o| matches!(o, Output::Send { request, .. } if request.method == Method::Bye)),
         "BYE after 64*T1 without ACK"
     );
+    assert!(out.iter().any(|o| matches!(o, Output::Media(MediaCommand::Stop { .. }))), "media stops at 64*T1");
     let _ = tx;
 }
 
