@@ -135,9 +135,18 @@ fn impossible_values_are_400() {
         json!({"publishPermissions": ["AUDIO"], "callbackUrl": "ftp://example.com/x"}),
         json!({"publishPermissions": ["AUDIO"], "callbackUrl": "not a url"}),
         json!({"publishPermissions": [], "tag": long_tag}),
+        json!({"publishPermissions": [], "tag": "line\nbreak"}),
+        json!({"publishPermissions": [], "tag": "bell\u{7}"}),
     ] {
         assert_eq!(error_code(c.post(&d.api("/participants"), body.clone()), 400), "INVALID_ARGUMENT", "{body}");
     }
+    // Control characters (C0, DEL, C1) are refused in session tags too; other text is kept.
+    for tag in ["a\rb", "esc\u{1b}[31m", "del\u{7f}", "csi\u{9b}"] {
+        let r = c.post(&d.api("/sessions"), json!({ "tag": tag }));
+        assert_eq!(error_code(r, 400), "INVALID_ARGUMENT", "{tag:?}");
+    }
+    let s: Value = c.post(&d.api("/sessions"), json!({"tag": "Zoë – 東京 ✓"})).json().unwrap();
+    assert_eq!(s["tag"], "Zoë – 東京 ✓");
     let url = d.api(&format!("/sessions/{sid}/participants/{pid}"));
     for body in [
         json!({"sessionId": "another-session"}),
@@ -227,7 +236,11 @@ fn wrong_methods_get_405_with_allow_in_the_json_shape() {
     let c = Client::new();
     let r = c.raw(Method::PATCH, &d.api("/sessions"), "{}");
     assert!(r.headers().get("allow").is_some());
-    error_code(r, 405);
+    assert_eq!(error_code(r, 405), "METHOD_NOT_ALLOWED");
+    // Routes outside the account API too: axum's own 405 goes through the same mapping.
+    let r = c.raw(Method::DELETE, &d.url("/healthz"), "");
+    assert!(r.headers().get("allow").is_some_and(|v| v.to_str().unwrap().contains("GET")));
+    assert_eq!(error_code(r, 405), "METHOD_NOT_ALLOWED");
 }
 
 #[test]

@@ -28,7 +28,8 @@ const MAX_SUBSCRIPTIONS: usize = 1000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateSessionRequest {
-    /// A label of the customer's.
+    /// A label of the customer's: at most 256 characters, no control characters.
+    #[schema(max_length = 256)]
     pub tag: Option<String>,
 }
 
@@ -74,7 +75,8 @@ pub struct CreateParticipantRequest {
     pub callback_url: Option<String>,
     /// What it may publish.
     pub publish_permissions: Vec<MediaType>,
-    /// A label.
+    /// A label: at most 256 characters, no control characters.
+    #[schema(max_length = 256)]
     pub tag: Option<String>,
     /// The device API version its client speaks.
     pub device_api_version: Option<String>,
@@ -111,7 +113,8 @@ pub struct CreatedParticipant {
 
 #[utoipa::path(post, path = "/v1/accounts/{accountId}/sessions", tag = "sessions",
     params(("accountId" = String, Path, description = "Account id")),
-    request_body(content = CreateSessionRequest, description = "May be empty"),
+    request_body(content = Option<CreateSessionRequest>,
+        description = "Optional: no body (with or without a Content-Type) is `{}`"),
     responses((status = 200, body = SessionBody), (status = "4XX", body = ErrorBody)),
     security(("basic" = [])))]
 /// Creates a session.
@@ -173,7 +176,8 @@ pub async fn list_session_participants(
 #[utoipa::path(put, path = "/v1/accounts/{accountId}/sessions/{sessionId}/participants/{participantId}",
     tag = "sessions",
     params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
-    request_body(content = SubscriptionsBody, description = "Its subscriptions; may be empty"),
+    request_body(content = Option<SubscriptionsBody>,
+        description = "Its subscriptions; optional: no body is `{}` (no subscriptions)"),
     responses((status = 204, description = "Added (or updated)"), (status = "4XX", body = ErrorBody)),
     security(("basic" = [])))]
 /// Adds a participant to a session and sets its subscriptions there.
@@ -224,7 +228,8 @@ pub async fn get_subscriptions(
     path = "/v1/accounts/{accountId}/sessions/{sessionId}/participants/{participantId}/subscriptions",
     tag = "sessions",
     params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
-    request_body = SubscriptionsBody,
+    request_body(content = Option<SubscriptionsBody>,
+        description = "Optional: no body is `{}` (no subscriptions)"),
     responses((status = 204, description = "Replaced"), (status = "4XX", body = ErrorBody)),
     security(("basic" = [])))]
 /// Replaces a participant's subscriptions in a session.
@@ -356,9 +361,15 @@ fn subscriptions_from(body: SubscriptionsBody) -> Result<Subscriptions, ApiError
     Ok(Subscriptions { session_id: body.session_id.map(SessionId), participants })
 }
 
+/// A tag is a label: at most [`MAX_TAG_LEN`] characters, none of them control characters (C0,
+/// DEL, C1), which would travel into logs, callbacks and other systems' displays.
 fn check_tag(tag: Option<&str>) -> Result<(), ApiError> {
-    if tag.is_some_and(|t| t.chars().count() > MAX_TAG_LEN) {
+    let Some(tag) = tag else { return Ok(()) };
+    if tag.chars().count() > MAX_TAG_LEN {
         return Err(ApiError::invalid(format!("tag is at most {MAX_TAG_LEN} characters")));
+    }
+    if let Some(c) = tag.chars().find(|c| c.is_control()) {
+        return Err(ApiError::invalid(format!("tag cannot contain control characters (found U+{:04X})", u32::from(c))));
     }
     Ok(())
 }

@@ -82,8 +82,11 @@ fn parse_basic(value: &[u8]) -> Option<(String, String)> {
     Some((user.to_string(), pass.to_string()))
 }
 
-/// A JSON body: an empty body reads as `{}`; malformed JSON, unknown fields and wrong types are
-/// 400 INVALID_ARGUMENT naming what is wrong; a body over the limit is 413 RESOURCE_EXHAUSTED.
+/// A JSON body: an absent or empty body reads as `{}`, whatever its Content-Type (so a body the
+/// OpenAPI document marks optional is truly optional, and one whose fields are required is refused
+/// for what it lacks); a non-empty body is read as JSON even without a JSON Content-Type (as
+/// `curl -d` sends it). Malformed JSON, unknown fields and wrong types are 400 INVALID_ARGUMENT
+/// naming what is wrong; a body over the limit is 413 RESOURCE_EXHAUSTED.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
