@@ -157,8 +157,13 @@ fn floods_and_oversized_messages_are_bounded() {
 
         let mut ws = connected(&d, &token).await;
         let big = json!({"type": "answer", "sdp": "a".repeat(100 * 1024)}).to_string();
-        let _ = ws.send(Message::text(big)).await;
+        let _ = ws.send(Message::text(big.clone())).await;
         assert_eq!(close_code(&mut ws).await, 1009);
+
+        // Before `hello` too: an oversized first message is "message too big", not a normal close.
+        let mut ws = open(&d, None).await;
+        let _ = ws.send(Message::text(big)).await;
+        assert_eq!(close_code(&mut ws).await, 1009, "oversized first message");
     });
     // The daemon is fine afterwards.
     assert_eq!(c.get(&d.url("/healthz")).status().as_u16(), 200);
