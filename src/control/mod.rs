@@ -25,6 +25,7 @@ pub mod api;
 pub mod callbacks;
 pub mod error;
 pub mod extract;
+pub mod limit;
 
 use crate::app::drain::Drain;
 use crate::app::metrics::{HttpLabels, Metrics};
