@@ -29,7 +29,8 @@ fn sessions_are_created_read_and_deleted() {
 
 #[test]
 fn participants_join_sessions_and_subscribe() {
-    let d = Daemon::start();
+    // The callback receiver is on loopback: allowed only by callbacks.allow_private.
+    let d = Daemon::start_with(&[("INTERWORK_CALLBACKS_ALLOW_PRIVATE", "true")]);
     let c = Client::new();
     let (sid, alice, token) = session_with_participant(&d, &c);
     assert!(token.split('.').count() == 3, "a JWT");

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 #[test]
 fn state_survives_sigkill_and_restart() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_with(&[("INTERWORK_CALLBACKS_ALLOW_PRIVATE", "true")]);
     let c = Client::new();
     let (sid, alice, _) = common::session_with_participant(&d, &c);
     let bob: Value = c

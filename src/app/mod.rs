@@ -94,6 +94,7 @@ impl Daemon {
             drain,
             body_limit: config.http.body_limit,
             devices: webrtc.hub(),
+            callback_targets: control::callbacks::TargetPolicy::new(config.callbacks.allow_private),
         };
         Ok(Self { config, state, verifier, callbacks, webrtc, config_path: None })
     }

@@ -16,8 +16,6 @@ use crate::rooms::{NewParticipant, Rooms};
 
 /// Longest `tag` accepted.
 const MAX_TAG_LEN: usize = 256;
-/// Longest `callbackUrl` accepted.
-const MAX_URL_LEN: usize = 2048;
 /// Most stream aliases per subscription, and the longest alias.
 const MAX_ALIASES: usize = 16;
 const MAX_ALIAS_LEN: usize = 64;
@@ -71,7 +69,9 @@ pub struct ParticipantSubscriptionBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateParticipantRequest {
-    /// Where the participant's events are POSTed (http or https).
+    /// Where the participant's events are POSTed: an absolute http or https URL. Internal
+    /// destinations (loopback, private, link-local, ...) are refused unless the gateway allows
+    /// them (`callbacks.allow_private`).
     pub callback_url: Option<String>,
     /// What it may publish.
     pub publish_permissions: Vec<MediaType>,
@@ -257,7 +257,7 @@ pub async fn create_participant(
 ) -> Result<Json<CreatedParticipant>, ApiError> {
     check_tag(req.tag.as_deref())?;
     if let Some(url) = &req.callback_url {
-        check_callback_url(url)?;
+        app.callback_targets.check_url(url)?;
     }
     if req.device_api_version.as_ref().is_some_and(|v| v.len() > 16) {
         return Err(ApiError::invalid("deviceApiVersion is at most 16 characters"));
@@ -372,11 +372,4 @@ fn check_tag(tag: Option<&str>) -> Result<(), ApiError> {
         return Err(ApiError::invalid(format!("tag cannot contain control characters (found U+{:04X})", u32::from(c))));
     }
     Ok(())
-}
-
-fn check_callback_url(url: &str) -> Result<(), ApiError> {
-    let parsed: Result<axum::http::Uri, _> = url.parse();
-    let ok = url.len() <= MAX_URL_LEN
-        && parsed.is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-    if ok { Ok(()) } else { Err(ApiError::invalid("callbackUrl must be an absolute http or https URL")) }
 }

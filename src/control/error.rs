@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::callbacks::CallbackUrlError;
 use crate::rooms::{RoomsError, RoomsHandleError};
 
 /// The error codes of CONTRACT §2.
@@ -126,6 +127,12 @@ impl From<RoomsError> for ApiError {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::ResourceExhausted, message)
             }
         }
+    }
+}
+
+impl From<CallbackUrlError> for ApiError {
+    fn from(e: CallbackUrlError) -> Self {
+        Self::invalid(e.to_string())
     }
 }
 

@@ -53,6 +53,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Device sockets, the SDK and the demo (the WebRTC side).
     pub devices: crate::webrtc::DeviceHub,
+    /// Which `callbackUrl`s are accepted (`callbacks.allow_private`).
+    pub callback_targets: callbacks::TargetPolicy,
 }
 
 #[derive(OpenApi)]
