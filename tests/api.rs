@@ -305,3 +305,81 @@ fn metrics_count_requests_by_route_and_status() {
     assert!(text.lines().any(|l| l == "interwork_sessions 1"), "{text}");
     assert!(text.lines().any(|l| l == "interwork_participants 1"), "{text}");
 }
+
+/// A client whose requests come from another loopback address (Linux routes all of 127/8 to lo).
+fn client_from(source: &str) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn failed_sign_ins_are_throttled_per_source_address() {
+    let d =
+        Daemon::start_with(&[("INTERWORK_HTTP_AUTH_MAX_FAILURES", "5"), ("INTERWORK_HTTP_AUTH_FAILURE_WINDOW", "10m")]);
+    let c = Client::new();
+    let url = d.api("/sessions");
+    let attempt = |http: &reqwest::blocking::Client, password: &str| {
+        http.post(&url).basic_auth(common::USER, Some(password)).json(&json!({})).send().unwrap()
+    };
+    // No credentials at all is not a failed sign-in (a client before its challenge).
+    for _ in 0..10 {
+        assert_eq!(c.http.post(&url).json(&json!({})).send().unwrap().status().as_u16(), 401);
+    }
+    // A guessing flood: five wrong passwords are answered 401, then everything is 429.
+    let statuses: Vec<u16> = (0..50).map(|i| attempt(&c.http, &format!("guess-{i}")).status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Even the right password gets no answer from this address until the window ends.
+    let r = attempt(&c.http, common::PASSWORD);
+    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=600).contains(&retry_after), "{retry_after}");
+    assert_eq!(error_code(r, 429), "RESOURCE_EXHAUSTED");
+    // Another address is not affected: the right credentials work, wrong ones are counted apart.
+    let other = client_from("127.0.0.2");
+    assert_eq!(attempt(&other, common::PASSWORD).status().as_u16(), 200);
+    assert_eq!(error_code(attempt(&other, "wrong"), 401), "UNAUTHENTICATED");
+    // Unauthenticated routes are not throttled.
+    assert_eq!(c.http.get(d.url("/healthz")).send().unwrap().status().as_u16(), 200);
+}
+
+#[test]
+fn metrics_can_have_their_own_listener() {
+    let port = common::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let d = Daemon::start_with(&[("INTERWORK_HTTP_METRICS_LISTEN", &metrics)]);
+    let c = Client::new();
+    let r = c.http.get(format!("http://{metrics}/metrics")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().unwrap().lines().any(|l| l.starts_with("interwork_sessions")));
+    assert_eq!(
+        error_code(c.http.get(d.url("/metrics")).send().unwrap(), 404),
+        "NOT_FOUND",
+        "moved off the API listener"
+    );
+    // The metrics listener serves nothing else.
+    assert_eq!(c.http.get(format!("http://{metrics}/healthz")).send().unwrap().status().as_u16(), 404);
+}
+
+#[test]
+fn metrics_can_ask_for_credentials() {
+    let d = Daemon::start_with(&[
+        ("INTERWORK_HTTP_METRICS_AUTH", "true"),
+        ("INTERWORK_ACCOUNTS_OTHER_USERNAME", "other"),
+        ("INTERWORK_ACCOUNTS_OTHER_PASSWORD", "other-password"),
+    ]);
+    let c = Client::new();
+    let r = c.http.get(d.url("/metrics")).send().unwrap();
+    assert!(r.headers().get("www-authenticate").is_some());
+    assert_eq!(error_code(r, 401), "UNAUTHENTICATED");
+    let r = c.http.get(d.url("/metrics")).basic_auth(common::USER, Some("wrong")).send().unwrap();
+    assert_eq!(error_code(r, 401), "UNAUTHENTICATED");
+    // Any account's credentials will do.
+    for (user, password) in [(common::USER, common::PASSWORD), ("other", "other-password")] {
+        let r = c.http.get(d.url("/metrics")).basic_auth(user, Some(password)).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{user}");
+        assert!(r.text().unwrap().contains("interwork_sessions"));
+    }
+}

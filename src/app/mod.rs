@@ -94,6 +94,10 @@ impl Daemon {
             drain,
             body_limit: config.http.body_limit,
             devices: webrtc.hub(),
+            auth_failures: Arc::new(control::limit::WindowLimiter::new(
+                config.http.auth_max_failures,
+                config.http.auth_failure_window,
+            )),
             callback_targets: control::callbacks::TargetPolicy::new(config.callbacks.allow_private),
         };
         Ok(Self { config, state, verifier, callbacks, webrtc, config_path: None })
@@ -121,6 +125,16 @@ impl Daemon {
     ) -> anyhow::Result<()> {
         let listen = listener.local_addr()?;
         tracing::info!(%listen, "HTTP control API listening");
+        let metrics_listener = match self.config.http.metrics_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr.0)
+                    .await
+                    .with_context(|| format!("cannot listen for metrics (http.metrics_listen) on {addr}"))?;
+                tracing::info!(listen = %l.local_addr()?, "metrics listening");
+                Some(l)
+            }
+            None => None,
+        };
         let drain = self.state.drain.clone();
         let rooms = self.state.rooms.clone();
         tokio::spawn(rooms.clone().run_expiry({
@@ -155,13 +169,23 @@ impl Daemon {
             verifier: self.verifier.clone(),
             sip: sip.reloader(),
         });
-        let app = control::router(self.state.clone(), self.config.http.request_timeout);
-        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = control::router(self.state.clone(), &self.config.http);
+        let stop_http = tokio_util::sync::CancellationToken::new();
+        if let Some(metrics_listener) = metrics_listener {
+            let service = control::metrics_router(self.state.clone(), &self.config.http)
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let stopped = stop_http.clone().cancelled_owned();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(metrics_listener, service).with_graceful_shutdown(stopped).await {
+                    tracing::warn!(error = %e, "metrics listener ended with an error");
+                }
+            });
+        }
+        let http_stopped = stop_http.clone().cancelled_owned();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stopped.await;
-                })
+            // The peer address is what per-source limits (failed sign-ins, the demo) count by.
+            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(http_stopped)
                 .await
         });
         notify_systemd(&[sd_notify::NotifyState::Ready]);
@@ -186,7 +210,7 @@ impl Daemon {
         if tokio::time::timeout(HTTP_GRACE, media).await.is_err() {
             tracing::warn!("WebRTC media did not stop within the grace period");
         }
-        let _ = stop_http.send(());
+        stop_http.cancel();
         match tokio::time::timeout(HTTP_GRACE, server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
