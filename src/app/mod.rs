@@ -125,6 +125,9 @@ impl Daemon {
     ) -> anyhow::Result<()> {
         let listen = listener.local_addr()?;
         tracing::info!(%listen, "HTTP control API listening");
+        if let Some(warning) = demo_exposure(&self.config, listen) {
+            tracing::warn!("{warning}");
+        }
         let metrics_listener = match self.config.http.metrics_listen {
             Some(addr) => {
                 let l = TcpListener::bind(addr.0)
@@ -222,6 +225,18 @@ impl Daemon {
     }
 }
 
+/// The warning to log when the demo is on and the HTTP listener is reachable from other hosts:
+/// `/demo/connectionInfo` hands out participants of the `default` account without credentials.
+fn demo_exposure(config: &Config, listen: std::net::SocketAddr) -> Option<String> {
+    (config.demo.enabled && !listen.ip().is_loopback()).then(|| {
+        format!(
+            "the demo is on (demo.enabled) and HTTP listens on {listen}, which is not loopback: anyone who \
+             reaches it can get demo participants and tokens without credentials; turn the demo off \
+             outside a trial"
+        )
+    })
+}
+
 /// `interwork token`: mints a participant token with the node's key.
 pub fn mint_token(
     config: &Config,
@@ -310,6 +325,8 @@ fn rooms_config(config: &Config) -> RoomsConfig {
         max_sessions: config.sessions.max_sessions,
         max_participants: config.sessions.max_participants,
         max_participants_per_session: config.sessions.max_participants_per_session,
+        demo_max_participants: config.demo.max_participants,
+        demo_lifetime: config.demo.lifetime,
     }
 }
 
@@ -421,4 +438,32 @@ fn spawn_watchdog() {
             notify_systemd(&[sd_notify::NotifyState::Watchdog]);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn the_demo_on_a_non_loopback_listener_is_warned_about() {
+        let on = Config::from_toml_str("", &HashMap::new()).unwrap();
+        let off = Config::from_toml_str("[demo]\nenabled = false\n", &HashMap::new()).unwrap();
+        let warning = demo_exposure(&on, "0.0.0.0:8080".parse().unwrap()).expect("a warning");
+        assert!(warning.contains("demo.enabled") && warning.contains("0.0.0.0:8080"), "{warning}");
+        assert!(demo_exposure(&on, "192.0.2.5:8080".parse().unwrap()).is_some());
+        assert!(demo_exposure(&on, "127.0.0.1:8080".parse().unwrap()).is_none());
+        assert!(demo_exposure(&on, "[::1]:8080".parse().unwrap()).is_none());
+        assert!(demo_exposure(&off, "0.0.0.0:8080".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_example_systemd_config_has_the_demo_off() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/interwork.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let config = Config::from_toml_str(&text, &HashMap::new()).unwrap();
+        assert!(!config.demo.enabled);
+        assert!(!config.callbacks.allow_private);
+    }
 }

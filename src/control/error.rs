@@ -126,6 +126,7 @@ impl From<RoomsError> for ApiError {
             RoomsError::ResourceExhausted(_) => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::ResourceExhausted, message)
             }
+            RoomsError::DemoFull { retry_after, .. } => Self::too_many(message, retry_after),
         }
     }
 }
