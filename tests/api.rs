@@ -29,7 +29,8 @@ fn sessions_are_created_read_and_deleted() {
 
 #[test]
 fn participants_join_sessions_and_subscribe() {
-    let d = Daemon::start();
+    // The callback receiver is on loopback: allowed only by callbacks.allow_private.
+    let d = Daemon::start_with(&[("INTERWORK_CALLBACKS_ALLOW_PRIVATE", "true")]);
     let c = Client::new();
     let (sid, alice, token) = session_with_participant(&d, &c);
     assert!(token.split('.').count() == 3, "a JWT");
@@ -135,9 +136,18 @@ fn impossible_values_are_400() {
         json!({"publishPermissions": ["AUDIO"], "callbackUrl": "ftp://example.com/x"}),
         json!({"publishPermissions": ["AUDIO"], "callbackUrl": "not a url"}),
         json!({"publishPermissions": [], "tag": long_tag}),
+        json!({"publishPermissions": [], "tag": "line\nbreak"}),
+        json!({"publishPermissions": [], "tag": "bell\u{7}"}),
     ] {
         assert_eq!(error_code(c.post(&d.api("/participants"), body.clone()), 400), "INVALID_ARGUMENT", "{body}");
     }
+    // Control characters (C0, DEL, C1) are refused in session tags too; other text is kept.
+    for tag in ["a\rb", "esc\u{1b}[31m", "del\u{7f}", "csi\u{9b}"] {
+        let r = c.post(&d.api("/sessions"), json!({ "tag": tag }));
+        assert_eq!(error_code(r, 400), "INVALID_ARGUMENT", "{tag:?}");
+    }
+    let s: Value = c.post(&d.api("/sessions"), json!({"tag": "Zoë – 東京 ✓"})).json().unwrap();
+    assert_eq!(s["tag"], "Zoë – 東京 ✓");
     let url = d.api(&format!("/sessions/{sid}/participants/{pid}"));
     for body in [
         json!({"sessionId": "another-session"}),
@@ -227,7 +237,11 @@ fn wrong_methods_get_405_with_allow_in_the_json_shape() {
     let c = Client::new();
     let r = c.raw(Method::PATCH, &d.api("/sessions"), "{}");
     assert!(r.headers().get("allow").is_some());
-    error_code(r, 405);
+    assert_eq!(error_code(r, 405), "METHOD_NOT_ALLOWED");
+    // Routes outside the account API too: axum's own 405 goes through the same mapping.
+    let r = c.raw(Method::DELETE, &d.url("/healthz"), "");
+    assert!(r.headers().get("allow").is_some_and(|v| v.to_str().unwrap().contains("GET")));
+    assert_eq!(error_code(r, 405), "METHOD_NOT_ALLOWED");
 }
 
 #[test]
@@ -290,4 +304,82 @@ fn metrics_count_requests_by_route_and_status() {
     assert!(has(r#"route="/v1/accounts/{accountId}/sessions/{sessionId}",status="404""#), "{text}");
     assert!(text.lines().any(|l| l == "interwork_sessions 1"), "{text}");
     assert!(text.lines().any(|l| l == "interwork_participants 1"), "{text}");
+}
+
+/// A client whose requests come from another loopback address (Linux routes all of 127/8 to lo).
+fn client_from(source: &str) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn failed_sign_ins_are_throttled_per_source_address() {
+    let d =
+        Daemon::start_with(&[("INTERWORK_HTTP_AUTH_MAX_FAILURES", "5"), ("INTERWORK_HTTP_AUTH_FAILURE_WINDOW", "10m")]);
+    let c = Client::new();
+    let url = d.api("/sessions");
+    let attempt = |http: &reqwest::blocking::Client, password: &str| {
+        http.post(&url).basic_auth(common::USER, Some(password)).json(&json!({})).send().unwrap()
+    };
+    // No credentials at all is not a failed sign-in (a client before its challenge).
+    for _ in 0..10 {
+        assert_eq!(c.http.post(&url).json(&json!({})).send().unwrap().status().as_u16(), 401);
+    }
+    // A guessing flood: five wrong passwords are answered 401, then everything is 429.
+    let statuses: Vec<u16> = (0..50).map(|i| attempt(&c.http, &format!("guess-{i}")).status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Even the right password gets no answer from this address until the window ends.
+    let r = attempt(&c.http, common::PASSWORD);
+    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=600).contains(&retry_after), "{retry_after}");
+    assert_eq!(error_code(r, 429), "RESOURCE_EXHAUSTED");
+    // Another address is not affected: the right credentials work, wrong ones are counted apart.
+    let other = client_from("127.0.0.2");
+    assert_eq!(attempt(&other, common::PASSWORD).status().as_u16(), 200);
+    assert_eq!(error_code(attempt(&other, "wrong"), 401), "UNAUTHENTICATED");
+    // Unauthenticated routes are not throttled.
+    assert_eq!(c.http.get(d.url("/healthz")).send().unwrap().status().as_u16(), 200);
+}
+
+#[test]
+fn metrics_can_have_their_own_listener() {
+    let port = common::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let d = Daemon::start_with(&[("INTERWORK_HTTP_METRICS_LISTEN", &metrics)]);
+    let c = Client::new();
+    let r = c.http.get(format!("http://{metrics}/metrics")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().unwrap().lines().any(|l| l.starts_with("interwork_sessions")));
+    assert_eq!(
+        error_code(c.http.get(d.url("/metrics")).send().unwrap(), 404),
+        "NOT_FOUND",
+        "moved off the API listener"
+    );
+    // The metrics listener serves nothing else.
+    assert_eq!(c.http.get(format!("http://{metrics}/healthz")).send().unwrap().status().as_u16(), 404);
+}
+
+#[test]
+fn metrics_can_ask_for_credentials() {
+    let d = Daemon::start_with(&[
+        ("INTERWORK_HTTP_METRICS_AUTH", "true"),
+        ("INTERWORK_ACCOUNTS_OTHER_USERNAME", "other"),
+        ("INTERWORK_ACCOUNTS_OTHER_PASSWORD", "other-password"),
+    ]);
+    let c = Client::new();
+    let r = c.http.get(d.url("/metrics")).send().unwrap();
+    assert!(r.headers().get("www-authenticate").is_some());
+    assert_eq!(error_code(r, 401), "UNAUTHENTICATED");
+    let r = c.http.get(d.url("/metrics")).basic_auth(common::USER, Some("wrong")).send().unwrap();
+    assert_eq!(error_code(r, 401), "UNAUTHENTICATED");
+    // Any account's credentials will do.
+    for (user, password) in [(common::USER, common::PASSWORD), ("other", "other-password")] {
+        let r = c.http.get(d.url("/metrics")).basic_auth(user, Some(password)).send().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{user}");
+        assert!(r.text().unwrap().contains("interwork_sessions"));
+    }
 }

@@ -55,7 +55,9 @@ impl Receiver {
 }
 
 fn daemon() -> Daemon {
+    // The receivers are on loopback: allowed only by callbacks.allow_private.
     Daemon::start_with(&[
+        ("INTERWORK_CALLBACKS_ALLOW_PRIVATE", "true"),
         ("INTERWORK_CALLBACKS_INITIAL_BACKOFF", "50ms"),
         ("INTERWORK_CALLBACKS_MAX_BACKOFF", "200ms"),
         ("INTERWORK_CALLBACKS_MAX_ATTEMPTS", "5"),
@@ -135,4 +137,56 @@ fn an_unreachable_receiver_does_not_block_the_api() {
         assert!(std::time::Instant::now() < deadline, "failure never counted:\n{text}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// SSRF: by default a `callbackUrl` may not aim inside (loopback, link-local metadata, private,
+/// CGNAT, ULA, multicast, mapped forms, `localhost`), nor use another scheme than http(s).
+#[test]
+fn callbacks_aimed_inside_are_refused_unless_allowed() {
+    let d = Daemon::start();
+    let c = Client::new();
+    for url in [
+        "http://127.0.0.1:9/events",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.5/events",
+        "http://192.168.1.1/events",
+        "http://172.16.0.1/events",
+        "http://100.64.0.1/events",
+        "http://0.0.0.0:8080/events",
+        "http://[::1]/events",
+        "http://[::ffff:169.254.169.254]/events",
+        "http://[fd00::1]/events",
+        "http://[fe80::1]/events",
+        "http://224.0.0.1/events",
+        "http://2130706433/events",
+        "http://localhost:8080/events",
+        "ftp://example.com/events",
+        "file:///etc/passwd",
+    ] {
+        let r = c.post(&d.api("/participants"), json!({"publishPermissions": [], "callbackUrl": url}));
+        assert_eq!(r.status().as_u16(), 400, "{url}");
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["code"], "INVALID_ARGUMENT", "{url}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("callbackUrl"), "{url}: {message}");
+    }
+    let r =
+        c.post(&d.api("/participants"), json!({"publishPermissions": [], "callbackUrl": "http://169.254.169.254/"}));
+    let message = r.json::<Value>().unwrap()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("internal") && message.contains("callbacks.allow_private"), "{message}");
+    // Public destinations are fine.
+    let r = c.post(
+        &d.api("/participants"),
+        json!({"publishPermissions": [], "callbackUrl": "https://hooks.example.com/interwork"}),
+    );
+    assert_eq!(r.status().as_u16(), 200);
+
+    let allowed = daemon();
+    let r = c.post(
+        &allowed.api("/participants"),
+        json!({"publishPermissions": [], "callbackUrl": "http://127.0.0.1:9/events"}),
+    );
+    assert_eq!(r.status().as_u16(), 200, "callbacks.allow_private lets tests reach loopback");
+    let r = c.post(&allowed.api("/participants"), json!({"publishPermissions": [], "callbackUrl": "ftp://127.0.0.1/"}));
+    assert_eq!(r.status().as_u16(), 400, "but never another scheme");
 }

@@ -157,8 +157,13 @@ fn floods_and_oversized_messages_are_bounded() {
 
         let mut ws = connected(&d, &token).await;
         let big = json!({"type": "answer", "sdp": "a".repeat(100 * 1024)}).to_string();
-        let _ = ws.send(Message::text(big)).await;
+        let _ = ws.send(Message::text(big.clone())).await;
         assert_eq!(close_code(&mut ws).await, 1009);
+
+        // Before `hello` too: an oversized first message is "message too big", not a normal close.
+        let mut ws = open(&d, None).await;
+        let _ = ws.send(Message::text(big)).await;
+        assert_eq!(close_code(&mut ws).await, 1009, "oversized first message");
     });
     // The daemon is fine afterwards.
     assert_eq!(c.get(&d.url("/healthz")).status().as_u16(), 200);
@@ -205,4 +210,86 @@ fn the_sdk_is_served_and_the_demo_only_when_enabled() {
     assert_eq!(c.get(&off.url("/demo/")).status().as_u16(), 404);
     assert_eq!(c.get(&off.url("/demo/connectionInfo")).status().as_u16(), 404);
     assert_eq!(c.get(&off.url("/sdk/interwork.js")).status().as_u16(), 200);
+}
+
+/// `/demo/connectionInfo` with its source address chosen (Linux routes all of 127/8 to lo).
+fn demo_request(d: &Daemon, source: &str) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .timeout(WAIT)
+        .build()
+        .unwrap()
+        .get(d.url("/demo/connectionInfo"))
+        .send()
+        .unwrap()
+}
+
+fn participants_alive(d: &Daemon, c: &Client) -> u64 {
+    let text = c.get(&d.url("/metrics")).text().unwrap();
+    let line = text.lines().find(|l| l.starts_with("interwork_participants ")).expect("participants gauge");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_demo_has_its_own_quota_and_never_takes_the_accounts_room() {
+    let d = Daemon::start_with(&[
+        ("INTERWORK_DEMO_MAX_PARTICIPANTS", "4"),
+        ("INTERWORK_DEMO_REQUESTS_PER_MINUTE", "1000"),
+        ("INTERWORK_SESSIONS_MAX_PARTICIPANTS", "2"),
+    ]);
+    let c = Client::new();
+    for _ in 0..2 {
+        assert_eq!(demo_request(&d, "127.0.0.1").status().as_u16(), 200);
+    }
+    // Full: refused with a time to come back, and a refused request makes nothing.
+    for _ in 0..30 {
+        let r = demo_request(&d, "127.0.0.1");
+        assert!(r.headers().get("retry-after").is_some());
+        assert_eq!(common::error_code(r, 429), "RESOURCE_EXHAUSTED");
+    }
+    assert_eq!(participants_alive(&d, &c), 4, "two pairs, no orphans from the refusals");
+    // The account's own quota (2) is untouched by the demo's 4 participants.
+    for _ in 0..2 {
+        let r = c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"]}));
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap());
+    }
+    let r = c.post(&d.api("/participants"), json!({"publishPermissions": ["AUDIO"]}));
+    assert_eq!(common::error_code(r, 429), "RESOURCE_EXHAUSTED", "the account's own limit still holds");
+}
+
+#[test]
+fn demo_requests_are_rate_limited_per_source_address() {
+    let d = Daemon::start_with(&[("INTERWORK_DEMO_REQUESTS_PER_MINUTE", "3")]);
+    for _ in 0..3 {
+        assert_eq!(demo_request(&d, "127.0.0.1").status().as_u16(), 200);
+    }
+    let r = demo_request(&d, "127.0.0.1");
+    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(common::error_code(r, 429), "RESOURCE_EXHAUSTED");
+    assert_eq!(demo_request(&d, "127.0.0.3").status().as_u16(), 200, "another address has its own allowance");
+}
+
+#[test]
+fn demo_participants_and_their_tokens_expire() {
+    let d = Daemon::start_with(&[("INTERWORK_DEMO_LIFETIME", "2s")]);
+    let c = Client::new();
+    let info: Value = demo_request(&d, "127.0.0.1").json().unwrap();
+    let ids = [info["participantId"].as_str().unwrap(), info["phoneParticipantId"].as_str().unwrap()];
+    for id in ids {
+        assert_eq!(c.get(&d.api(&format!("/participants/{id}"))).status().as_u16(), 200);
+    }
+    // The token lives as long as its participant.
+    use base64::Engine as _;
+    let payload = info["token"].as_str().unwrap().split('.').nth(1).unwrap().to_string();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 2);
+    // Polling a condition with a bound, not sleeping for a guessed duration.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ids.iter().any(|id| c.get(&d.api(&format!("/participants/{id}"))).status().as_u16() != 404) {
+        assert!(std::time::Instant::now() < deadline, "demo participants never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(participants_alive(&d, &c), 0);
 }

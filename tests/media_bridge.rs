@@ -205,7 +205,8 @@ fn callback_receiver() -> (String, std::sync::mpsc::Receiver<serde_json::Value>,
 #[test]
 fn the_call_record_carries_the_legs_media_counters() {
     let (url, events, _runtime) = callback_receiver();
-    let d = Daemon::start();
+    // The callback receiver is on loopback: allowed only by callbacks.allow_private.
+    let d = Daemon::start_with(&[("INTERWORK_CALLBACKS_ALLOW_PRIVATE", "true")]);
     let c = Client::new();
     let s: serde_json::Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
     let sid = s["id"].as_str().unwrap().to_string();

@@ -73,7 +73,7 @@ fn every_documented_operation_is_served() {
 
 #[test]
 fn responses_carry_the_documented_fields() {
-    let d = Daemon::start();
+    let d = Daemon::start_with(&[("INTERWORK_CALLBACKS_ALLOW_PRIVATE", "true")]);
     let c = Client::new();
     let doc: Value = reqwest::blocking::get(d.url("/openapi.json")).unwrap().json().unwrap();
     let schema = |name: &str| -> BTreeSet<String> {
@@ -99,4 +99,46 @@ fn responses_carry_the_documented_fields() {
     assert_eq!(keys(&created["participant"]), schema("ParticipantBody"));
     let err: Value = c.get(&d.api("/sessions/none")).json().unwrap();
     assert_eq!(keys(&err), schema("ErrorBody"));
+}
+
+/// The document and the server agree that the bodies whose fields are all optional may be left
+/// out: no `required` body in the document, and 200/204 from the server for no body at all, with
+/// or without a Content-Type.
+#[test]
+fn optional_bodies_are_optional_in_the_document_and_the_server() {
+    let d = Daemon::start();
+    let c = Client::new();
+    let doc: Value = reqwest::blocking::get(d.url("/openapi.json")).unwrap().json().unwrap();
+    let base = "/v1/accounts/{accountId}";
+    for (method, path) in [
+        ("post", "/sessions"),
+        ("put", "/sessions/{sessionId}/participants/{participantId}"),
+        ("put", "/sessions/{sessionId}/participants/{participantId}/subscriptions"),
+    ] {
+        let body = &doc["paths"][format!("{base}{path}")][method]["requestBody"];
+        assert!(body.is_object(), "{method} {path} documents its body");
+        assert_ne!(body["required"], true, "{method} {path}: the body is optional: {body}");
+    }
+    // POST /participants needs publishPermissions: its body stays required.
+    assert_eq!(doc["paths"][format!("{base}/participants")]["post"]["requestBody"]["required"], true);
+
+    let http = &c.http;
+    let auth = |b: reqwest::blocking::RequestBuilder| b.basic_auth(common::USER, Some(common::PASSWORD));
+    let no_type = auth(http.post(d.api("/sessions"))).send().unwrap();
+    assert_eq!(no_type.status().as_u16(), 200);
+    assert!(no_type.json::<Value>().unwrap()["tag"].is_null());
+    let json_type = auth(http.post(d.api("/sessions")).header("content-type", "application/json")).send().unwrap();
+    assert_eq!(json_type.status().as_u16(), 200);
+    let sid = json_type.json::<Value>().unwrap()["id"].as_str().unwrap().to_string();
+    let p: Value = c.post(&d.api("/participants"), json!({"publishPermissions": []})).json().unwrap();
+    let pid = p["participant"]["id"].as_str().unwrap();
+    let r = auth(http.put(d.api(&format!("/sessions/{sid}/participants/{pid}")))).send().unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let r = auth(http.put(d.api(&format!("/sessions/{sid}/participants/{pid}/subscriptions")))).send().unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    // A body without a JSON Content-Type is still read (curl -d), and still checked.
+    let r = auth(http.post(d.api("/sessions")).body(r#"{"tag":"x"}"#)).send().unwrap();
+    assert_eq!(r.json::<Value>().unwrap()["tag"], "x");
+    let r = auth(http.post(d.api("/sessions")).body(r#"{"colour":"red"}"#)).send().unwrap();
+    assert_eq!(common::error_code(r, 400), "INVALID_ARGUMENT");
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 #[test]
 fn state_survives_sigkill_and_restart() {
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_with(&[("INTERWORK_CALLBACKS_ALLOW_PRIVATE", "true")]);
     let c = Client::new();
     let (sid, alice, _) = common::session_with_participant(&d, &c);
     let bob: Value = c
@@ -92,4 +92,33 @@ fn an_unusable_state_directory_stops_the_start() {
     assert!(err.contains("not a directory"), "{err}");
     let err = start_fails(&file.join("below"));
     assert!(err.contains("cannot create the state directory"), "{err}");
+}
+
+#[test]
+fn the_state_directory_and_database_are_owner_only() {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let mut d = Daemon::configure(&state, &[]);
+    d.spawn();
+    let db = state.join("interwork.redb");
+    assert_eq!(mode(&state), 0o700, "the state directory is created owner-only");
+    assert_eq!(mode(&db), 0o600, "the database is created owner-only");
+    assert_eq!(mode(&state.join("signing-key.pem")), 0o600);
+    d.kill();
+
+    // Opened up by someone else: tightened at the next start, and the operator is told.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    d.spawn();
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("tightened") && err.contains("interwork.redb"), "{err}");
 }

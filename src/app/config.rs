@@ -21,6 +21,20 @@ pub use crate::media::leg::Latching;
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "INTERWORK_";
 
+/// `http.auth_max_failures`: ten wrong passwords a minute is more than a person mistypes and far
+/// too few to guess a generated 124-bit password.
+pub const DEFAULT_AUTH_MAX_FAILURES: u32 = 10;
+/// `http.auth_failure_window`.
+pub const DEFAULT_AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// `demo.max_participants`: ten page loads at once (a browser and a phone participant each),
+/// enough to try the demo in a few tabs.
+pub const DEFAULT_DEMO_MAX_PARTICIPANTS: u32 = 20;
+/// `demo.lifetime`: long enough to try a call, short enough that abandoned pages free their
+/// place soon.
+pub const DEFAULT_DEMO_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// `demo.requests_per_minute`: a person reloads the page a few times a minute, not more.
+pub const DEFAULT_DEMO_REQUESTS_PER_MINUTE: u32 = 10;
+
 /// Where the environment comes from: the process, or a map in tests (tests never touch the
 /// process environment).
 pub trait Environment {
@@ -79,6 +93,16 @@ pub struct HttpConfig {
     pub body_limit: usize,
     /// Longest a request may take before it is answered 408.
     pub request_timeout: Duration,
+    /// A separate listener for `GET /metrics`; when set, the HTTP listener no longer serves it.
+    /// `None` (the default): `/metrics` is on the HTTP listener (CONTRACT §2).
+    pub metrics_listen: Option<ListenAddr>,
+    /// `GET /metrics` asks for any account's HTTP Basic credentials.
+    pub metrics_auth: bool,
+    /// Failed HTTP Basic sign-ins from one source address within `auth_failure_window` after
+    /// which its requests are answered 429 until the window ends.
+    pub auth_max_failures: u32,
+    /// The window in which failed sign-ins are counted.
+    pub auth_failure_window: Duration,
 }
 
 /// `[sip]`.
@@ -150,6 +174,13 @@ pub struct AccountConfig {
 pub struct DemoConfig {
     /// Serve `/demo/`.
     pub enabled: bool,
+    /// Most demo participants alive at once (two per page load). They are counted apart from
+    /// the `default` account's own `sessions.max_participants`.
+    pub max_participants: u32,
+    /// A demo participant (and its token) is removed this long after it was made.
+    pub lifetime: Duration,
+    /// `/demo/connectionInfo` requests allowed per minute from one source address.
+    pub requests_per_minute: u32,
 }
 
 /// `[log]`.
@@ -207,6 +238,10 @@ pub struct CallbacksConfig {
     pub max_backoff: Duration,
     /// Time limit of one attempt.
     pub timeout: Duration,
+    /// Allow `callbackUrl`s that name or resolve to loopback, private, link-local and other
+    /// internal addresses. Off by default: a callback could otherwise reach services inside the
+    /// gateway's network (SSRF). Turn on only for tests or a receiver on the gateway's host.
+    pub allow_private: bool,
 }
 
 /// `[shutdown]`.
@@ -412,6 +447,14 @@ impl Config {
         if self.tokens.external_issuer == self.tokens.issuer && !self.tokens.external_issuer.is_empty() {
             problem("tokens.external_issuer", "must differ from tokens.issuer".into());
         }
+        if let Some(metrics) = self.http.metrics_listen
+            && metrics == self.http.listen
+        {
+            problem(
+                "http.metrics_listen",
+                "must differ from http.listen (leave it empty to serve /metrics there)".into(),
+            );
+        }
         if self.accounts.is_empty() {
             problem("accounts", "at least one account is needed".into());
         }
@@ -439,6 +482,10 @@ impl Reader {
                 listen: s.value("listen", ListenAddr(([127, 0, 0, 1], 8080).into())),
                 body_limit: s.bounded("body_limit", 64 * 1024, 1024, 16 * 1024 * 1024),
                 request_timeout: s.duration("request_timeout", Duration::from_secs(30)),
+                metrics_listen: s.optional("metrics_listen"),
+                metrics_auth: s.value("metrics_auth", false),
+                auth_max_failures: s.bounded("auth_max_failures", DEFAULT_AUTH_MAX_FAILURES, 1, 1_000_000),
+                auth_failure_window: s.duration("auth_failure_window", DEFAULT_AUTH_FAILURE_WINDOW),
             }
         };
         let sip = {
@@ -477,7 +524,12 @@ impl Reader {
         let accounts = self.accounts();
         let demo = {
             let mut s = self.section("demo");
-            DemoConfig { enabled: s.value("enabled", true) }
+            DemoConfig {
+                enabled: s.value("enabled", true),
+                max_participants: s.bounded("max_participants", DEFAULT_DEMO_MAX_PARTICIPANTS, 2, 100_000),
+                lifetime: s.duration("lifetime", DEFAULT_DEMO_LIFETIME),
+                requests_per_minute: s.bounded("requests_per_minute", DEFAULT_DEMO_REQUESTS_PER_MINUTE, 1, 1_000_000),
+            }
         };
         let log = {
             let mut s = self.section("log");
@@ -517,6 +569,7 @@ impl Reader {
                 initial_backoff: s.duration("initial_backoff", Duration::from_millis(500)),
                 max_backoff: s.duration("max_backoff", Duration::from_secs(30)),
                 timeout: s.duration("timeout", Duration::from_secs(5)),
+                allow_private: s.value("allow_private", false),
             }
         };
         let shutdown = {
@@ -773,6 +826,10 @@ mod tests {
         assert_eq!(c.media.srtp, SrtpPolicy::Optional);
         assert_eq!(c.sip.max_calls, 10_000);
         assert!(c.demo.enabled);
+        assert_eq!(c.demo.max_participants, DEFAULT_DEMO_MAX_PARTICIPANTS);
+        assert!(!c.callbacks.allow_private, "callbacks to internal addresses are refused by default");
+        assert_eq!(c.http.metrics_listen, None, "/metrics on the HTTP listener (CONTRACT §2)");
+        assert!(!c.http.metrics_auth);
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(c.sessions.lifetime, Duration::from_secs(9 * 3600));
         assert_eq!(c.sessions.conference_lifetime, Duration::from_secs(24 * 3600));
@@ -850,6 +907,28 @@ mod tests {
         assert_eq!(problem_keys("[sip]\ntrusted_peers = [\"10.0.0.0/33\"]\n", &[]), ["sip.trusted_peers"]);
         assert_eq!(problem_keys("[sessions]\nlifetime = \"0s\"\n", &[]), ["sessions.lifetime"]);
         assert_eq!(problem_keys("[log]\nlevel = \"info,,=[\"\n", &[]), ["log.level"]);
+    }
+
+    #[test]
+    fn the_robustness_keys_are_read_and_checked() {
+        let c = parse(
+            "[http]\nmetrics_listen = \"127.0.0.1:9100\"\nmetrics_auth = true\nauth_max_failures = 3\n\
+             auth_failure_window = \"5m\"\n[demo]\nmax_participants = 4\nlifetime = \"2m\"\n\
+             requests_per_minute = 2\n[callbacks]\nallow_private = true\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.http.metrics_listen.map(|a| a.0.port()), Some(9100));
+        assert!(c.http.metrics_auth && c.callbacks.allow_private);
+        assert_eq!((c.http.auth_max_failures, c.http.auth_failure_window), (3, Duration::from_secs(300)));
+        assert_eq!((c.demo.max_participants, c.demo.lifetime), (4, Duration::from_secs(120)));
+        assert_eq!(c.demo.requests_per_minute, 2);
+        assert_eq!(problem_keys("[http]\nmetrics_listen = \"127.0.0.1:8080\"\n", &[]), ["http.metrics_listen"]);
+        assert_eq!(problem_keys("[demo]\nmax_participants = 1\n", &[]), ["demo.max_participants"]);
+        assert_eq!(
+            problem_keys("", &[("INTERWORK_CALLBACKS_ALLOW_PRIVATE", "maybe")]),
+            ["INTERWORK_CALLBACKS_ALLOW_PRIVATE"]
+        );
     }
 
     #[test]

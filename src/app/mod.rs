@@ -94,6 +94,11 @@ impl Daemon {
             drain,
             body_limit: config.http.body_limit,
             devices: webrtc.hub(),
+            auth_failures: Arc::new(control::limit::WindowLimiter::new(
+                config.http.auth_max_failures,
+                config.http.auth_failure_window,
+            )),
+            callback_targets: control::callbacks::TargetPolicy::new(config.callbacks.allow_private),
         };
         Ok(Self { config, state, verifier, callbacks, webrtc, config_path: None })
     }
@@ -120,6 +125,19 @@ impl Daemon {
     ) -> anyhow::Result<()> {
         let listen = listener.local_addr()?;
         tracing::info!(%listen, "HTTP control API listening");
+        if let Some(warning) = demo_exposure(&self.config, listen) {
+            tracing::warn!("{warning}");
+        }
+        let metrics_listener = match self.config.http.metrics_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr.0)
+                    .await
+                    .with_context(|| format!("cannot listen for metrics (http.metrics_listen) on {addr}"))?;
+                tracing::info!(listen = %l.local_addr()?, "metrics listening");
+                Some(l)
+            }
+            None => None,
+        };
         let drain = self.state.drain.clone();
         let rooms = self.state.rooms.clone();
         tokio::spawn(rooms.clone().run_expiry({
@@ -154,13 +172,23 @@ impl Daemon {
             verifier: self.verifier.clone(),
             sip: sip.reloader(),
         });
-        let app = control::router(self.state.clone(), self.config.http.request_timeout);
-        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = control::router(self.state.clone(), &self.config.http);
+        let stop_http = tokio_util::sync::CancellationToken::new();
+        if let Some(metrics_listener) = metrics_listener {
+            let service = control::metrics_router(self.state.clone(), &self.config.http)
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let stopped = stop_http.clone().cancelled_owned();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(metrics_listener, service).with_graceful_shutdown(stopped).await {
+                    tracing::warn!(error = %e, "metrics listener ended with an error");
+                }
+            });
+        }
+        let http_stopped = stop_http.clone().cancelled_owned();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stopped.await;
-                })
+            // The peer address is what per-source limits (failed sign-ins, the demo) count by.
+            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(http_stopped)
                 .await
         });
         notify_systemd(&[sd_notify::NotifyState::Ready]);
@@ -185,7 +213,7 @@ impl Daemon {
         if tokio::time::timeout(HTTP_GRACE, media).await.is_err() {
             tracing::warn!("WebRTC media did not stop within the grace period");
         }
-        let _ = stop_http.send(());
+        stop_http.cancel();
         match tokio::time::timeout(HTTP_GRACE, server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
@@ -195,6 +223,18 @@ impl Daemon {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The warning to log when the demo is on and the HTTP listener is reachable from other hosts:
+/// `/demo/connectionInfo` hands out participants of the `default` account without credentials.
+fn demo_exposure(config: &Config, listen: std::net::SocketAddr) -> Option<String> {
+    (config.demo.enabled && !listen.ip().is_loopback()).then(|| {
+        format!(
+            "the demo is on (demo.enabled) and HTTP listens on {listen}, which is not loopback: anyone who \
+             reaches it can get demo participants and tokens without credentials; turn the demo off \
+             outside a trial"
+        )
+    })
 }
 
 /// `interwork token`: mints a participant token with the node's key.
@@ -285,6 +325,8 @@ fn rooms_config(config: &Config) -> RoomsConfig {
         max_sessions: config.sessions.max_sessions,
         max_participants: config.sessions.max_participants,
         max_participants_per_session: config.sessions.max_participants_per_session,
+        demo_max_participants: config.demo.max_participants,
+        demo_lifetime: config.demo.lifetime,
     }
 }
 
@@ -396,4 +438,32 @@ fn spawn_watchdog() {
             notify_systemd(&[sd_notify::NotifyState::Watchdog]);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn the_demo_on_a_non_loopback_listener_is_warned_about() {
+        let on = Config::from_toml_str("", &HashMap::new()).unwrap();
+        let off = Config::from_toml_str("[demo]\nenabled = false\n", &HashMap::new()).unwrap();
+        let warning = demo_exposure(&on, "0.0.0.0:8080".parse().unwrap()).expect("a warning");
+        assert!(warning.contains("demo.enabled") && warning.contains("0.0.0.0:8080"), "{warning}");
+        assert!(demo_exposure(&on, "192.0.2.5:8080".parse().unwrap()).is_some());
+        assert!(demo_exposure(&on, "127.0.0.1:8080".parse().unwrap()).is_none());
+        assert!(demo_exposure(&on, "[::1]:8080".parse().unwrap()).is_none());
+        assert!(demo_exposure(&off, "0.0.0.0:8080".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_example_systemd_config_has_the_demo_off() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/interwork.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let config = Config::from_toml_str(&text, &HashMap::new()).unwrap();
+        assert!(!config.demo.enabled);
+        assert!(!config.callbacks.allow_private);
+    }
 }

@@ -54,7 +54,14 @@ pub enum StateError {
     },
 }
 
-/// Creates the state directory when missing and proves it writable.
+/// Mode of the state directory: owner only.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file in it: owner read and write only.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Creates the state directory when missing (mode [`DIR_MODE`]), tightens it and the files the
+/// daemon keeps in it when they are open to group or others (logging each, with its old mode),
+/// and proves the directory writable.
 pub fn prepare_dir(dir: &Path) -> Result<(), StateError> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.exists() && !dir.is_dir() {
@@ -62,13 +69,43 @@ pub fn prepare_dir(dir: &Path) -> Result<(), StateError> {
     }
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(DIR_MODE)
         .create(dir)
         .map_err(|source| StateError::Create { path: dir.to_path_buf(), source })?;
+    tighten(dir, DIR_MODE);
+    for name in [STORE_FILE, KEY_FILE, CREDENTIALS_FILE] {
+        let path = dir.join(name);
+        if path.is_file() {
+            tighten(&path, FILE_MODE);
+        }
+    }
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"")
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|source| StateError::NotWritable { path: dir.to_path_buf(), source })
+}
+
+/// Sets `path` to `mode` when group or others have any access to it; returns the old mode when
+/// it changed. Failing to change it (a directory owned by someone else) is a warning: the daemon
+/// still works, the operator is told.
+fn tighten(path: &Path, mode: u32) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let old = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    if old & 0o077 == 0 {
+        return None;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Ok(()) => {
+            tracing::warn!(path = %path.display(), old = format!("{old:04o}"), new = format!("{mode:04o}"),
+                "state was open to other users; its mode is tightened");
+            Some(old)
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), mode = format!("{old:04o}"), error = %e,
+                "state is open to other users and its mode cannot be changed");
+            None
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -180,6 +217,30 @@ mod tests {
         let fresh = dir.path().join("a/b");
         prepare_dir(&fresh).unwrap();
         assert!(fresh.is_dir());
+    }
+
+    #[test]
+    fn the_directory_and_its_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("fresh");
+        prepare_dir(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+
+        // An existing directory and files made open by someone else are tightened at start.
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for name in [STORE_FILE, CREDENTIALS_FILE] {
+            std::fs::write(open.join(name), b"x").unwrap();
+            std::fs::set_permissions(open.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        prepare_dir(&open).unwrap();
+        assert_eq!(mode(&open), 0o700);
+        assert_eq!(mode(&open.join(STORE_FILE)), 0o600);
+        assert_eq!(mode(&open.join(CREDENTIALS_FILE)), 0o600);
+        assert_eq!(tighten(&open, DIR_MODE), None, "nothing left to tighten");
     }
 
     #[test]

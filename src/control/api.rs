@@ -16,8 +16,6 @@ use crate::rooms::{NewParticipant, Rooms};
 
 /// Longest `tag` accepted.
 const MAX_TAG_LEN: usize = 256;
-/// Longest `callbackUrl` accepted.
-const MAX_URL_LEN: usize = 2048;
 /// Most stream aliases per subscription, and the longest alias.
 const MAX_ALIASES: usize = 16;
 const MAX_ALIAS_LEN: usize = 64;
@@ -28,7 +26,8 @@ const MAX_SUBSCRIPTIONS: usize = 1000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateSessionRequest {
-    /// A label of the customer's.
+    /// A label of the customer's: at most 256 characters, no control characters.
+    #[schema(max_length = 256)]
     pub tag: Option<String>,
 }
 
@@ -70,11 +69,14 @@ pub struct ParticipantSubscriptionBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateParticipantRequest {
-    /// Where the participant's events are POSTed (http or https).
+    /// Where the participant's events are POSTed: an absolute http or https URL. Internal
+    /// destinations (loopback, private, link-local, ...) are refused unless the gateway allows
+    /// them (`callbacks.allow_private`).
     pub callback_url: Option<String>,
     /// What it may publish.
     pub publish_permissions: Vec<MediaType>,
-    /// A label.
+    /// A label: at most 256 characters, no control characters.
+    #[schema(max_length = 256)]
     pub tag: Option<String>,
     /// The device API version its client speaks.
     pub device_api_version: Option<String>,
@@ -111,7 +113,8 @@ pub struct CreatedParticipant {
 
 #[utoipa::path(post, path = "/v1/accounts/{accountId}/sessions", tag = "sessions",
     params(("accountId" = String, Path, description = "Account id")),
-    request_body(content = CreateSessionRequest, description = "May be empty"),
+    request_body(content = Option<CreateSessionRequest>,
+        description = "Optional: no body (with or without a Content-Type) is `{}`"),
     responses((status = 200, body = SessionBody), (status = "4XX", body = ErrorBody)),
     security(("basic" = [])))]
 /// Creates a session.
@@ -173,7 +176,8 @@ pub async fn list_session_participants(
 #[utoipa::path(put, path = "/v1/accounts/{accountId}/sessions/{sessionId}/participants/{participantId}",
     tag = "sessions",
     params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
-    request_body(content = SubscriptionsBody, description = "Its subscriptions; may be empty"),
+    request_body(content = Option<SubscriptionsBody>,
+        description = "Its subscriptions; optional: no body is `{}` (no subscriptions)"),
     responses((status = 204, description = "Added (or updated)"), (status = "4XX", body = ErrorBody)),
     security(("basic" = [])))]
 /// Adds a participant to a session and sets its subscriptions there.
@@ -224,7 +228,8 @@ pub async fn get_subscriptions(
     path = "/v1/accounts/{accountId}/sessions/{sessionId}/participants/{participantId}/subscriptions",
     tag = "sessions",
     params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
-    request_body = SubscriptionsBody,
+    request_body(content = Option<SubscriptionsBody>,
+        description = "Optional: no body is `{}` (no subscriptions)"),
     responses((status = 204, description = "Replaced"), (status = "4XX", body = ErrorBody)),
     security(("basic" = [])))]
 /// Replaces a participant's subscriptions in a session.
@@ -252,7 +257,7 @@ pub async fn create_participant(
 ) -> Result<Json<CreatedParticipant>, ApiError> {
     check_tag(req.tag.as_deref())?;
     if let Some(url) = &req.callback_url {
-        check_callback_url(url)?;
+        app.callback_targets.check_url(url)?;
     }
     if req.device_api_version.as_ref().is_some_and(|v| v.len() > 16) {
         return Err(ApiError::invalid("deviceApiVersion is at most 16 characters"));
@@ -356,16 +361,15 @@ fn subscriptions_from(body: SubscriptionsBody) -> Result<Subscriptions, ApiError
     Ok(Subscriptions { session_id: body.session_id.map(SessionId), participants })
 }
 
+/// A tag is a label: at most [`MAX_TAG_LEN`] characters, none of them control characters (C0,
+/// DEL, C1), which would travel into logs, callbacks and other systems' displays.
 fn check_tag(tag: Option<&str>) -> Result<(), ApiError> {
-    if tag.is_some_and(|t| t.chars().count() > MAX_TAG_LEN) {
+    let Some(tag) = tag else { return Ok(()) };
+    if tag.chars().count() > MAX_TAG_LEN {
         return Err(ApiError::invalid(format!("tag is at most {MAX_TAG_LEN} characters")));
     }
+    if let Some(c) = tag.chars().find(|c| c.is_control()) {
+        return Err(ApiError::invalid(format!("tag cannot contain control characters (found U+{:04X})", u32::from(c))));
+    }
     Ok(())
-}
-
-fn check_callback_url(url: &str) -> Result<(), ApiError> {
-    let parsed: Result<axum::http::Uri, _> = url.parse();
-    let ok = url.len() <= MAX_URL_LEN
-        && parsed.is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-    if ok { Ok(()) } else { Err(ApiError::invalid("callbackUrl must be an absolute http or https URL")) }
 }

@@ -1,10 +1,13 @@
 //! The API's one error shape (CONTRACT §2): `{"status", "code", "message"}`, and the one place
 //! where internal errors become it.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::callbacks::CallbackUrlError;
 use crate::rooms::{RoomsError, RoomsHandleError};
 
 /// The error codes of CONTRACT §2.
@@ -19,6 +22,8 @@ pub enum ErrorCode {
     PermissionDenied,
     /// No such resource (or route).
     NotFound,
+    /// The route exists but not with this method (405; the `Allow` header lists the methods).
+    MethodNotAllowed,
     /// The request conflicts with the current state.
     Conflict,
     /// A limit is reached.
@@ -34,6 +39,7 @@ impl ErrorCode {
             401 => Self::Unauthenticated,
             403 => Self::PermissionDenied,
             404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
             409 => Self::Conflict,
             413 | 429 => Self::ResourceExhausted,
             500..=599 => Self::Internal,
@@ -59,12 +65,22 @@ pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
+    /// When to try again (a 429's `Retry-After`), if known.
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 429 RESOURCE_EXHAUSTED with `Retry-After`: a rate or a quota that frees up with time.
+    pub fn too_many(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::ResourceExhausted, message)
+        }
     }
 
     /// 400 INVALID_ARGUMENT.
@@ -110,7 +126,14 @@ impl From<RoomsError> for ApiError {
             RoomsError::ResourceExhausted(_) => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::ResourceExhausted, message)
             }
+            RoomsError::DemoFull { retry_after, .. } => Self::too_many(message, retry_after),
         }
+    }
+}
+
+impl From<CallbackUrlError> for ApiError {
+    fn from(e: CallbackUrlError) -> Self {
+        Self::invalid(e.to_string())
     }
 }
 
@@ -127,6 +150,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { status: self.status.as_u16(), code: self.code, message: self.message };
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(after) = self.retry_after {
+            // Whole seconds, rounded up so that a client waiting that long finds room (RFC 9110
+            // §10.2.3).
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -155,4 +184,34 @@ pub async fn json_errors(response: Response) -> Response {
         }
     }
     rebuilt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bare_405_becomes_method_not_allowed_and_keeps_allow() {
+        let bare = Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .header(header::ALLOW, "GET,HEAD")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let shaped = json_errors(bare).await;
+        assert_eq!(shaped.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(shaped.headers()[header::ALLOW], "GET,HEAD");
+        let bytes = axum::body::to_bytes(shaped.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["code"], "METHOD_NOT_ALLOWED");
+        assert_eq!(body["status"], 405);
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        let r = ApiError::too_many("slow down", Duration::from_millis(1500)).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        let r = ApiError::too_many("slow down", Duration::ZERO).into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
 }

@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq as _;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
+use super::limit::source_ip;
 use crate::app::config::AccountConfig;
 use crate::ids::AccountId;
 
@@ -38,25 +39,54 @@ impl Accounts {
     }
 }
 
+/// The account whose HTTP Basic credentials the request carries, whatever its path.
+///
+/// No or unknown credentials: 401. A source address with too many failed sign-ins in the
+/// current window (`http.auth_max_failures` per `http.auth_failure_window`): 429 with
+/// `Retry-After`, whatever the credentials, so that guessing gets no answer at all.
+pub struct AnyAccount(pub AccountId);
+
+impl FromRequestParts<AppState> for AnyAccount {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        sign_in(parts, state).map(|id| Self(AccountId::from(id)))
+    }
+}
+
+fn sign_in<'s>(parts: &Parts, state: &'s AppState) -> Result<&'s str, ApiError> {
+    let source = source_ip(&parts.extensions);
+    let now = tokio::time::Instant::now().into_std();
+    state
+        .auth_failures
+        .check(source, now)
+        .map_err(|after| ApiError::too_many("too many failed sign-ins from this address; try again later", after))?;
+    // No header at all is a client that has not tried yet (a browser before its challenge):
+    // not a failure.
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthenticated("HTTP Basic credentials are required"))?;
+    let failed = |message: &'static str| {
+        state.auth_failures.record(source, now);
+        ApiError::unauthenticated(message)
+    };
+    let (user, pass) =
+        parse_basic(header.as_bytes()).ok_or_else(|| failed("the Authorization header is not HTTP Basic"))?;
+    state.accounts.authenticate(&user, &pass).ok_or_else(|| failed("wrong user name or password"))
+}
+
 /// The account of the request's path, proven by its HTTP Basic credentials.
 ///
-/// No or unknown credentials: 401. Credentials of another account than the path's: 403.
+/// No or unknown credentials: 401 (throttled per source address as [`AnyAccount`]).
+/// Credentials of another account than the path's: 403.
 pub struct Authenticated(pub AccountId);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthenticated("HTTP Basic credentials are required"))?;
-        let (user, pass) = parse_basic(header.as_bytes())
-            .ok_or_else(|| ApiError::unauthenticated("the Authorization header is not HTTP Basic"))?;
-        let account = state
-            .accounts
-            .authenticate(&user, &pass)
-            .ok_or_else(|| ApiError::unauthenticated("wrong user name or password"))?;
+        let account = sign_in(parts, state)?;
         let params =
             RawPathParams::from_request_parts(parts, state).await.map_err(|_| ApiError::not_found("no such route"))?;
         let path_account = params
@@ -82,8 +112,11 @@ fn parse_basic(value: &[u8]) -> Option<(String, String)> {
     Some((user.to_string(), pass.to_string()))
 }
 
-/// A JSON body: an empty body reads as `{}`; malformed JSON, unknown fields and wrong types are
-/// 400 INVALID_ARGUMENT naming what is wrong; a body over the limit is 413 RESOURCE_EXHAUSTED.
+/// A JSON body: an absent or empty body reads as `{}`, whatever its Content-Type (so a body the
+/// OpenAPI document marks optional is truly optional, and one whose fields are required is refused
+/// for what it lacks); a non-empty body is read as JSON even without a JSON Content-Type (as
+/// `curl -d` sends it). Malformed JSON, unknown fields and wrong types are 400 INVALID_ARGUMENT
+/// naming what is wrong; a body over the limit is 413 RESOURCE_EXHAUSTED.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {

@@ -25,7 +25,9 @@ pub mod api;
 pub mod callbacks;
 pub mod error;
 pub mod extract;
+pub mod limit;
 
+use crate::app::config::HttpConfig;
 use crate::app::drain::Drain;
 use crate::app::metrics::{HttpLabels, Metrics};
 use crate::rooms::RoomsHandle;
@@ -52,6 +54,10 @@ pub struct AppState {
     pub body_limit: usize,
     /// Device sockets, the SDK and the demo (the WebRTC side).
     pub devices: crate::webrtc::DeviceHub,
+    /// Failed sign-ins per source address (`http.auth_max_failures`).
+    pub auth_failures: Arc<limit::WindowLimiter>,
+    /// Which `callbackUrl`s are accepted (`callbacks.allow_private`).
+    pub callback_targets: callbacks::TargetPolicy,
 }
 
 #[derive(OpenApi)]
@@ -92,20 +98,42 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     account_api().1
 }
 
-/// The whole HTTP service.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+/// The whole HTTP service. `GET /metrics` is part of it unless `http.metrics_listen` gives it a
+/// listener of its own ([`metrics_router`]); `http.metrics_auth` puts it behind any account's
+/// credentials.
+pub fn router(state: AppState, http: &HttpConfig) -> Router {
     let (api, doc) = account_api();
     let doc = Arc::new(doc);
-    let service = Router::new()
+    let mut routes = Router::new()
         .merge(api)
         .merge(crate::webrtc::routes(&state.devices))
         .route("/openapi.json", get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .with_state(state.clone());
+        .route("/readyz", get(readyz));
+    if http.metrics_listen.is_none() {
+        routes = routes.merge(metrics_route(http.metrics_auth));
+    }
+    layered(routes, state, http.request_timeout)
+}
+
+/// The service of the separate metrics listener (`http.metrics_listen`): `GET /metrics` only.
+pub fn metrics_router(state: AppState, http: &HttpConfig) -> Router {
+    layered(metrics_route(http.metrics_auth), state, http.request_timeout)
+}
+
+fn metrics_route(auth: bool) -> Router<AppState> {
+    if auth {
+        Router::new().route("/metrics", get(metrics_signed_in))
+    } else {
+        Router::new().route("/metrics", get(metrics))
+    }
+}
+
+/// The layers every listener's service has: JSON errors, timeout, panics caught, counted,
+/// traced with a request id.
+fn layered(routes: Router<AppState>, state: AppState, request_timeout: Duration) -> Router {
+    let service = routes.fallback(|| async { ApiError::not_found("no such route") }).with_state(state.clone());
     let metrics_layer = middleware::from_fn_with_state(state, count_request);
     service
         .layer(middleware::map_response(error::json_errors))
@@ -135,6 +163,11 @@ async fn readyz(State(app): State<AppState>) -> Response {
     } else {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     }
+}
+
+/// `GET /metrics` behind HTTP Basic (`http.metrics_auth`): any account's credentials.
+async fn metrics_signed_in(_account: extract::AnyAccount, state: State<AppState>) -> Response {
+    metrics(state).await.into_response()
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {

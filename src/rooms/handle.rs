@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
 use super::model::{Participant, Session, Subscriptions};
-use super::{NewParticipant, Plan, RoomEvent, Rooms, RoomsConfig, RoomsError};
+use super::{DemoJoin, NewParticipant, Plan, RoomEvent, Rooms, RoomsConfig, RoomsError};
 use crate::ids::{AccountId, ParticipantId, SessionId};
 use crate::store::{Store, StoreError};
 
@@ -81,6 +81,12 @@ impl RoomsHandle {
         self.run(|r| r.plan_create_participant(account, new, now_ms()))
     }
 
+    /// Makes demo participants in the demo session of `account`, all or none
+    /// ([`Rooms::plan_join_demo`]).
+    pub fn join_demo(&self, account: &AccountId, new: Vec<NewParticipant>) -> Result<DemoJoin, RoomsHandleError> {
+        self.run(|r| r.plan_join_demo(account, new, now_ms()))
+    }
+
     /// Deletes a participant; it leaves its sessions.
     pub fn delete_participant(&self, account: &AccountId, id: &ParticipantId) -> Result<(), RoomsHandleError> {
         self.run(|r| r.plan_delete_participant(account, id).map(|p| (p, ())))
@@ -123,30 +129,51 @@ impl RoomsHandle {
         self.run(|r| Ok((r.plan_mark_conference(session).unwrap_or_default(), ())))
     }
 
-    /// Removes the sessions expired at `now_ms`; returns how many.
-    pub fn expire(&self, now_ms: u64) -> Result<usize, RoomsHandleError> {
+    /// Removes the sessions and participants expired at `now_ms`; returns how many of each.
+    pub fn expire(&self, now_ms: u64) -> Result<(usize, usize), RoomsHandleError> {
         self.run(|r| {
             let plan = r.plan_expiry(now_ms);
-            let ended = plan.events.iter().filter(|e| matches!(e, RoomEvent::SessionEnded { .. })).count();
-            Ok((plan, ended))
+            let count = |f: fn(&RoomEvent) -> bool| plan.events.iter().filter(|e| f(e)).count();
+            let sessions = count(|e| matches!(e, RoomEvent::SessionEnded { .. }));
+            let participants = count(|e| matches!(e, RoomEvent::ParticipantDeleted { .. }));
+            Ok((plan, (sessions, participants)))
         })
     }
 
-    /// Removes sessions as they expire, until `shutdown` resolves.
+    /// Removes sessions and participants as they expire, until `shutdown` resolves.
     pub async fn run_expiry(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // Something made while this task sleeps may expire before it wakes (a demo participant
+        // lives minutes): a new session or participant makes it look again.
+        let mut created = self.subscribe();
         loop {
             let now = now_ms();
             let wait = self
                 .read(Rooms::next_expiry_ms)
                 .map_or(EXPIRY_RECHECK, |at| Duration::from_millis(at.saturating_sub(now)).min(EXPIRY_RECHECK));
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(wait) => {}
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = &mut sleep => break,
+                    event = created.recv() => match event {
+                        Ok(RoomEvent::SessionCreated { .. } | RoomEvent::ParticipantCreated { .. })
+                        | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Ok(_) => {}
+                        // The sender lives in `self`: closed cannot happen while this runs.
+                        Err(broadcast::error::RecvError::Closed) => {
+                            (&mut sleep).await;
+                            break;
+                        }
+                    },
+                }
             }
             match self.expire(now_ms()) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(sessions = n, "expired sessions removed"),
+                Ok((0, 0)) => {}
+                Ok((sessions, participants)) => {
+                    tracing::info!(sessions, participants, "expired sessions and participants removed")
+                }
                 Err(e) => tracing::warn!(error = %e, "expiring sessions failed; retrying later"),
             }
         }

@@ -45,6 +45,15 @@ pub enum RoomsError {
     /// A limit would be exceeded.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The demo has as many participants as it may; the earliest of them expires in
+    /// `retry_after`.
+    #[error("the demo has {max} participants, the most allowed; try again later")]
+    DemoFull {
+        /// `demo.max_participants`.
+        max: u32,
+        /// Until the first of them expires.
+        retry_after: Duration,
+    },
 }
 
 /// Lifetimes and limits.
@@ -60,6 +69,10 @@ pub struct RoomsConfig {
     pub max_participants: u32,
     /// Most participants in one session.
     pub max_participants_per_session: u32,
+    /// Most demo participants alive at once (apart from every account's own quota).
+    pub demo_max_participants: u32,
+    /// A demo participant is removed this long after it was made.
+    pub demo_lifetime: Duration,
 }
 
 /// Why a participant left a session.
@@ -161,6 +174,15 @@ pub struct NewParticipant {
     pub publish_permissions: Vec<model::MediaType>,
     /// Client API version.
     pub device_api_version: Option<String>,
+}
+
+/// What the demo made: its session and the new participants, in the order asked for.
+#[derive(Clone, Debug)]
+pub struct DemoJoin {
+    /// The demo session they joined.
+    pub session: SessionId,
+    /// The participants, each subscribed to the whole session.
+    pub participants: Vec<Participant>,
 }
 
 /// Sessions, participants and memberships in memory.
@@ -279,9 +301,12 @@ impl Rooms {
         (self.sessions.len(), self.participants.len())
     }
 
-    /// The earliest session expiry, Unix milliseconds: when [`Rooms::plan_expiry`] next has work.
+    /// The earliest session or participant expiry, Unix milliseconds: when
+    /// [`Rooms::plan_expiry`] next has work.
     pub fn next_expiry_ms(&self) -> Option<u64> {
-        self.sessions.values().map(|s| s.expires_at_ms).min()
+        let sessions = self.sessions.values().map(|s| s.expires_at_ms);
+        let participants = self.participants.values().filter_map(|p| p.expires_at_ms);
+        sessions.chain(participants).min()
     }
 
     // ----- plans -----
@@ -293,7 +318,7 @@ impl Rooms {
         tag: Option<String>,
         now_ms: u64,
     ) -> Result<(Plan, Session), RoomsError> {
-        let owned = self.sessions.values().filter(|s| &s.account == account).count();
+        let owned = self.sessions.values().filter(|s| &s.account == account && !s.demo).count();
         within_quota(owned, self.config.max_sessions, "sessions")?;
         let id = fresh_id(SessionId::generate, |id| self.sessions.contains_key(id));
         let session = Session {
@@ -303,6 +328,7 @@ impl Rooms {
             created_at_ms: now_ms,
             expires_at_ms: now_ms.saturating_add(millis(self.config.lifetime)),
             conference: false,
+            demo: false,
         };
         let plan = Plan {
             changes: vec![Change::PutSession(session.clone())],
@@ -317,16 +343,32 @@ impl Rooms {
         Ok(self.end_session(id, LeaveReason::SessionDeleted))
     }
 
-    /// Removes every session whose lifetime is over at `now_ms`.
+    /// Removes every session, then every participant, whose lifetime is over at `now_ms`.
     pub fn plan_expiry(&self, now_ms: u64) -> Plan {
         let mut due: Vec<&Session> = self.sessions.values().filter(|s| s.expires_at_ms <= now_ms).collect();
         due.sort_by_key(|s| (s.expires_at_ms, s.id.clone()));
         let mut plan = Plan::default();
+        let mut ended = BTreeSet::new();
         for s in due {
             let p = self.end_session(&s.id, LeaveReason::SessionExpired);
             plan.changes.extend(p.changes);
             plan.events.extend(p.events);
+            ended.insert(s.id.clone());
         }
+        let mut gone: Vec<&Participant> =
+            self.participants.values().filter(|p| p.expires_at_ms.is_some_and(|at| at <= now_ms)).collect();
+        gone.sort_by_key(|p| (p.expires_at_ms, p.id.clone()));
+        for p in &gone {
+            self.delete_participant(&mut plan, p, &ended);
+        }
+        // One expiring participant's leaving rewrites the memberships of those subscribed to
+        // it; a rewrite of a membership that this plan removes anyway (its participant or its
+        // session goes too) must not bring it back.
+        let gone: BTreeSet<&ParticipantId> = gone.iter().map(|p| &p.id).collect();
+        plan.changes.retain(|c| match c {
+            Change::PutMembership(m) => !gone.contains(&m.participant) && !ended.contains(&m.session),
+            _ => true,
+        });
         plan
     }
 
@@ -349,7 +391,7 @@ impl Rooms {
         new: NewParticipant,
         now_ms: u64,
     ) -> Result<(Plan, Participant), RoomsError> {
-        let owned = self.participants.values().filter(|p| &p.account == account).count();
+        let owned = self.participants.values().filter(|p| &p.account == account && !p.demo).count();
         within_quota(owned, self.config.max_participants, "participants")?;
         let id = fresh_id(ParticipantId::generate, |id| self.participants.contains_key(id));
         let mut publish_permissions = new.publish_permissions;
@@ -362,6 +404,8 @@ impl Rooms {
             publish_permissions,
             device_api_version: new.device_api_version,
             created_at_ms: now_ms,
+            demo: false,
+            expires_at_ms: None,
         };
         let plan = Plan {
             changes: vec![Change::PutParticipant(participant.clone())],
@@ -370,17 +414,108 @@ impl Rooms {
         Ok((plan, participant))
     }
 
+    /// The demo (`/demo/connectionInfo`) makes participants in its session of `account`, all or
+    /// none: the demo session (made when there is none alive), and each participant subscribed
+    /// to the whole session. They count against `demo_max_participants`, never the account's
+    /// quotas, and expire `demo_lifetime` after they are made.
+    pub fn plan_join_demo(
+        &self,
+        account: &AccountId,
+        new: Vec<NewParticipant>,
+        now_ms: u64,
+    ) -> Result<(Plan, DemoJoin), RoomsError> {
+        let demo: Vec<&Participant> = self.participants.values().filter(|p| p.demo).collect();
+        let max = self.config.demo_max_participants;
+        if demo.len() + new.len() > max as usize {
+            let first = demo.iter().filter_map(|p| p.expires_at_ms).min().unwrap_or(now_ms);
+            let retry_after = Duration::from_millis(first.saturating_sub(now_ms));
+            return Err(RoomsError::DemoFull { max, retry_after });
+        }
+        let mut plan = Plan::default();
+        let live = self
+            .sessions
+            .values()
+            .filter(|s| &s.account == account && s.demo && s.expires_at_ms > now_ms)
+            .min_by_key(|s| (s.created_at_ms, s.id.clone()));
+        let session = match live {
+            Some(s) => s.id.clone(),
+            None => {
+                let id = fresh_id(SessionId::generate, |id| self.sessions.contains_key(id));
+                plan.changes.push(Change::PutSession(Session {
+                    id: id.clone(),
+                    account: account.clone(),
+                    tag: Some("demo".into()),
+                    created_at_ms: now_ms,
+                    expires_at_ms: now_ms.saturating_add(millis(self.config.lifetime)),
+                    conference: false,
+                    demo: true,
+                }));
+                plan.events.push(RoomEvent::SessionCreated { account: account.clone(), session: id.clone() });
+                id
+            }
+        };
+        let members = self.members.get(&session).map_or(0, BTreeMap::len);
+        if members + new.len() > self.config.max_participants_per_session as usize {
+            return Err(RoomsError::ResourceExhausted(format!(
+                "session {session} has {members} participants, the most allowed"
+            )));
+        }
+        let mut made: Vec<Participant> = Vec::with_capacity(new.len());
+        for n in new {
+            let id = fresh_id(ParticipantId::generate, |id| {
+                self.participants.contains_key(id) || made.iter().any(|p| &p.id == id)
+            });
+            let mut publish_permissions = n.publish_permissions;
+            publish_permissions.dedup();
+            let participant = Participant {
+                id: id.clone(),
+                account: account.clone(),
+                tag: n.tag,
+                callback_url: n.callback_url,
+                publish_permissions,
+                device_api_version: n.device_api_version,
+                created_at_ms: now_ms,
+                demo: true,
+                expires_at_ms: Some(now_ms.saturating_add(millis(self.config.demo_lifetime))),
+            };
+            plan.changes.push(Change::PutParticipant(participant.clone()));
+            plan.changes.push(Change::PutMembership(Membership {
+                session: session.clone(),
+                participant: id.clone(),
+                subscriptions: Subscriptions { session_id: Some(session.clone()), participants: vec![] },
+            }));
+            plan.events.push(RoomEvent::ParticipantCreated { account: account.clone(), participant: id.clone() });
+            plan.events.push(RoomEvent::ParticipantJoined {
+                account: account.clone(),
+                session: session.clone(),
+                participant: id,
+                callback_url: participant.callback_url.clone(),
+            });
+            made.push(participant);
+        }
+        plan.events.push(RoomEvent::SubscriptionsChanged { account: account.clone(), session: session.clone() });
+        Ok((plan, DemoJoin { session, participants: made }))
+    }
+
     /// Deletes a participant: it leaves every session first.
     pub fn plan_delete_participant(&self, account: &AccountId, id: &ParticipantId) -> Result<Plan, RoomsError> {
-        self.participant(account, id)?;
+        let p = self.participant(account, id)?;
         let mut plan = Plan::default();
+        self.delete_participant(&mut plan, p, &BTreeSet::new());
+        Ok(plan)
+    }
+
+    /// Adds the deletion of `p` to `plan`: it leaves its sessions (but those in `ending`, which
+    /// the plan already ends) and every subscription to it goes.
+    fn delete_participant(&self, plan: &mut Plan, p: &Participant, ending: &BTreeSet<SessionId>) {
+        let id = &p.id;
         let joined = self.sessions_of(id);
-        for session in &joined {
-            self.leave(&mut plan, session, id, LeaveReason::ParticipantDeleted);
+        for session in joined.iter().filter(|s| !ending.contains(*s)) {
+            self.leave(plan, session, id, LeaveReason::ParticipantDeleted);
         }
         // Subscriptions to it in sessions it never joined go too.
         for (session, members) in &self.members {
-            if joined.contains(session) {
+            if joined.contains(session) || ending.contains(session) {
                 continue;
             }
             for (other, subs) in members {
@@ -390,8 +525,7 @@ impl Rooms {
             }
         }
         plan.changes.push(Change::DeleteParticipant(id.clone()));
-        plan.events.push(RoomEvent::ParticipantDeleted { account: account.clone(), participant: id.clone() });
-        Ok(plan)
+        plan.events.push(RoomEvent::ParticipantDeleted { account: p.account.clone(), participant: id.clone() });
     }
 
     /// Adds a participant to a session (or updates it when already in) and sets its

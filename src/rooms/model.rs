@@ -20,6 +20,9 @@ pub struct Session {
     pub expires_at_ms: u64,
     /// True once it holds a conference (longer lifetime).
     pub conference: bool,
+    /// The demo's session (`/demo/connectionInfo`): not counted against the account's sessions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub demo: bool,
 }
 
 /// A participant: an endpoint that publishes media and subscribes to others'.
@@ -39,6 +42,12 @@ pub struct Participant {
     pub device_api_version: Option<String>,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: u64,
+    /// Made by the demo: counted against the demo's own quota, not the account's participants.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub demo: bool,
+    /// When it is removed, Unix milliseconds (demo participants); `None`: only when deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
 }
 
 /// A kind of media a participant may publish.

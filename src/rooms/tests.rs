@@ -15,6 +15,8 @@ fn config() -> RoomsConfig {
         max_sessions: 3,
         max_participants: 10,
         max_participants_per_session: 4,
+        demo_max_participants: 4,
+        demo_lifetime: Duration::from_secs(900),
     }
 }
 
@@ -305,4 +307,91 @@ fn a_failing_store_leaves_memory_unchanged() {
     let handle = RoomsHandle::open(config(), Box::new(Broken)).unwrap();
     assert!(matches!(handle.create_session(&acct(), None), Err(RoomsHandleError::Store(_))));
     assert_eq!(handle.read(Rooms::counts), (0, 0));
+}
+
+fn demo_pair() -> Vec<NewParticipant> {
+    vec![new_participant(), new_participant()]
+}
+
+#[test]
+fn the_demo_makes_its_pairs_atomically_within_its_own_quota() {
+    // config(): demo_max_participants 4, max_participants 10, max_sessions 3.
+    let mut rooms = Rooms::new(config());
+    let r = rooms.plan_join_demo(&acct(), demo_pair(), 0);
+    let (_, first) = run(&mut rooms, r);
+    assert_eq!(first.participants.len(), 2);
+    let s = first.session.clone();
+    assert_eq!(rooms.members(&acct(), &s).unwrap().len(), 2);
+    assert!(rooms.hears(&s, &first.participants[0].id, &first.participants[1].id), "both ways, whole session");
+    let r = rooms.plan_join_demo(&acct(), demo_pair(), 1000);
+    let (_, second) = run(&mut rooms, r);
+    assert_eq!(second.session, s, "one demo session, reused");
+
+    // Full: refused whole, nothing made (no orphan), with the time until the first expiry.
+    let before = rooms.counts();
+    match rooms.plan_join_demo(&acct(), demo_pair(), 60_000) {
+        Err(RoomsError::DemoFull { max: 4, retry_after }) => {
+            assert_eq!(retry_after, Duration::from_millis(900_000 - 60_000));
+        }
+        other => panic!("expected DemoFull, got {other:?}"),
+    }
+    assert_eq!(rooms.counts(), before);
+
+    // The account's own quotas do not see the demo: 10 participants and 3 sessions still fit.
+    for _ in 0..10 {
+        participant(&mut rooms);
+    }
+    for _ in 0..3 {
+        session(&mut rooms, 0);
+    }
+    assert!(matches!(
+        rooms.plan_create_participant(&acct(), new_participant(), 0),
+        Err(RoomsError::ResourceExhausted(_))
+    ));
+}
+
+#[test]
+fn demo_participants_expire_and_free_their_place() {
+    let mut rooms = Rooms::new(RoomsConfig { max_participants_per_session: 10, ..config() });
+    let r = rooms.plan_join_demo(&acct(), demo_pair(), 0);
+    let (_, first) = run(&mut rooms, r);
+    let r = rooms.plan_join_demo(&acct(), demo_pair(), 5_000);
+    let (_, second) = run(&mut rooms, r);
+    // A participant of the account's own that listed a demo participant explicitly.
+    let own = participant(&mut rooms);
+    join(&mut rooms, &first.session, &own, listing(&[&first.participants[0].id]));
+    assert_eq!(rooms.next_expiry_ms(), Some(900_000));
+    assert_eq!(rooms.plan_expiry(899_999), Plan::default());
+    let due = rooms.plan_expiry(900_000);
+    let events = exec(&mut rooms, Ok(due));
+    let deleted: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RoomEvent::ParticipantDeleted { participant, .. } => Some(participant.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut expected: Vec<_> = first.participants.iter().map(|p| p.id.clone()).collect();
+    expected.sort();
+    assert_eq!(deleted, expected, "the first pair, not the second");
+    assert!(rooms.participant(&acct(), &second.participants[0].id).is_ok());
+    assert!(rooms.subscriptions(&acct(), &first.session, &own).unwrap().participants.is_empty());
+    assert_eq!(rooms.members(&acct(), &first.session).unwrap().len(), 3);
+    // Their places are free again.
+    assert!(rooms.plan_join_demo(&acct(), demo_pair(), 900_000).is_ok());
+}
+
+#[test]
+fn expiring_participants_that_subscribe_to_each_other_leave_no_membership_behind() {
+    let mut rooms = Rooms::new(config());
+    let r = rooms.plan_join_demo(&acct(), demo_pair(), 0);
+    let (_, pair) = run(&mut rooms, r);
+    let (a, b) = (&pair.participants[0].id, &pair.participants[1].id);
+    let r = rooms.plan_set_subscriptions(&acct(), &pair.session, b, listing(&[a]));
+    exec(&mut rooms, r);
+    let due = rooms.plan_expiry(900_000);
+    exec(&mut rooms, Ok(due));
+    assert_eq!(rooms.members(&acct(), &pair.session).unwrap().len(), 0);
+    assert!(rooms.sessions_of(b).is_empty());
+    assert_eq!(rooms.counts().1, 0);
 }

@@ -95,6 +95,19 @@ impl RedbStore {
     /// is an error, never an empty start.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let open_err = |reason: String| StoreError::Open { path: path.to_path_buf(), reason };
+        // The file is created owner-only (0600) before redb sees it: redb would create it with
+        // the process umask (usually 0644), readable by every local user. An existing file is
+        // opened as it is (no truncation); an empty one becomes a new database.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| open_err(e.to_string()))?;
+        }
         let db = redb::Database::create(path).map_err(|e| open_err(e.to_string()))?;
         // Create the tables so that reads of a fresh file find them.
         let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;

@@ -13,6 +13,7 @@ fn session(id: &str) -> Session {
         created_at_ms: 1,
         expires_at_ms: 2,
         conference: false,
+        demo: false,
     }
 }
 
@@ -25,6 +26,8 @@ fn participant(id: &str) -> Participant {
         publish_permissions: vec![MediaType::Audio],
         device_api_version: None,
         created_at_ms: 1,
+        demo: false,
+        expires_at_ms: None,
     }
 }
 

@@ -1,11 +1,18 @@
 //! The browser SDK (`/sdk/interwork.js` and its TypeScript declarations), and the demo: the
-//! seed's hello-world page at `/demo/` and `/demo/connectionInfo`, which makes a participant in
-//! a demo session of the `default` account and returns its token.
+//! seed's hello-world page at `/demo/` and `/demo/connectionInfo`, which makes a browser and a
+//! phone participant in a demo session of the `default` account and returns their tokens.
+//!
+//! `/demo/connectionInfo` needs no credentials, so it is bounded on every side: requests per
+//! minute per source address (`demo.requests_per_minute`, 429 with `Retry-After` beyond), demo
+//! participants alive at once (`demo.max_participants`, counted apart from the account's own
+//! quotas so that the account's API keeps working however many demo requests come), and each
+//! demo participant's life (`demo.lifetime`, its token's too: an abandoned page frees its place).
+//! The pair is made all or none ([`crate::rooms::Rooms::plan_join_demo`]): a refused request
+//! leaves nothing behind.
 //!
 //! The files are compiled into the binary: no directory to install, no build step.
 
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::State;
@@ -13,11 +20,13 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 
+use crate::app::config::DemoConfig;
 use crate::control::AppState;
 use crate::control::error::ApiError;
-use crate::ids::{AccountId, SessionId};
+use crate::control::limit::{SourceIp, WindowLimiter};
+use crate::ids::AccountId;
 use crate::rooms::NewParticipant;
-use crate::rooms::model::{MediaType, Subscriptions};
+use crate::rooms::model::MediaType;
 
 /// The SDK.
 pub const SDK_JS: &str = include_str!("assets/interwork.js");
@@ -62,10 +71,20 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
         .into_response()
 }
 
-/// The demo session, reused while it lives.
-#[derive(Default)]
+/// The demo's limits.
 pub struct DemoState {
-    session: Mutex<Option<SessionId>>,
+    requests: WindowLimiter,
+    lifetime: Duration,
+}
+
+impl DemoState {
+    /// The demo as `[demo]` configures it.
+    pub fn new(config: &DemoConfig) -> Self {
+        Self {
+            requests: WindowLimiter::new(config.requests_per_minute, Duration::from_secs(60)),
+            lifetime: config.lifetime,
+        }
+    }
 }
 
 /// What `/demo/connectionInfo` returns.
@@ -88,26 +107,33 @@ pub struct ConnectionInfo {
 
 /// `GET /demo/connectionInfo`: a new browser participant in the demo session (both ways
 /// subscribed to the whole session, as the seed's `createParticipant`), and a phone participant
-/// for a SIP call into it.
-pub async fn connection_info(State(app): State<AppState>) -> Result<Json<ConnectionInfo>, ApiError> {
+/// for a SIP call into it; both, with their tokens, live `demo.lifetime`.
+pub async fn connection_info(
+    State(app): State<AppState>,
+    SourceIp(source): SourceIp,
+) -> Result<Json<ConnectionInfo>, ApiError> {
+    let demo = &app.devices.demo;
+    demo.requests
+        .hit(source, tokio::time::Instant::now().into_std())
+        .map_err(|after| ApiError::too_many("too many demo requests from this address; try again later", after))?;
     let account = AccountId::from(DEMO_ACCOUNT);
-    let session = demo_session(&app, &account)?;
-    let mut made = Vec::new();
-    for tag in ["demo-browser", "demo-phone"] {
-        let new = NewParticipant {
-            tag: Some(tag.into()),
-            callback_url: None,
-            publish_permissions: vec![MediaType::Audio],
-            device_api_version: None,
-        };
-        let p = app.rooms.create_participant(&account, new)?;
-        let subs = Subscriptions { session_id: Some(session.clone()), participants: vec![] };
-        app.rooms.add_to_session(&account, &session, &p.id, subs)?;
-        let token = app.minter.mint(&p.id, Some(&session), None, None, SystemTime::now());
-        made.push((p.id, token));
-    }
-    let [(browser, token), (phone, phone_token)]: [_; 2] =
-        made.try_into().map_err(|_| ApiError::internal(&"two participants were made"))?;
+    let new = ["demo-browser", "demo-phone"].map(|tag| NewParticipant {
+        tag: Some(tag.into()),
+        callback_url: None,
+        publish_permissions: vec![MediaType::Audio],
+        device_api_version: None,
+    });
+    let joined = app.rooms.join_demo(&account, new.into())?;
+    let now = SystemTime::now();
+    let session = joined.session;
+    let mut tokens = joined.participants.into_iter().map(|p| {
+        let token = app.minter.mint(&p.id, Some(&session), None, Some(demo.lifetime), now);
+        (p.id, token)
+    });
+    // join_demo makes exactly the participants asked for, in order: the browser, then the phone.
+    let (Some((browser, token)), Some((phone, phone_token))) = (tokens.next(), tokens.next()) else {
+        return Err(ApiError::internal(&"the demo made fewer participants than asked"));
+    };
     Ok(Json(ConnectionInfo {
         token,
         participant_id: browser.0,
@@ -116,18 +142,4 @@ pub async fn connection_info(State(app): State<AppState>) -> Result<Json<Connect
         user_to_user: format!("{phone_token};encoding=jwt"),
         phone_participant_id: phone.0,
     }))
-}
-
-fn demo_session(app: &AppState, account: &AccountId) -> Result<SessionId, ApiError> {
-    let demo = &app.devices.demo;
-    // Held only across in-memory rooms calls, never an await.
-    let mut current = demo.session.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(id) = current.as_ref()
-        && app.rooms.read(|r| r.session(account, id).is_ok())
-    {
-        return Ok(id.clone());
-    }
-    let s = app.rooms.create_session(account, Some("demo".into()))?;
-    *current = Some(s.id.clone());
-    Ok(s.id)
 }

@@ -67,7 +67,7 @@ impl WebrtcService {
             drain,
             demo_enabled: config.demo.enabled,
             sip_listen: config.sip.listen.0,
-            demo: Arc::default(),
+            demo: Arc::new(assets::DemoState::new(&config.demo)),
         };
         Self { hub, commands: Some(rx), listen: config.media.webrtc_listen.0, public_ip: config.media.public_ip }
     }

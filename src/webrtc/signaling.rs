@@ -91,6 +91,8 @@ async fn hello(socket: &mut WebSocket, hub: &DeviceHub) -> Result<PeerInfo, Clos
     let first = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(text)))) => text,
         Ok(Some(Ok(_))) | Err(_) => return Err(CloseReason::HelloExpected),
+        // A first message over MAX_MESSAGE_BYTES is refused as any later one is: 1009.
+        Ok(Some(Err(e))) if is_too_big(&e) => return Err(CloseReason::TooBig),
         Ok(None | Some(Err(_))) => return Err(CloseReason::Normal),
     };
     let Ok(ClientMessage::Hello { token, .. }) = serde_json::from_str::<ClientMessage>(first.as_str()) else {
