@@ -308,3 +308,24 @@ fn tls_is_served_when_a_certificate_is_configured() {
     let _ = client.wait();
     assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
 }
+
+/// A flood is shed at the door: past `sip.max_pending` requests in progress (here 2: two
+/// INVITEs refused and never ACKed keep their transactions for 64*T1), the next request gets
+/// 503 + Retry-After at once and is not queued; the refusals are counted.
+#[test]
+fn requests_past_max_pending_are_shed_with_503() {
+    let d = Daemon::start_with(&[("INTERWORK_SIP_MAX_PENDING", "2")]);
+    let to = sip_addr(&d);
+    let s = socket();
+    for branch in ["z9hG4bK-p1", "z9hG4bK-p2"] {
+        let answer = exchange(&s, to, request("INVITE", branch, "User-to-User: x.y.z;encoding=jwt\r\n", "").as_bytes())
+            .expect("an answer");
+        assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
+    }
+    let answer = exchange(&s, to, request("OPTIONS", "z9hG4bK-p3", "", "").as_bytes()).expect("an answer");
+    assert!(answer.starts_with("SIP/2.0 503"), "{answer}");
+    assert!(answer.contains("Retry-After: "), "{answer}");
+    assert!(answer.contains("overloaded"), "{answer}");
+    let text = Client::new().http.get(d.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(text.lines().any(|l| l == "interwork_sip_shed_total 1"), "{text}");
+}

@@ -126,6 +126,8 @@ pub struct SipConfig {
     pub max_conference_legs: u32,
     /// Most new INVITEs per second from one source address.
     pub invite_rate: u32,
+    /// Most server transactions in the user agent's hands at once; past it requests get 503.
+    pub max_pending: u32,
     /// Time to ring (180) before answering; zero answers at once.
     pub answer_delay: Duration,
     /// Session interval asked of callers that support RFC 4028 timers, seconds.
@@ -500,6 +502,7 @@ impl Reader {
                 max_calls: s.bounded("max_calls", 10_000, 1, 1_000_000),
                 max_conference_legs: s.bounded("max_conference_legs", 20, 1, 10_000),
                 invite_rate: s.bounded("invite_rate", 100, 1, 1_000_000),
+                max_pending: s.bounded("max_pending", 4_096, 1, 1_000_000),
                 answer_delay: s.value("answer_delay", HumanDuration(Duration::ZERO)).0,
                 session_expires: s.bounded("session_expires", 1800, 90, 86_400),
                 min_se: s.bounded("min_se", 90, 90, 86_400),

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub sip_setup_seconds: Histogram,
     /// Malformed SIP messages by what was done.
     pub sip_malformed: Family<MalformedLabels, Counter>,
+    /// SIP requests refused at the door because too many were pending (503).
+    pub sip_shed: Counter,
     /// Media counters of SIP legs, by kind (added live by each leg, through `media`).
     pub media_leg: Family<MediaLabels, Counter>,
     /// The same counters resolved once per kind, with the busy time: what legs add to.
@@ -109,6 +111,8 @@ impl Default for Metrics {
         registry.register("sip_setup_seconds", "INVITE to 200 OK", sip_setup_seconds.clone());
         let sip_malformed = Family::<MalformedLabels, Counter>::default();
         registry.register("sip_malformed", "Malformed SIP messages", sip_malformed.clone());
+        let sip_shed = Counter::default();
+        registry.register("sip_shed", "SIP requests refused with 503 because too many were pending", sip_shed.clone());
         let media_leg = Family::<MediaLabels, Counter>::default();
         registry.register("media_leg", "Media counters of SIP legs by kind (live)", media_leg.clone());
         let media_active_legs = Gauge::default();
@@ -135,6 +139,7 @@ impl Default for Metrics {
             sip_active_dialogs,
             sip_setup_seconds,
             sip_malformed,
+            sip_shed,
             media: MediaCounters::new(
                 |kind| media_leg.get_or_create(&MediaLabels { kind }).clone(),
                 media_transcode_seconds.clone(),

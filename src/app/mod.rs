@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 pub mod config;
 pub mod drain;
+pub mod memory;
 pub mod metrics;
 pub mod state;
 
@@ -145,6 +146,7 @@ impl Daemon {
             async move { drain.started().await }
         }));
         tokio::spawn(self.callbacks.clone().run(rooms.subscribe()));
+        tokio::spawn(memory::run_trim());
         // WebRTC media runs until the drain is over, then closes every device with 1001.
         let (stop_media, media_stopped) = tokio::sync::oneshot::channel::<()>();
         let media = self

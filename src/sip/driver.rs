@@ -171,7 +171,8 @@ impl SipService {
             rtp_timeout: config.media.rtp_timeout,
             latching: config.media.latching,
         };
-        tokio::spawn(accept(incoming, inputs.clone(), cancel.clone()));
+        let max_pending = config.sip.max_pending as usize;
+        tokio::spawn(accept(incoming, inputs.clone(), cancel.clone(), actor.metrics.clone(), max_pending));
         let task = tokio::spawn(actor.run(rx, notices_rx, cancel.clone()));
         Ok(Self { inputs, local, cancel, task })
     }
@@ -198,13 +199,19 @@ impl SipService {
 }
 
 /// Turns the stack's new transactions into user agent inputs; one small task per transaction
-/// carries its CANCEL and ACK.
+/// carries its CANCEL and ACK. At most `max_pending` (`sip.max_pending`) at once, and a
+/// request the user agent's queue has no room for is refused at once rather than awaited: a
+/// flood is shed at the door with 503 + Retry-After, so the memory it takes is bounded by that
+/// number, not by its rate times its length.
 async fn accept(
     mut incoming: rsipstack::transaction::TransactionReceiver,
     inputs: mpsc::Sender<Input>,
     cancel: CancellationToken,
+    metrics: Arc<Metrics>,
+    max_pending: usize,
 ) {
     let mut next: TxId = 1;
+    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let tx = tokio::select! {
             () = cancel.cancelled() => return,
@@ -212,9 +219,18 @@ async fn accept(
         };
         let id = next;
         next += 1;
+        let mut tx = ServerTransaction { inner: tx };
+        let is_ack = tx.inner.original.method == rsipstack::sip::Method::Ack;
+        if !is_ack && pending.load(std::sync::atomic::Ordering::Relaxed) >= max_pending {
+            // Answered off this loop, briefly: a TCP peer that does not read must not stall it.
+            tokio::spawn(tokio::time::timeout(SHED_ANSWER_LIMIT, shed(tx, metrics.clone())));
+            continue;
+        }
         let inputs = inputs.clone();
+        let metrics = metrics.clone();
+        let pending = Pending::enter(&pending);
         tokio::spawn(async move {
-            let mut tx = ServerTransaction { inner: tx };
+            let _pending = pending;
             let is_invite = tx.inner.original.method == rsipstack::sip::Method::Invite;
             if is_invite {
                 // CONTRACT §5: 100 Trying at once.
@@ -222,10 +238,14 @@ async fn accept(
             }
             let Some((request, source, transport)) = tx.request() else { return };
             let inbound = Inbound { tx: id, source, transport, request };
-            let sent =
-                inputs.send(Input::Request { inbound, responder: tx.responder(), connection: tx.connection() }).await;
-            if sent.is_err() {
-                return;
+            let input = Input::Request { inbound, responder: tx.responder(), connection: tx.connection() };
+            match inputs.try_send(input) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let _ = tokio::time::timeout(SHED_ANSWER_LIMIT, shed(tx, metrics)).await;
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
             while let Some(req) = tx.next().await {
                 let event = match req.method {
@@ -240,6 +260,37 @@ async fn accept(
             let _ = inputs.send(Input::TxOver { tx: id }).await;
         });
     }
+}
+
+/// One transaction counted in the pending total while it lives.
+struct Pending(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Pending {
+    fn enter(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How long a shed request's 503 may take to send.
+const SHED_ANSWER_LIMIT: Duration = Duration::from_secs(1);
+
+/// Refuses a request the user agent has no room for: 503 with Retry-After, counted.
+async fn shed(mut tx: ServerTransaction, metrics: Arc<Metrics>) {
+    metrics.sip_shed.inc();
+    let Some((request, _, _)) = tx.request() else { return };
+    let tag = crate::ids::random_id(10);
+    let mut r = super::message::Response::to(&request, 503, super::message::reason_phrase(503), Some(&tag));
+    r.headers.push("Retry-After", "5");
+    r.headers.push("Warning", "399 interwork \"overloaded\"");
+    r.headers.push("Reason", "SIP;cause=503;text=\"overloaded\"");
+    tx.respond(&r).await;
 }
 
 struct DriverEnv {

@@ -216,6 +216,13 @@ impl ServerTransaction {
         self.inner.connection.clone()
     }
 
+    /// Sends `response` from here (the transaction is not handed to the user agent).
+    pub async fn respond(&mut self, response: &Response) {
+        if let Some(r) = to_stack_response(response) {
+            let _ = self.inner.respond(r).await;
+        }
+    }
+
     /// Sends 100 Trying.
     pub async fn trying(&mut self) {
         let _ = self.inner.send_trying().await;
