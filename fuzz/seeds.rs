@@ -257,12 +257,8 @@ fn media(corpus: &mut Corpus, captures: &[(String, capture::Capture)]) {
             rtp.extend(record(if target == "srtp" { delay & !1 } else { delay }, &p.payload));
         }
         corpus.add(target, name, &rtp);
-        let rtcp: Vec<u8> = udp
-            .iter()
-            .filter(|p| is_rtcp(&p.payload))
-            .take(4)
-            .flat_map(|p| record(20, &p.payload))
-            .collect();
+        let rtcp: Vec<u8> =
+            udp.iter().filter(|p| is_rtcp(&p.payload)).take(4).flat_map(|p| record(20, &p.payload)).collect();
         if !rtcp.is_empty() && target == "rtp" {
             corpus.add("rtcp", name, &[&[selector(name)][..], &rtcp].concat());
         }
@@ -294,12 +290,16 @@ fn media(corpus: &mut Corpus, captures: &[(String, capture::Capture)]) {
         lsr: 0x1234_5678,
         dlsr: 65_536,
     };
-    let sr = rtcp_report(Some(SenderInfo { ntp: 0xE000_0000_8000_0000, rtp_timestamp: 160, packets: 10, octets: 1600 }), Some(block));
+    let sr = rtcp_report(
+        Some(SenderInfo { ntp: 0xE000_0000_8000_0000, rtp_timestamp: 160, packets: 10, octets: 1600 }),
+        Some(block),
+    );
     let rr = rtcp_report(None, Some(block));
     let mut with_bye = rtcp_report(None, None);
     with_bye.extend_from_slice(&[0x81, 203, 0, 1, 0, 0, 0, 9]);
     let built: Vec<u8> =
-        [vec![0], record(0, &sr), record(20, &rr), record(20, &with_bye), record(5, &[0x80, 0, 0, 1, 0, 0, 0, 0])].concat();
+        [vec![0], record(0, &sr), record(20, &rr), record(20, &with_bye), record(5, &[0x80, 0, 0, 1, 0, 0, 0, 0])]
+            .concat();
     corpus.add("rtcp", "built", &built);
 
     // SRTP with the fixed keys, each suite: plain packets the peer protects, the same protected
@@ -401,6 +401,21 @@ fn tokens(corpus: &mut Corpus) {
     let claims = mode.split('.').nth(1).unwrap();
     corpus.add("token_verify", "alg-none", format!("eyJhbGciOiJub25lIn0.{claims}.").as_bytes());
     corpus.add("token_verify", "hs256", format!("eyJhbGciOiJIUzI1NiJ9.{claims}.c2ln").as_bytes());
+    // Claims the target signs itself (first byte 0, then header, 0, claims).
+    let signed = [
+        (
+            "signed-full",
+            r#"{"sub":"alice","sid":"s1","aud":"interwork","iss":"fuzz","iat":1800000000,"exp":1800003600,"nbf":1799999000,"jti":"abcdefgh","mode":"conference"}"#,
+        ),
+        ("signed-aud-list", r#"{"sub":"bob","aud":["x","interwork"],"iss":"fuzz","exp":1800000010}"#),
+        ("signed-no-exp", r#"{"sub":"bob","aud":"interwork","iss":"fuzz"}"#),
+        ("signed-bad-sub", r#"{"sub":"a b","aud":"interwork","iss":"fuzz","exp":18446744073709551615}"#),
+    ];
+    for (name, claims) in signed {
+        corpus.add("token_verify", name, &[&[0u8][..], claims.as_bytes()].concat());
+    }
+    let kid = [&[0u8][..], br#"{"alg":"ES256","kid":"nope","typ":"JWT"}"#, &[0], signed[0].1.as_bytes()].concat();
+    corpus.add("token_verify", "signed-kid", &kid);
 }
 
 /// Each capture cut after its first records, under [`MAX_SEED`] bytes.

@@ -58,10 +58,26 @@ pub fn sip_udp(data: &[u8]) {
             match parsed {
                 Ok(Message::Request(req)) => {
                     assert_eq!(bytes, req.to_bytes(), "a request passes as our re-serialization");
-                    assert!(
-                        matches!(stack_view, Ok(rsipstack::sip::SipMessage::Request(_))),
-                        "a passed request does not parse in the stack"
-                    );
+                    let Ok(rsipstack::sip::SipMessage::Request(stack_req)) = stack_view else {
+                        panic!("a passed request does not parse in the stack")
+                    };
+                    // What the call logic then reads: the stack's request written back and
+                    // parsed by ours (`ServerTransaction::request`), naming the same transaction.
+                    let back = rsipstack::sip::SipMessage::Request(stack_req).to_bytes();
+                    match message::parse(&back) {
+                        Ok(Message::Request(again)) => {
+                            let key = |r: &message::Request| {
+                                (r.method.clone(), r.call_id().to_string(), r.cseq(), r.branch().map(str::to_string))
+                            };
+                            assert_eq!(key(&again), key(&req), "the stack's view names another transaction");
+                            assert_eq!(again.from_tag(), req.from_tag());
+                            assert_eq!(again.body, req.body);
+                        }
+                        other => panic!(
+                            "the stack's view of a passed request does not parse again: {other:?}\n{}",
+                            String::from_utf8_lossy(&back)
+                        ),
+                    }
                     // The same request over a smaller receive buffer is refused with 513.
                     match stack::screen(data, bytes.len() - 1) {
                         Screened::Answer(a) => assert_response_head(&a, Some(513)),
@@ -251,15 +267,15 @@ fn check_answer(offer: &[u8], answer: &str, n: &Negotiated, local: &LocalMedia) 
     assert_eq!(line.ptime, Some(n.ptime_ms));
     // The codec reads back as agreed; the answer does not echo what only an offerer says.
     let expected = match &n.codec {
-        Codec::AmrWb(p) => {
-            Codec::AmrWb(AmrWbParams { mode_change_capability: None, max_red: None, ..p.clone() })
-        }
+        Codec::AmrWb(p) => Codec::AmrWb(AmrWbParams { mode_change_capability: None, max_red: None, ..p.clone() }),
         other => other.clone(),
     };
     assert_eq!(line.formats.first(), Some(&(n.payload_type, Format::Codec(expected))), "{answer}");
     if let Some((pt, clock)) = n.telephone_event {
         assert!(
-            line.formats.iter().any(|(p, f)| *p == pt && matches!(f, Format::TelephoneEvent { clock: c, .. } if *c == clock)),
+            line.formats
+                .iter()
+                .any(|(p, f)| *p == pt && matches!(f, Format::TelephoneEvent { clock: c, .. } if *c == clock)),
             "telephone-event {pt} does not read back:\n{answer}"
         );
     }
@@ -436,8 +452,13 @@ fn check_rtp(datagram: &[u8]) {
     let Ok(p) = RtpPacket::parse(datagram) else { return };
     assert!(p.header_len >= 12 && p.header_len + p.payload.len() <= datagram.len());
     assert_eq!(&datagram[p.header_len..p.header_len + p.payload.len()], p.payload);
-    let header =
-        RtpHeader { marker: p.marker, payload_type: p.payload_type, sequence: p.sequence, timestamp: p.timestamp, ssrc: p.ssrc };
+    let header = RtpHeader {
+        marker: p.marker,
+        payload_type: p.payload_type,
+        sequence: p.sequence,
+        timestamp: p.timestamp,
+        ssrc: p.ssrc,
+    };
     let mut buf = vec![0u8; 12 + p.payload.len()];
     let n = header.write(&mut buf).expect("room for the header");
     buf[n..].copy_from_slice(p.payload);
@@ -496,11 +517,8 @@ pub fn srtp(data: &[u8]) {
         } else {
             let len = bytes.len().min(MTU);
             wire[..len].copy_from_slice(&bytes[..len]);
-            let protected = if is_rtcp(bytes) {
-                theirs.protect_rtcp(&mut wire, len)
-            } else {
-                theirs.protect_rtp(&mut wire, len)
-            };
+            let protected =
+                if is_rtcp(bytes) { theirs.protect_rtcp(&mut wire, len) } else { theirs.protect_rtp(&mut wire, len) };
             let Ok(n) = protected else { continue };
             let flipped = op & 2 != 0;
             if flipped {
@@ -563,7 +581,9 @@ pub fn device_message(data: &[u8]) {
 fn client_message_json(m: &ClientMessage) -> serde_json::Value {
     use serde_json::json;
     match m {
-        ClientMessage::Hello { token, sdk_version } => json!({"type": "hello", "token": token, "sdkVersion": sdk_version}),
+        ClientMessage::Hello { token, sdk_version } => {
+            json!({"type": "hello", "token": token, "sdkVersion": sdk_version})
+        }
         ClientMessage::Publish { request_id, audio, video } => {
             json!({"type": "publish", "requestId": request_id, "audio": audio, "video": video})
         }
@@ -619,6 +639,23 @@ pub fn token_fixture() -> &'static (Verifier, Minter) {
     })
 }
 
+/// `header.claims.signature` with the fuzz key (ES256) over header and claims taken as bytes.
+fn sign_token(input: &[u8]) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    static KEY: OnceLock<jsonwebtoken::EncodingKey> = OnceLock::new();
+    let key =
+        KEY.get_or_init(|| jsonwebtoken::EncodingKey::from_ec_pem(TOKEN_KEY_PEM.as_bytes()).expect("the fuzz key"));
+    let (header, claims) = match input.iter().position(|b| *b == 0) {
+        Some(i) => (&input[..i], &input[i + 1..]),
+        None => (&br#"{"alg":"ES256"}"#[..], input),
+    };
+    let message = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims));
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), key, jsonwebtoken::Algorithm::ES256).expect("ES256 signing");
+    format!("{message}.{signature}")
+}
+
 /// Everyone exists and is in session `s1` (and in a session named like itself).
 struct EveryoneDirectory;
 
@@ -628,20 +665,36 @@ impl ParticipantDirectory for EveryoneDirectory {
     }
 }
 
-/// Arbitrary text as a participant token ([`Verifier::verify_participant`]) against the fixed
-/// node key at [`token_now`].
+/// A participant token through [`Verifier::verify_participant`] against the fixed node key at
+/// [`token_now`]. Input: arbitrary text as the token; or, after a first byte 0, a header and
+/// claims (split at the next 0 byte; `{"alg":"ES256"}` when there is none) that the target
+/// signs with the node key first, so the checks after the signature see arbitrary claims.
 ///
-/// Asserts: an accepted token names a valid participant and session id; minting a token with
-/// what it said and verifying that gives the same participant, session, mode and issuer; every
-/// refusal maps to 403 or 404.
+/// Asserts: an accepted token names a valid participant and session id and has not expired;
+/// minting a token with what it said and verifying that gives the same participant, session,
+/// mode and issuer; every refusal maps to 403 or 404.
 pub fn token_verify(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let signed;
+    let text = match data.split_first() {
+        Some((0, rest)) => {
+            signed = sign_token(rest);
+            signed.as_str()
+        }
+        _ => match std::str::from_utf8(data) {
+            Ok(text) => text,
+            Err(_) => return,
+        },
+    };
     let (verifier, minter) = token_fixture();
     match verifier.verify_participant(text, token_now(), &EveryoneDirectory) {
         Ok(admission) => {
             let t = &admission.token;
             assert!(ids::is_valid_id(&t.participant.0));
             assert!(t.session.as_ref().is_none_or(|s| ids::is_valid_id(&s.0)));
+            assert!(
+                t.expires_at.saturating_add(30) >= crate::tokens::unix_seconds(token_now()),
+                "accepted after expiry"
+            );
             let minted = minter.mint(&t.participant, t.session.as_ref(), t.mode, None, token_now());
             let again = verifier.verify(&minted, token_now()).expect("a minted token verifies");
             assert_eq!(
@@ -677,8 +730,11 @@ pub fn capture(data: &[u8]) {
     }
 }
 
-/// Every target by name, for the corpus replay test and the seed writer.
-pub const TARGETS: [(&str, fn(&[u8])); 10] = [
+/// A target's name (its directory under `fuzz/corpus/`) and body.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target by name, for the corpus replay test.
+pub const TARGETS: [Target; 10] = [
     ("sip_udp", sip_udp),
     ("sip_tcp", sip_tcp),
     ("sdp_offer", sdp_offer),
