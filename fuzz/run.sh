@@ -1,7 +1,7 @@
 #!/bin/sh
 # Bounded fuzzing of every interwork fuzz target (the parsers that read peer input; see the
 # README's "Fuzzing" section): ./run.sh [SECONDS_PER_TARGET] (default 30);
-# ./run.sh merge to fold new finds into the committed corpus, minimized;
+# ./run.sh merge to fold new finds into the committed corpus, minimized by edge coverage;
 # ./run.sh seeds to rewrite the seed inputs (corpus/<target>/seed-*) from pcaps/ and the
 # crate's own writers. TARGETS="rtp srtp" ./run.sh 60 runs only those.
 #
@@ -35,9 +35,12 @@ targets=${TARGETS:-"sip_udp sip_tcp sdp_offer uui_header rtp rtcp srtp device_me
 for target in $targets; do
     mkdir -p "corpus/$target" "target/corpus/$target" "artifacts/$target"
     if [ "$seconds" = merge ]; then
-        # Everything interesting so far, minimized into a fresh directory that replaces corpus/.
+        # The fewest inputs that keep every edge covered so far (counters and comparisons
+        # aside, to keep the committed corpus small), into a fresh directory that replaces
+        # corpus/. target/corpus keeps everything for local runs.
         rm -rf "target/merged/$target" && mkdir -p "target/merged/$target"
-        "$bin/$target" -merge=1 "target/merged/$target" "corpus/$target" "target/corpus/$target"
+        "$bin/$target" -set_cover_merge=1 -use_counters=0 -use_cmp=0 \
+            "target/merged/$target" "corpus/$target" "target/corpus/$target"
         rm -rf "corpus/$target" && mv "target/merged/$target" "corpus/$target"
         continue
     fi
