@@ -42,9 +42,13 @@ bench: deps toolchain
 	$(CARGO) bench -p codecs
 	$(CARGO) bench -p interwork --bench forwarding --bench bridge_legs
 
-# Bounded fuzzing of every depacketizer and decoder entry point (60 s per target).
+# Bounded fuzzing of every parser that reads peer input (fuzz/) and of every codecs
+# depacketizer and decoder entry point (codecs/fuzz/): FUZZ_SECONDS per target, 60 by default
+# (CI runs 4). Fails on a crash; the input is left in fuzz/artifacts/ or codecs/fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
 fuzz: deps toolchain
-	bash codecs/fuzz/run.sh 60
+	bash codecs/fuzz/run.sh $(FUZZ_SECONDS)
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 # Rewrites the synthetic captures of pcaps/ (deterministic; see pcaps/README.md).
 pcaps: toolchain

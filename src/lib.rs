@@ -11,6 +11,8 @@
 
 pub mod app;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod media;
 pub mod replay;
