@@ -408,6 +408,7 @@ impl LegHarness {
             initial_timestamp: 1000,
             cname: "fuzz@interwork".into(),
             wall_clock: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            latching: Default::default(),
         };
         let leg = SipLeg::new(now, &negotiated, config).expect("a leg for a fixed agreement");
         Self { leg, now, last_poll: now, pcm: [0; WIDE_FRAME], buf: vec![0; MTU] }

@@ -282,7 +282,7 @@ impl Drop for Pending {
 const SHED_ANSWER_LIMIT: Duration = Duration::from_secs(1);
 
 /// Refuses a request the user agent has no room for: 503 with Retry-After, counted.
-async fn shed(mut tx: ServerTransaction, metrics: Arc<Metrics>) {
+async fn shed(tx: ServerTransaction, metrics: Arc<Metrics>) {
     metrics.sip_shed.inc();
     let Some((request, _, _)) = tx.request() else { return };
     let tag = crate::ids::random_id(10);
@@ -290,7 +290,7 @@ async fn shed(mut tx: ServerTransaction, metrics: Arc<Metrics>) {
     r.headers.push("Retry-After", "5");
     r.headers.push("Warning", "399 interwork \"overloaded\"");
     r.headers.push("Reason", "SIP;cause=503;text=\"overloaded\"");
-    tx.respond(&r).await;
+    tx.respond_stateless(&r).await;
 }
 
 struct DriverEnv {

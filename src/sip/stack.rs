@@ -216,11 +216,15 @@ impl ServerTransaction {
         self.inner.connection.clone()
     }
 
-    /// Sends `response` from here (the transaction is not handed to the user agent).
-    pub async fn respond(&mut self, response: &Response) {
-        if let Some(r) = to_stack_response(response) {
-            let _ = self.inner.respond(r).await;
-        }
+    /// Sends `response` statelessly (RFC 3261 §8.2.7: no transaction state is kept for it, so
+    /// a retransmitted request gets it again). For overload refusals: an INVITE transaction
+    /// completed with a final answer would otherwise wait for its ACK, and rsipstack keeps the
+    /// ACK route of a dropped completed INVITE transaction for good.
+    pub async fn respond_stateless(&self, response: &Response) {
+        let (Some(r), Some(connection)) = (to_stack_response(response), self.inner.connection.as_ref()) else {
+            return;
+        };
+        let _ = connection.send(r.into(), self.inner.destination.as_ref()).await;
     }
 
     /// Sends 100 Trying.
