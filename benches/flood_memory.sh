@@ -6,6 +6,7 @@
 #
 #   bash benches/flood_memory.sh                 # 5000 INVITEs/s for 20 s
 #   RATE=10000 DURATION=10 bash benches/flood_memory.sh
+#   MODE=garbage bash benches/flood_memory.sh    # mutated SIP (benches/sip_garbage.py) instead
 #
 # The target: RSS back within 2 × its baseline a minute after the flood.
 set -euo pipefail
@@ -32,7 +33,9 @@ rss() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$daemon/status"; }
 sleep 1
 base=$(rss)
 echo "baseline RSS: $base MB"
-python3 benches/sip_flood.py 127.0.0.1 "$SIP_PORT" "$RATE" "$DURATION"
+flooder=benches/sip_flood.py
+[ "${MODE:-invite}" = garbage ] && flooder=benches/sip_garbage.py
+python3 "$flooder" 127.0.0.1 "$SIP_PORT" "$RATE" "$DURATION"
 echo "flood end:    $(rss) MB"
 sleep 10; echo "+10 s:        $(rss) MB"
 sleep 20; echo "+30 s:        $(rss) MB"
