@@ -68,6 +68,20 @@ fn token_mints_with_the_node_key() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let env = [("INTERWORK_STATE_DIR", state.to_str().unwrap())];
+    // No key yet (the daemon never ran here): refused, and nothing is created.
+    let out = interwork(&["token", "--participant", "p123"], &env);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no signing key") && err.contains("--config"), "{err}");
+    assert!(!state.exists(), "the state directory was created");
+    // The key the daemon made on its first start (a P-256 PKCS#8 key, as it writes).
+    std::fs::create_dir_all(&state).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .arg(state.join("signing-key.pem"))
+        .status()
+        .expect("openssl (deps/debian-packages.txt)");
+    assert!(made.success());
     let out = interwork(&["token", "--participant", "p123", "--session", "s456", "--ttl", "10m"], &env);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = stdout(&out).trim().to_string();
@@ -81,7 +95,6 @@ fn token_mints_with_the_node_key() {
         (Some("p123"), Some("s456"), Some("interwork"))
     );
     assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 600);
-    assert!(state.join("signing-key.pem").exists(), "the key the daemon will use");
     let again = interwork(&["token", "--participant", "p123"], &env);
     assert!(again.status.success());
     let bad = interwork(&["token", "--participant", "bad id"], &env);

@@ -250,8 +250,26 @@ pub fn mint_token(
     for id in std::iter::once(participant).chain(session) {
         anyhow::ensure!(crate::ids::is_valid_id(id), "`{id}` is not a valid id");
     }
-    state::prepare_dir(&config.state.dir)?;
-    let (key, _) = load_key(config)?;
+    // Never a new key here: a token signed by a key the daemon does not have is refused by it
+    // ("bad signature"), which is worse than no token.
+    let key = match &config.tokens.signing_key {
+        Some(_) => load_key(config)?.0,
+        None => {
+            let path = config.state.dir.join(state::KEY_FILE);
+            let pem = match std::fs::read_to_string(&path) {
+                Ok(pem) => pem,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+                    "no signing key at {}: the daemon makes it on its first start in its state directory \
+                     ({}); run this where the daemon runs, or give the daemon's config with --config \
+                     (or INTERWORK_STATE_DIR)",
+                    path.display(),
+                    config.state.dir.display()
+                ),
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            };
+            NodeKey::from_pem(&pem, &path)?
+        }
+    };
     let minter = Minter::new(Arc::new(key), &config.tokens.issuer, config.tokens.ttl);
     let session = session.map(SessionId::from);
     Ok(minter.mint(&ParticipantId::from(participant), session.as_ref(), mode, ttl, SystemTime::now()))
