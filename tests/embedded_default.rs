@@ -1,6 +1,6 @@
 //! `interwork run` with no config file (CONTRACT §1): HTTP on 127.0.0.1:8080, state in
 //! `./interwork-state/` (created), credentials and signing key generated on the first start
-//! (mode 0600), printed once, reused later.
+//! (mode 0600), printed once, reused later; once it serves it prints where to go next.
 //!
 //! This is the one test that uses the fixed default ports; it runs in its own working directory.
 
@@ -18,7 +18,8 @@ impl Drop for Killed {
     }
 }
 
-/// Starts `interwork run` in `dir`; returns the process and its stdout lines until it listens.
+/// Starts `interwork run` in `dir`; returns the process and its stdout lines until it says where
+/// to go (it serves by then).
 fn start(dir: &std::path::Path) -> (Killed, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_interwork"))
         .arg("run")
@@ -31,12 +32,8 @@ fn start(dir: &std::path::Path) -> (Killed, Vec<String>) {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let child = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect("127.0.0.1:8080").is_err() {
-        assert!(Instant::now() < deadline, "the embedded default never listened on 127.0.0.1:8080");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Everything printed before listening is complete: read what is there.
+    // Lines come from a reader thread so that every wait is bounded; the daemon says it is
+    // ready, and where to go, once it serves: everything printed before is in by then.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -45,11 +42,17 @@ fn start(dir: &std::path::Path) -> (Killed, Vec<String>) {
             }
         }
     });
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut lines = Vec::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("never said where to go: {lines:?}"));
+        let last = line.trim_start().starts_with("SIP ");
         lines.push(line);
+        if last {
+            return (child, lines);
+        }
     }
-    (child, lines)
 }
 
 #[test]
@@ -66,6 +69,12 @@ fn first_start_generates_and_prints_credentials_later_starts_reuse_them() {
         serde_json::from_slice(&std::fs::read(state.join("credentials.json")).unwrap()).unwrap();
     let user = creds["accounts"]["default"]["username"].as_str().unwrap().to_string();
     let password = creds["accounts"]["default"]["password"].as_str().unwrap().to_string();
+    // Where to go next: the API, the demo, the SIP address.
+    let said = lines.join("\n");
+    assert!(said.contains("interwork: ready"), "{said}");
+    assert!(said.contains("http://127.0.0.1:8080/v1/accounts/default"), "{said}");
+    assert!(said.contains("http://127.0.0.1:8080/demo/"), "{said}");
+    assert!(said.contains("sip:anyone@127.0.0.1:5060"), "{said}");
     let printed: Vec<&String> = lines.iter().filter(|l| l.contains("generated credentials")).collect();
     assert_eq!(printed.len(), 1, "{lines:?}");
     assert!(printed[0].contains(&format!("username={user}")) && printed[0].contains(&format!("password={password}")));

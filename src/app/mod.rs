@@ -193,6 +193,8 @@ impl Daemon {
                 .with_graceful_shutdown(http_stopped)
                 .await
         });
+        // Where to go next, on the terminal (the logs say the same in their own words).
+        println!("{}", where_to_go(&self.config, listen, sip.local_addr()));
         notify_systemd(&[sd_notify::NotifyState::Ready]);
         spawn_watchdog();
 
@@ -336,6 +338,21 @@ fn load_key(config: &Config) -> anyhow::Result<(NodeKey, bool)> {
         }
         None => Ok(NodeKey::load_or_generate(&config.state.dir.join(state::KEY_FILE))?),
     }
+}
+
+/// The lines a newcomer needs once the daemon is up: the API of each account, the demo page
+/// when it is on, the address to send INVITEs to.
+fn where_to_go(config: &Config, http: std::net::SocketAddr, sip: std::net::SocketAddr) -> String {
+    let mut lines = vec!["interwork: ready".to_string()];
+    for account in config.accounts.keys() {
+        lines.push(format!("  API   http://{http}/v1/accounts/{account} (HTTP Basic; OpenAPI at /openapi.json)"));
+    }
+    if config.demo.enabled {
+        lines.push(format!("  demo  http://{http}/demo/"));
+    }
+    let tls = config.sip.tls_listen.map(|t| format!(", TLS on {}", t.0)).unwrap_or_default();
+    lines.push(format!("  SIP   sip:anyone@{sip} over UDP and TCP{tls}, with User-to-User: <token>;encoding=jwt"));
+    lines.join("\n")
 }
 
 fn rooms_config(config: &Config) -> RoomsConfig {

@@ -177,6 +177,11 @@ impl SipService {
         Ok(Self { inputs, local, cancel, task })
     }
 
+    /// The address SIP listens on (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
     /// What a config reload can change on the SIP side, for the SIGHUP handler.
     pub fn reloader(&self) -> SipReloader {
         SipReloader(self.inputs.clone())
