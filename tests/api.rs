@@ -347,9 +347,10 @@ fn failed_sign_ins_are_throttled_per_source_address() {
 
 #[test]
 fn metrics_can_have_their_own_listener() {
-    let port = common::free_port();
-    let metrics = format!("127.0.0.1:{port}");
+    let metrics = format!("127.0.0.1:{}", common::free_port());
     let d = Daemon::start_with(&[("INTERWORK_HTTP_METRICS_LISTEN", &metrics)]);
+    // Where it listens in the end (a port taken meanwhile is retried on a fresh one).
+    let metrics = d.env.iter().find(|(k, _)| k == "INTERWORK_HTTP_METRICS_LISTEN").unwrap().1.clone();
     let c = Client::new();
     let r = c.http.get(format!("http://{metrics}/metrics")).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);

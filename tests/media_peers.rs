@@ -286,7 +286,8 @@ fn sipp_g711_both_ways(law: Law) {
         .arg(scene.d.sip_addr().to_string())
         .arg("-sf")
         .arg(&scenario)
-        .args(["-i", "127.0.0.1", "-p", &common::free_port().to_string(), "-mp", &media_port.to_string()])
+        // sipp takes the next free SIP port itself; the media port is the capture's.
+        .args(["-i", "127.0.0.1", "-mp", &media_port.to_string()])
         .args(["-m", "1", "-timeout", "50s", "-timeout_error", "-nostdin", "-trace_err"]);
     let mut sipp = Proc::spawn("sipp", cmd, &dir.join("sipp.out"));
 

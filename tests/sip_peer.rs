@@ -26,28 +26,36 @@ fn sipp(d: &Daemon, scenario: &str, fields: &[&str], args: &[&str]) -> (bool, St
         text = text.replace(&format!("[field{i}]"), field);
     }
     std::fs::write(&sf, text).unwrap();
-    let port = common::free_port().to_string();
-    let media = common::free_port().to_string();
-    let Ok(out) = Command::new("sipp")
-        .current_dir(dir.path())
-        .arg(sip_addr(d))
-        .args(["-sf", sf.to_str().unwrap()])
-        .args(["-i", "127.0.0.1", "-p", &port, "-mp", &media])
-        .args(["-timeout", "30s", "-timeout_error", "-nostdin", "-trace_err", "-trace_logs"])
-        .args(if std::env::var_os("SIPP_TRACE_MSG").is_some() { &["-trace_msg"][..] } else { &[] })
-        .args(args)
-        .output()
-    else {
-        panic!("sipp is not installed: install the `sip-tester` package (make deps does)");
-    };
-    let mut logs = String::from_utf8_lossy(&out.stderr).into_owned();
-    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".log") {
-            logs.push_str(&format!("\n--- {name}\n{}", std::fs::read_to_string(entry.path()).unwrap_or_default()));
+    // sipp picks its own SIP port (the next free one from 5060); its media port is ours, and
+    // when another process took it first sipp fails to bind and runs again on a fresh one.
+    for attempt in 0.. {
+        let media = common::free_port().to_string();
+        let Ok(out) = Command::new("sipp")
+            .current_dir(dir.path())
+            .arg(sip_addr(d))
+            .args(["-sf", sf.to_str().unwrap()])
+            .args(["-i", "127.0.0.1", "-mp", &media])
+            .args(["-timeout", "30s", "-timeout_error", "-nostdin", "-trace_err", "-trace_logs"])
+            .args(if std::env::var_os("SIPP_TRACE_MSG").is_some() { &["-trace_msg"][..] } else { &[] })
+            .args(args)
+            .output()
+        else {
+            panic!("sipp is not installed: install the `sip-tester` package (make deps does)");
+        };
+        let mut logs = String::from_utf8_lossy(&out.stderr).into_owned();
+        for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".log") {
+                logs.push_str(&format!("\n--- {name}\n{}", std::fs::read_to_string(entry.path()).unwrap_or_default()));
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let port_taken = logs.contains("errno = 98") || logs.contains("Address already in use");
+        if out.status.success() || !port_taken || attempt == 2 {
+            return (out.status.success(), logs);
         }
     }
-    (out.status.success(), logs)
+    unreachable!("the loop returns")
 }
 
 /// A participant in a session with its token.

@@ -15,9 +15,17 @@ pub const PASSWORD: &str = "secret-password";
 /// How long a daemon may take to answer `/healthz` after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, for UDP and TCP both (SIP binds both).
+/// Another process may still take it before whoever it is for binds it: those who bind one
+/// retry on fresh ports when that happens ([`Daemon::spawn`], the sipp runs).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running daemon.
@@ -106,18 +114,15 @@ impl Daemon {
         }
     }
 
+    /// Every `INTERWORK_*_LISTEN` on a fresh loopback port (read them back from `env`).
     fn reassign_ports(&mut self) {
-        self.http = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let fresh = [
-            ("INTERWORK_HTTP_LISTEN", self.http.to_string()),
-            ("INTERWORK_SIP_LISTEN", format!("127.0.0.1:{}", free_port())),
-            ("INTERWORK_MEDIA_WEBRTC_LISTEN", format!("127.0.0.1:{}", free_port())),
-        ];
-        for (k, v) in fresh {
-            if let Some(e) = self.env.iter_mut().find(|(key, _)| key == k) {
-                e.1 = v;
+        for (key, value) in &mut self.env {
+            if key.ends_with("_LISTEN") && !value.is_empty() {
+                *value = format!("127.0.0.1:{}", free_port());
             }
         }
+        let http = self.env.iter().find(|(k, _)| k == "INTERWORK_HTTP_LISTEN").map(|(_, v)| v.parse().unwrap());
+        self.http = http.unwrap_or(self.http);
     }
 
     /// Waits until `/healthz` answers 200, or the process exits (its stderr is the error).
