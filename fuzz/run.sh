@@ -15,19 +15,8 @@ set -eu
 seconds=${1:-30}
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
-triple=$(rustc -vV | sed -n 's/^host: //p')
-export RUSTC_BOOTSTRAP=1
-export RUSTFLAGS="--cfg fuzzing -Cdebug-assertions -Coverflow-checks -Cpasses=sancov-module \
- -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
- -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
- -Zsanitizer=address"
-# FUZZ_BUILD_LOCK=<file>: hold that lock (flock) for the build only, on a shared machine.
-if [ -n "${FUZZ_BUILD_LOCK:-}" ]; then
-    flock "$FUZZ_BUILD_LOCK" cargo build --release --target "$triple" --bins
-else
-    cargo build --release --target "$triple" --bins
-fi
-bin="target/$triple/release"
+. ./build-env.sh
+fuzz_build
 if [ "$seconds" = seeds ]; then
     exec "$bin/seeds"
 fi

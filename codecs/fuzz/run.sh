@@ -12,13 +12,8 @@ set -eu
 seconds=${1:-30}
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
-triple=$(rustc -vV | sed -n 's/^host: //p')
-export RUSTC_BOOTSTRAP=1
-export RUSTFLAGS="--cfg fuzzing -Cdebug-assertions -Coverflow-checks -Cpasses=sancov-module \
- -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
- -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
- -Zsanitizer=address"
-cargo build --release --target "$triple" --bins
+. ../../fuzz/build-env.sh
+fuzz_build
 targets="depacketize_octet_aligned depacketize_bandwidth_efficient amrwb_decode opus_decode telephone_event_receive g711_decode"
 for target in $targets; do
     mkdir -p "corpus/$target" "target/corpus/$target" "artifacts/$target"

@@ -1,20 +1,13 @@
 //! Replays the committed fuzz corpus (codecs/fuzz/corpus/<target>/) through the same entry
 //! points the fuzz targets call, so every `cargo test` re-checks what fuzzing once found
 //! interesting, without libFuzzer or a nightly flag.
+#[path = "support/corpus.rs"]
+mod corpus;
+
 use std::path::PathBuf;
 
 fn replay(target: &str, entry: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let mut count = 0;
-    for file in entries {
-        let path = file.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
-        let result = std::panic::catch_unwind(|| entry(&data));
-        assert!(result.is_ok(), "{target} panicked on {}", path.display());
-        count += 1;
-    }
-    assert!(count > 0, "empty corpus for {target}");
+    corpus::replay(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus"), target, entry);
 }
 
 #[test]
