@@ -18,20 +18,10 @@ HTTP=127.0.0.1:${HTTP_PORT:-28080}
 SIP_PORT=${SIP_PORT:-25060}
 CALLS=$((RATE * DURATION))
 
-cargo build --release --bin interwork >&2
-work=$(mktemp -d)
-daemon=""
-cleanup() { [ -n "$daemon" ] && kill "$daemon" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-
-INTERWORK_STATE_DIR="$work/state" INTERWORK_HTTP_LISTEN=$HTTP INTERWORK_SIP_LISTEN=127.0.0.1:$SIP_PORT \
-INTERWORK_MEDIA_WEBRTC_LISTEN=127.0.0.1:$((SIP_PORT + 1)) \
-INTERWORK_ACCOUNTS_DEFAULT_USERNAME=bench INTERWORK_ACCOUNTS_DEFAULT_PASSWORD=bench \
-INTERWORK_SIP_INVITE_RATE=1000000 INTERWORK_SIP_DEFAULT_MODE=bridge \
-INTERWORK_SESSIONS_MAX_PARTICIPANTS=100000 INTERWORK_SESSIONS_MAX_PARTICIPANTS_PER_SESSION=100000 \
-INTERWORK_LOG_LEVEL=warn ./target/release/interwork run >"$work/daemon.out" 2>"$work/daemon.err" &
-daemon=$!
-for _ in $(seq 1 200); do curl -sf "http://$HTTP/healthz" >/dev/null && break; sleep 0.05; done
+. benches/daemon.sh
+start_daemon INTERWORK_SIP_INVITE_RATE=1000000 INTERWORK_SIP_DEFAULT_MODE=bridge \
+    INTERWORK_SESSIONS_MAX_PARTICIPANTS=100000 INTERWORK_SESSIONS_MAX_PARTICIPANTS_PER_SESSION=100000 \
+    INTERWORK_LOG_LEVEL=warn
 
 API="http://$HTTP/v1/accounts/default"
 SID=$(curl -sf -u bench:bench -X POST "$API/sessions" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
