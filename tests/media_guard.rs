@@ -15,7 +15,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{Client, Daemon};
-use serde_json::json;
 use sip_ua::{MediaPeer, PeerCodec, SipUa, offer, read_answer};
 
 /// Bound of every wait.
@@ -78,8 +77,7 @@ fn received_within(socket: &UdpSocket, window: Duration) -> usize {
 fn a_quiet_peers_rtp_is_not_taken_over_from_another_host() {
     let d = Daemon::start();
     let c = Client::new();
-    let s: serde_json::Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
-    let (_, token) = common::joined_participant(&d, &c, s["id"].as_str().unwrap());
+    let (_, _, token) = common::session_with_participant(&d, &c);
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let mut ua = SipUa::new(d.sip_addr());
@@ -111,8 +109,7 @@ fn a_quiet_peers_rtp_is_not_taken_over_from_another_host() {
 fn srtp_that_does_not_authenticate_shows_in_metrics_while_the_call_lasts() {
     let d = Daemon::start();
     let c = Client::new();
-    let s: serde_json::Value = c.post(&d.api("/sessions"), json!({})).json().unwrap();
-    let (_, token) = common::joined_participant(&d, &c, s["id"].as_str().unwrap());
+    let (_, _, token) = common::session_with_participant(&d, &c);
     let mut ua = SipUa::new(d.sip_addr());
     let mut media = MediaPeer::bind(PeerCodec::AmrWbSrtp);
     let answer = ua.invite(&token, &media.offer("sendrecv", 1));

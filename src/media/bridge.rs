@@ -367,7 +367,7 @@ impl Bridge {
     /// A frame or a tone from the forwarder.
     fn handle_media(&mut self, now: Instant, leg: &mut SipLeg, media: ExternalMedia) {
         match media {
-            ExternalMedia::Frame { endpoint, pcm, .. } => self.heard.push(now, &endpoint, &pcm),
+            ExternalMedia::Frame { endpoint, pcm, .. } => self.heard.push(now, endpoint, &pcm),
             ExternalMedia::Dtmf { tone, .. } => {
                 if let Err(e) = leg.send_dtmf(now, tone) {
                     tracing::debug!(call = self.call, tone = %tone, error = %e, "DTMF not sent to the SIP peer");

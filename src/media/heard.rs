@@ -222,23 +222,29 @@ fn fill(decoder: &mut OpusDecoder, missing: u64, data: &[u8], out: &mut [i16]) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use codecs::opus::{MAX_PACKET_BYTES, OpusEncoder, OpusEncoderConfig};
     use codecs::pcm::analysis::{dominant_frequency, rms_dbfs, tone};
     use str0m::media::Frequency;
 
     use super::*;
 
-    fn frames(count: usize) -> Vec<Arc<[u8]>> {
-        let mut encoder = OpusEncoder::new(SampleRate::Hz16000, OpusEncoderConfig::default()).unwrap();
-        let pcm = tone(16_000, 440.0, -6.0, WIDE_FRAME * count);
-        pcm.chunks_exact(WIDE_FRAME)
+    /// `count` 20 ms Opus frames of a `hz` tone at `peak_dbfs`, encoded from `rate` (8 kHz: a
+    /// G.711 leg's narrowband Opus; 16 kHz: wideband), as publishers hand them to the forwarder.
+    pub(crate) fn opus_frames(rate: SampleRate, hz: f64, peak_dbfs: f64, count: usize) -> Vec<Arc<[u8]>> {
+        let mut encoder = OpusEncoder::new(rate, OpusEncoderConfig::default()).unwrap();
+        let pcm = tone(rate.hz(), hz, peak_dbfs, rate.frame_20ms() * count);
+        pcm.chunks_exact(rate.frame_20ms())
             .map(|c| {
                 let mut out = [0u8; MAX_PACKET_BYTES];
                 let n = encoder.encode(c, &mut out).unwrap();
                 Arc::from(&out[..n])
             })
             .collect()
+    }
+
+    fn frames(count: usize) -> Vec<Arc<[u8]>> {
+        opus_frames(SampleRate::Hz16000, 440.0, -6.0, count)
     }
 
     fn at(frame: u64) -> MediaTime {
@@ -285,15 +291,7 @@ mod tests {
 
     /// A 1000 Hz tone through a G.711 leg's narrowband Opus encoder, at −6 dBFS.
     fn narrowband_frames(count: usize) -> Vec<Arc<[u8]>> {
-        let mut encoder = OpusEncoder::new(SampleRate::Hz8000, OpusEncoderConfig::default()).unwrap();
-        let pcm = tone(8_000, 1000.0, -6.0, 160 * count);
-        pcm.chunks_exact(160)
-            .map(|c| {
-                let mut out = [0u8; MAX_PACKET_BYTES];
-                let n = encoder.encode(c, &mut out).unwrap();
-                Arc::from(&out[..n])
-            })
-            .collect()
+        opus_frames(SampleRate::Hz8000, 1000.0, -6.0, count)
     }
 
     fn clipped(pcm: &[i16]) -> usize {

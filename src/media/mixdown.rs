@@ -61,12 +61,12 @@ impl Mixdown {
     }
 
     /// `endpoint`'s decoded audio delivered at `now`.
-    pub fn push(&mut self, now: Instant, endpoint: &EndpointId, pcm: &[i16]) {
+    pub fn push(&mut self, now: Instant, endpoint: EndpointId, pcm: &[i16]) {
         let capacity = PUBLISHER_QUEUE_FRAMES * WIDE_FRAME;
-        if !self.heard.contains_key(endpoint) {
-            self.heard.insert(endpoint.clone(), Heard { queue: VecDeque::with_capacity(capacity), last_frame: now });
-        }
-        let Some(heard) = self.heard.get_mut(endpoint) else { return };
+        let heard = self
+            .heard
+            .entry(endpoint)
+            .or_insert_with(|| Heard { queue: VecDeque::with_capacity(capacity), last_frame: now });
         heard.last_frame = now;
         let n = pcm.len();
         let excess = (heard.queue.len() + n).saturating_sub(capacity);
@@ -120,12 +120,13 @@ impl Mixdown {
 mod tests {
     use std::sync::Arc;
 
-    use codecs::opus::{MAX_PACKET_BYTES, OpusEncoder, OpusEncoderConfig, SampleRate};
-    use codecs::pcm::analysis::{tone, tone_level_dbfs};
+    use codecs::opus::SampleRate;
+    use codecs::pcm::analysis::tone_level_dbfs;
     use str0m::media::{Frequency, MediaTime};
 
     use super::*;
     use crate::media::heard::HeardDecoders;
+    use crate::media::heard::tests::opus_frames;
 
     fn endpoint(name: &str) -> EndpointId {
         EndpointId(name.into())
@@ -141,13 +142,13 @@ mod tests {
         for order in orders {
             let mut m = Mixdown::new();
             for i in order {
-                m.push(now, &endpoint(&format!("p{i}")), &[values[i]; WIDE_FRAME]);
+                m.push(now, endpoint(&format!("p{i}")), &[values[i]; WIDE_FRAME]);
             }
             assert!(m.mix(now).iter().all(|s| *s == 30_000), "order {order:?}");
         }
         let mut m = Mixdown::new();
-        m.push(now, &endpoint("a"), &[30_000; WIDE_FRAME]);
-        m.push(now, &endpoint("b"), &[30_000; WIDE_FRAME]);
+        m.push(now, endpoint("a"), &[30_000; WIDE_FRAME]);
+        m.push(now, endpoint("b"), &[30_000; WIDE_FRAME]);
         assert!(m.mix(now).iter().all(|s| *s == i16::MAX), "one saturation at the end");
     }
 
@@ -156,12 +157,12 @@ mod tests {
         let now = Instant::now();
         let mut m = Mixdown::new();
         let e = endpoint("a");
-        m.push(now, &e, &[100; WIDE_FRAME]);
+        m.push(now, e.clone(), &[100; WIDE_FRAME]);
         assert!(m.mix(now).iter().all(|s| *s == 100));
         assert!(m.mix(now + TICK).iter().all(|s| *s == 0), "dry: silence");
         assert_eq!(m.late, 1);
-        m.push(now + TICK, &e, &[200; WIDE_FRAME]);
-        m.push(now + 2 * TICK, &e, &[300; WIDE_FRAME]);
+        m.push(now + TICK, e.clone(), &[200; WIDE_FRAME]);
+        m.push(now + 2 * TICK, e.clone(), &[300; WIDE_FRAME]);
         assert!(m.mix(now + 2 * TICK).iter().all(|s| *s == 200), "the late frame first");
         assert!(m.mix(now + 3 * TICK).iter().all(|s| *s == 300));
         m.mix(now + 2 * TICK + PUBLISHER_GONE);
@@ -174,7 +175,7 @@ mod tests {
         let mut m = Mixdown::new();
         let e = endpoint("a");
         for v in 1..=6 {
-            m.push(now, &e, &[v; WIDE_FRAME]);
+            m.push(now, e.clone(), &[v; WIDE_FRAME]);
         }
         assert_eq!(m.overflow, 2);
         assert!(m.mix(now).iter().all(|s| *s == 3), "frames 1 and 2 dropped");
@@ -200,19 +201,8 @@ mod tests {
     }
 
     fn publisher(name: &str, hz: f64, narrowband: bool, count: usize) -> Publisher {
-        let (rate, hz_rate, frame) =
-            if narrowband { (SampleRate::Hz8000, 8_000, 160) } else { (SampleRate::Hz16000, 16_000, 320) };
-        let mut encoder = OpusEncoder::new(rate, OpusEncoderConfig::default()).unwrap();
-        let pcm = tone(hz_rate, hz, -12.0, frame * count);
-        let frames = pcm
-            .chunks_exact(frame)
-            .map(|c| {
-                let mut out = [0u8; MAX_PACKET_BYTES];
-                let n = encoder.encode(c, &mut out).unwrap();
-                Arc::from(&out[..n])
-            })
-            .collect();
-        Publisher { endpoint: EndpointId(name.into()), hz, frames }
+        let rate = if narrowband { SampleRate::Hz8000 } else { SampleRate::Hz16000 };
+        Publisher { endpoint: EndpointId(name.into()), hz, frames: opus_frames(rate, hz, -12.0, count) }
     }
 
     /// One delivery of the forwarder: a frame of a publisher to a subscriber (a SIP leg).
@@ -284,7 +274,7 @@ mod tests {
                         let publisher = &publishers[d.publisher];
                         let time = MediaTime::new(48_000 + d.frame as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
                         if let Some(pcm) = decoders.decode(now, &publisher.endpoint, time, &d.data) {
-                            legs[d.subscriber].push(now, &publisher.endpoint, &pcm);
+                            legs[d.subscriber].push(now, publisher.endpoint.clone(), &pcm);
                         }
                     }
                 }

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rsipstack::transport::SipConnection;
@@ -216,7 +217,7 @@ async fn accept(
     max_pending: usize,
 ) {
     let mut next: TxId = 1;
-    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pending = Arc::new(AtomicUsize::new(0));
     loop {
         let tx = tokio::select! {
             () = cancel.cancelled() => return,
@@ -226,7 +227,7 @@ async fn accept(
         next += 1;
         let mut tx = ServerTransaction { inner: tx };
         let is_ack = tx.inner.original.method == rsipstack::sip::Method::Ack;
-        if !is_ack && pending.load(std::sync::atomic::Ordering::Relaxed) >= max_pending {
+        if !is_ack && pending.load(Ordering::Relaxed) >= max_pending {
             // Answered off this loop, briefly: a TCP peer that does not read must not stall it.
             tokio::spawn(tokio::time::timeout(SHED_ANSWER_LIMIT, shed(tx, metrics.clone())));
             continue;
@@ -268,18 +269,18 @@ async fn accept(
 }
 
 /// One transaction counted in the pending total while it lives.
-struct Pending(Arc<std::sync::atomic::AtomicUsize>);
+struct Pending(Arc<AtomicUsize>);
 
 impl Pending {
-    fn enter(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
-        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
         Self(count.clone())
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
