@@ -15,7 +15,7 @@ bin="${RECORD_BIN:-$here/../target/debug/interwork}"
 out="${1:-$here/recorded}"
 [ -x "$bin" ] || { echo "record.sh: no interwork binary at $bin (cargo build --bin interwork, or set RECORD_BIN)" >&2; exit 1; }
 for tool in sipp dumpcap curl; do
-  command -v "$tool" >/dev/null || { echo "record.sh: $tool is missing (make deps)" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "record.sh: $tool is missing (make test-deps)" >&2; exit 1; }
 done
 audio=/usr/share/sip-tester/g711a.pcap
 [ -r "$audio" ] || { echo "record.sh: $audio is missing (sip-tester)" >&2; exit 1; }

@@ -80,7 +80,7 @@ fn token_mints_with_the_node_key() {
         .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
         .arg(state.join("signing-key.pem"))
         .status()
-        .expect("openssl (deps/debian-packages.txt)");
+        .expect("openssl (deps/test-packages.txt)");
     assert!(made.success());
     let out = interwork(&["token", "--participant", "p123", "--session", "s456", "--ttl", "10m"], &env);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -22,7 +22,7 @@
 //!
 //! Needs root (for `unshare -n` and sipp's raw sockets), chromium, chromium-driver, sox,
 //! sip-tester, tshark (dumpcap) and GStreamer (tools, plugins base, good, bad, ugly), all in
-//! deps/debian-packages.txt. Without root a missing tool skips the test with a message; as
+//! deps/test-packages.txt. Without root a missing tool skips the test with a message; as
 //! root (CI) it fails.
 
 #[path = "support/chrome.rs"]

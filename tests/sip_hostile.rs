@@ -278,7 +278,7 @@ fn tls_is_served_when_a_certificate_is_configured() {
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
         .args(["-subj", "/CN=localhost", "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()])
         .output()
-        .expect("openssl is installed (make deps)");
+        .expect("openssl is installed (make test-deps)");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let tls_addr = format!("127.0.0.1:{}", common::free_port());
     let d = Daemon::start_with(&[

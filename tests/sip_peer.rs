@@ -40,7 +40,7 @@ fn sipp(d: &Daemon, scenario: &str, fields: &[&str], args: &[&str]) -> (bool, St
             .args(args)
             .output()
         else {
-            panic!("sipp is not installed: install the `sip-tester` package (make deps does)");
+            panic!("sipp is not installed: install the `sip-tester` package (make test-deps does)");
         };
         let mut logs = String::from_utf8_lossy(&out.stderr).into_owned();
         for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
@@ -501,5 +501,5 @@ fn a_leg_whose_rtp_stops_gets_bye() {
 #[test]
 fn sipp_is_the_peer_here() {
     // A guard against running the suite without the peer: the others would fail less clearly.
-    assert!(Path::new("/usr/bin/sipp").exists(), "install sip-tester (make deps does)");
+    assert!(Path::new("/usr/bin/sipp").exists(), "install sip-tester (make test-deps does)");
 }

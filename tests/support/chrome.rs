@@ -29,7 +29,7 @@ pub fn require_chromium() {
         assert!(
             Path::new(path).exists(),
             "{path} is missing: the browser tests need Debian's {what} \
-             (apt-get install -y chromium chromium-driver; listed in deps/debian-packages.txt)"
+             (apt-get install -y chromium chromium-driver; listed in deps/test-packages.txt)"
         );
     }
 }
@@ -80,7 +80,7 @@ pub fn tone_wav(dir: &Path, hz: u32) -> PathBuf {
         .arg(&path)
         .args(["synth", "60", "sine", &hz.to_string(), "vol", "0.5"])
         .status()
-        .expect("sox runs (deps/debian-packages.txt)")
+        .expect("sox runs (deps/test-packages.txt)")
         .success();
     assert!(ok, "sox made {}", path.display());
     path

@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A tool a test needs and the Debian package that gives it (deps/debian-packages.txt).
+/// A tool a test needs and the Debian package that gives it (deps/test-packages.txt).
 #[derive(Clone, Copy)]
 pub struct Tool {
     pub path: &'static str,
@@ -32,7 +32,7 @@ pub fn is_root() -> bool {
 }
 
 /// True when every tool is there. A missing tool skips the test only for a non-root run (a
-/// developer's machine); as root (CI, which installs deps/debian-packages.txt) it fails.
+/// developer's machine); as root (CI, which installs deps/test-packages.txt) it fails.
 pub fn have_tools(test: &str, tools: &[Tool]) -> bool {
     let missing: Vec<String> = tools
         .iter()
@@ -42,7 +42,7 @@ pub fn have_tools(test: &str, tools: &[Tool]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let message = format!("{test}: missing {}; `make deps` installs deps/debian-packages.txt", missing.join(", "));
+    let message = format!("{test}: missing {}; `make test-deps` installs deps/test-packages.txt", missing.join(", "));
     assert!(!is_root(), "{message}");
     eprintln!("SKIPPED {message}");
     false
@@ -65,7 +65,7 @@ pub fn have_gst_elements(test: &str, elements: &[(&str, &str)]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let message = format!("{test}: missing {}; `make deps` installs deps/debian-packages.txt", missing.join(", "));
+    let message = format!("{test}: missing {}; `make test-deps` installs deps/test-packages.txt", missing.join(", "));
     assert!(!is_root(), "{message}");
     eprintln!("SKIPPED {message}");
     false

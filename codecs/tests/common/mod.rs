@@ -9,7 +9,7 @@ pub fn run(tool: &str, package: &str, args: &[&str]) -> Output {
     let output = Command::new(tool).args(args).output().unwrap_or_else(|err| {
         panic!(
             "`{tool}` could not be run ({err}): install the Debian package `{package}` \
-             (deps/debian-packages.txt lists what the tests need)"
+             (deps/test-packages.txt lists what the tests need)"
         )
     });
     assert!(
