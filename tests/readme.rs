@@ -81,3 +81,101 @@ fn the_readme_walk_through_and_sipp_call_run_as_written() {
     assert_eq!(value("interwork_sip_active_dialogs "), 0.0, "{metrics}");
     assert!(value("interwork_media_leg_total{kind=\"rtp_received\"} ") >= 230.0, "{metrics}");
 }
+
+/// The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The relative link targets `[text](target)` of a Markdown text, outside code blocks and spans.
+fn relative_links(markdown: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        // Drop code spans: a `](x)` inside backticks is not a link.
+        let plain: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = plain.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = rest[..end].trim();
+            if !target.contains("://") && !target.starts_with("mailto:") && !target.is_empty() {
+                links.push(target.to_string());
+            }
+            rest = &rest[end..];
+        }
+    }
+    links
+}
+
+/// Every relative link of the README and of docs/ leads to a file of the repo (and, with a
+/// `#fragment`, to one of its headings): a newcomer has the clone and nothing beside it.
+#[test]
+fn the_readme_and_docs_link_only_inside_the_repo() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).canonicalize().unwrap();
+    let mut pages = vec![repo.join("README.md"), repo.join("codecs/README.md"), repo.join("pcaps/README.md")];
+    let mut dirs = vec![repo.join("docs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                pages.push(path);
+            }
+        }
+    }
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        for link in relative_links(&text) {
+            checked += 1;
+            let (file, fragment) = link.split_once('#').unwrap_or((&link, ""));
+            let target = if file.is_empty() { page.clone() } else { page.parent().unwrap().join(file) };
+            let Ok(target) = target.canonicalize() else {
+                broken.push(format!("{}: {link}: no such file", page.display()));
+                continue;
+            };
+            if !target.starts_with(&repo) {
+                broken.push(format!("{}: {link}: outside the repo", page.display()));
+                continue;
+            }
+            if !fragment.is_empty() && target.extension().is_some_and(|e| e == "md") {
+                let headings = std::fs::read_to_string(&target).unwrap();
+                let found = headings
+                    .lines()
+                    .filter(|l| l.starts_with('#'))
+                    .any(|l| anchor(l.trim_start_matches('#')) == fragment);
+                if !found {
+                    broken.push(format!("{}: {link}: no heading #{fragment}", page.display()));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} links found: the reader is broken");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The README speaks to users: no tracker or internal design jargon.
+#[test]
+fn the_readme_has_no_internal_jargon() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for word in ["CONTRACT", "§", "the seed's", "seed 0", "issue ", "shared/design", "shared/research"] {
+        let lines: Vec<&str> = readme.lines().filter(|l| l.contains(word)).collect();
+        assert!(lines.is_empty(), "README says {word:?}: {lines:?}");
+    }
+}
