@@ -110,7 +110,11 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { file } => match Config::load(&file, &ProcessEnv) {
-            Ok(_) => {
+            Ok(config) => {
+                // What the daemon would warn about at start, said now (not a failure).
+                for warning in config.warnings() {
+                    println!("{}: warning: {warning}", file.display());
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }

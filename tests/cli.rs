@@ -1,4 +1,4 @@
-//! The command line of CONTRACT §1: `--version`, `--help`, `check-config`, `token` (`replay` has
+//! The command line: `--version`, `--help`, `check-config`, `token` (`replay` has
 //! its own suite, tests/replay_suite.rs).
 
 use std::process::{Command, Output};
@@ -49,6 +49,42 @@ fn check_config_accepts_the_example_and_names_bad_keys() {
     }
     let missing = interwork(&["check-config", "/no/such/file.toml"], &[]);
     assert_eq!(missing.status.code(), Some(64));
+}
+
+/// check-config says what the daemon would warn about at start, without failing; its messages
+/// speak of whole numbers, not Rust types; `INTERWORK_*` booleans take 1/0 as shells write them.
+#[test]
+fn check_config_warns_like_start_and_speaks_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let exposed = dir.path().join("exposed.toml");
+    std::fs::write(&exposed, "[http]\nlisten = \"0.0.0.0:8080\"\n[sip]\nlisten = \"0.0.0.0:5060\"\n").unwrap();
+    let out = interwork(&["check-config", exposed.to_str().unwrap()], &[]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "warnings do not fail: {text}");
+    assert!(text.contains("warning: demo.enabled:"), "{text}");
+    assert!(text.contains("warning: media.public_ip:") && text.contains("127.0.0.1"), "{text}");
+    assert!(text.trim_end().ends_with(": ok"), "{text}");
+
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(&plain, "").unwrap();
+    let quiet = interwork(&["check-config", plain.to_str().unwrap()], &[]);
+    assert!(!stdout(&quiet).contains("warning"), "the embedded default is loopback: {}", stdout(&quiet));
+
+    let negative = interwork(&["check-config", plain.to_str().unwrap()], &[("INTERWORK_SIP_MAX_CALLS", "-3")]);
+    assert_eq!(negative.status.code(), Some(64));
+    let text = stdout(&negative);
+    assert!(text.contains("INTERWORK_SIP_MAX_CALLS") && text.contains("a whole number"), "{text}");
+    assert!(!text.contains("u32"), "{text}");
+
+    for (value, ok) in [("1", true), ("0", true), ("yes", true), ("off", true), ("maybe", false)] {
+        let out = interwork(&["check-config", plain.to_str().unwrap()], &[("INTERWORK_DEMO_ENABLED", value)]);
+        assert_eq!(out.status.success(), ok, "INTERWORK_DEMO_ENABLED={value}: {}", stdout(&out));
+    }
+    let on = interwork(
+        &["check-config", exposed.to_str().unwrap()],
+        &[("INTERWORK_DEMO_ENABLED", "0"), ("INTERWORK_MEDIA_PUBLIC_IP", "203.0.113.9")],
+    );
+    assert!(!stdout(&on).contains("warning"), "1/0 is read as a boolean: {}", stdout(&on));
 }
 
 #[test]

@@ -397,6 +397,46 @@ impl Config {
         if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
     }
 
+    /// What is allowed but likely wrong: the daemon logs each at start and `check-config`
+    /// prints each (without failing), keyed like problems.
+    pub fn warnings(&self) -> Vec<ConfigProblem> {
+        let mut warnings = Vec::new();
+        let listen = self.http.listen.0;
+        if self.demo.enabled && !listen.ip().is_loopback() {
+            warnings.push(ConfigProblem {
+                key: "demo.enabled".into(),
+                reason: format!(
+                    "the demo is on and HTTP listens on {listen}, which is not loopback: anyone who reaches it \
+                     can get demo participants and tokens without credentials; turn the demo off outside a trial"
+                ),
+            });
+        }
+        if self.media.public_ip.is_none() {
+            let wildcard = |addr: SocketAddr| addr.ip().is_unspecified();
+            if wildcard(self.media.webrtc_listen.0) {
+                warnings.push(ConfigProblem {
+                    key: "media.public_ip".into(),
+                    reason: format!(
+                        "media.webrtc_listen is {} (every interface) and media.public_ip is empty: browsers are \
+                         offered loopback only, so no browser on another machine gets audio; set media.public_ip",
+                        self.media.webrtc_listen
+                    ),
+                });
+            }
+            if wildcard(self.sip.listen.0) {
+                warnings.push(ConfigProblem {
+                    key: "media.public_ip".into(),
+                    reason: format!(
+                        "sip.listen is {} (every interface) and media.public_ip is empty: SDP answers announce \
+                         127.0.0.1, so no phone on another machine gets audio; set media.public_ip",
+                        self.sip.listen
+                    ),
+                });
+            }
+        }
+        warnings
+    }
+
     /// Rules that involve several keys or the file system.
     fn cross_key_problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
@@ -681,7 +721,7 @@ impl Section<'_> {
         match T::deserialize(value.clone()) {
             Ok(v) => v,
             Err(e) => {
-                let reason = format!("{} (found {})", e.to_string().trim(), describe(&value));
+                let reason = format!("{} (found {})", in_plain_words(e.to_string().trim()), describe(&value));
                 self.reader.problem(&origin, reason);
                 default
             }
@@ -772,6 +812,12 @@ impl Drop for Section<'_> {
 fn env_value<T: Serialize>(text: &str, default: &T) -> toml::Value {
     match toml::Value::try_from(default) {
         Ok(toml::Value::String(_)) | Err(_) => toml::Value::String(text.to_string()),
+        // Shells and unit files say 1/0, yes/no, on/off as often as true/false.
+        Ok(toml::Value::Boolean(_)) => match text.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
+            "0" | "false" | "no" | "off" => toml::Value::Boolean(false),
+            _ => toml::Value::String(text.to_string()),
+        },
         Ok(toml::Value::Array(_)) => {
             if text.trim_start().starts_with('[') {
                 parse_toml_value(text)
@@ -787,6 +833,26 @@ fn env_value<T: Serialize>(text: &str, default: &T) -> toml::Value {
         }
         Ok(_) => parse_toml_value(text),
     }
+}
+
+/// serde's words for a wrong type, in the words of someone writing a config file: "expected
+/// u32" becomes "expected a whole number from 0 to 4294967295".
+fn in_plain_words(message: &str) -> String {
+    let mut message = message.to_string();
+    for (rust, plain) in [
+        ("u8", format!("a whole number from 0 to {}", u8::MAX)),
+        ("u16", format!("a whole number from 0 to {}", u16::MAX)),
+        ("u32", format!("a whole number from 0 to {}", u32::MAX)),
+        ("u64", format!("a whole number from 0 to {}", u64::MAX)),
+        ("usize", format!("a whole number from 0 to {}", usize::MAX)),
+        ("i32", "a whole number".to_string()),
+        ("i64", "a whole number".to_string()),
+        ("f32", "a number".to_string()),
+        ("f64", "a number".to_string()),
+    ] {
+        message = message.replace(&format!("expected {rust}"), &format!("expected {plain}"));
+    }
+    message.replace("integer `", "whole number `").replace("expected a boolean", "expected true or false")
 }
 
 fn parse_toml_value(text: &str) -> toml::Value {

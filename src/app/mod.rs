@@ -126,8 +126,8 @@ impl Daemon {
     ) -> anyhow::Result<()> {
         let listen = listener.local_addr()?;
         tracing::info!(%listen, "HTTP control API listening");
-        if let Some(warning) = demo_exposure(&self.config, listen) {
-            tracing::warn!("{warning}");
+        for warning in self.config.warnings() {
+            tracing::warn!(key = %warning.key, "{}", warning.reason);
         }
         let metrics_listener = match self.config.http.metrics_listen {
             Some(addr) => {
@@ -227,18 +227,6 @@ impl Daemon {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// The warning to log when the demo is on and the HTTP listener is reachable from other hosts:
-/// `/demo/connectionInfo` hands out participants of the `default` account without credentials.
-fn demo_exposure(config: &Config, listen: std::net::SocketAddr) -> Option<String> {
-    (config.demo.enabled && !listen.ip().is_loopback()).then(|| {
-        format!(
-            "the demo is on (demo.enabled) and HTTP listens on {listen}, which is not loopback: anyone who \
-             reaches it can get demo participants and tokens without credentials; turn the demo off \
-             outside a trial"
-        )
-    })
 }
 
 /// `interwork token`: mints a participant token with the node's key.
@@ -485,14 +473,26 @@ mod tests {
 
     #[test]
     fn the_demo_on_a_non_loopback_listener_is_warned_about() {
-        let on = Config::from_toml_str("", &HashMap::new()).unwrap();
-        let off = Config::from_toml_str("[demo]\nenabled = false\n", &HashMap::new()).unwrap();
-        let warning = demo_exposure(&on, "0.0.0.0:8080".parse().unwrap()).expect("a warning");
-        assert!(warning.contains("demo.enabled") && warning.contains("0.0.0.0:8080"), "{warning}");
-        assert!(demo_exposure(&on, "192.0.2.5:8080".parse().unwrap()).is_some());
-        assert!(demo_exposure(&on, "127.0.0.1:8080".parse().unwrap()).is_none());
-        assert!(demo_exposure(&on, "[::1]:8080".parse().unwrap()).is_none());
-        assert!(demo_exposure(&off, "0.0.0.0:8080".parse().unwrap()).is_none());
+        let with = |text: &str| Config::from_toml_str(text, &HashMap::new()).unwrap().warnings();
+        let demo = |text: &str| with(text).into_iter().filter(|w| w.key == "demo.enabled").collect::<Vec<_>>();
+        let warning = &demo("[http]\nlisten = \"0.0.0.0:8080\"\n")[0];
+        assert!(warning.reason.contains("0.0.0.0:8080"), "{warning}");
+        assert_eq!(demo("[http]\nlisten = \"192.0.2.5:8080\"\n").len(), 1);
+        assert!(demo("").is_empty(), "127.0.0.1 is the embedded default");
+        assert!(demo("[http]\nlisten = \"[::1]:8080\"\n").is_empty());
+        assert!(demo("[http]\nlisten = \"0.0.0.0:8080\"\n[demo]\nenabled = false\n").is_empty());
+    }
+
+    #[test]
+    fn wildcard_media_without_a_public_address_is_warned_about() {
+        let with = |text: &str| Config::from_toml_str(text, &HashMap::new()).unwrap().warnings();
+        assert!(with("").is_empty(), "the embedded default is loopback throughout: {:?}", with(""));
+        let both = with("[sip]\nlisten = \"0.0.0.0:5060\"\n[media]\nwebrtc_listen = \"0.0.0.0:19000\"\n");
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(both.iter().all(|w| w.key == "media.public_ip"));
+        assert!(both.iter().any(|w| w.reason.contains("browsers")) && both.iter().any(|w| w.reason.contains("phone")));
+        let public = "[sip]\nlisten = \"0.0.0.0:5060\"\n[media]\nwebrtc_listen = \"0.0.0.0:19000\"\npublic_ip = \"203.0.113.9\"\n";
+        assert!(with(public).is_empty());
     }
 
     #[test]

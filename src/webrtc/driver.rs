@@ -240,8 +240,7 @@ pub(crate) fn sfu_config(listen: SocketAddr, public_ip: Option<std::net::IpAddr>
     }
     if candidates.is_empty() {
         // Listening on every interface with nothing to announce: loopback is the one address
-        // sure to be there; `media.public_ip` is the fix (documented in the README).
-        tracing::warn!(%listen, "media.webrtc_listen is unspecified and media.public_ip is empty; announcing loopback only");
+        // sure to be there; `media.public_ip` is the fix (`Config::warnings` says so at start).
         candidates.push(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port));
     }
     let local = if listen.ip().is_unspecified() { candidates[0] } else { listen };
