@@ -127,8 +127,10 @@ fn a_wrong_tone_fails_with_the_measured_frequency() {
     assert!(all.contains("pcmu_two_calls.pcap: call 1") && all.contains("expected 1000.0"), "{all}");
 }
 
+/// Nothing answering SIP at the target is a replay that cannot run (exit 2), told apart from a
+/// call that fails its expectations (exit 1).
 #[test]
-fn a_target_that_does_not_answer_fails_in_bounded_time() {
+fn a_target_that_does_not_answer_cannot_be_replayed_in_bounded_time() {
     let dir = tempfile::tempdir().unwrap();
     // Bound and never read: datagrams vanish, nothing answers.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -137,13 +139,13 @@ fn a_target_that_does_not_answer_fails_in_bounded_time() {
     let capture = pcaps_dir().join("bad_token.pcap");
     let out = replay(&offline_env(dir.path()), &[capture.to_str().unwrap(), "--target", &target, "--timeout", "1s"]);
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("INVITE: expected 403, got none (no final answer within 1.0 s)"), "{all}");
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("the gateway is not reachable") && all.contains("no answer to SIP OPTIONS"), "{all}");
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
 }
 
 #[test]
-fn a_tcp_target_that_refuses_connections_fails() {
+fn a_target_where_nothing_listens_cannot_be_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let capture = pcaps_dir().join("tcp_out_of_order.pcap");
@@ -160,8 +162,34 @@ fn a_tcp_target_that_refuses_connections_fails() {
         ],
     );
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("cannot reach"), "{all}");
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("the gateway is not reachable") && all.contains("connection refused"), "{all}");
+}
+
+/// A capture whose `[gateway]` asks for a setting the gateway's config does not have says so.
+#[test]
+fn a_capture_asking_for_other_gateway_settings_says_so() {
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let expect = dir.path().join("ringing.toml");
+    std::fs::write(
+        &expect,
+        "[gateway]\nanswer_delay = \"3s\"\n[setup]\nparticipants = \"captured\"\n\
+         [[call]]\n[[call.request]]\nmethod = \"INVITE\"\nstatus = 403\n",
+    )
+    .unwrap();
+    let capture = pcaps_dir().join("bad_token.pcap");
+    let out = replay(&daemon.env, &[capture.to_str().unwrap(), "--expect", expect.to_str().unwrap()]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "the call itself meets its expectation: {all}");
+    assert!(all.contains("note: the capture asks the gateway for sip.answer_delay = \"3s\""), "{all}");
+    assert!(all.contains("has \"0s\""), "{all}");
+
+    // Configured as asked: no note.
+    let mut env = daemon.env.clone();
+    env.push(("INTERWORK_SIP_ANSWER_DELAY".into(), "3s".into()));
+    let out = replay(&env, &[capture.to_str().unwrap(), "--expect", expect.to_str().unwrap()]);
+    assert!(!text(&out).contains("note: the capture asks"), "{}", text(&out));
 }
 
 /// A capture file made of `frames` on `link`.
@@ -255,6 +283,19 @@ fn scripted_gateway(sock: UdpSocket) -> Vec<String> {
         while Instant::now() < deadline {
             let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.starts_with("OPTIONS ") && header(&text, "Call-ID").starts_with("replay-probe-") {
+                // The replay's reachability probe.
+                let ok = format!(
+                    "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=gw0\r\nCall-ID: {}\r\nCSeq: 1 OPTIONS\r\n\
+                     Content-Length: 0\r\n\r\n",
+                    header(&text, "Via"),
+                    header(&text, "From"),
+                    header(&text, "To"),
+                    header(&text, "Call-ID")
+                );
+                sock.send_to(ok.as_bytes(), from).unwrap();
+                continue;
+            }
             if want(&text) {
                 return Some((text, from));
             }

@@ -1,5 +1,5 @@
 //! `interwork replay`: replays the client side of a captured call against a running gateway
-//! and checks the expectations beside the capture (issue 7; CONTRACT §1).
+//! and checks the expectations beside the capture.
 //!
 //! The path of a replay, one module each:
 //! [`capture`] reads pcap/pcapng into UDP datagrams and TCP-framed SIP messages; [`script`]
@@ -7,7 +7,8 @@
 //! gateway through its API; [`rewrite`] turns captured messages into ones for this gateway
 //! (pure); [`call`] is one call's client side as a state machine (sans-IO); [`player`] drives
 //! it over sockets and timers; [`audio`] decodes and judges what came
-//! back; [`expect`] reads the expectations and compares.
+//! back; [`expect`] reads the expectations and compares; [`probe`] first checks that a gateway
+//! answers SIP at the target at all.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub mod call;
 pub mod capture;
 pub mod expect;
 pub mod player;
+pub mod probe;
 pub mod rewrite;
 pub mod script;
 pub mod setup;
@@ -65,6 +67,12 @@ pub async fn run(args: &ReplayArgs, config: &Config) -> anyhow::Result<Report> {
     anyhow::ensure!(args.speed > 0.0 && args.speed.is_finite(), "--speed must be a positive number");
 
     let target = args.target.unwrap_or_else(|| loopback_if_unspecified(config.sip.listen.0));
+    // A gateway that is not there is a replay that cannot run (exit 2), not a failed call.
+    let wait = args.timeout.clamp(PROBE_MIN_WAIT, PROBE_MAX_WAIT);
+    probe::options(target, wait).await.with_context(|| {
+        format!("{name}: the gateway is not reachable (is it running, and is --target or sip.listen right?)")
+    })?;
+    let mut notes = settings_notes(&name, &expectations.gateway, config);
     let gateway = setup::Gateway::from_config(config, &args.account)?;
     let mut participants: Vec<String> = Vec::new();
     let tokens: Vec<String> = script.calls.iter().flat_map(|c| c.tokens.iter().cloned()).collect();
@@ -103,7 +111,30 @@ pub async fn run(args: &ReplayArgs, config: &Config) -> anyhow::Result<Report> {
         results.push(tokio::time::timeout_at(deadline, task).await.ok().and_then(Result::ok));
     }
     gateway.cleanup(&prepared).await;
-    Ok(judge(&name, &script, &results, &expectations, expect_path.parent().unwrap_or(Path::new("."))))
+    let mut report = judge(&name, &script, &results, &expectations, expect_path.parent().unwrap_or(Path::new(".")));
+    notes.append(&mut report.lines);
+    report.lines = notes;
+    Ok(report)
+}
+
+/// Where the capture's `[gateway]` asks for settings that the gateway's config, as this replay
+/// reads it (`--config`, else the embedded default and `INTERWORK_*`), does not have: the
+/// replay cannot change a running gateway, so its expectations may fail for that reason alone.
+fn settings_notes(name: &str, wanted: &expect::Gateway, config: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(text) = &wanted.answer_delay {
+        let have = config.sip.answer_delay;
+        match humantime::parse_duration(text) {
+            Ok(want) if want == have => {}
+            Ok(_) => notes.push(format!(
+                "{name}: note: the capture asks the gateway for sip.answer_delay = \"{text}\"; the gateway's \
+                 config (--config, else the embedded default) has \"{}\": expectations may fail for that reason",
+                humantime::format_duration(have)
+            )),
+            Err(e) => notes.push(format!("{name}: note: [gateway] answer_delay \"{text}\" is not a duration: {e}")),
+        }
+    }
+    notes
 }
 
 /// Compares each call with its expectations and writes the summary.
@@ -189,6 +220,10 @@ fn loopback_if_unspecified(mut addr: SocketAddr) -> SocketAddr {
     }
     addr
 }
+
+/// How long the reachability probe waits: `--timeout`, within these bounds.
+const PROBE_MIN_WAIT: Duration = Duration::from_secs(2);
+const PROBE_MAX_WAIT: Duration = Duration::from_secs(8);
 
 /// Time to set up every call's sockets before the capture's clock starts.
 const START_DELAY: Duration = Duration::from_millis(100);
