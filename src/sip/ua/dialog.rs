@@ -227,6 +227,18 @@ impl UserAgent {
 
     fn handle_reinvite(&mut self, now: Instant, call: CallNo, inbound: Inbound) {
         let Some(c) = self.calls.get(&call) else { return };
+        if let Some(p) = &c.pending
+            && !matches!(c.offer, OfferState::AwaitingAnswer(_))
+        {
+            // Our 2xx carried the answer, so that exchange is closed; a new INVITE with a
+            // higher CSeq means the client's INVITE transaction completed on our 2xx (RFC 3261
+            // §14.1: no new INVITE while one is in progress) and its ACK is on the way or lost.
+            // Take it as acknowledged rather than answer 491 to a legitimate re-INVITE.
+            let tx = p.tx;
+            self.by_tx.remove(&tx);
+            self.acknowledged(now, call, &[]);
+        }
+        let Some(c) = self.calls.get(&call) else { return };
         if c.pending.is_some() || matches!(c.offer, OfferState::AwaitingAnswer(_)) || !c.is_confirmed() {
             // An offer/answer exchange is still open (RFC 3261 §14.2, RFC 6337 §3.1).
             let mut r = self.refusal(&inbound.request, 491, "request pending");
@@ -584,11 +596,18 @@ impl UserAgent {
         if c.pending.as_ref().is_none_or(|p| p.tx != tx) {
             return;
         }
+        self.acknowledged(now, call, &ack.body);
+    }
+
+    /// The 2xx awaiting an ACK on `call` is acknowledged (`body`: the ACK's, the answer to a
+    /// late offer): stop retransmitting it, confirm the dialog, take the answer.
+    fn acknowledged(&mut self, now: Instant, call: CallNo, body: &[u8]) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
         c.pending = None;
         let mut media = None;
         let mut failed = None;
         if let OfferState::AwaitingAnswer(pending) = std::mem::replace(&mut c.offer, OfferState::Stable) {
-            match sdp::accept_answer(&pending, &ack.body) {
+            match sdp::accept_answer(&pending, body) {
                 Ok(negotiated) => {
                     c.negotiated = Some(negotiated.clone());
                     media = Some(c.media_for(call, negotiated));
