@@ -252,6 +252,57 @@ fn sipp_scenario(token: &str, codec_pt: u8, codec_name: &str, pcap: &Path) -> St
     )
 }
 
+/// Starts sipp on `scenario` with a media port of its own, and the capture of what reaches it.
+/// sipp binds its `-mp` port and the video port two above it only when it starts, so a port
+/// found free can be taken by another process first; sipp then exits ("errno = 98") and is
+/// started again on other ports, up to 4 times. Started means the gateway counted its INVITE
+/// (`interwork_sip_invites_total`), or sipp ended first.
+fn start_sipp(scene: &Scene, scenario: &Path) -> (Proc, Capture, u16) {
+    let dir = scene.dir.path();
+    let invites = || {
+        let text = scene.c.get(&scene.d.url("/metrics")).text().unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("interwork_sip_invites_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = invites();
+    for attempt in 1..=4 {
+        let media_port = loop {
+            let port = common::free_port();
+            // The video port too (and both RTCP ports), for sipp's start.
+            if port % 2 == 0 && (1..=3).all(|k| std::net::UdpSocket::bind(("127.0.0.1", port + k)).is_ok()) {
+                break port;
+            }
+        };
+        let capture = Capture::start(dir, media_port, CAPTURED);
+        let mut cmd = Command::new(peers::SIPP.path);
+        cmd.current_dir(dir)
+            .arg(scene.d.sip_addr().to_string())
+            .arg("-sf")
+            .arg(scenario)
+            // sipp takes the next free SIP port itself; the media port is the capture's.
+            .args(["-i", "127.0.0.1", "-mp", &media_port.to_string()])
+            .args(["-m", "1", "-timeout", "50s", "-timeout_error", "-nostdin", "-trace_err"]);
+        let mut sipp = Proc::spawn("sipp", cmd, &dir.join(format!("sipp-{attempt}.out")));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if invites() > before {
+                return (sipp, capture, media_port);
+            }
+            if sipp.try_status().is_some() {
+                let output = sipp.output();
+                assert!(output.contains("errno = 98") && attempt < 4, "sipp ended before calling:\n{output}");
+                eprintln!("sipp could not bind media port {media_port} (taken meanwhile); again on others");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "sipp sent no INVITE within 20 s:\n{}", sipp.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    unreachable!("the loop returns or fails")
+}
+
 /// sipp calls with G.711 `law` and plays a 1 kHz pcap; the page hears it, and the gateway's
 /// G.711 to sipp's media port decodes to the microphone's 440 Hz.
 fn sipp_g711_both_ways(law: Law) {
@@ -277,19 +328,9 @@ fn sipp_g711_both_ways(law: Law) {
     let pcap = dir.join(format!("tone-1k-{name}.pcap"));
     peers::write_rtp_pcap(&pcap, pt, 160, &payloads);
 
-    let media_port = common::free_port();
-    let mut capture = Capture::start(dir, media_port, CAPTURED);
     let scenario = dir.join("scenario.xml");
     std::fs::write(&scenario, sipp_scenario(&scene.sip_token, pt, name, &pcap)).unwrap();
-    let mut cmd = Command::new(peers::SIPP.path);
-    cmd.current_dir(dir)
-        .arg(scene.d.sip_addr().to_string())
-        .arg("-sf")
-        .arg(&scenario)
-        // sipp takes the next free SIP port itself; the media port is the capture's.
-        .args(["-i", "127.0.0.1", "-mp", &media_port.to_string()])
-        .args(["-m", "1", "-timeout", "50s", "-timeout_error", "-nostdin", "-trace_err"]);
-    let mut sipp = Proc::spawn("sipp", cmd, &dir.join("sipp.out"));
+    let (mut sipp, mut capture, media_port) = start_sipp(&scene, &scenario);
 
     scene.page_hears_sip(sent_db);
     capture.finish(AUDIO_LIMIT);

@@ -96,23 +96,41 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// Starts chromedriver on a port found free; when another process takes that port before
+    /// chromedriver binds it, chromedriver exits and is started again on another (up to 4
+    /// times). Ready when it answers `/status` and is still running (so the answer is its own).
     pub fn start() -> Self {
         require_chromium();
-        let port = super::common::free_port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-        let d = Self { child: Some(child), port, http, sessions: Vec::new(), tmp: tempfile::tempdir().unwrap() };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while d.http.get(d.url("/status")).send().map(|r| !r.status().is_success()).unwrap_or(true) {
-            assert!(Instant::now() < deadline, "chromedriver did not answer on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..4 {
+            let port = super::common::free_port();
+            let child = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver starts");
+            let mut d = Self {
+                child: Some(child),
+                port,
+                http: http.clone(),
+                sessions: Vec::new(),
+                tmp: tempfile::tempdir().unwrap(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let exited = d.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some());
+                if exited {
+                    break;
+                }
+                if d.http.get(d.url("/status")).send().is_ok_and(|r| r.status().is_success()) {
+                    return d;
+                }
+                assert!(Instant::now() < deadline, "chromedriver did not answer on port {port}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        d
+        panic!("chromedriver exited at start four times (its ports taken each time)");
     }
 
     fn url(&self, path: &str) -> String {
