@@ -25,21 +25,34 @@ fn sigint_drains_like_sigterm() {
     assert!(d.wait_exit(Duration::from_secs(15)).success());
 }
 
+/// The daemon in this process on SIP and WebRTC ports found free; when another process took one
+/// before the daemon bound it, again on others (up to 4 times).
+fn prepare_on_free_ports(mut env: HashMap<String, String>) -> InProcess {
+    for attempt in 1..=4 {
+        for key in ["INTERWORK_SIP_LISTEN", "INTERWORK_MEDIA_WEBRTC_LISTEN"] {
+            env.insert(key.into(), format!("127.0.0.1:{}", common::free_port()));
+        }
+        match InProcess::prepare(Config::from_toml_str("", &env).unwrap()) {
+            Ok(daemon) => return daemon,
+            Err(e) if attempt < 4 && format!("{e:#}").contains("in use") => continue,
+            Err(e) => panic!("the daemon did not start: {e:#}"),
+        }
+    }
+    unreachable!("the loop returns or fails")
+}
+
 #[tokio::test]
 async fn readyz_is_503_while_live_calls_drain_and_the_drain_ends_at_the_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let env: HashMap<String, String> = [
         ("INTERWORK_STATE_DIR", tmp.path().to_str().unwrap()),
-        ("INTERWORK_SIP_LISTEN", &format!("127.0.0.1:{}", common::free_port())),
-        ("INTERWORK_MEDIA_WEBRTC_LISTEN", &format!("127.0.0.1:{}", common::free_port())),
         ("INTERWORK_SHUTDOWN_DRAIN_TIMEOUT", "2s"),
         ("INTERWORK_ACCOUNTS_DEFAULT_PASSWORD", "pw"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let config = Config::from_toml_str("", &env).unwrap();
-    let daemon = InProcess::prepare(config).unwrap();
+    let daemon = prepare_on_free_ports(env);
     let drain = daemon.state.drain.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/readyz", listener.local_addr().unwrap());
@@ -68,14 +81,12 @@ async fn a_drain_ends_early_when_the_last_call_ends() {
     let tmp = tempfile::tempdir().unwrap();
     let env: HashMap<String, String> = [
         ("INTERWORK_STATE_DIR", tmp.path().to_str().unwrap()),
-        ("INTERWORK_SIP_LISTEN", &format!("127.0.0.1:{}", common::free_port())),
-        ("INTERWORK_MEDIA_WEBRTC_LISTEN", &format!("127.0.0.1:{}", common::free_port())),
         ("INTERWORK_SHUTDOWN_DRAIN_TIMEOUT", "1h"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let daemon = InProcess::prepare(Config::from_toml_str("", &env).unwrap()).unwrap();
+    let daemon = prepare_on_free_ports(env);
     let drain = daemon.state.drain.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let call = drain.call();

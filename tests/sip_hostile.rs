@@ -286,7 +286,8 @@ fn tls_is_served_when_a_certificate_is_configured() {
         ("INTERWORK_SIP_TLS_CERT", cert.to_str().unwrap()),
         ("INTERWORK_SIP_TLS_KEY", key.to_str().unwrap()),
     ]);
-    let _ = &d;
+    // Where it listens in the end (a port taken meanwhile is retried on a fresh one).
+    let tls_addr = d.env.iter().find(|(k, _)| k == "INTERWORK_SIP_TLS_LISTEN").unwrap().1.clone();
     let mut client = std::process::Command::new("openssl")
         .args(["s_client", "-connect", &tls_addr, "-quiet", "-no_ign_eof"])
         .stdin(std::process::Stdio::piped())
