@@ -53,6 +53,9 @@ enum Command {
         /// TOML config file (for the state directory and signing key).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Mint without asking the running daemon whether the participant exists.
+        #[arg(long)]
+        no_check: bool,
     },
     /// Replay the client side of a captured call against a running gateway and check the
     /// expectations; exit 0 when all hold, 1 when one fails, 2 when the replay cannot run.
@@ -125,18 +128,35 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
-        Command::Token { participant, session, ttl, mode, config } => {
+        Command::Token { participant, session, ttl, mode, config, no_check } => {
             let Some(config) = load(config.as_ref()) else { return ExitCode::from(EX_USAGE) };
-            match app::mint_token(&config, &participant, session.as_deref(), ttl, mode) {
-                Ok(token) => {
-                    println!("{token}");
-                    ExitCode::SUCCESS
-                }
+            let token = match app::mint_token(&config, &participant, session.as_deref(), ttl, mode) {
+                Ok(token) => token,
                 Err(e) => {
                     eprintln!("interwork: {e:#}");
-                    ExitCode::FAILURE
+                    return ExitCode::FAILURE;
+                }
+            };
+            if !no_check {
+                let known = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| {
+                    rt.block_on(app::token_check::participant_known(&config, &participant, session.as_deref()))
+                });
+                match known {
+                    Ok(app::token_check::Known::Yes) => {}
+                    Ok(app::token_check::Known::No(reason)) => {
+                        eprintln!(
+                            "interwork: {reason}: the gateway would refuse this token (404); create it first \
+                             (POST /v1/accounts/{{account}}/participants), or give the daemon's --config"
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                    Err(e) => eprintln!(
+                        "interwork: warning: could not check that {participant} exists ({e:#}); minted anyway"
+                    ),
                 }
             }
+            println!("{token}");
+            ExitCode::SUCCESS
         }
         Command::Replay { pcap, target, expect, speed, timeout, config, account } => {
             let Some(config) = load(config.as_ref()) else { return ExitCode::from(EX_USAGE) };

@@ -1,6 +1,8 @@
 //! The command line: `--version`, `--help`, `check-config`, `token` (`replay` has
 //! its own suite, tests/replay_suite.rs).
 
+mod common;
+
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -103,7 +105,9 @@ fn run_refuses_a_bad_config_before_starting() {
 fn token_mints_with_the_node_key() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let env = [("INTERWORK_STATE_DIR", state.to_str().unwrap())];
+    // No daemon there: the participant cannot be checked, which is said, not fatal.
+    let nobody = format!("127.0.0.1:{}", common::free_port());
+    let env = [("INTERWORK_STATE_DIR", state.to_str().unwrap()), ("INTERWORK_HTTP_LISTEN", nobody.as_str())];
     // No key yet (the daemon never ran here): refused, and nothing is created.
     let out = interwork(&["token", "--participant", "p123"], &env);
     assert!(!out.status.success());
@@ -133,8 +137,36 @@ fn token_mints_with_the_node_key() {
     assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 600);
     let again = interwork(&["token", "--participant", "p123"], &env);
     assert!(again.status.success());
+    let warned = String::from_utf8_lossy(&again.stderr);
+    assert!(warned.contains("could not check that p123 exists") && warned.contains("minted anyway"), "{warned}");
+    let unchecked = interwork(&["token", "--participant", "p123", "--no-check"], &env);
+    assert!(unchecked.status.success() && unchecked.stderr.is_empty());
     let bad = interwork(&["token", "--participant", "bad id"], &env);
     assert!(!bad.status.success());
     let bad_ttl = interwork(&["token", "--participant", "p", "--ttl", "soon"], &env);
     assert!(!bad_ttl.status.success());
+}
+
+/// With the daemon running, `token` asks it: a participant (or session) it does not have is
+/// refused, since the gateway would refuse the token at the INVITE.
+#[test]
+fn token_refuses_a_participant_the_running_daemon_does_not_have() {
+    let d = common::Daemon::start();
+    let c = common::Client::new();
+    let (sid, pid, _) = common::session_with_participant(&d, &c);
+    let env: Vec<(&str, &str)> = d.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+
+    let ok = interwork(&["token", "--participant", &pid, "--session", &sid], &env);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(ok.stderr.is_empty(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    let ghost = interwork(&["token", "--participant", "nosuchparticipant"], &env);
+    assert_eq!(ghost.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&ghost.stderr);
+    assert!(err.contains("participant nosuchparticipant does not exist"), "{err}");
+    assert!(stdout(&ghost).is_empty(), "no token printed");
+
+    let no_session = interwork(&["token", "--participant", &pid, "--session", "nosuchsession"], &env);
+    assert_eq!(no_session.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_session.stderr).contains("session nosuchsession does not exist"));
 }

@@ -79,13 +79,11 @@ async fn readyz_is_503_while_live_calls_drain_and_the_drain_ends_at_the_timeout(
 #[tokio::test]
 async fn a_drain_ends_early_when_the_last_call_ends() {
     let tmp = tempfile::tempdir().unwrap();
-    let env: HashMap<String, String> = [
-        ("INTERWORK_STATE_DIR", tmp.path().to_str().unwrap()),
-        ("INTERWORK_SHUTDOWN_DRAIN_TIMEOUT", "1h"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let env: HashMap<String, String> =
+        [("INTERWORK_STATE_DIR", tmp.path().to_str().unwrap()), ("INTERWORK_SHUTDOWN_DRAIN_TIMEOUT", "1h")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     let daemon = prepare_on_free_ports(env);
     let drain = daemon.state.drain.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -17,6 +17,7 @@ pub mod drain;
 pub mod memory;
 pub mod metrics;
 pub mod state;
+pub mod token_check;
 
 use crate::control::callbacks::Callbacks;
 use crate::control::extract::Accounts;
