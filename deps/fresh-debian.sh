@@ -19,9 +19,14 @@ timeout=${TIMEOUT:-3600}
 [ "$(id -u)" = 0 ] || { echo "fresh-debian.sh: run as root" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "fresh-debian.sh: apt-get install debootstrap" >&2; exit 1; }
 
-if [ ! -x "$root/usr/bin/apt-get" ]; then
-  debootstrap --variant=minbase "$suite" "$root" http://deb.debian.org/debian
+# The debootstrap result is kept beside ROOT ($root.base) and copied afresh for every run, so
+# each run starts from the bare system, never from what an earlier run installed.
+if [ ! -x "$root.base/usr/bin/apt-get" ]; then
+  rm -rf "$root.base"
+  debootstrap --variant=minbase "$suite" "$root.base" http://deb.debian.org/debian
 fi
+rm -rf "$root"
+cp -a "$root.base" "$root"
 cleanup() {
   # Every process whose root is the new root (make, cargo, the daemon).
   for p in /proc/[0-9]*; do
