@@ -141,30 +141,179 @@ fn removing_a_subscription_makes_the_stream_unavailable_in_the_page() {
     assert_eq!(b.wait_for_tone(f64::from(TONE_A), Duration::from_secs(30)), endpoint);
 }
 
+/// Waits until `page`'s demo is connected and hears exactly `n` streams; returns their endpoints.
+fn demo_hearing(page: &chrome::Browser, n: usize) -> Vec<String> {
+    page.wait_for(
+        &format!("the demo to be connected hearing {n} stream(s)"),
+        Duration::from_secs(30),
+        &format!(
+            "return document.body.dataset.state === 'connected' && window.demo.hearing === {n} \
+             && document.getElementById('status').textContent.includes('hearing {n} stream(s)')"
+        ),
+    );
+    let v = page.eval("return Object.keys(window.demo.streams)");
+    v.as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect()
+}
+
+/// The level the demo shows for silence is -100 dBFS; a tone at -6 dBFS arrives near -9.
+const SILENT_DB: f64 = -70.0;
+const HEARD_DB: f64 = -60.0;
+
 #[test]
-fn the_demo_page_loads_connects_and_plays_a_stream() {
-    if !chrome::in_netns("the_demo_page_loads_connects_and_plays_a_stream") {
+fn the_demo_pages_meters_follow_the_streams_mute_and_leave() {
+    if !chrome::in_netns("the_demo_pages_meters_follow_the_streams_mute_and_leave") {
         return;
     }
     let d = Daemon::start();
     let mut driver = chrome::Driver::start();
-    let wav = chrome::tone_wav(d.state_dir.parent().unwrap(), TONE_B);
-    let first = driver.browser(&wav);
-    let second = driver.browser(&wav);
+    let dir = d.state_dir.parent().unwrap();
+    let first = driver.browser(&chrome::tone_wav(dir, TONE_A));
+    let second = driver.browser(&chrome::tone_wav(dir, TONE_B));
     for page in [&first, &second] {
         page.goto(&d.url("/demo/"));
     }
-    for page in [&first, &second] {
-        page.wait_for(
-            "the demo to connect and hear the other page",
-            Duration::from_secs(30),
-            "return window.demo && window.demo.streams >= 1",
-        );
-        page.wait_for("sound from the stream", Duration::from_secs(20), "return window.demo.level > 0.01");
+    let mut heard = Vec::new();
+    for (page, other) in [(&first, &second), (&second, &first)] {
+        let endpoints = demo_hearing(page, 1);
+        let endpoint = endpoints[0].clone();
         assert_eq!(page.eval("return window.demo.error"), serde_json::Value::Null);
+        // The stream heard is the other page's, and it has its meter.
+        assert_eq!(
+            page.eval(&format!("return window.demo.streams[{endpoint:?}].participantId")),
+            other.eval("return window.demo.participantId")
+        );
+        assert_eq!(
+            page.eval(&format!(
+                "return document.querySelectorAll('#streamList [data-endpoint={endpoint:?}] meter').length"
+            )),
+            json!(1)
+        );
+        page.wait_for(
+            "the microphone meter to show the fake microphone's tone",
+            Duration::from_secs(20),
+            &format!("return window.demo.micDb > {HEARD_DB}"),
+        );
+        page.wait_for(
+            "the stream meter to show the other page's tone",
+            Duration::from_secs(20),
+            &format!("return window.demo.streams[{endpoint:?}].db > {HEARD_DB}"),
+        );
+        heard.push(endpoint);
     }
     let sip = first.eval("return document.getElementById('sipUri').textContent");
     assert!(sip.as_str().unwrap().starts_with("sip:demo@127.0.0.1:"), "{sip}");
     let uui = first.eval("return document.getElementById('uui').textContent");
     assert!(uui.as_str().unwrap().ends_with(";encoding=jwt"), "{uui}");
+
+    // The first page mutes: the button says so, and the second page's meter of it falls silent.
+    first.click("#mute");
+    assert_eq!(first.eval("return document.getElementById('mute').getAttribute('aria-pressed')"), json!("true"));
+    assert_eq!(first.eval("return window.demo.muted"), json!(true));
+    let status = first.eval("return document.getElementById('status').textContent");
+    assert!(status.as_str().unwrap().contains("muted"), "{status}");
+    let of_first = &heard[1];
+    second.wait_for(
+        "the muted page's stream to fall silent",
+        Duration::from_secs(20),
+        &format!("return window.demo.streams[{of_first:?}].db < {SILENT_DB}"),
+    );
+    // Still heard (muted is not gone), and back when unmuted.
+    assert_eq!(second.eval("return window.demo.hearing"), json!(1));
+    first.click("#mute");
+    second.wait_for(
+        "the unmuted page's stream to be heard again",
+        Duration::from_secs(20),
+        &format!("return window.demo.streams[{of_first:?}].db > {HEARD_DB}"),
+    );
+
+    // The first page leaves: it says so, and the second hears nobody.
+    first.click("#leave");
+    first.wait_for(
+        "the leaving page to say it left",
+        Duration::from_secs(10),
+        "return document.body.dataset.state === 'left' \
+         && document.getElementById('status').textContent === 'left the session'",
+    );
+    assert_eq!(first.eval("return document.getElementById('mute').disabled"), json!(true));
+    demo_hearing(&second, 0);
+    assert_eq!(second.eval("return document.querySelectorAll('[data-endpoint]').length"), json!(0));
+}
+
+/// The demo page as a person sees it: a PNG from the browser of the size of the viewport, not
+/// one flat colour, with the status line drawn where the status element is.
+#[test]
+fn the_demo_page_renders_its_state_in_a_screenshot() {
+    if !chrome::in_netns("the_demo_page_renders_its_state_in_a_screenshot") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut driver = chrome::Driver::start();
+    let page = driver.browser(&chrome::tone_wav(d.state_dir.parent().unwrap(), TONE_A));
+    page.set_window_size(1000, 900);
+    page.goto(&d.url("/demo/"));
+    demo_hearing(&page, 0);
+    page.wait_for(
+        "the microphone meter to move",
+        Duration::from_secs(20),
+        &format!("return window.demo.micDb > {HEARD_DB}"),
+    );
+    let (w, h, ratio) = {
+        let v = page.eval("return [window.innerWidth, window.innerHeight, window.devicePixelRatio]");
+        (v[0].as_f64().unwrap(), v[1].as_f64().unwrap(), v[2].as_f64().unwrap())
+    };
+    let png = page.screenshot_png();
+    let image = Rgb::decode(&png);
+    assert_eq!(
+        (f64::from(image.width), f64::from(image.height)),
+        ((w * ratio).round(), (h * ratio).round()),
+        "the screenshot is the viewport"
+    );
+    let whole = image.colours(0, 0, image.width, image.height);
+    assert!(whole.len() > 20, "the page is more than a flat colour: {} colours", whole.len());
+
+    // The status element: its background (the "connected" green) and its dark text.
+    let (x, y, rw, rh) = page.rect("#status");
+    assert!(rw > 50.0 && rh > 5.0, "the status element has a size: {rw}x{rh}");
+    let px = |v: f64| (v * ratio).round() as u32;
+    let status = image.colours(px(x), px(y), px(rw), px(rh));
+    assert!(status.len() > 5, "the status line is drawn: {} colours in its box", status.len());
+    let green = [0xd8, 0xf0, 0xdf];
+    assert!(status.contains(&green), "the status box has the connected background");
+    assert!(status.iter().any(|c| c.iter().all(|&v| v < 96)), "the status box has dark text on it");
+}
+
+/// A decoded screenshot, 8-bit RGB.
+struct Rgb {
+    width: u32,
+    height: u32,
+    pixels: Vec<u8>,
+}
+
+impl Rgb {
+    fn decode(png_bytes: &[u8]) -> Self {
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+        decoder.set_transformations(png::Transformations::normalize_to_color8());
+        let mut reader = decoder.read_info().expect("a PNG");
+        let mut buf = vec![0; reader.output_buffer_size().expect("a PNG of a sane size")];
+        let info = reader.next_frame(&mut buf).expect("one PNG frame");
+        let channels = match info.color_type {
+            png::ColorType::Rgb => 3,
+            png::ColorType::Rgba => 4,
+            other => panic!("a colour screenshot, not {other:?}"),
+        };
+        let pixels = buf[..info.buffer_size()].chunks_exact(channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        Self { width: info.width, height: info.height, pixels }
+    }
+
+    /// The distinct colours in a box, clipped to the image.
+    fn colours(&self, x: u32, y: u32, w: u32, h: u32) -> std::collections::HashSet<[u8; 3]> {
+        let mut set = std::collections::HashSet::new();
+        for row in y..(y + h).min(self.height) {
+            for col in x..(x + w).min(self.width) {
+                let i = ((row * self.width + col) * 3) as usize;
+                set.insert([self.pixels[i], self.pixels[i + 1], self.pixels[i + 2]]);
+            }
+        }
+        set
+    }
 }
