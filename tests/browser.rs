@@ -317,3 +317,67 @@ impl Rgb {
         set
     }
 }
+
+/// sipp, killed by its own pid when the test ends, pass or fail.
+struct Sipp(std::process::Child);
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The sipp command the demo page shows, run as written (in a directory whose `examples` is the
+/// repository's), calls the page: the page hears the call's audio, then the call goes.
+#[test]
+fn the_demo_pages_sipp_command_calls_the_page() {
+    if !chrome::in_netns("the_demo_pages_sipp_command_calls_the_page") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut driver = chrome::Driver::start();
+    let page = driver.browser(&chrome::tone_wav(d.state_dir.parent().unwrap(), TONE_A));
+    page.goto(&d.url("/demo/"));
+    demo_hearing(&page, 0);
+    let command = page.eval("return document.getElementById('sippCommand').textContent");
+    let command = command.as_str().unwrap();
+    assert!(command.contains(&format!("sipp {} -sf examples/call.xml", d.sip_addr())), "{command}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"), dir.path().join("examples")).unwrap();
+    let log = dir.path().join("sipp.log");
+    let mut sipp = Sipp(
+        std::process::Command::new("bash")
+            .args(["-euc", command])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("bash runs"),
+    );
+    let endpoints = demo_hearing(&page, 1);
+    let phone = &endpoints[0];
+    assert_eq!(
+        page.eval(&format!("return window.demo.streams[{phone:?}].participantId")),
+        page.eval("return window.demo.phoneParticipantId")
+    );
+    page.wait_for(
+        "the call's audio on the page's meter",
+        Duration::from_secs(10),
+        &format!("return window.demo.streams[{phone:?}].db > {HEARD_DB}"),
+    );
+    // sipp's BYE after its 8 s pause ends the call: sipp succeeds and the page hears nobody.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = sipp.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "sipp did not end its call");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "sipp failed ({status}):\n{said}");
+    demo_hearing(&page, 0);
+}
