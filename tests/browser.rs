@@ -1,12 +1,16 @@
 //! The WebRTC side against real headless Chromium (Debian's), in a network namespace with only
 //! `lo`: the SDK loaded with a `<script>` tag, two participants hearing each other's tones,
-//! publish permissions, live subscription changes, and the demo page.
+//! publish permissions, live subscription changes, and the demo page: its meters, mute and
+//! leave, a held call counted apart, its sipp command run as shown, and a screenshot of it.
 //!
-//! Needs root (for `unshare -n`), chromium, chromium-driver, sox and iproute2.
+//! Needs root (for `unshare -n`, and sipp's `play_pcap_audio`), chromium, chromium-driver, sox,
+//! iproute2 and sipp.
 
 #[path = "support/chrome.rs"]
 mod chrome;
 mod common;
+#[path = "support/sip_ua.rs"]
+mod sip_ua;
 
 use std::time::Duration;
 
@@ -380,4 +384,46 @@ fn the_demo_pages_sipp_command_calls_the_page() {
     let said = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "sipp failed ({status}):\n{said}");
     demo_hearing(&page, 0);
+}
+
+/// A phone calls the page with the page's User-to-User value; holding the call takes it out of
+/// the count of streams heard (shown held) and resuming brings it back; the BYE removes it.
+#[test]
+fn the_demo_pages_status_counts_a_held_call_apart() {
+    if !chrome::in_netns("the_demo_pages_status_counts_a_held_call_apart") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut driver = chrome::Driver::start();
+    let page = driver.browser(&chrome::tone_wav(d.state_dir.parent().unwrap(), TONE_A));
+    page.goto(&d.url("/demo/"));
+    demo_hearing(&page, 0);
+    let uui = page.eval("return document.getElementById('uui').textContent");
+    let token = uui.as_str().unwrap().strip_suffix(";encoding=jwt").expect("a UUI value with ;encoding=jwt");
+    let mut ua = sip_ua::SipUa::new(d.sip_addr());
+    let mut media = sip_ua::MediaPeer::bind(sip_ua::PeerCodec::Pcmu);
+    let answer = ua.invite(token, &media.offer("sendrecv", 1));
+    media.start(&answer, f64::from(TONE_B));
+    let phone = demo_hearing(&page, 1).remove(0);
+    page.wait_for(
+        "the call's tone on the page's meter",
+        Duration::from_secs(20),
+        &format!("return window.demo.streams[{phone:?}].db > {HEARD_DB}"),
+    );
+
+    ua.reinvite(&media.offer("sendonly", 2));
+    page.wait_for(
+        "the held call to be counted apart",
+        Duration::from_secs(10),
+        "return window.demo.hearing === 0 && document.getElementById('status').textContent \
+         === 'connected, hearing 0 stream(s), 1 on hold'",
+    );
+    let row = page.eval(&format!("return document.querySelector('[data-endpoint={phone:?}]').textContent"));
+    assert!(row.as_str().unwrap().contains("on hold"), "{row}");
+
+    ua.reinvite(&media.offer("sendrecv", 3));
+    assert_eq!(demo_hearing(&page, 1), vec![phone]);
+    assert_eq!(ua.bye(), 200);
+    demo_hearing(&page, 0);
+    assert_eq!(page.eval("return document.querySelectorAll('[data-endpoint]').length"), json!(0));
 }
