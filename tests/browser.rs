@@ -261,6 +261,16 @@ fn the_demo_page_renders_its_state_in_a_screenshot() {
         Duration::from_secs(20),
         &format!("return window.demo.micDb > {HEARD_DB}"),
     );
+    // The copy button copies the whole User-to-User value (or, where the clipboard is refused,
+    // selects it for Ctrl+C).
+    let uui = page.eval("return document.getElementById('uui').textContent");
+    page.click("#copyUui");
+    let copied = page.wait_for(
+        "the UUI value copied or selected",
+        Duration::from_secs(10),
+        "return window.demo.copied || String(window.getSelection())",
+    );
+    assert_eq!(copied, uui);
     let (w, h, ratio) = {
         let v = page.eval("return [window.innerWidth, window.innerHeight, window.devicePixelRatio]");
         (v[0].as_f64().unwrap(), v[1].as_f64().unwrap(), v[2].as_f64().unwrap())
