@@ -437,3 +437,28 @@ fn the_demo_pages_status_counts_a_held_call_apart() {
     demo_hearing(&page, 0);
     assert_eq!(page.eval("return document.querySelectorAll('[data-endpoint]').length"), json!(0));
 }
+
+/// When the gateway ends the page's connection (here: its participant is deleted through the
+/// API), the page says so: `data-state="error"`, the close code in the status line, no streams.
+#[test]
+fn the_demo_page_shows_when_the_gateway_ends_its_connection() {
+    if !chrome::in_netns("the_demo_page_shows_when_the_gateway_ends_its_connection") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut driver = chrome::Driver::start();
+    let page = driver.browser(&chrome::tone_wav(d.state_dir.parent().unwrap(), TONE_A));
+    page.goto(&d.url("/demo/"));
+    demo_hearing(&page, 0);
+    let pid = page.eval("return window.demo.participantId");
+    let r = Client::new().delete(&d.api(&format!("/participants/{}", pid.as_str().unwrap())));
+    assert_eq!(r.status().as_u16(), 204);
+    page.wait_for(
+        "the page to show the connection ended",
+        Duration::from_secs(10),
+        "return document.body.dataset.state === 'error'",
+    );
+    let status = page.eval("return document.getElementById('status').textContent");
+    assert!(status.as_str().unwrap().starts_with("failed: disconnected by the gateway (4010"), "{status}");
+    assert_eq!(page.eval("return [document.getElementById('mute').disabled, window.demo.micDb]"), json!([true, -100]));
+}
