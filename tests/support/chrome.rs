@@ -14,6 +14,9 @@ use serde_json::{Value, json};
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
+/// The key of a WebDriver element reference.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
 /// Set in the re-executed test process that runs inside the namespace.
 const IN_NETNS: &str = "INTERWORK_TEST_IN_NETNS";
 
@@ -193,6 +196,54 @@ impl Browser {
     pub fn goto(&self, url: &str) {
         let r = self.http.post(format!("{}/url", self.base)).json(&json!({"url": url})).send().unwrap();
         assert!(r.status().is_success(), "navigate to {url}: {}", r.text().unwrap_or_default());
+    }
+
+    /// The WebDriver id of the first element matching `css`.
+    pub fn element(&self, css: &str) -> String {
+        let r: Value = self
+            .http
+            .post(format!("{}/element", self.base))
+            .json(&json!({"using": "css selector", "value": css}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        r["value"][ELEMENT_KEY].as_str().unwrap_or_else(|| panic!("no element {css}: {r}")).to_string()
+    }
+
+    /// Clicks the element matching `css` as a user would (WebDriver element click).
+    pub fn click(&self, css: &str) {
+        let id = self.element(css);
+        let r = self.http.post(format!("{}/element/{id}/click", self.base)).json(&json!({})).send().unwrap();
+        assert!(r.status().is_success(), "click {css}: {}", r.text().unwrap_or_default());
+    }
+
+    /// The rectangle of the element matching `css`, in CSS pixels: (x, y, width, height).
+    pub fn rect(&self, css: &str) -> (f64, f64, f64, f64) {
+        let id = self.element(css);
+        let r: Value = self.http.get(format!("{}/element/{id}/rect", self.base)).send().unwrap().json().unwrap();
+        let v = &r["value"];
+        let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("rect of {css}: {r}"));
+        (f("x"), f("y"), f("width"), f("height"))
+    }
+
+    /// Sets the browser window's size in CSS pixels.
+    pub fn set_window_size(&self, width: u32, height: u32) {
+        let r = self
+            .http
+            .post(format!("{}/window/rect", self.base))
+            .json(&json!({"width": width, "height": height}))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "window size: {}", r.text().unwrap_or_default());
+    }
+
+    /// A screenshot of the viewport: PNG bytes.
+    pub fn screenshot_png(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let r: Value = self.http.get(format!("{}/screenshot", self.base)).send().unwrap().json().unwrap();
+        let b64 = r["value"].as_str().unwrap_or_else(|| panic!("no screenshot: {r}"));
+        base64::engine::general_purpose::STANDARD.decode(b64).expect("the screenshot is base64")
     }
 
     /// Runs `script` (a function body; `return` gives the value) in the page.

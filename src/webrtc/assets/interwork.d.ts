@@ -56,6 +56,8 @@ declare class InterworkRtc {
   onStreamUnavailable(callback: (endpointId: string) => void): void;
   onStreamMuted(callback: (endpointId: string, muted: boolean) => void): void;
   onDtmf(callback: (event: DtmfEvent) => void): void;
+  /** The gateway ended an admitted connection (not `disconnect()`); `code` is the close code. */
+  onDisconnected(callback: (error: InterworkError) => void): void;
   connect(options: ConnectOptions): Promise<void>;
   publish(options?: PublishOptions, mediaStream?: MediaStream): Promise<PublishedStream>;
   unpublish(): Promise<void>;

@@ -7,6 +7,7 @@
  *   rtc.onStreamAvailable(stream => { audio.srcObject = stream.mediaStream; });
  *   rtc.onStreamUnavailable(endpointId => {});
  *   rtc.onDtmf(({participantId, tone}) => {});
+ *   rtc.onDisconnected(err => {});                // the gateway ended the connection
  *   await rtc.connect({ deviceToken });          // url defaults to the page's origin
  *   await rtc.publish({ audio: true, video: false });
  *   rtc.sendDtmf("12#");
@@ -45,6 +46,7 @@
     this._onUnavailable = null;
     this._onDtmf = null;
     this._onMuted = null;
+    this._onDisconnected = null;
     this._streams = new Map(); // endpointId -> RtcStream received
     this._requests = new Map(); // requestId -> {resolve, reject}
     this._nextRequest = 1;
@@ -71,6 +73,16 @@
    */
   InterworkRtc.prototype.onStreamMuted = function (callback) {
     this._onMuted = callback;
+  };
+
+  /**
+   * Called with an Error when a connection the gateway admitted ends other than by
+   * `disconnect()`: its `code` is the WebSocket close code (4010 the participant was removed or
+   * its session ended, 4009 another tab took over, 1006 the network, ...). Every stream heard
+   * has been reported unavailable by then.
+   */
+  InterworkRtc.prototype.onDisconnected = function (callback) {
+    this._onDisconnected = callback;
   };
 
   /** Called with {participantId, tone} for each DTMF tone from a participant heard. */
@@ -132,10 +144,19 @@
       ws.onclose = function (ev) {
         var e = sdkError(ev.code, ev.reason || "connection closed");
         self._note("closed " + ev.code + " " + ev.reason);
-        if (!self._welcome) {
+        if (self._ws !== ws) {
+          // disconnect() tore this connection down already; another may be live since.
+          reject(e);
+          return;
+        }
+        var admitted = !!self._welcome;
+        if (!admitted) {
           reject(e);
         }
         self._teardown(e);
+        if (admitted && self._onDisconnected) {
+          self._onDisconnected(e);
+        }
       };
     });
   };
