@@ -2,7 +2,8 @@
 //! rooms operation and back. The OpenAPI document is generated from the annotations here.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,6 +11,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Authenticated, JsonBody};
+use super::paging::{self, Listing, PageQuery};
 use crate::ids::{self, ParticipantId, SessionId};
 use crate::rooms::model::{MediaType, Participant, ParticipantSubscription, Session, Subscriptions};
 use crate::rooms::{NewParticipant, Rooms};
@@ -102,6 +104,26 @@ pub struct ParticipantBody {
     pub device_api_version: Option<String>,
 }
 
+/// Answer of `GET /sessions`: a page of the account's sessions in id order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionsPage {
+    /// The sessions, as `GET /sessions/{sessionId}` gives each.
+    pub sessions: Vec<SessionBody>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Answer of `GET /participants`: a page of the account's participants in id order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantsPage {
+    /// The participants, as `GET /participants/{participantId}` gives each.
+    pub participants: Vec<ParticipantBody>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
 /// Answer of `POST /participants`: the participant and its token.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedParticipant {
@@ -126,6 +148,27 @@ pub async fn create_session(
     check_tag(req.tag.as_deref())?;
     let session = app.rooms.create_session(&account, req.tag)?;
     Ok(Json(session_body(&session)))
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{accountId}/sessions", tag = "sessions",
+    params(("accountId" = String, Path, description = "Account id"), PageQuery),
+    responses((status = 200, body = SessionsPage), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Lists the account's sessions, a page at a time, in id order: paging while sessions are made
+/// never skips nor repeats one that exists throughout.
+pub async fn list_sessions(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<SessionsPage>, ApiError> {
+    let paging = query?.check(Listing::Sessions)?;
+    let after = paging.after.map(SessionId);
+    app.rooms.read(|r| {
+        let page = r.sessions_page(&account, after.as_ref(), paging.limit);
+        let next_cursor =
+            page.items.last().filter(|_| page.more).map(|s| paging::encode(Listing::Sessions, s.id.as_str()));
+        Ok(Json(SessionsPage { sessions: page.items.into_iter().map(session_body).collect(), next_cursor }))
+    })
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{accountId}/sessions/{sessionId}", tag = "sessions",
@@ -272,6 +315,27 @@ pub async fn create_participant(
     let token = app.minter.mint(&participant.id, None, None, None, std::time::SystemTime::now());
     let body = app.rooms.read(|r| participant_body(r, &participant));
     Ok(Json(CreatedParticipant { participant: body, token }))
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{accountId}/participants", tag = "participants",
+    params(("accountId" = String, Path, description = "Account id"), PageQuery),
+    responses((status = 200, body = ParticipantsPage), (status = "4XX", body = ErrorBody)),
+    security(("basic" = [])))]
+/// Lists the account's participants, a page at a time, in id order (as sessions).
+pub async fn list_participants(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<ParticipantsPage>, ApiError> {
+    let paging = query?.check(Listing::Participants)?;
+    let after = paging.after.map(ParticipantId);
+    app.rooms.read(|r| {
+        let page = r.participants_page(&account, after.as_ref(), paging.limit);
+        let next_cursor =
+            page.items.last().filter(|_| page.more).map(|p| paging::encode(Listing::Participants, p.id.as_str()));
+        let participants = page.items.into_iter().map(|p| participant_body(r, p)).collect();
+        Ok(Json(ParticipantsPage { participants, next_cursor }))
+    })
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{accountId}/participants/{participantId}", tag = "participants",

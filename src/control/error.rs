@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::callbacks::CallbackUrlError;
+use super::paging::PagingError;
 use crate::rooms::{RoomsError, RoomsHandleError};
 
 /// The error codes of CONTRACT §2.
@@ -134,6 +135,18 @@ impl From<RoomsError> for ApiError {
 impl From<CallbackUrlError> for ApiError {
     fn from(e: CallbackUrlError) -> Self {
         Self::invalid(e.to_string())
+    }
+}
+
+impl From<PagingError> for ApiError {
+    fn from(e: PagingError) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        Self::invalid(format!("invalid query: {}", e.body_text()))
     }
 }
 

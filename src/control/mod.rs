@@ -26,6 +26,7 @@ pub mod callbacks;
 pub mod error;
 pub mod extract;
 pub mod limit;
+pub mod paging;
 
 use crate::app::config::HttpConfig;
 use crate::app::drain::Drain;
@@ -83,12 +84,12 @@ impl utoipa::Modify for BasicAuth {
 /// cannot disagree.
 fn account_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(api::create_session))
+        .routes(routes!(api::create_session, api::list_sessions))
         .routes(routes!(api::get_session, api::delete_session))
         .routes(routes!(api::list_session_participants))
         .routes(routes!(api::add_participant_to_session, api::remove_participant_from_session))
         .routes(routes!(api::get_subscriptions, api::put_subscriptions))
-        .routes(routes!(api::create_participant))
+        .routes(routes!(api::create_participant, api::list_participants))
         .routes(routes!(api::get_participant, api::delete_participant))
         .split_for_parts()
 }
