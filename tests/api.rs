@@ -252,6 +252,7 @@ fn wrong_methods_get_405_with_allow_in_the_json_shape() {
         (Method::DELETE, d.api("/participants"), "POST"),
         (Method::POST, d.url("/v1/device"), "GET"),
         (Method::POST, d.url("/openapi.json"), "GET"),
+        (Method::PUT, d.url("/docs"), "GET"),
         (Method::POST, d.url("/metrics"), "GET"),
     ] {
         let r = c.raw(method.clone(), &url, "{}");
