@@ -78,6 +78,38 @@ fn the_document_lists_every_route_the_daemon_serves() {
     assert_eq!(reqwest::blocking::get(off.url("/demo/")).unwrap().status().as_u16(), 404);
 }
 
+/// What makes "served" imply "documented": the daemon's code registers routes only with
+/// `OpenApiRouter::routes(routes!(..))`, whose handlers carry their `#[utoipa::path]`; none with
+/// axum's `route`, `route_service`, `nest` or a second `Router` (nor `OpenApiRouter::route`,
+/// which would skip the document). Test modules, at the bottom of their files, are not looked at.
+#[test]
+fn routes_are_registered_only_through_the_documented_list() {
+    fn walk(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    assert!(files.len() > 20, "the sources are found");
+    let mut registering = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap().replace("OpenApiRouter::new()", "");
+        for needle in [".route(", ".route_service(", ".nest(", ".nest_service(", "Router::new()"] {
+            if code.contains(needle) {
+                registering.push(format!("{} uses {needle}", file.display()));
+            }
+        }
+    }
+    assert!(registering.is_empty(), "routes registered outside the documented list: {registering:#?}");
+}
+
 #[test]
 fn every_operation_lists_its_error_responses_with_the_error_body() {
     let d = Daemon::start();

@@ -1,5 +1,11 @@
 //! The HTTP control API (CONTRACT §2) on axum: the account API for sessions, participants and
-//! subscriptions, the JWKS, health, readiness, metrics and the OpenAPI document.
+//! subscriptions, the JWKS, health, readiness, metrics, the OpenAPI document and its interactive
+//! page (`/docs`).
+//!
+//! Every route is registered in one list (`service`) through utoipa's `OpenApiRouter`, so the
+//! router and `/openapi.json` are two views of it: an operation cannot be served undocumented.
+//! The document lists each operation's error responses by status ([`error::responses`]) and the
+//! callbacks as OpenAPI 3.1 `webhooks` ([`callback_events`]).
 //!
 //! Handlers hold no business rule: they translate JSON to [`crate::rooms`] operations. Errors
 //! take one shape ([`error::ApiError`]); a layer gives that shape to errors made below the
