@@ -232,11 +232,6 @@ pub mod responses {
     #[response(status = 405, headers(("Allow" = String, description = "The methods the path has")))]
     pub struct MethodNotAllowed(pub ErrorBody);
 
-    /// INVALID_ARGUMENT: the request took longer than `http.request_timeout`.
-    #[derive(utoipa::IntoResponses)]
-    #[response(status = 408)]
-    pub struct RequestTimeout(pub ErrorBody);
-
     /// RESOURCE_EXHAUSTED: the body is larger than `http.body_limit`.
     #[derive(utoipa::IntoResponses)]
     #[response(status = 413)]

@@ -41,8 +41,8 @@ pub const RATE_PER_SECOND: f64 = 20.0;
 
 #[utoipa::path(get, path = "/v1/device", tag = "sdk",
     description = "The device socket: a WebSocket the SDK opens (CONTRACT §4); its messages are the \
-        project's own protocol (`docs/` in the repository). The participant token is sent in the first \
-        message; the `Origin` is not checked.",
+        project's own protocol (docs/device-protocol.md in the repository). The participant token is \
+        sent in the first message (`hello`); any `Origin` is accepted.",
     params(
         ("Upgrade" = String, Header, description = "`websocket`"),
         ("Connection" = String, Header, description = "`Upgrade`"),
