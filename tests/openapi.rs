@@ -110,6 +110,31 @@ fn routes_are_registered_only_through_the_documented_list() {
     assert!(registering.is_empty(), "routes registered outside the documented list: {registering:#?}");
 }
 
+/// Every documented path answers a method it does not document with 405 METHOD_NOT_ALLOWED and
+/// an `Allow` header naming the documented methods, never INVALID_ARGUMENT.
+#[test]
+fn a_method_a_path_does_not_have_is_405_with_allow() {
+    let d = Daemon::start();
+    let c = Client::new();
+    let doc: Value = reqwest::blocking::get(d.url("/openapi.json")).unwrap().json().unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let documented: Vec<String> = item.as_object().unwrap().keys().map(|m| m.to_uppercase()).collect();
+        let url =
+            d.url(&path.replace("{accountId}", "default").replace("{sessionId}", "s").replace("{participantId}", "p"));
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            if documented.iter().any(|m| m == method) {
+                continue;
+            }
+            let r = c.raw(Method::from_bytes(method.as_bytes()).unwrap(), &url, "{}");
+            let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            for m in &documented {
+                assert!(allow.split(',').any(|a| a.trim() == m), "{method} {path}: Allow {allow:?} lacks {m}");
+            }
+            assert_eq!(common::error_code(r, 405), "METHOD_NOT_ALLOWED", "{method} {path}");
+        }
+    }
+}
+
 #[test]
 fn every_operation_lists_its_error_responses_with_the_error_body() {
     let d = Daemon::start();
