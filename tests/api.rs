@@ -242,6 +242,102 @@ fn wrong_methods_get_405_with_allow_in_the_json_shape() {
     let r = c.raw(Method::DELETE, &d.url("/healthz"), "");
     assert!(r.headers().get("allow").is_some_and(|v| v.to_str().unwrap().contains("GET")));
     assert_eq!(error_code(r, 405), "METHOD_NOT_ALLOWED");
+    // More routes, account API and others, each with the methods it has in `Allow`.
+    let (sid, pid, _) = session_with_participant(&d, &c);
+    for (method, url, allowed) in [
+        (Method::PUT, d.api("/sessions"), "GET"),
+        (Method::POST, d.api(&format!("/sessions/{sid}")), "DELETE"),
+        (Method::PATCH, d.api(&format!("/participants/{pid}")), "GET"),
+        (Method::POST, d.api(&format!("/sessions/{sid}/participants/{pid}/subscriptions")), "PUT"),
+        (Method::DELETE, d.api("/participants"), "POST"),
+        (Method::POST, d.url("/v1/device"), "GET"),
+        (Method::POST, d.url("/openapi.json"), "GET"),
+        (Method::PUT, d.url("/docs"), "GET"),
+        (Method::POST, d.url("/metrics"), "GET"),
+    ] {
+        let r = c.raw(method.clone(), &url, "{}");
+        let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        assert!(allow.contains(allowed), "{method} {url}: Allow {allow:?} lacks {allowed}");
+        assert_eq!(error_code(r, 405), "METHOD_NOT_ALLOWED", "{method} {url}");
+    }
+}
+
+#[test]
+fn sessions_and_participants_are_listed_a_page_at_a_time() {
+    let d = Daemon::start_with(&[
+        ("INTERWORK_ACCOUNTS_OTHER_USERNAME", "other"),
+        ("INTERWORK_ACCOUNTS_OTHER_PASSWORD", "other-password"),
+    ]);
+    let c = Client::new();
+    let mut made: Vec<Value> =
+        (0..5).map(|i| c.post(&d.api("/sessions"), json!({"tag": format!("s{i}")})).json().unwrap()).collect();
+    made.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    // Another account's session is never listed here.
+    let theirs =
+        c.http.post(d.url("/v1/accounts/other/sessions")).basic_auth("other", Some("other-password")).send().unwrap();
+    let theirs: Value = theirs.json().unwrap();
+
+    // Pages of 2, following nextCursor, with a session made between pages.
+    let mut listed: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let url = match &cursor {
+            Some(c) => d.api(&format!("/sessions?limit=2&cursor={c}")),
+            None => d.api("/sessions?limit=2"),
+        };
+        let r = c.get(&url);
+        assert_eq!(r.status().as_u16(), 200);
+        let page: Value = r.json().unwrap();
+        let items = page["sessions"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        listed.extend(items.iter().cloned());
+        c.post(&d.api("/sessions"), json!({}));
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => {
+                assert!(page["nextCursor"].is_null(), "{page}");
+                break;
+            }
+        }
+    }
+    let ids: Vec<&str> = listed.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order, none twice: {ids:?}");
+    for s in &made {
+        assert!(listed.contains(s), "{s} listed with the single GET's shape");
+    }
+    assert!(!ids.contains(&theirs["id"].as_str().unwrap()), "another account's session listed");
+    // Each item has the single GET's shape.
+    let one: Value = c.get(&d.api(&format!("/sessions/{}", ids[0]))).json().unwrap();
+    assert_eq!(one, listed[0]);
+    // Default page: everything here fits in 100.
+    let all: Value = c.get(&d.api("/sessions")).json().unwrap();
+    assert!(all["sessions"].as_array().unwrap().len() > made.len(), "and those made while paging");
+    assert!(all["nextCursor"].is_null());
+
+    // Participants the same way, with the single GET's shape.
+    let (_, pid, _) = session_with_participant(&d, &c);
+    c.post(&d.api("/participants"), json!({"publishPermissions": []}));
+    let first: Value = c.get(&d.api("/participants?limit=1")).json().unwrap();
+    assert_eq!(first["participants"].as_array().unwrap().len(), 1);
+    let next = first["nextCursor"].as_str().expect("a second page").to_string();
+    let second: Value = c.get(&d.api(&format!("/participants?limit=1000&cursor={next}"))).json().unwrap();
+    assert!(second["nextCursor"].is_null());
+    let mut everyone: Vec<Value> = first["participants"].as_array().unwrap().clone();
+    everyone.extend(second["participants"].as_array().unwrap().iter().cloned());
+    assert_eq!(everyone.len(), 2);
+    let single: Value = c.get(&d.api(&format!("/participants/{pid}"))).json().unwrap();
+    assert!(everyone.contains(&single), "{single} in {everyone:?}");
+
+    // Bad paging: 400 INVALID_ARGUMENT.
+    for query in ["limit=0", "limit=1001", "limit=-1", "limit=ten", "cursor=%21%21", "colour=red"] {
+        assert_eq!(error_code(c.get(&d.api(&format!("/sessions?{query}"))), 400), "INVALID_ARGUMENT", "{query}");
+    }
+    // A participants cursor is not a sessions cursor.
+    assert_eq!(error_code(c.get(&d.api(&format!("/sessions?cursor={next}"))), 400), "INVALID_ARGUMENT");
+    // Credentials still rule: none is 401, another account's is 403.
+    assert_eq!(error_code(c.http.get(d.api("/sessions")).send().unwrap(), 401), "UNAUTHENTICATED");
+    let r = c.http.get(d.url("/v1/accounts/other/participants")).basic_auth(common::USER, Some(common::PASSWORD));
+    assert_eq!(error_code(r.send().unwrap(), 403), "PERMISSION_DENIED");
 }
 
 #[test]

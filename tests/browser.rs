@@ -462,3 +462,71 @@ fn the_demo_page_shows_when_the_gateway_ends_its_connection() {
     assert!(status.as_str().unwrap().starts_with("failed: disconnected by the gateway (4010"), "{status}");
     assert_eq!(page.eval("return [document.getElementById('mute').disabled, window.demo.micDb]"), json!([true, -100]));
 }
+
+/// `/docs` in a real browser: it reads `/openapi.json`, shows every operation grouped by tag and
+/// every webhook, and its "try it" form sends a request with the given credentials and shows
+/// the answer.
+#[test]
+fn the_docs_page_renders_every_operation_and_tries_one() {
+    if !chrome::in_netns("the_docs_page_renders_every_operation_and_tries_one") {
+        return;
+    }
+    let d = Daemon::start();
+    let c = Client::new();
+    let sid = session(&d, &c);
+    let doc: serde_json::Value = c.get(&d.url("/openapi.json")).json().unwrap();
+    let operations: usize =
+        doc["paths"].as_object().unwrap().values().map(|item| item.as_object().unwrap().len()).sum();
+    let mut tags: Vec<String> = Vec::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            let tag = op["tags"][0].as_str().unwrap().to_string();
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+    }
+
+    let mut driver = chrome::Driver::start();
+    let wav = chrome::tone_wav(d.state_dir.parent().unwrap(), TONE_A);
+    let page = driver.browser(&wav);
+    page.goto(&d.url("/docs"));
+    page.wait_for(
+        "the page to read /openapi.json",
+        Duration::from_secs(20),
+        "return window.docs && (window.docs.ready || window.docs.error)",
+    );
+    assert_eq!(page.eval("return window.docs.error"), serde_json::Value::Null);
+    let shown = page.eval("return document.querySelectorAll('#operations details.op').length");
+    assert_eq!(shown, json!(operations), "every operation is on the page");
+    let sections = page.eval("return [...document.querySelectorAll('section.tag')].map(s => s.dataset.tag)");
+    let mut shown_tags: Vec<String> = serde_json::from_value(sections).unwrap();
+    shown_tags.sort();
+    tags.sort();
+    assert_eq!(shown_tags, tags, "grouped by tag");
+    assert_eq!(page.eval("return window.docs.webhooks"), json!(5));
+    let params = page.eval("return document.querySelectorAll('#list_sessions input[name=limit]').length");
+    assert_eq!(params, json!(1), "the listing's limit parameter has a field");
+
+    // Try it: read the session with the account's credentials.
+    page.eval(&format!(
+        "document.getElementById('user').value = '{}';
+         document.getElementById('password').value = '{}';
+         const op = document.getElementById('get_session');
+         op.open = true;
+         op.querySelector('input[name=sessionId]').value = '{sid}';
+         op.querySelector('form').requestSubmit();
+         return true;",
+        common::USER,
+        common::PASSWORD
+    ));
+    let answer = page.wait_for(
+        "the answer of GET /sessions/{sessionId}",
+        Duration::from_secs(10),
+        "const r = document.querySelector('#get_session pre.result');
+         return r && r.textContent !== '…' ? r.textContent : null",
+    );
+    let answer = answer.as_str().unwrap();
+    assert!(answer.contains("\n200 "), "{answer}");
+    assert!(answer.contains(&sid), "{answer}");
+}

@@ -67,6 +67,8 @@ fn the_readme_walk_through_and_sipp_call_run_as_written() {
     // UUI line carries a JWT.
     assert!(said.lines().any(|l| l.trim_end().ends_with("}204")), "{said}");
     assert!(said.contains("User-to-User: ey") && said.contains(";encoding=jwt"), "{said}");
+    // The listing answered with a page.
+    assert!(said.contains(r#""sessions":[{"#) && said.contains(r#""nextCursor":null"#), "{said}");
     // sipp's summary: one successful call, none failed.
     let count = |label: &str| -> Option<u64> {
         let line = said.lines().find(|l| l.trim_start().starts_with(label))?;

@@ -2,14 +2,19 @@
 //! rooms operation and back. The OpenAPI document is generated from the annotations here.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
+use super::error::responses::{
+    BadRequest, Forbidden, Internal, MethodNotAllowed, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized,
+};
 use super::extract::{Authenticated, JsonBody};
+use super::paging::{self, Listing, PageQuery};
 use crate::ids::{self, ParticipantId, SessionId};
 use crate::rooms::model::{MediaType, Participant, ParticipantSubscription, Session, Subscriptions};
 use crate::rooms::{NewParticipant, Rooms};
@@ -102,6 +107,26 @@ pub struct ParticipantBody {
     pub device_api_version: Option<String>,
 }
 
+/// Answer of `GET /sessions`: a page of the account's sessions in id order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionsPage {
+    /// The sessions, as `GET /sessions/{sessionId}` gives each.
+    pub sessions: Vec<SessionBody>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Answer of `GET /participants`: a page of the account's participants in id order.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantsPage {
+    /// The participants, as `GET /participants/{participantId}` gives each.
+    pub participants: Vec<ParticipantBody>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
 /// Answer of `POST /participants`: the participant and its token.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedParticipant {
@@ -115,7 +140,8 @@ pub struct CreatedParticipant {
     params(("accountId" = String, Path, description = "Account id")),
     request_body(content = Option<CreateSessionRequest>,
         description = "Optional: no body (with or without a Content-Type) is `{}`"),
-    responses((status = 200, body = SessionBody), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = SessionBody),
+        BadRequest, Unauthorized, Forbidden, MethodNotAllowed, PayloadTooLarge, TooManyRequests, Internal),
     security(("basic" = [])))]
 /// Creates a session.
 pub async fn create_session(
@@ -128,9 +154,32 @@ pub async fn create_session(
     Ok(Json(session_body(&session)))
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{accountId}/sessions", tag = "sessions",
+    params(("accountId" = String, Path, description = "Account id"), PageQuery),
+    responses((status = 200, body = SessionsPage),
+        BadRequest, Unauthorized, Forbidden, MethodNotAllowed, TooManyRequests, Internal),
+    security(("basic" = [])))]
+/// Lists the account's sessions, a page at a time, in id order: paging while sessions are made
+/// never skips nor repeats one that exists throughout.
+pub async fn list_sessions(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<SessionsPage>, ApiError> {
+    let paging = query?.check(Listing::Sessions)?;
+    let after = paging.after.map(SessionId);
+    app.rooms.read(|r| {
+        let page = r.sessions_page(&account, after.as_ref(), paging.limit);
+        let next_cursor =
+            page.items.last().filter(|_| page.more).map(|s| paging::encode(Listing::Sessions, s.id.as_str()));
+        Ok(Json(SessionsPage { sessions: page.items.into_iter().map(session_body).collect(), next_cursor }))
+    })
+}
+
 #[utoipa::path(get, path = "/v1/accounts/{accountId}/sessions/{sessionId}", tag = "sessions",
     params(("accountId" = String, Path), ("sessionId" = String, Path)),
-    responses((status = 200, body = SessionBody), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = SessionBody),
+        Unauthorized, Forbidden, NotFound, MethodNotAllowed, TooManyRequests, Internal),
     security(("basic" = [])))]
 /// Reads a session.
 pub async fn get_session(
@@ -144,7 +193,8 @@ pub async fn get_session(
 
 #[utoipa::path(delete, path = "/v1/accounts/{accountId}/sessions/{sessionId}", tag = "sessions",
     params(("accountId" = String, Path), ("sessionId" = String, Path)),
-    responses((status = 204, description = "Deleted; its participants left"), (status = "4XX", body = ErrorBody)),
+    responses((status = 204, description = "Deleted; its participants left"),
+        Unauthorized, Forbidden, NotFound, MethodNotAllowed, TooManyRequests, Internal),
     security(("basic" = [])))]
 /// Deletes a session: its participants leave and their SIP legs get BYE.
 pub async fn delete_session(
@@ -158,7 +208,8 @@ pub async fn delete_session(
 
 #[utoipa::path(get, path = "/v1/accounts/{accountId}/sessions/{sessionId}/participants", tag = "sessions",
     params(("accountId" = String, Path), ("sessionId" = String, Path)),
-    responses((status = 200, body = [ParticipantBody]), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = [ParticipantBody]),
+        Unauthorized, Forbidden, NotFound, MethodNotAllowed, TooManyRequests, Internal),
     security(("basic" = [])))]
 /// Lists the participants in a session.
 pub async fn list_session_participants(
@@ -178,7 +229,8 @@ pub async fn list_session_participants(
     params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
     request_body(content = Option<SubscriptionsBody>,
         description = "Its subscriptions; optional: no body is `{}` (no subscriptions)"),
-    responses((status = 204, description = "Added (or updated)"), (status = "4XX", body = ErrorBody)),
+    responses((status = 204, description = "Added (or updated)"),
+        BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, PayloadTooLarge, TooManyRequests, Internal),
     security(("basic" = [])))]
 /// Adds a participant to a session and sets its subscriptions there.
 pub async fn add_participant_to_session(
@@ -196,7 +248,7 @@ pub async fn add_participant_to_session(
     tag = "sessions",
     params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
     responses((status = 204, description = "Removed; in transfer mode its SIP leg gets BYE"),
-        (status = "4XX", body = ErrorBody)),
+        Unauthorized, Forbidden, NotFound, MethodNotAllowed, TooManyRequests, Internal),
     security(("basic" = [])))]
 /// Removes a participant from a session.
 pub async fn remove_participant_from_session(
@@ -212,7 +264,8 @@ pub async fn remove_participant_from_session(
     path = "/v1/accounts/{accountId}/sessions/{sessionId}/participants/{participantId}/subscriptions",
     tag = "sessions",
     params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
-    responses((status = 200, body = SubscriptionsBody), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = SubscriptionsBody),
+        Unauthorized, Forbidden, NotFound, MethodNotAllowed, TooManyRequests, Internal),
     security(("basic" = [])))]
 /// Reads a participant's subscriptions in a session.
 pub async fn get_subscriptions(
@@ -230,7 +283,8 @@ pub async fn get_subscriptions(
     params(("accountId" = String, Path), ("sessionId" = String, Path), ("participantId" = String, Path)),
     request_body(content = Option<SubscriptionsBody>,
         description = "Optional: no body is `{}` (no subscriptions)"),
-    responses((status = 204, description = "Replaced"), (status = "4XX", body = ErrorBody)),
+    responses((status = 204, description = "Replaced"),
+        BadRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, PayloadTooLarge, TooManyRequests, Internal),
     security(("basic" = [])))]
 /// Replaces a participant's subscriptions in a session.
 pub async fn put_subscriptions(
@@ -247,7 +301,8 @@ pub async fn put_subscriptions(
 #[utoipa::path(post, path = "/v1/accounts/{accountId}/participants", tag = "participants",
     params(("accountId" = String, Path)),
     request_body = CreateParticipantRequest,
-    responses((status = 200, body = CreatedParticipant), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = CreatedParticipant),
+        BadRequest, Unauthorized, Forbidden, MethodNotAllowed, PayloadTooLarge, TooManyRequests, Internal),
     security(("basic" = [])))]
 /// Creates a participant and mints its token.
 pub async fn create_participant(
@@ -274,9 +329,32 @@ pub async fn create_participant(
     Ok(Json(CreatedParticipant { participant: body, token }))
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{accountId}/participants", tag = "participants",
+    params(("accountId" = String, Path, description = "Account id"), PageQuery),
+    responses((status = 200, body = ParticipantsPage),
+        BadRequest, Unauthorized, Forbidden, MethodNotAllowed, TooManyRequests, Internal),
+    security(("basic" = [])))]
+/// Lists the account's participants, a page at a time, in id order (as sessions).
+pub async fn list_participants(
+    State(app): State<AppState>,
+    Authenticated(account): Authenticated,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<ParticipantsPage>, ApiError> {
+    let paging = query?.check(Listing::Participants)?;
+    let after = paging.after.map(ParticipantId);
+    app.rooms.read(|r| {
+        let page = r.participants_page(&account, after.as_ref(), paging.limit);
+        let next_cursor =
+            page.items.last().filter(|_| page.more).map(|p| paging::encode(Listing::Participants, p.id.as_str()));
+        let participants = page.items.into_iter().map(|p| participant_body(r, p)).collect();
+        Ok(Json(ParticipantsPage { participants, next_cursor }))
+    })
+}
+
 #[utoipa::path(get, path = "/v1/accounts/{accountId}/participants/{participantId}", tag = "participants",
     params(("accountId" = String, Path), ("participantId" = String, Path)),
-    responses((status = 200, body = ParticipantBody), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = ParticipantBody),
+        Unauthorized, Forbidden, NotFound, MethodNotAllowed, TooManyRequests, Internal),
     security(("basic" = [])))]
 /// Reads a participant.
 pub async fn get_participant(
@@ -290,7 +368,8 @@ pub async fn get_participant(
 
 #[utoipa::path(delete, path = "/v1/accounts/{accountId}/participants/{participantId}", tag = "participants",
     params(("accountId" = String, Path), ("participantId" = String, Path)),
-    responses((status = 204, description = "Deleted; it left its sessions"), (status = "4XX", body = ErrorBody)),
+    responses((status = 204, description = "Deleted; it left its sessions"),
+        Unauthorized, Forbidden, NotFound, MethodNotAllowed, TooManyRequests, Internal),
     security(("basic" = [])))]
 /// Deletes a participant; it leaves every session.
 pub async fn delete_participant(

@@ -22,12 +22,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Semaphore, broadcast};
 
+use super::callback_events::{CallbackEvent, ParticipantJoinedEvent, ParticipantLeftEvent, timestamp};
 use crate::app::config::CallbacksConfig;
 use crate::app::metrics::{CallbackLabels, Metrics};
-use crate::rooms::{LeaveReason, RoomEvent};
+use crate::rooms::RoomEvent;
 
 /// Most deliveries pending at once (queued or being retried); beyond it new events are dropped.
 const MAX_PENDING: usize = 10_000;
@@ -255,7 +256,11 @@ impl Callbacks {
     }
 
     /// Queues `event` for `url`. Never blocks; drops (and counts) when too much is pending.
-    pub fn send(&self, url: &str, event: Value) {
+    pub fn send(&self, url: &str, event: &CallbackEvent) {
+        self.send_json(url, event.to_json());
+    }
+
+    fn send_json(&self, url: &str, event: Value) {
         let inner = &self.inner;
         if inner.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING {
             inner.pending.fetch_sub(1, Ordering::AcqRel);
@@ -278,7 +283,7 @@ impl Callbacks {
             match events.recv().await {
                 Ok(event) => {
                     if let Some((url, body)) = room_callback(&event, SystemTime::now()) {
-                        self.send(&url, body);
+                        self.send(&url, &body);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -339,41 +344,30 @@ impl Callbacks {
     }
 }
 
-/// The callback a room event makes, if any: its URL and JSON body.
-pub fn room_callback(event: &RoomEvent, now: SystemTime) -> Option<(String, Value)> {
-    let timestamp = humantime::format_rfc3339_millis(now).to_string();
+/// The callback a room event makes, if any: its URL and event.
+pub fn room_callback(event: &RoomEvent, now: SystemTime) -> Option<(String, CallbackEvent)> {
+    let timestamp = timestamp(now);
     match event {
         RoomEvent::ParticipantJoined { account, session, participant, callback_url: Some(url) } => Some((
             url.clone(),
-            json!({
-                "event": "participantJoined",
-                "timestamp": timestamp,
-                "accountId": account.as_str(),
-                "sessionId": session.as_str(),
-                "participantId": participant.as_str(),
+            CallbackEvent::ParticipantJoined(ParticipantJoinedEvent {
+                timestamp,
+                account_id: account.as_str().into(),
+                session_id: session.as_str().into(),
+                participant_id: participant.as_str().into(),
             }),
         )),
         RoomEvent::ParticipantLeft { account, session, participant, callback_url: Some(url), reason } => Some((
             url.clone(),
-            json!({
-                "event": "participantLeft",
-                "timestamp": timestamp,
-                "accountId": account.as_str(),
-                "sessionId": session.as_str(),
-                "participantId": participant.as_str(),
-                "reason": leave_reason(*reason),
+            CallbackEvent::ParticipantLeft(ParticipantLeftEvent {
+                timestamp,
+                account_id: account.as_str().into(),
+                session_id: session.as_str().into(),
+                participant_id: participant.as_str().into(),
+                reason: (*reason).into(),
             }),
         )),
         _ => None,
-    }
-}
-
-fn leave_reason(r: LeaveReason) -> &'static str {
-    match r {
-        LeaveReason::Removed => "removed",
-        LeaveReason::SessionDeleted => "sessionDeleted",
-        LeaveReason::SessionExpired => "sessionExpired",
-        LeaveReason::ParticipantDeleted => "participantDeleted",
     }
 }
 
@@ -389,8 +383,11 @@ impl Callbacks {
 mod tests {
     use std::time::Duration;
 
+    use serde_json::json;
+
     use super::*;
     use crate::ids::{AccountId, ParticipantId, SessionId};
+    use crate::rooms::LeaveReason;
 
     #[test]
     fn internal_addresses_are_recognised() {
@@ -531,7 +528,7 @@ mod tests {
         assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing reached the receiver");
 
         // Queued sends count the refusal.
-        strict.send(&format!("http://localhost:{port}/cb"), event.clone());
+        strict.send_json(&format!("http://localhost:{port}/cb"), event.clone());
         tokio::time::timeout(Duration::from_secs(10), async {
             while strict.pending() > 0 {
                 tokio::task::yield_now().await;
@@ -559,6 +556,7 @@ mod tests {
             callback_url: Some("http://127.0.0.1:9/cb".into()),
         };
         let (url, body) = room_callback(&joined, now).unwrap();
+        let body = body.to_json();
         assert_eq!(url, "http://127.0.0.1:9/cb");
         assert_eq!(body["event"], "participantJoined");
         assert_eq!(body["sessionId"], "s");
@@ -570,7 +568,7 @@ mod tests {
             callback_url: Some("http://x/".into()),
             reason: LeaveReason::SessionExpired,
         };
-        assert_eq!(room_callback(&left, now).unwrap().1["reason"], "sessionExpired");
+        assert_eq!(room_callback(&left, now).unwrap().1.to_json()["reason"], "sessionExpired");
         let silent = RoomEvent::ParticipantJoined {
             account: AccountId::from("default"),
             session: SessionId::from("s"),

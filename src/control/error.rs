@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::callbacks::CallbackUrlError;
+use super::paging::PagingError;
 use crate::rooms::{RoomsError, RoomsHandleError};
 
 /// The error codes of CONTRACT §2.
@@ -137,6 +138,18 @@ impl From<CallbackUrlError> for ApiError {
     }
 }
 
+impl From<PagingError> for ApiError {
+    fn from(e: PagingError) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        Self::invalid(format!("invalid query: {}", e.body_text()))
+    }
+}
+
 impl From<RoomsHandleError> for ApiError {
     fn from(e: RoomsHandleError) -> Self {
         match e {
@@ -184,6 +197,61 @@ pub async fn json_errors(response: Response) -> Response {
         }
     }
     rebuilt
+}
+
+/// The error responses as the OpenAPI document lists them, one type per status, each with the
+/// [`ErrorBody`] schema: operations name those they can give (`responses((status = 200, ..),
+/// BadRequest, Unauthorized, ..)`). What produces each is above: [`ApiError`], the extractors,
+/// and [`json_errors`] for those made below the handlers.
+pub mod responses {
+    use super::ErrorBody;
+
+    /// INVALID_ARGUMENT: malformed JSON, unknown fields, wrong types, impossible values, a bad
+    /// query.
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 400)]
+    pub struct BadRequest(pub ErrorBody);
+
+    /// UNAUTHENTICATED: no or wrong HTTP Basic credentials.
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "Basic realm=\"interwork\"")))]
+    pub struct Unauthorized(pub ErrorBody);
+
+    /// PERMISSION_DENIED: the credentials are another account's.
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 403)]
+    pub struct Forbidden(pub ErrorBody);
+
+    /// NOT_FOUND: no such session or participant in this account, or not in that session.
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 404)]
+    pub struct NotFound(pub ErrorBody);
+
+    /// METHOD_NOT_ALLOWED: the path exists, not with this method.
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 405, headers(("Allow" = String, description = "The methods the path has")))]
+    pub struct MethodNotAllowed(pub ErrorBody);
+
+    /// RESOURCE_EXHAUSTED: the body is larger than `http.body_limit`.
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 413)]
+    pub struct PayloadTooLarge(pub ErrorBody);
+
+    /// The request is not a WebSocket upgrade this server can make.
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 426)]
+    pub struct UpgradeRequired(pub ErrorBody);
+
+    /// RESOURCE_EXHAUSTED: a quota (sessions, participants, per session) or a rate (failed
+    /// sign-ins, demo requests) is reached.
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait, for rates")))]
+    pub struct TooManyRequests(pub ErrorBody);
+
+    /// INTERNAL: our fault; the detail is in the log, not here.
+    #[derive(utoipa::IntoResponses)]
+    #[response(status = 500)]
+    pub struct Internal(pub ErrorBody);
 }
 
 #[cfg(test)]

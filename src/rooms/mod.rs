@@ -14,6 +14,7 @@
 //! subscriptions there and every other member's subscription to it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::time::Duration;
 
 use crate::ids::{AccountId, ParticipantId, SessionId};
@@ -176,6 +177,15 @@ pub struct NewParticipant {
     pub device_api_version: Option<String>,
 }
 
+/// One page of a listing: the items, and whether more follow the last of them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Page<'a, T> {
+    /// The items, in id order.
+    pub items: Vec<&'a T>,
+    /// True when items follow the last one (the next page starts after it).
+    pub more: bool,
+}
+
 /// What the demo made: its session and the new participants, in the order asked for.
 #[derive(Clone, Debug)]
 pub struct DemoJoin {
@@ -189,8 +199,10 @@ pub struct DemoJoin {
 #[derive(Debug)]
 pub struct Rooms {
     config: RoomsConfig,
-    sessions: HashMap<SessionId, Session>,
-    participants: HashMap<ParticipantId, Participant>,
+    /// Ordered by id so that listings page stably ([`Rooms::sessions_page`]).
+    sessions: BTreeMap<SessionId, Session>,
+    /// Ordered by id, as `sessions`.
+    participants: BTreeMap<ParticipantId, Participant>,
     /// Members of each session with their subscriptions; ordered so listings are stable.
     members: HashMap<SessionId, BTreeMap<ParticipantId, Subscriptions>>,
     /// The sessions each participant is in (derived from `members`).
@@ -202,8 +214,8 @@ impl Rooms {
     pub fn new(config: RoomsConfig) -> Self {
         Self {
             config,
-            sessions: HashMap::new(),
-            participants: HashMap::new(),
+            sessions: BTreeMap::new(),
+            participants: BTreeMap::new(),
             members: HashMap::new(),
             sessions_of: HashMap::new(),
         }
@@ -294,6 +306,26 @@ impl Rooms {
         l.session_id.is_some()
             || p.session_id.is_some()
             || l.participants.iter().any(|s| &s.participant_id == publisher)
+    }
+
+    /// Up to `limit` sessions of `account` in id order, starting after the id `after` (none: from
+    /// the first). The order is by id, so paging while sessions are added or removed never skips
+    /// nor repeats one that exists throughout; one added behind the cursor is seen next time.
+    pub fn sessions_page(&self, account: &AccountId, after: Option<&SessionId>, limit: usize) -> Page<'_, Session> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        page(self.sessions.range((from, Bound::Unbounded)).map(|(_, s)| s).filter(|s| &s.account == account), limit)
+    }
+
+    /// Up to `limit` participants of `account` in id order after the id `after`, as
+    /// [`Rooms::sessions_page`].
+    pub fn participants_page(
+        &self,
+        account: &AccountId,
+        after: Option<&ParticipantId>,
+        limit: usize,
+    ) -> Page<'_, Participant> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        page(self.participants.range((from, Bound::Unbounded)).map(|(_, p)| p).filter(|p| &p.account == account), limit)
     }
 
     /// Number of sessions and participants, for metrics.
@@ -742,6 +774,12 @@ fn without(session: &SessionId, member: &ParticipantId, subs: &Subscriptions, go
     let mut subscriptions = subs.clone();
     subscriptions.participants.retain(|s| &s.participant_id != gone);
     Membership { session: session.clone(), participant: member.clone(), subscriptions }
+}
+
+/// The first `limit` of `items`, and whether there were more.
+fn page<'a, T: 'a>(mut items: impl Iterator<Item = &'a T>, limit: usize) -> Page<'a, T> {
+    let taken: Vec<&T> = items.by_ref().take(limit).collect();
+    Page { more: !taken.is_empty() && items.next().is_some(), items: taken }
 }
 
 /// Refuses one more of `what` when the account already owns `max`.

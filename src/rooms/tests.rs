@@ -395,3 +395,73 @@ fn expiring_participants_that_subscribe_to_each_other_leave_no_membership_behind
     assert!(rooms.sessions_of(b).is_empty());
     assert_eq!(rooms.counts().1, 0);
 }
+
+#[test]
+fn listings_page_in_id_order_and_only_the_accounts_own() {
+    let mut rooms = Rooms::new(RoomsConfig { max_sessions: 100, max_participants: 100, ..config() });
+    let other = AccountId::from("other");
+    let mut mine: Vec<SessionId> = (0..7).map(|_| session(&mut rooms, 0)).collect();
+    for _ in 0..5 {
+        let r = rooms.plan_create_session(&other, None, 0);
+        run(&mut rooms, r);
+    }
+    mine.sort();
+
+    // Pages of 3: 3, 3, 1, each after the last id of the one before, nothing missed or repeated.
+    let mut seen = Vec::new();
+    let mut after: Option<SessionId> = None;
+    let mut pages = 0;
+    loop {
+        let page = rooms.sessions_page(&acct(), after.as_ref(), 3);
+        pages += 1;
+        assert!(page.items.iter().all(|s| s.account == acct()), "another account's session listed");
+        seen.extend(page.items.iter().map(|s| s.id.clone()));
+        if !page.more {
+            break;
+        }
+        after = page.items.last().map(|s| s.id.clone());
+        // Sessions made while paging do not disturb those that existed.
+        session(&mut rooms, 0);
+        assert!(pages < 10, "paging ends");
+    }
+    let before: BTreeSet<SessionId> = mine.iter().cloned().collect();
+    let listed: BTreeSet<SessionId> = seen.iter().cloned().collect();
+    assert_eq!(listed.len(), seen.len(), "no session listed twice: {seen:?}");
+    assert!(before.is_subset(&listed), "every session that existed throughout is listed");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in id order");
+
+    // A page exactly as long as what is left says there is no more.
+    let all = rooms.sessions_page(&acct(), None, 1000).items.len();
+    let exact = rooms.sessions_page(&acct(), None, all);
+    assert_eq!(exact.items.len(), all);
+    assert!(!exact.more);
+    assert!(rooms.sessions_page(&acct(), None, all - 1).more);
+    // After the last id: empty, no more.
+    let last = exact.items.last().unwrap().id.clone();
+    let end = rooms.sessions_page(&acct(), Some(&last), 10);
+    assert!(end.items.is_empty() && !end.more);
+    // The other account sees its five.
+    assert_eq!(rooms.sessions_page(&other, None, 100).items.len(), 5);
+}
+
+#[test]
+fn participant_listings_page_and_keep_to_the_account() {
+    let mut rooms = Rooms::new(config());
+    let other = AccountId::from("other");
+    let mut mine: Vec<ParticipantId> = (0..4).map(|_| participant(&mut rooms)).collect();
+    let r = rooms.plan_create_participant(&other, new_participant(), 0);
+    let theirs = run(&mut rooms, r).1.id;
+    mine.sort();
+    let first = rooms.participants_page(&acct(), None, 2);
+    assert_eq!(first.items.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), mine[..2]);
+    assert!(first.more);
+    let second = rooms.participants_page(&acct(), Some(&mine[1]), 2);
+    assert_eq!(second.items.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), mine[2..]);
+    assert!(!second.more);
+    let theirs_page = rooms.participants_page(&other, None, 10);
+    assert_eq!(theirs_page.items.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec![theirs]);
+    // A deleted participant drops out of the listing.
+    let r = rooms.plan_delete_participant(&acct(), &mine[0]);
+    exec(&mut rooms, r);
+    assert_eq!(rooms.participants_page(&acct(), None, 10).items.len(), 3);
+}

@@ -16,19 +16,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rsipstack::transport::SipConnection;
-use serde_json::json;
+
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::stack::{Responder, ServerTransaction, Stack};
 use super::ua::{
-    Admitted, CallEvent, CallNo, Env, Event, Inbound, Leg, MediaCommand, Output, RoomsCommand, Transport, TxId,
-    UaConfig, UserAgent,
+    Admitted, CallEvent, CallNo, Env, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, TxId, UaConfig,
+    UserAgent,
 };
 use crate::app::config::Config;
 use crate::app::drain::{CallGuard, Drain};
 use crate::app::metrics::{InviteLabels, Metrics};
+use crate::control::callback_events::{
+    CallbackEvent, DtmfEvent, LegMedia, SipLegConnectedEvent, SipLegEndedEvent, timestamp,
+};
 use crate::control::callbacks::Callbacks;
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::bridge::{self, BridgeError, LegCommand, LegNotice, LegSetup, LegSummary};
@@ -430,15 +433,13 @@ impl Actor {
                 let Some(leg) = self.media.get(&call) else { return };
                 let participant = leg.participant.clone();
                 tracing::info!(participant = %participant, tone = %digit, "DTMF by RFC 4733");
-                self.callback(
-                    &participant,
-                    json!({
-                        "event": "dtmf",
-                        "participantId": participant.as_str(),
-                        "tone": digit.to_string(),
-                        "durationMs": duration.as_millis() as u64,
-                    }),
-                );
+                let event = CallbackEvent::Dtmf(DtmfEvent {
+                    timestamp: timestamp(SystemTime::now()),
+                    participant_id: participant.as_str().into(),
+                    tone: digit.to_string(),
+                    duration_ms: duration.as_millis() as u64,
+                });
+                self.callback(&participant, &event);
             }
         }
     }
@@ -580,7 +581,15 @@ impl Actor {
                     call_id = %leg.call_id, participant = %leg.participant, session = %leg.session,
                     mode = mode_name(leg.mode), "SIP leg connected"
                 );
-                self.callback(&leg.participant, leg_event("sipLegConnected", &leg));
+                let event = CallbackEvent::SipLegConnected(SipLegConnectedEvent {
+                    timestamp: timestamp(SystemTime::now()),
+                    account_id: leg.account.as_str().into(),
+                    session_id: leg.session.as_str().into(),
+                    participant_id: leg.participant.as_str().into(),
+                    call_id: leg.call_id.to_string(),
+                    mode: leg.mode.into(),
+                });
+                self.callback(&leg.participant, &event);
             }
             CallEvent::Ended { ref leg, .. } => match self.stopping.get_mut(&leg.call) {
                 // Its media stopped already: report with the leg's counters.
@@ -599,15 +608,13 @@ impl Actor {
                 if let Some(leg) = self.media.get(&call) {
                     self.forwarder.dtmf(leg.session.clone(), participant.clone(), tone);
                 }
-                self.callback(
-                    &participant,
-                    json!({
-                        "event": "dtmf",
-                        "participantId": participant.as_str(),
-                        "tone": tone.to_string(),
-                        "durationMs": duration_ms,
-                    }),
-                );
+                let event = CallbackEvent::Dtmf(DtmfEvent {
+                    timestamp: timestamp(SystemTime::now()),
+                    participant_id: participant.as_str().into(),
+                    tone: tone.to_string(),
+                    duration_ms: u64::from(duration_ms),
+                });
+                self.callback(&participant, &event);
             }
         }
     }
@@ -638,42 +645,36 @@ impl Actor {
             auth_failures, latency_to_webrtc_ms = to_webrtc_ms, latency_to_sip_ms = to_sip_ms,
             "SIP leg ended"
         );
-        let mut body = leg_event("sipLegEnded", &leg);
-        body["durationMs"] = json!(duration.as_millis() as u64);
-        body["reason"] = json!(reason);
-        body["media"] = json!(summary.map(|_| json!({
-            "codec": codec,
-            "packetsReceived": packets_received,
-            "packetsSent": packets_sent,
-            "packetsLost": packets_lost,
-            "jitterMs": jitter_ms,
-            "concealedFrames": concealed,
-            "authFailures": auth_failures,
-            "latencyToWebrtcMs": to_webrtc_ms,
-            "latencyToSipMs": to_sip_ms,
-        })));
-        self.callback(&leg.participant, body);
+        let event = CallbackEvent::SipLegEnded(SipLegEndedEvent {
+            timestamp: timestamp(SystemTime::now()),
+            account_id: leg.account.as_str().into(),
+            session_id: leg.session.as_str().into(),
+            participant_id: leg.participant.as_str().into(),
+            call_id: leg.call_id.to_string(),
+            mode: leg.mode.into(),
+            duration_ms: duration.as_millis() as u64,
+            reason,
+            media: summary.map(|_| LegMedia {
+                codec: codec.to_string(),
+                packets_received,
+                packets_sent,
+                packets_lost,
+                jitter_ms,
+                concealed_frames: concealed,
+                auth_failures,
+                latency_to_webrtc_ms: to_webrtc_ms,
+                latency_to_sip_ms: to_sip_ms,
+            }),
+        });
+        self.callback(&leg.participant, &event);
     }
 
-    fn callback(&self, participant: &crate::ids::ParticipantId, mut body: serde_json::Value) {
+    fn callback(&self, participant: &crate::ids::ParticipantId, event: &CallbackEvent) {
         let url = self.rooms.read(|r| r.participant_by_id(participant).and_then(|p| p.callback_url.clone()));
         if let Some(url) = url {
-            body["timestamp"] = humantime::format_rfc3339_millis(SystemTime::now()).to_string().into();
-            self.callbacks.send(&url, body);
+            self.callbacks.send(&url, event);
         }
     }
-}
-
-/// The fields every SIP-leg callback carries.
-fn leg_event(event: &str, leg: &Leg) -> serde_json::Value {
-    json!({
-        "event": event,
-        "accountId": leg.account.as_str(),
-        "sessionId": leg.session.as_str(),
-        "participantId": leg.participant.as_str(),
-        "callId": leg.call_id,
-        "mode": mode_name(leg.mode),
-    })
 }
 
 fn mode_name(mode: crate::app::config::InterconnectMode) -> &'static str {

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::app::config::DemoConfig;
 use crate::control::AppState;
 use crate::control::error::ApiError;
+use crate::control::error::responses::{Internal, MethodNotAllowed, TooManyRequests};
 use crate::control::limit::{SourceIp, WindowLimiter};
 use crate::ids::AccountId;
 use crate::rooms::NewParticipant;
@@ -38,21 +39,33 @@ pub const DEMO_HTML: &str = include_str!("assets/demo.html");
 /// The account demo sessions and participants are made in.
 pub const DEMO_ACCOUNT: &str = "default";
 
+#[utoipa::path(get, path = "/sdk/interwork.js", tag = "sdk",
+    responses((status = 200, description = "The browser SDK (CONTRACT §4)", content_type = "text/javascript"),
+        MethodNotAllowed))]
 /// `GET /sdk/interwork.js`.
 pub async fn sdk_js() -> Response {
     asset(SDK_JS, "text/javascript; charset=utf-8")
 }
 
+#[utoipa::path(get, path = "/sdk/interwork.d.ts", tag = "sdk",
+    responses(
+        (status = 200, description = "The SDK's TypeScript declarations", content_type = "application/typescript"),
+        MethodNotAllowed))]
 /// `GET /sdk/interwork.d.ts`.
 pub async fn sdk_dts() -> Response {
     asset(SDK_DTS, "application/typescript; charset=utf-8")
 }
 
+#[utoipa::path(get, path = "/demo/", tag = "demo",
+    responses((status = 200, description = "The demo page (when `demo.enabled`)", content_type = "text/html"),
+        MethodNotAllowed))]
 /// `GET /demo/`.
 pub async fn demo_page() -> Response {
     asset(DEMO_HTML, "text/html; charset=utf-8")
 }
 
+#[utoipa::path(get, path = "/demo", tag = "demo",
+    responses((status = 308, description = "To `/demo/`", headers(("Location" = String))), MethodNotAllowed))]
 /// `GET /demo`: the page's relative URLs need the trailing slash.
 pub async fn demo_redirect() -> Redirect {
     Redirect::permanent("/demo/")
@@ -88,7 +101,7 @@ impl DemoState {
 }
 
 /// What `/demo/connectionInfo` returns.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
     /// The browser participant's token, for `connect({deviceToken})`.
@@ -105,6 +118,8 @@ pub struct ConnectionInfo {
     pub phone_participant_id: String,
 }
 
+#[utoipa::path(get, path = "/demo/connectionInfo", tag = "demo",
+    responses((status = 200, body = ConnectionInfo), MethodNotAllowed, TooManyRequests, Internal))]
 /// `GET /demo/connectionInfo`: a new browser participant in the demo session (both ways
 /// subscribed to the whole session, as the seed's `createParticipant`), and a phone participant
 /// for a SIP call into it; both, with their tokens, live `demo.lifetime`.

@@ -16,9 +16,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::routing::get;
 use tokio::sync::mpsc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub mod assets;
 pub(crate) mod driver;
@@ -43,7 +43,8 @@ pub struct DeviceHub {
     verifier: Arc<Verifier>,
     rooms: RoomsHandle,
     drain: Drain,
-    demo_enabled: bool,
+    /// `demo.enabled`: whether `/demo/*` is served.
+    pub demo_enabled: bool,
     sip_listen: SocketAddr,
     demo: Arc<assets::DemoState>,
 }
@@ -103,16 +104,16 @@ impl WebrtcService {
 }
 
 /// The routes outside the account base that this side serves: `/v1/device`, `/sdk/*` and,
-/// when the demo is on, `/demo/*`.
-pub fn routes(hub: &DeviceHub) -> Router<AppState> {
-    let r = Router::new()
-        .route("/v1/device", get(signaling::device_socket))
-        .route("/sdk/interwork.js", get(assets::sdk_js))
-        .route("/sdk/interwork.d.ts", get(assets::sdk_dts));
-    if hub.demo_enabled {
-        r.route("/demo", get(assets::demo_redirect))
-            .route("/demo/", get(assets::demo_page))
-            .route("/demo/connectionInfo", get(assets::connection_info))
+/// when the demo is on, `/demo/*`, with their OpenAPI operations.
+pub fn routes(demo_enabled: bool) -> OpenApiRouter<AppState> {
+    let r = OpenApiRouter::new()
+        .routes(routes!(signaling::device_socket))
+        .routes(routes!(assets::sdk_js))
+        .routes(routes!(assets::sdk_dts));
+    if demo_enabled {
+        r.routes(routes!(assets::demo_redirect))
+            .routes(routes!(assets::demo_page))
+            .routes(routes!(assets::connection_info))
     } else {
         r
     }

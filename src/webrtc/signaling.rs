@@ -21,6 +21,7 @@ use super::driver::{Command, DEVICE_CHANNEL_CAPACITY, ToDevice};
 use super::protocol::{self, ClientMessage, CloseReason, ErrorCode, ServerMessage};
 use super::sfu::{PeerId, PeerInfo};
 use crate::control::AppState;
+use crate::control::error::responses::{BadRequest, MethodNotAllowed, UpgradeRequired};
 
 /// How long a new socket may take to send `hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +39,18 @@ pub const RATE_BURST: f64 = 50.0;
 /// Messages a device may send per second, sustained.
 pub const RATE_PER_SECOND: f64 = 20.0;
 
+#[utoipa::path(get, path = "/v1/device", tag = "sdk",
+    description = "The device socket: a WebSocket the SDK opens (CONTRACT §4); its messages are the \
+        project's own protocol (docs/device-protocol.md in the repository). The participant token is \
+        sent in the first message (`hello`); any `Origin` is accepted.",
+    params(
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Connection" = String, Header, description = "`Upgrade`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "RFC 6455"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+    ),
+    responses((status = 101, description = "Switching Protocols: the device socket is open"),
+        BadRequest, MethodNotAllowed, UpgradeRequired))]
 /// `GET /v1/device`: upgrades to the device socket.
 pub async fn device_socket(ws: WebSocketUpgrade, State(app): State<AppState>) -> Response {
     let hub = app.devices.clone();
