@@ -1,6 +1,6 @@
-//! A steady SIP leg allocates nothing per packet or frame (STYLE §4): two legs back to back,
-//! PCMU and AMR-WB, 3,000 frames each way with RTCP and DTMF, under a counting global
-//! allocator. Without SRTP: rtc-srtp 0.21 returns each packet in a new buffer (see
+//! A steady SIP leg allocates nothing per packet or frame: two legs back to back, PCMU and
+//! AMR-WB, 3,000 frames each way with RTCP and DTMF, under a counting global allocator; nor
+//! does the heard decode (each publisher's Opus decoded once for the legs that hear it). Without SRTP: rtc-srtp 0.21 returns each packet in a new buffer (see
 //! `media::srtp`), which this test measures separately and reports.
 //!
 //! The counting allocator (`counting_alloc`) implements `GlobalAlloc`, an unsafe trait, hence
@@ -10,9 +10,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+use codecs::opus::{MAX_PACKET_BYTES, OpusEncoder, OpusEncoderConfig, SampleRate};
+use interwork::media::heard::HeardDecoders;
 use interwork::media::leg::{LegConfig, MTU, SipLeg};
 use interwork::media::rtp::Ssrc;
 use interwork::sip::sdp::{AmrWbParams, Codec, Negotiated, SrtpKeys, SrtpSuite};
+use interwork::webrtc::sfu::EndpointId;
+use str0m::media::{Frequency, MediaTime};
 
 #[path = "../codecs/tests/support/counting_alloc.rs"]
 mod counting_alloc;
@@ -91,8 +95,53 @@ fn allocations(codec: Codec, srtp: bool, frames: u32, warm_up: u32) -> usize {
     counting_alloc::allocations() - counted_from
 }
 
+/// Runs the heard decode of two publishers, each frame fetched by three subscribers, one packet
+/// in 50 lost (concealed with PLC and FEC); returns the allocations after `warm_up` frames.
+fn heard_allocations(frames: usize, warm_up: usize) -> usize {
+    let mut encoder = OpusEncoder::new(SampleRate::Hz16000, OpusEncoderConfig::default()).unwrap();
+    let packets: Vec<Vec<u8>> = (0..frames)
+        .map(|n| {
+            let pcm: Vec<i16> = (0..320)
+                .map(|i| {
+                    let t = (n * 320 + i) as f64 / 16_000.0;
+                    ((t * 2.0 * std::f64::consts::PI * 440.0).sin() * 8_000.0) as i16
+                })
+                .collect();
+            let mut out = [0u8; MAX_PACKET_BYTES];
+            let len = encoder.encode(&pcm, &mut out).unwrap();
+            out[..len].to_vec()
+        })
+        .collect();
+    let publishers = [EndpointId("alice".into()), EndpointId("bob".into())];
+    let mut heard = HeardDecoders::new();
+    let start = Instant::now();
+    let mut counted_from = 0;
+    let mut level = 0u64;
+    for (n, packet) in packets.iter().enumerate() {
+        if n == warm_up {
+            counted_from = counting_alloc::allocations();
+        }
+        let now = start + Duration::from_millis(20 * n as u64);
+        let time = MediaTime::new(48_000 + n as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
+        for publisher in &publishers {
+            if n % 50 == 25 {
+                continue;
+            }
+            for _subscriber in 0..3 {
+                let pcm = heard.decode(now, publisher, time, packet).expect("decodes");
+                level += pcm.iter().map(|s| u64::from(s.unsigned_abs())).sum::<u64>();
+            }
+        }
+    }
+    assert!(heard.frames_concealed > 0 && level > 0, "the path ran: {heard:?}");
+    counting_alloc::allocations() - counted_from
+}
+
 #[test]
 fn a_steady_leg_allocates_nothing_per_frame() {
+    // (One test: the counter is global and tests run in parallel.)
+    let count = heard_allocations(3_000, 200);
+    assert_eq!(count, 0, "the heard decode: {count} allocations in 2,800 frames of 2 publishers");
     for codec in [Codec::Pcmu, Codec::AmrWb(AmrWbParams::new(false)), Codec::AmrWb(AmrWbParams::new(true))] {
         let count = allocations(codec.clone(), false, 3_000, 200);
         assert_eq!(count, 0, "{codec:?}: {count} allocations in 2,800 frames");

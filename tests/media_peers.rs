@@ -271,7 +271,7 @@ fn start_sipp(scene: &Scene, scenario: &Path) -> (Proc, Capture, u16) {
         let media_port = loop {
             let port = common::free_port();
             // The video port too (and both RTCP ports), for sipp's start.
-            if port % 2 == 0 && (1..=3).all(|k| std::net::UdpSocket::bind(("127.0.0.1", port + k)).is_ok()) {
+            if port.is_multiple_of(2) && (1..=3).all(|k| std::net::UdpSocket::bind(("127.0.0.1", port + k)).is_ok()) {
                 break port;
             }
         };

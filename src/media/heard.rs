@@ -1,5 +1,5 @@
-//! What SIP legs hear, decoded once per publisher (CONTRACT §6: each publisher's Opus is
-//! decoded once for all the SIP legs that hear it, not once per leg).
+//! What SIP legs hear, decoded once per publisher: each publisher's Opus is decoded once for
+//! all the SIP legs that hear it, not once per leg.
 //!
 //! The forwarder hands every heard Opus frame to [`HeardDecoders::decode`] once per
 //! subscriber; the first call decodes it to 16 kHz PCM and the others get the same shared
@@ -71,6 +71,8 @@ struct Publisher {
     recent: [Option<(u64, Arc<[i16]>)>; RECENT],
     /// Where the next decoded frame goes in `recent`.
     next: usize,
+    /// Buffers to decode into again.
+    buffers: Buffers,
     last_used: Instant,
 }
 
@@ -130,7 +132,14 @@ impl HeardDecoders {
                         return None;
                     }
                 };
-                let p = Publisher { decoder, last_time: None, recent: Default::default(), next: 0, last_used: now };
+                let p = Publisher {
+                    decoder,
+                    last_time: None,
+                    recent: Default::default(),
+                    next: 0,
+                    buffers: Buffers::new(),
+                    last_used: now,
+                };
                 self.decoders.entry(endpoint.clone()).or_insert(p)
             }
         };
@@ -152,7 +161,8 @@ impl HeardDecoders {
                 self.frames_decoded += 1;
                 self.frames_concealed += concealed;
                 publisher.last_time = Some(time);
-                let pcm: Arc<[i16]> = Arc::from(&self.scratch[..n]);
+                let old = publisher.recent[publisher.next].take().map(|(_, pcm)| pcm);
+                let pcm = publisher.buffers.fill(old, &self.scratch[..n]);
                 publisher.recent[publisher.next] = Some((time, pcm.clone()));
                 publisher.next = (publisher.next + 1) % RECENT;
                 Some(pcm)
@@ -201,6 +211,48 @@ impl Publisher {
             Position::Next { missing: 0 }
         } else {
             Position::Past
+        }
+    }
+}
+
+/// The shared buffers a publisher's decoded frames go out in, reused once no subscriber holds
+/// them: no allocation per frame. A frame after a loss is longer (the concealed frames come
+/// first), so buffers of each length in use are kept, a few at most.
+struct Buffers {
+    spare: Vec<Arc<[i16]>>,
+}
+
+impl Buffers {
+    fn new() -> Self {
+        Self { spare: Vec::with_capacity(RECENT) }
+    }
+
+    /// `pcm` in a shared buffer: `old` (the ring slot being overwritten) when nobody else holds
+    /// it and its length fits, else a spare one that fits, else a new one; `old` is kept as a
+    /// spare when nobody else holds it.
+    fn fill(&mut self, old: Option<Arc<[i16]>>, pcm: &[i16]) -> Arc<[i16]> {
+        let mut old = old.filter(|b| Arc::strong_count(b) == 1 && Arc::weak_count(b) == 0);
+        if old.as_ref().is_some_and(|b| b.len() != pcm.len()) {
+            if self.spare.len() < RECENT {
+                self.spare.extend(old.take());
+            } else {
+                old = None;
+            }
+        }
+        let reused = old.or_else(|| {
+            let at = self.spare.iter().position(|b| b.len() == pcm.len() && Arc::strong_count(b) == 1)?;
+            Some(self.spare.swap_remove(at))
+        });
+        match reused {
+            Some(mut buffer) => {
+                // Unique: checked above, and nothing else can have cloned it since.
+                if let Some(samples) = Arc::get_mut(&mut buffer) {
+                    samples.copy_from_slice(pcm);
+                    return buffer;
+                }
+                Arc::from(pcm)
+            }
+            None => Arc::from(pcm),
         }
     }
 }
