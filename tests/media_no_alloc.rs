@@ -1,6 +1,7 @@
 //! A steady SIP leg allocates nothing per packet or frame: two legs back to back, PCMU and
 //! AMR-WB, 3,000 frames each way with RTCP and DTMF, under a counting global allocator; nor
-//! does the heard decode (each publisher's Opus decoded once for the legs that hear it). Without SRTP: rtc-srtp 0.21 returns each packet in a new buffer (see
+//! does the heard decode (each publisher's Opus decoded once for the legs that hear it). The
+//! legs run without SRTP: rtc-srtp 0.21 returns each packet in a new buffer (see
 //! `media::srtp`), which this test measures separately and reports.
 //!
 //! The counting allocator (`counting_alloc`) implements `GlobalAlloc`, an unsafe trait, hence
