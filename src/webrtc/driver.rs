@@ -503,11 +503,16 @@ impl Driver {
                     self.sfu.peer_info(*peer).is_some_and(|i| !r.sessions_of(&i.participant).contains(&i.session))
                 })
                 .collect();
+            // Publishers by session: a listener is checked against its own session's only.
+            let mut by_session: HashMap<&SessionId, Vec<&ParticipantId>> = HashMap::new();
+            for (ps, p) in &publishers {
+                by_session.entry(ps).or_default().push(p);
+            }
             let mut hears: HashSet<(SessionId, ParticipantId, ParticipantId)> = HashSet::new();
             for (ls, l) in &listeners {
-                for (ps, p) in &publishers {
-                    if ls == ps && r.hears(ls, l, p) {
-                        hears.insert((ls.clone(), l.clone(), p.clone()));
+                for p in by_session.get(ls).into_iter().flatten() {
+                    if r.hears(ls, l, p) {
+                        hears.insert((ls.clone(), l.clone(), (*p).clone()));
                     }
                 }
             }

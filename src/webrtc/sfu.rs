@@ -711,47 +711,50 @@ impl Sfu {
         now: Instant,
         mut hears: impl FnMut(&SessionId, &ParticipantId, &ParticipantId) -> bool,
     ) {
-        let peer_ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        for id in peer_ids {
-            let Some(p) = self.peers.get(&id) else { continue };
-            let wanted: BTreeSet<EndpointId> = self
-                .endpoints
-                .iter()
-                .filter(|(_, e)| {
-                    // Never one's own stream, whatever the rooms say.
-                    e.session == p.info.session
-                        && e.participant != p.info.participant
-                        && hears(&e.session, &p.info.participant, &e.participant)
-                })
-                .map(|(eid, _)| eid.clone())
-                .collect();
-            if wanted != p.wanted {
-                self.set_wanted(now, id, wanted);
-            }
+        // Streams by session, so that each listener only looks at its own session's: the work
+        // is the sum over sessions of listeners × streams there, not every listener × every
+        // stream of the node.
+        let mut streams: HashMap<&SessionId, Vec<(&EndpointId, &ParticipantId)>> = HashMap::new();
+        for (eid, e) in &self.endpoints {
+            streams.entry(&e.session).or_default().push((eid, &e.participant));
         }
-        let ext_ids: Vec<ExternalSubscriberId> = self.externals.keys().copied().collect();
-        for id in ext_ids {
-            let Some(s) = self.externals.get(&id) else { continue };
-            let wanted: BTreeSet<EndpointId> = self
-                .endpoints
-                .iter()
-                .filter(|(_, e)| {
-                    e.session == s.session
-                        && e.participant != s.participant
-                        && hears(&e.session, &s.participant, &e.participant)
-                })
-                .map(|(eid, _)| eid.clone())
-                .collect();
-            for (eid, e) in &mut self.endpoints {
-                let has = e.targets.contains(&Target::External(id));
-                match (has, wanted.contains(eid)) {
-                    (false, true) => e.targets.push(Target::External(id)),
-                    (true, false) => e.targets.retain(|t| *t != Target::External(id)),
-                    _ => {}
+        let mut wanted_by = |session: &SessionId, listener: &ParticipantId| -> BTreeSet<EndpointId> {
+            streams
+                .get(session)
+                .into_iter()
+                .flatten()
+                // Never one's own stream, whatever the rooms say.
+                .filter(|(_, publisher)| *publisher != listener && hears(session, listener, publisher))
+                .map(|(eid, _)| (*eid).clone())
+                .collect()
+        };
+        let peers: Vec<(PeerId, BTreeSet<EndpointId>)> = self
+            .peers
+            .iter()
+            .map(|(id, p)| (*id, wanted_by(&p.info.session, &p.info.participant)))
+            .filter(|(id, wanted)| self.peers.get(id).is_some_and(|p| *wanted != p.wanted))
+            .collect();
+        let externals: Vec<(ExternalSubscriberId, BTreeSet<EndpointId>)> =
+            self.externals.iter().map(|(id, s)| (*id, wanted_by(&s.session, &s.participant))).collect();
+        for (id, wanted) in peers {
+            self.set_wanted(now, id, wanted);
+        }
+        for (id, wanted) in externals {
+            let Some(s) = self.externals.get_mut(&id) else { continue };
+            let before = std::mem::replace(&mut s.wanted, wanted);
+            let target = Target::External(id);
+            for eid in before.iter().filter(|e| !s.wanted.contains(*e)) {
+                if let Some(e) = self.endpoints.get_mut(eid) {
+                    e.targets.retain(|t| *t != target);
                 }
             }
-            if let Some(s) = self.externals.get_mut(&id) {
-                s.wanted = wanted;
+            // Only what changed: a stream's targets name this subscriber exactly when its
+            // `wanted` does (a removed stream leaves every `wanted`, ids are never reused, and
+            // a parked stream keeps its targets for its next leg).
+            for eid in s.wanted.iter().filter(|e| !before.contains(*e)) {
+                if let Some(e) = self.endpoints.get_mut(eid) {
+                    e.targets.push(target);
+                }
             }
         }
         self.drive(now);
