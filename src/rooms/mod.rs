@@ -207,6 +207,66 @@ pub struct Rooms {
     members: HashMap<SessionId, BTreeMap<ParticipantId, Subscriptions>>,
     /// The sessions each participant is in (derived from `members`).
     sessions_of: HashMap<ParticipantId, BTreeSet<SessionId>>,
+    /// Derived from the above by [`Rooms::apply`], so that no request scans the node.
+    index: Index,
+}
+
+/// What `apply` keeps up to date so that creating, quota checks and expiry cost the same
+/// however many sessions and participants the node holds.
+#[derive(Debug, Default)]
+struct Index {
+    /// Sessions of each account that count against its quota (not the demo's).
+    owned_sessions: HashMap<AccountId, usize>,
+    /// Participants of each account that count against its quota (not the demo's).
+    owned_participants: HashMap<AccountId, usize>,
+    /// Every expiry: when, and what.
+    expiries: BTreeSet<(u64, Expiring)>,
+}
+
+/// What expires.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Expiring {
+    Session(SessionId),
+    Participant(ParticipantId),
+}
+
+impl Index {
+    fn count(counts: &mut HashMap<AccountId, usize>, account: &AccountId, add: bool) {
+        if add {
+            *counts.entry(account.clone()).or_default() += 1;
+        } else if let Some(n) = counts.get_mut(account) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(account);
+            }
+        }
+    }
+
+    fn session(&mut self, s: &Session, add: bool) {
+        if !s.demo {
+            Self::count(&mut self.owned_sessions, &s.account, add);
+        }
+        let key = (s.expires_at_ms, Expiring::Session(s.id.clone()));
+        if add {
+            self.expiries.insert(key);
+        } else {
+            self.expiries.remove(&key);
+        }
+    }
+
+    fn participant(&mut self, p: &Participant, add: bool) {
+        if !p.demo {
+            Self::count(&mut self.owned_participants, &p.account, add);
+        }
+        if let Some(at) = p.expires_at_ms {
+            let key = (at, Expiring::Participant(p.id.clone()));
+            if add {
+                self.expiries.insert(key);
+            } else {
+                self.expiries.remove(&key);
+            }
+        }
+    }
 }
 
 impl Rooms {
@@ -218,6 +278,7 @@ impl Rooms {
             participants: BTreeMap::new(),
             members: HashMap::new(),
             sessions_of: HashMap::new(),
+            index: Index::default(),
         }
     }
 
@@ -336,9 +397,7 @@ impl Rooms {
     /// The earliest session or participant expiry, Unix milliseconds: when
     /// [`Rooms::plan_expiry`] next has work.
     pub fn next_expiry_ms(&self) -> Option<u64> {
-        let sessions = self.sessions.values().map(|s| s.expires_at_ms);
-        let participants = self.participants.values().filter_map(|p| p.expires_at_ms);
-        sessions.chain(participants).min()
+        self.index.expiries.first().map(|(at, _)| *at)
     }
 
     // ----- plans -----
@@ -350,7 +409,7 @@ impl Rooms {
         tag: Option<String>,
         now_ms: u64,
     ) -> Result<(Plan, Session), RoomsError> {
-        let owned = self.sessions.values().filter(|s| &s.account == account && !s.demo).count();
+        let owned = self.index.owned_sessions.get(account).copied().unwrap_or(0);
         within_quota(owned, self.config.max_sessions, "sessions")?;
         let id = fresh_id(SessionId::generate, |id| self.sessions.contains_key(id));
         let session = Session {
@@ -377,8 +436,15 @@ impl Rooms {
 
     /// Removes every session, then every participant, whose lifetime is over at `now_ms`.
     pub fn plan_expiry(&self, now_ms: u64) -> Plan {
-        let mut due: Vec<&Session> = self.sessions.values().filter(|s| s.expires_at_ms <= now_ms).collect();
-        due.sort_by_key(|s| (s.expires_at_ms, s.id.clone()));
+        // The index is in (time, id) order: sessions and participants each come out sorted.
+        let expired = self.index.expiries.iter().take_while(|(at, _)| *at <= now_ms);
+        let due: Vec<&Session> = expired
+            .clone()
+            .filter_map(|(_, e)| match e {
+                Expiring::Session(id) => self.sessions.get(id),
+                Expiring::Participant(_) => None,
+            })
+            .collect();
         let mut plan = Plan::default();
         let mut ended = BTreeSet::new();
         for s in due {
@@ -387,9 +453,12 @@ impl Rooms {
             plan.events.extend(p.events);
             ended.insert(s.id.clone());
         }
-        let mut gone: Vec<&Participant> =
-            self.participants.values().filter(|p| p.expires_at_ms.is_some_and(|at| at <= now_ms)).collect();
-        gone.sort_by_key(|p| (p.expires_at_ms, p.id.clone()));
+        let gone: Vec<&Participant> = expired
+            .filter_map(|(_, e)| match e {
+                Expiring::Participant(id) => self.participants.get(id),
+                Expiring::Session(_) => None,
+            })
+            .collect();
         for p in &gone {
             self.delete_participant(&mut plan, p, &ended);
         }
@@ -423,7 +492,7 @@ impl Rooms {
         new: NewParticipant,
         now_ms: u64,
     ) -> Result<(Plan, Participant), RoomsError> {
-        let owned = self.participants.values().filter(|p| &p.account == account && !p.demo).count();
+        let owned = self.index.owned_participants.get(account).copied().unwrap_or(0);
         within_quota(owned, self.config.max_participants, "participants")?;
         let id = fresh_id(ParticipantId::generate, |id| self.participants.contains_key(id));
         let mut publish_permissions = new.publish_permissions;
@@ -640,6 +709,11 @@ impl Rooms {
         match change {
             Change::PutSession(s) => {
                 self.members.entry(s.id.clone()).or_default();
+                // The old entry's first: an update may keep the same expiry key.
+                if let Some(old) = self.sessions.get(&s.id) {
+                    self.index.session(old, false);
+                }
+                self.index.session(&s, true);
                 self.sessions.insert(s.id.clone(), s);
             }
             Change::DeleteSession(id) => {
@@ -648,9 +722,15 @@ impl Rooms {
                         self.unindex(p, &id);
                     }
                 }
-                self.sessions.remove(&id);
+                if let Some(old) = self.sessions.remove(&id) {
+                    self.index.session(&old, false);
+                }
             }
             Change::PutParticipant(p) => {
+                if let Some(old) = self.participants.get(&p.id) {
+                    self.index.participant(old, false);
+                }
+                self.index.participant(&p, true);
                 self.participants.insert(p.id.clone(), p);
             }
             Change::DeleteParticipant(id) => {
@@ -660,7 +740,9 @@ impl Rooms {
                     }
                 }
                 self.sessions_of.remove(&id);
-                self.participants.remove(&id);
+                if let Some(old) = self.participants.remove(&id) {
+                    self.index.participant(&old, false);
+                }
             }
             Change::PutMembership(m) => {
                 self.sessions_of.entry(m.participant.clone()).or_default().insert(m.session.clone());

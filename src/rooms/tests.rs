@@ -465,3 +465,74 @@ fn participant_listings_page_and_keep_to_the_account() {
     exec(&mut rooms, r);
     assert_eq!(rooms.participants_page(&acct(), None, 10).items.len(), 3);
 }
+
+/// The index `apply` keeps, recomputed from scratch: the two must agree after any change.
+fn assert_index_consistent(rooms: &Rooms) {
+    let mut sessions: HashMap<AccountId, usize> = HashMap::new();
+    let mut participants: HashMap<AccountId, usize> = HashMap::new();
+    let mut expiries = BTreeSet::new();
+    for s in rooms.sessions.values() {
+        if !s.demo {
+            *sessions.entry(s.account.clone()).or_default() += 1;
+        }
+        expiries.insert((s.expires_at_ms, Expiring::Session(s.id.clone())));
+    }
+    for p in rooms.participants.values() {
+        if !p.demo {
+            *participants.entry(p.account.clone()).or_default() += 1;
+        }
+        if let Some(at) = p.expires_at_ms {
+            expiries.insert((at, Expiring::Participant(p.id.clone())));
+        }
+    }
+    assert_eq!(rooms.index.owned_sessions, sessions);
+    assert_eq!(rooms.index.owned_participants, participants);
+    assert_eq!(rooms.index.expiries, expiries);
+}
+
+#[test]
+fn the_index_follows_creation_updates_deletion_expiry_and_reload() {
+    let mut rooms = Rooms::new(RoomsConfig { max_participants_per_session: 10, ..config() });
+    let other = AccountId::from("other");
+    let a = session(&mut rooms, 0);
+    let b = session(&mut rooms, HOUR_MS);
+    let r = rooms.plan_create_session(&other, None, 2 * HOUR_MS);
+    let c = run(&mut rooms, r).1.id;
+    let p = participant(&mut rooms);
+    let q = participant(&mut rooms);
+    let r = rooms.plan_create_participant(&other, new_participant(), 0);
+    run(&mut rooms, r);
+    join(&mut rooms, &a, &p, whole(&a));
+    join(&mut rooms, &a, &q, listing(&[&p]));
+    assert_index_consistent(&rooms);
+    // An update keeps one entry (same key), then moves it (the conference lifetime).
+    let plan = rooms.plan_mark_conference(&a).unwrap();
+    exec(&mut rooms, Ok(plan));
+    assert_index_consistent(&rooms);
+    let r = rooms.plan_join_demo(&acct(), demo_pair(), 0);
+    run(&mut rooms, r);
+    assert_index_consistent(&rooms);
+    assert_eq!(rooms.next_expiry_ms(), Some(900_000), "the demo pair first");
+    let r = rooms.plan_delete_participant(&acct(), &q);
+    exec(&mut rooms, r);
+    let r = rooms.plan_delete_session(&other, &c);
+    exec(&mut rooms, r);
+    assert_index_consistent(&rooms);
+    // The account's quota counts what is left: 2 sessions of 3, so one more fits, not two.
+    session(&mut rooms, 3 * HOUR_MS);
+    assert!(rooms.plan_create_session(&acct(), None, 3 * HOUR_MS).is_err());
+    let expired = rooms.plan_expiry(10 * HOUR_MS);
+    exec(&mut rooms, Ok(expired));
+    assert_index_consistent(&rooms);
+    assert!(rooms.session(&acct(), &b).is_err(), "b expired at 10 h");
+    assert!(rooms.session(&acct(), &a).is_ok(), "a is a conference: 24 h");
+    // A reload builds the same index.
+    let snapshot = crate::store::Snapshot {
+        sessions: rooms.sessions.values().cloned().collect(),
+        participants: rooms.participants.values().cloned().collect(),
+        memberships: vec![],
+    };
+    let reloaded = Rooms::from_snapshot(rooms.config.clone(), snapshot);
+    assert_index_consistent(&reloaded);
+    assert_eq!(reloaded.index.expiries, rooms.index.expiries);
+}
