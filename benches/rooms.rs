@@ -37,7 +37,7 @@ fn new_participant() -> NewParticipant {
 fn change_us(n: usize) -> f64 {
     let account = AccountId::from("default");
     let mut rooms = Rooms::new(config());
-    let mut create = |rooms: &mut Rooms, now_ms: u64, session: bool| {
+    let create = |rooms: &mut Rooms, now_ms: u64, session: bool| {
         let plan = if session {
             rooms.plan_create_session(&account, None, now_ms).unwrap().0
         } else {

@@ -150,7 +150,7 @@ pub async fn create_session(
     JsonBody(req): JsonBody<CreateSessionRequest>,
 ) -> Result<Json<SessionBody>, ApiError> {
     check_tag(req.tag.as_deref())?;
-    let session = app.rooms.create_session(&account, req.tag)?;
+    let session = app.rooms.create_session(&account, req.tag).await?;
     Ok(Json(session_body(&session)))
 }
 
@@ -202,7 +202,7 @@ pub async fn delete_session(
     Authenticated(account): Authenticated,
     Path((_, session)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    app.rooms.delete_session(&account, &SessionId(session))?;
+    app.rooms.delete_session(&account, &SessionId(session)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -240,7 +240,7 @@ pub async fn add_participant_to_session(
     JsonBody(body): JsonBody<SubscriptionsBody>,
 ) -> Result<StatusCode, ApiError> {
     let subscriptions = subscriptions_from(body)?;
-    app.rooms.add_to_session(&account, &SessionId(session), &ParticipantId(participant), subscriptions)?;
+    app.rooms.add_to_session(&account, &SessionId(session), &ParticipantId(participant), subscriptions).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -256,7 +256,7 @@ pub async fn remove_participant_from_session(
     Authenticated(account): Authenticated,
     Path((_, session, participant)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    app.rooms.remove_from_session(&account, &SessionId(session), &ParticipantId(participant))?;
+    app.rooms.remove_from_session(&account, &SessionId(session), &ParticipantId(participant)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -294,7 +294,7 @@ pub async fn put_subscriptions(
     JsonBody(body): JsonBody<SubscriptionsBody>,
 ) -> Result<StatusCode, ApiError> {
     let subscriptions = subscriptions_from(body)?;
-    app.rooms.set_subscriptions(&account, &SessionId(session), &ParticipantId(participant), subscriptions)?;
+    app.rooms.set_subscriptions(&account, &SessionId(session), &ParticipantId(participant), subscriptions).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -323,7 +323,7 @@ pub async fn create_participant(
         publish_permissions: req.publish_permissions,
         device_api_version: req.device_api_version,
     };
-    let participant = app.rooms.create_participant(&account, new)?;
+    let participant = app.rooms.create_participant(&account, new).await?;
     let token = app.minter.mint(&participant.id, None, None, None, std::time::SystemTime::now());
     let body = app.rooms.read(|r| participant_body(r, &participant));
     Ok(Json(CreatedParticipant { participant: body, token }))
@@ -377,7 +377,7 @@ pub async fn delete_participant(
     Authenticated(account): Authenticated,
     Path((_, participant)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    app.rooms.delete_participant(&account, &ParticipantId(participant))?;
+    app.rooms.delete_participant(&account, &ParticipantId(participant)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

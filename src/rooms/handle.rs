@@ -1,8 +1,12 @@
 //! The shell around [`Rooms`]: one owner of the state, shared by the API handlers, SIP and media.
 //!
-//! Each operation plans under a short lock, commits the plan to the store, applies it, and
-//! publishes its events after the lock is released. The lock is a plain mutex that is never held
-//! across an `.await`.
+//! A change is planned under a short lock on the rooms, committed to the store with no lock on
+//! the rooms held (readers — the forwarder, SIP, the API's GETs — never wait for a disk), then
+//! applied under a second short lock, and its events are published after. Changes run one at a
+//! time (the writer lock), so nothing changes between a plan and its application, and a change
+//! the store refused changes nothing. Changes run on tokio's blocking pool, never on the async
+//! workers: the store syncs to disk. The rooms lock is a plain mutex never held across an
+//! `.await` nor across a commit.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,6 +43,8 @@ pub struct RoomsHandle {
 
 struct Inner {
     rooms: Mutex<Rooms>,
+    /// Held by the one change in progress, across its commit: only writers take it.
+    writer: Mutex<()>,
     store: Box<dyn Store>,
     events: broadcast::Sender<RoomEvent>,
 }
@@ -49,7 +55,7 @@ impl RoomsHandle {
         let snapshot = store.load()?;
         let rooms = Rooms::from_snapshot(config, snapshot);
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
-        Ok(Self { inner: Arc::new(Inner { rooms: Mutex::new(rooms), store, events }) })
+        Ok(Self { inner: Arc::new(Inner { rooms: Mutex::new(rooms), writer: Mutex::new(()), store, events }) })
     }
 
     /// The change channel: every [`RoomEvent`] from now on.
@@ -63,81 +69,92 @@ impl RoomsHandle {
     }
 
     /// Creates a session.
-    pub fn create_session(&self, account: &AccountId, tag: Option<String>) -> Result<Session, RoomsHandleError> {
-        self.run(|r| r.plan_create_session(account, tag, now_ms()))
+    pub async fn create_session(&self, account: &AccountId, tag: Option<String>) -> Result<Session, RoomsHandleError> {
+        let account = account.clone();
+        self.run(move |r| r.plan_create_session(&account, tag, now_ms())).await
     }
 
     /// Deletes a session; its participants leave.
-    pub fn delete_session(&self, account: &AccountId, id: &SessionId) -> Result<(), RoomsHandleError> {
-        self.run(|r| r.plan_delete_session(account, id).map(|p| (p, ())))
+    pub async fn delete_session(&self, account: &AccountId, id: &SessionId) -> Result<(), RoomsHandleError> {
+        let (account, id) = (account.clone(), id.clone());
+        self.run(move |r| r.plan_delete_session(&account, &id).map(|p| (p, ()))).await
     }
 
     /// Creates a participant.
-    pub fn create_participant(
+    pub async fn create_participant(
         &self,
         account: &AccountId,
         new: NewParticipant,
     ) -> Result<Participant, RoomsHandleError> {
-        self.run(|r| r.plan_create_participant(account, new, now_ms()))
+        let account = account.clone();
+        self.run(move |r| r.plan_create_participant(&account, new, now_ms())).await
     }
 
     /// Makes demo participants in the demo session of `account`, all or none
     /// ([`Rooms::plan_join_demo`]).
-    pub fn join_demo(&self, account: &AccountId, new: Vec<NewParticipant>) -> Result<DemoJoin, RoomsHandleError> {
-        self.run(|r| r.plan_join_demo(account, new, now_ms()))
+    pub async fn join_demo(&self, account: &AccountId, new: Vec<NewParticipant>) -> Result<DemoJoin, RoomsHandleError> {
+        let account = account.clone();
+        self.run(move |r| r.plan_join_demo(&account, new, now_ms())).await
     }
 
     /// Deletes a participant; it leaves its sessions.
-    pub fn delete_participant(&self, account: &AccountId, id: &ParticipantId) -> Result<(), RoomsHandleError> {
-        self.run(|r| r.plan_delete_participant(account, id).map(|p| (p, ())))
+    pub async fn delete_participant(&self, account: &AccountId, id: &ParticipantId) -> Result<(), RoomsHandleError> {
+        let (account, id) = (account.clone(), id.clone());
+        self.run(move |r| r.plan_delete_participant(&account, &id).map(|p| (p, ()))).await
     }
 
     /// Adds a participant to a session with its subscriptions.
-    pub fn add_to_session(
+    pub async fn add_to_session(
         &self,
         account: &AccountId,
         session: &SessionId,
         participant: &ParticipantId,
         subscriptions: Subscriptions,
     ) -> Result<(), RoomsHandleError> {
-        self.run(|r| r.plan_add_to_session(account, session, participant, subscriptions).map(|p| (p, ())))
+        let (account, session, participant) = (account.clone(), session.clone(), participant.clone());
+        self.run(move |r| r.plan_add_to_session(&account, &session, &participant, subscriptions).map(|p| (p, ()))).await
     }
 
     /// Replaces a member's subscriptions.
-    pub fn set_subscriptions(
+    pub async fn set_subscriptions(
         &self,
         account: &AccountId,
         session: &SessionId,
         participant: &ParticipantId,
         subscriptions: Subscriptions,
     ) -> Result<(), RoomsHandleError> {
-        self.run(|r| r.plan_set_subscriptions(account, session, participant, subscriptions).map(|p| (p, ())))
+        let (account, session, participant) = (account.clone(), session.clone(), participant.clone());
+        self.run(move |r| r.plan_set_subscriptions(&account, &session, &participant, subscriptions).map(|p| (p, ())))
+            .await
     }
 
     /// Removes a participant from a session.
-    pub fn remove_from_session(
+    pub async fn remove_from_session(
         &self,
         account: &AccountId,
         session: &SessionId,
         participant: &ParticipantId,
     ) -> Result<(), RoomsHandleError> {
-        self.run(|r| r.plan_remove_from_session(account, session, participant).map(|p| (p, ())))
+        let (account, session, participant) = (account.clone(), session.clone(), participant.clone());
+        self.run(move |r| r.plan_remove_from_session(&account, &session, &participant).map(|p| (p, ()))).await
     }
 
     /// Gives a session the conference lifetime (called when a conference leg joins it).
-    pub fn mark_conference(&self, session: &SessionId) -> Result<(), RoomsHandleError> {
-        self.run(|r| Ok((r.plan_mark_conference(session).unwrap_or_default(), ())))
+    pub async fn mark_conference(&self, session: &SessionId) -> Result<(), RoomsHandleError> {
+        let session = session.clone();
+        self.run(move |r| Ok((r.plan_mark_conference(&session).unwrap_or_default(), ()))).await
     }
 
     /// Removes the sessions and participants expired at `now_ms`; returns how many of each.
-    pub fn expire(&self, now_ms: u64) -> Result<(usize, usize), RoomsHandleError> {
-        self.run(|r| {
+    pub async fn expire(&self, now_ms: u64) -> Result<(usize, usize), RoomsHandleError> {
+        self.run(move |r| {
             let plan = r.plan_expiry(now_ms);
             let count = |f: fn(&RoomEvent) -> bool| plan.events.iter().filter(|e| f(e)).count();
             let sessions = count(|e| matches!(e, RoomEvent::SessionEnded { .. }));
             let participants = count(|e| matches!(e, RoomEvent::ParticipantDeleted { .. }));
             Ok((plan, (sessions, participants)))
         })
+        .await
     }
 
     /// Removes sessions and participants as they expire, until `shutdown` resolves.
@@ -169,7 +186,7 @@ impl RoomsHandle {
                     },
                 }
             }
-            match self.expire(now_ms()) {
+            match self.expire(now_ms()).await {
                 Ok((0, 0)) => {}
                 Ok((sessions, participants)) => {
                     tracing::info!(sessions, participants, "expired sessions and participants removed")
@@ -179,20 +196,34 @@ impl RoomsHandle {
         }
     }
 
-    fn run<T>(&self, plan: impl FnOnce(&Rooms) -> Result<(Plan, T), RoomsError>) -> Result<T, RoomsHandleError> {
-        let events = {
+    /// Runs one change on the blocking pool (the commit syncs to disk).
+    async fn run<T: Send + 'static>(
+        &self,
+        plan: impl FnOnce(&Rooms) -> Result<(Plan, T), RoomsError> + Send + 'static,
+    ) -> Result<T, RoomsHandleError> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.run_now(plan)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(RoomsHandleError::Store(StoreError::Io("the runtime is shutting down".into()))),
+        }
+    }
+
+    /// One change: plan, commit, apply, publish; see the module's comment.
+    fn run_now<T>(&self, plan: impl FnOnce(&Rooms) -> Result<(Plan, T), RoomsError>) -> Result<T, RoomsHandleError> {
+        // Poisoned only by a panic in another change, which changed nothing it had not applied.
+        let _writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let (plan, out) = plan(&self.lock())?;
+        if !plan.changes.is_empty() {
+            self.inner.store.commit(&plan.changes)?;
+        }
+        {
             let mut rooms = self.lock();
-            let (plan, out) = plan(&rooms)?;
-            if !plan.changes.is_empty() {
-                self.inner.store.commit(&plan.changes)?;
-            }
             for change in plan.changes {
                 rooms.apply(change);
             }
-            (plan.events, out)
-        };
-        let (events, out) = events;
-        for event in events {
+        }
+        for event in plan.events {
             // Nobody listening is fine: events are notifications, the state is in the rooms.
             let _ = self.inner.events.send(event);
         }

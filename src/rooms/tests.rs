@@ -260,8 +260,8 @@ fn joining_twice_updates_without_a_second_joined_event() {
     assert_eq!(rooms.subscriptions(&acct(), &s, &a).unwrap(), &whole(&s));
 }
 
-#[test]
-fn the_handle_commits_publishes_and_reloads() {
+#[tokio::test]
+async fn the_handle_commits_publishes_and_reloads() {
     let store = std::sync::Arc::new(MemoryStore::default());
     struct Shared(std::sync::Arc<MemoryStore>);
     impl crate::store::Store for Shared {
@@ -274,15 +274,15 @@ fn the_handle_commits_publishes_and_reloads() {
     }
     let handle = RoomsHandle::open(config(), Box::new(Shared(store.clone()))).unwrap();
     let mut events = handle.subscribe();
-    let s = handle.create_session(&acct(), Some("tag".into())).unwrap();
-    let p = handle.create_participant(&acct(), new_participant()).unwrap();
-    handle.add_to_session(&acct(), &s.id, &p.id, whole(&s.id)).unwrap();
+    let s = handle.create_session(&acct(), Some("tag".into())).await.unwrap();
+    let p = handle.create_participant(&acct(), new_participant()).await.unwrap();
+    handle.add_to_session(&acct(), &s.id, &p.id, whole(&s.id)).await.unwrap();
     assert!(matches!(events.try_recv().unwrap(), RoomEvent::SessionCreated { .. }));
     assert!(matches!(events.try_recv().unwrap(), RoomEvent::ParticipantCreated { .. }));
     assert!(matches!(events.try_recv().unwrap(), RoomEvent::ParticipantJoined { .. }));
     assert!(matches!(events.try_recv().unwrap(), RoomEvent::SubscriptionsChanged { .. }));
     // A refused operation changes nothing and publishes nothing.
-    assert!(handle.delete_session(&acct(), &SessionId::from("nope")).is_err());
+    assert!(handle.delete_session(&acct(), &SessionId::from("nope")).await.is_err());
     assert!(events.try_recv().is_err());
 
     let reopened = RoomsHandle::open(config(), Box::new(Shared(store))).unwrap();
@@ -293,8 +293,8 @@ fn the_handle_commits_publishes_and_reloads() {
     });
 }
 
-#[test]
-fn a_failing_store_leaves_memory_unchanged() {
+#[tokio::test]
+async fn a_failing_store_leaves_memory_unchanged() {
     struct Broken;
     impl crate::store::Store for Broken {
         fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
@@ -305,7 +305,7 @@ fn a_failing_store_leaves_memory_unchanged() {
         }
     }
     let handle = RoomsHandle::open(config(), Box::new(Broken)).unwrap();
-    assert!(matches!(handle.create_session(&acct(), None), Err(RoomsHandleError::Store(_))));
+    assert!(matches!(handle.create_session(&acct(), None).await, Err(RoomsHandleError::Store(_))));
     assert_eq!(handle.read(Rooms::counts), (0, 0));
 }
 
@@ -535,4 +535,44 @@ fn the_index_follows_creation_updates_deletion_expiry_and_reload() {
     let reloaded = Rooms::from_snapshot(rooms.config.clone(), snapshot);
     assert_index_consistent(&reloaded);
     assert_eq!(reloaded.index.expiries, rooms.index.expiries);
+}
+
+/// Readers (the forwarder, SIP, the API's GETs) never wait for a commit: while a change sits in
+/// a store that has not returned, the rooms read at once, without the change, which is there
+/// once the store returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_do_not_wait_for_a_commit_in_progress() {
+    use std::sync::Mutex as StdMutex;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+    struct Slow {
+        started: StdMutex<Sender<()>>,
+        release: StdMutex<Receiver<()>>,
+    }
+    impl crate::store::Store for Slow {
+        fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
+            Ok(Default::default())
+        }
+        fn commit(&self, _: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
+            self.started.lock().unwrap().send(()).unwrap();
+            // Bounded: a test that never releases fails here rather than hanging.
+            self.release.lock().unwrap().recv_timeout(Duration::from_secs(30)).unwrap();
+            Ok(())
+        }
+    }
+    let (started_tx, started) = channel();
+    let (release, release_rx) = channel();
+    let slow = Slow { started: StdMutex::new(started_tx), release: StdMutex::new(release_rx) };
+    let handle = RoomsHandle::open(config(), Box::new(slow)).unwrap();
+    let writer = handle.clone();
+    let change = tokio::spawn(async move { writer.create_session(&acct(), None).await });
+    started.recv_timeout(Duration::from_secs(30)).expect("the commit started");
+    // The commit is in progress: a read returns now (on another thread, bounded).
+    let reader = handle.clone();
+    let (read_tx, read) = channel();
+    std::thread::spawn(move || read_tx.send(reader.read(Rooms::counts)).unwrap());
+    let during = read.recv_timeout(Duration::from_secs(10)).expect("the read did not wait for the commit");
+    assert_eq!(during, (0, 0), "not applied before the store returns");
+    release.send(()).unwrap();
+    change.await.unwrap().unwrap();
+    assert_eq!(handle.read(Rooms::counts), (1, 0));
 }

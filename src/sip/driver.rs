@@ -553,17 +553,22 @@ impl Actor {
         }
     }
 
+    /// A change the call logic asks of the rooms, run beside the driver: its commit syncs to
+    /// disk, and SIP does not wait for that.
     fn rooms_command(&mut self, command: RoomsCommand) {
-        let result = match &command {
-            RoomsCommand::RemoveFromSession { account, session, participant } => {
-                self.rooms.remove_from_session(account, session, participant)
+        let rooms = self.rooms.clone();
+        tokio::spawn(async move {
+            let result = match &command {
+                RoomsCommand::RemoveFromSession { account, session, participant } => {
+                    rooms.remove_from_session(account, session, participant).await
+                }
+                RoomsCommand::MarkConference { session } => rooms.mark_conference(session).await,
+            };
+            if let Err(e) = result {
+                // The participant may have left in the meantime; nothing to undo.
+                tracing::debug!(error = %e, ?command, "rooms command not applied");
             }
-            RoomsCommand::MarkConference { session } => self.rooms.mark_conference(session),
-        };
-        if let Err(e) = result {
-            // The participant may have left in the meantime; nothing to undo.
-            tracing::debug!(error = %e, ?command, "rooms command not applied");
-        }
+        });
     }
 
     fn call_event(&mut self, event: CallEvent) {

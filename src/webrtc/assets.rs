@@ -138,7 +138,7 @@ pub async fn connection_info(
         publish_permissions: vec![MediaType::Audio],
         device_api_version: None,
     });
-    let joined = app.rooms.join_demo(&account, new.into())?;
+    let joined = app.rooms.join_demo(&account, new.into()).await?;
     let now = SystemTime::now();
     let session = joined.session;
     let mut tokens = joined.participants.into_iter().map(|p| {

@@ -112,6 +112,8 @@ pub(super) struct Call {
     pub(super) remote_target: String,
     /// Record-Route of the INVITE, in order (RFC 3261 §12.1.1).
     pub(super) route_set: Vec<String>,
+    /// The top Via branch of the initial INVITE: a retransmission of it carries the same.
+    pub(super) invite_branch: Option<String>,
     pub(super) remote_cseq: u32,
     pub(super) local_cseq: u32,
     pub(super) state: State,

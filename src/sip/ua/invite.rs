@@ -16,6 +16,13 @@ const SUPPORTED_EXTENSIONS: &[&str] = &["timer"];
 impl UserAgent {
     pub(super) fn handle_invite(&mut self, now: Instant, inbound: Inbound, env: &mut dyn Env) {
         let req = &inbound.request;
+        // 0. The INVITE again after its transaction ended on our 2xx (a 2xx ends an INVITE
+        // server transaction, RFC 3261 §17.2.1): the client missed the 2xx, which the dialog
+        // sends again until the ACK (§13.3.1.4), also in answer to this copy. Not a new call.
+        if let Some(ok) = self.retransmitted_ok(req) {
+            self.outputs.push_back(Output::Respond { tx: inbound.tx, response: ok });
+            return;
+        }
         // 1. Load and policy: draining, trusted sources, rate, capacity.
         if self.draining {
             return self.refuse_busy(&inbound, "draining", 30);
@@ -181,6 +188,7 @@ impl UserAgent {
             local_uri: to,
             remote_target,
             route_set: req.headers.get_all("Record-Route").flat_map(super::super::message::split_list).collect(),
+            invite_branch: req.branch().map(str::to_string),
             remote_cseq: req.cseq(),
             local_cseq: 1,
             state: State::Answered,
@@ -231,6 +239,20 @@ impl UserAgent {
 
     /// An initial INVITE with the same Call-ID, From tag and CSeq as a call we have, arriving
     /// by another path (another branch): RFC 3261 §8.2.2.2.
+    /// The 2xx awaiting its ACK when `req` is a copy of that call's initial INVITE (same
+    /// Call-ID, From tag, CSeq and branch).
+    fn retransmitted_ok(&self, req: &Request) -> Option<Response> {
+        let (call_id, from_tag, cseq, branch) = (req.call_id(), req.from_tag(), req.cseq(), req.branch()?);
+        self.calls.values().find_map(|c| {
+            let same = c.call_id == call_id
+                && super::super::message::header_param(&c.remote_uri, "tag") == from_tag
+                && c.remote_cseq == cseq
+                && c.invite_branch.as_deref() == Some(branch)
+                && matches!(c.state, State::Answered);
+            same.then(|| c.pending.as_ref().map(|p| p.ok.clone())).flatten()
+        })
+    }
+
     fn is_merged(&self, req: &Request) -> bool {
         let (call_id, from_tag, cseq) = (req.call_id(), req.from_tag(), req.cseq());
         self.calls.values().any(|c| {

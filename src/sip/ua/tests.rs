@@ -484,6 +484,30 @@ fn a_reinvite_while_a_late_offer_awaits_its_answer_in_the_ack_gets_491() {
 }
 
 #[test]
+fn the_invite_again_before_its_ack_gets_the_same_200_and_no_second_call() {
+    let mut h = Harness::new(config());
+    let text = invite("c1", Some(&jwt("alice")), "", OFFER);
+    let (tx, out) = h.send(&text);
+    let first = responses(&out)[0].clone();
+    assert_eq!(first.status, 200);
+    // A busy client retransmitted before our 2xx reached it; the 2xx ended the transaction,
+    // so the copy comes up as a new one.
+    let (_, out) = h.send(&text);
+    let again = responses(&out);
+    assert_eq!(again.len(), 1, "{out:?}");
+    assert_eq!((again[0].status, to_tag(again[0])), (200, to_tag(&first)));
+    assert_eq!(again[0].body, first.body, "the same answer");
+    assert!(!out.iter().any(|o| matches!(o, Output::Media(_))), "no second call: {out:?}");
+    // A different request with the same identifiers is still a merged request.
+    let merged = text.replace("branch=z9hG4bK-c1", "branch=z9hG4bK-other");
+    assert_eq!(final_status(&h.send(&merged).1), 482);
+    let ack = in_dialog("ACK", "c1", &to_tag(&first), 1, "", "");
+    let Message::Request(ack) = parse(ack.as_bytes()).unwrap() else { unreachable!() };
+    let out = h.event(Event::Ack { tx, request: ack });
+    assert!(out.iter().any(|o| matches!(o, Output::Call(CallEvent::Connected(_)))), "{out:?}");
+}
+
+#[test]
 fn session_timers_end_a_call_whose_refresh_is_missed_and_refreshes_keep_it() {
     let mut h = Harness::new(config());
     let (_, tag) = h_connected_with_timer(&mut h);
