@@ -340,6 +340,23 @@ impl Api {
         assert!(r.status().is_success(), "PUT {path}: {}", r.status());
     }
 
+    /// The daemon's media counters of SIP legs (`interwork_media_leg_total{kind=…}`) from
+    /// `/metrics`: (heard_late, frames_concealed, rtp_lost); zeros when unreadable.
+    fn media_counters(&self, http: &str) -> [f64; 3] {
+        let text = self
+            .http
+            .get(format!("http://{http}/metrics"))
+            .basic_auth(&self.user, Some(&self.password))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        let value = |kind: &str| {
+            let prefix = format!("interwork_media_leg_total{{kind=\"{kind}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+        };
+        [value("heard_late"), value("frames_concealed"), value("rtp_lost")]
+    }
+
     fn delete(&self, path: &str) {
         let _ = self.http.delete(format!("{}{path}", self.base)).basic_auth(&self.user, Some(&self.password)).send();
     }
@@ -667,6 +684,8 @@ fn main() {
         legs.iter().map(|l| libc::pollfd { fd: l.rtp.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
     let (mut cpu_before, mut rss_before_window) = (0u64, 0u64);
     let mut in_window = false;
+    let mut counters_before = [0.0; 3];
+    let mut own_cpu_before = 0;
     let mut max_late = Duration::ZERO;
     let mut late_sends = 0u64;
     let total_frames = (end - start).as_millis() as u64 / 20 + 1;
@@ -677,6 +696,8 @@ fn main() {
         }
         if !in_window && now >= warm_end {
             in_window = true;
+            counters_before = api.media_counters(&a.http);
+            own_cpu_before = proc_cpu_ticks(std::process::id());
             if let Some(pid) = a.pid {
                 cpu_before = proc_cpu_ticks(pid);
                 rss_before_window = proc_rss_kb(pid);
@@ -796,6 +817,8 @@ fn main() {
         Some(pid) => (proc_cpu_ticks(pid), proc_rss_kb(pid)),
         None => (0, 0),
     };
+    let own_cpu = proc_cpu_ticks(std::process::id()) - own_cpu_before;
+    let counters_after = api.media_counters(&a.http);
     let load = load_average();
     hang_up(&mut legs);
     for sid in &sids {
@@ -821,20 +844,26 @@ fn main() {
         1e6 / ceiling_udp
     );
     println!(
-        "generator: sends late by > 10 ms: {late_sends}, worst {:.1} ms; latency samples: {}",
+        "generator: {:.1} % of a core; sends late by > 10 ms: {late_sends}, worst {:.1} ms; latency samples: {}",
+        own_cpu as f64 / ticks * 100.0 / window.as_secs_f64(),
         max_late.as_secs_f64() * 1e3,
         latencies_us.len()
+    );
+    let delta: Vec<f64> = counters_after.iter().zip(counters_before).map(|(x, y)| x - y).collect();
+    println!(
+        "daemon counters in the window: heard_late {:.0}, frames_concealed {:.0}, rtp_lost {:.0}",
+        delta[0], delta[1], delta[2]
     );
     if let Some(_pid) = a.pid {
         let cpu_us = (cpu_after - cpu_before) as f64 / ticks * 1e6;
         let per_leg_s = cpu_us / (n * window.as_secs_f64());
         let rss_per_leg = (rss_after as f64 - rss_base.unwrap_or(0) as f64) / n;
         println!(
-            "| legs | codec | daemon µs CPU/leg-s | legs/core | vs ceiling (codecs) | vs ceiling (+UDP) | RSS KB/leg | RSS base → end MB | sent | received | expected each way | p→p latency p50 / p99 ms | load avg |"
+            "| legs | codec | daemon µs CPU/leg-s | legs/core | vs ceiling (codecs) | vs ceiling (+UDP) | RSS KB/leg | RSS base → end MB | sent | received | expected each way | heard late / concealed | p→p latency p50 / p99 ms | gen late sends | load avg |"
         );
-        println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         println!(
-            "| {} | {} | {per_leg_s:.0} | {:.0} | {:.2} × | {:.2} × | {rss_per_leg:.0} | {:.1} → {:.1} | {sent} | {received} | {expected} | {} / {} | {load} |",
+            "| {} | {} | {per_leg_s:.0} | {:.0} | {:.2} × | {:.2} × | {rss_per_leg:.0} | {:.1} → {:.1} | {sent} | {received} | {expected} | {:.0} / {:.0} | {} / {} | {late_sends} | {load} |",
             a.legs,
             a.codec.name(),
             1e6 / per_leg_s,
@@ -842,6 +871,8 @@ fn main() {
             per_leg_s / ceiling_udp,
             rss_base.unwrap_or(0) as f64 / 1024.0,
             rss_after as f64 / 1024.0,
+            delta[0],
+            delta[1],
             pct(0.5),
             pct(0.99),
         );
