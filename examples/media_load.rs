@@ -2,9 +2,10 @@
 //!
 //! Creates sessions of 4 participants through the HTTP API (everyone subscribed to the whole
 //! session), places one SIP call per participant with `X-Interconnect-Mode: conference` over
-//! real UDP on loopback (a minimal UAC of its own: INVITE, ACK, BYE), sends 20 ms PCMU RTP
-//! from every leg (a tone with pauses, each leg its own pitch) paced by one timer loop on one
-//! thread, and counts what the gateway sends back. Before and after a steady window (after all
+//! real UDP on loopback (a minimal UAC of its own: INVITE, ACK, BYE), sends 20 ms frames from
+//! every leg (a tone with pauses, each leg its own pitch; PCMU over RTP, or AMR-WB mode 8
+//! bandwidth-efficient over SRTP with SDES AES_CM_128_HMAC_SHA1_80), encoded ahead of the run
+//! and paced by one timer loop on one thread, and counts what the gateway sends back. Before and after a steady window (after all
 //! calls are up and a warm-up) it reads the daemon's CPU (utime + stime, /proc/<pid>/stat) and
 //! RSS (VmRSS, /proc/<pid>/status), and in the same run it times the matched ceiling: the bare
 //! codec calls of one leg per 20 ms (G.711 decode, Opus encode at 8 kHz complexity 5, Opus
@@ -12,10 +13,12 @@
 //!
 //! Latency phone → phone through the conference: the first leg of each session replaces one
 //! frame a second by a loud 20 ms burst; the other three legs time when a frame whose peak
-//! crosses a threshold arrives after it.
+//! crosses a threshold arrives after it. Over the window it also reads the daemon's
+//! `heard_late` and `frames_concealed` counters from `/metrics`, its own CPU, and how many of
+//! its sends were more than 10 ms behind their clock.
 //!
 //! ```text
-//! cargo run --release --example media_load -- --legs 50 --codec pcmu --seconds 20 \
+//! cargo run --release --example media_load -- --legs 50 --codec pcmu|amrwb --seconds 20 \
 //!     --http 127.0.0.1:28080 --sip 127.0.0.1:25060 --pid <daemon pid>
 //! ```
 //!
@@ -713,9 +716,11 @@ fn main() {
                     break;
                 }
                 let late = now - due;
-                max_late = max_late.max(late);
-                if late > Duration::from_millis(10) {
-                    late_sends += 1;
+                if in_window {
+                    max_late = max_late.max(late);
+                    if late > Duration::from_millis(10) {
+                        late_sends += 1;
+                    }
                 }
                 let f = leg.next_frame;
                 let burst = leg.member == 0 && f % BURST_EVERY == BURST_EVERY / 2;
