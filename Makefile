@@ -56,6 +56,7 @@ test: test-deps toolchain
 bench: test-deps toolchain
 	$(CARGO) bench -p codecs
 	$(CARGO) bench -p interwork --bench forwarding --bench bridge_legs --bench subscriptions --bench rooms
+	bash benches/media_load.sh
 
 # Bounded fuzzing of every parser that reads peer input (fuzz/) and of every codecs
 # depacketizer and decoder entry point (codecs/fuzz/): FUZZ_SECONDS per target, 60 by default

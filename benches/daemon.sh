@@ -13,7 +13,7 @@ start_daemon() {
     env INTERWORK_STATE_DIR="$work/state" INTERWORK_HTTP_LISTEN="$HTTP" INTERWORK_SIP_LISTEN="127.0.0.1:$SIP_PORT" \
         INTERWORK_MEDIA_WEBRTC_LISTEN="127.0.0.1:$((SIP_PORT + 1))" \
         INTERWORK_ACCOUNTS_DEFAULT_USERNAME=bench INTERWORK_ACCOUNTS_DEFAULT_PASSWORD=bench \
-        "$@" ./target/release/interwork run >"$work/daemon.out" 2>"$work/daemon.err" &
+        "$@" "${CARGO_TARGET_DIR:-./target}/release/interwork" run >"$work/daemon.out" 2>"$work/daemon.err" &
     daemon=$!
     for _ in $(seq 1 200); do curl -sf "http://$HTTP/healthz" >/dev/null && return 0; sleep 0.05; done
     echo "the daemon did not start: $(cat "$work/daemon.err")" >&2
