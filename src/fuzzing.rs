@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Decoder as _;
 
-use crate::app::config::{SrtpPolicy, TokensConfig};
+use crate::app::config::TokensConfig;
 use crate::ids::{self, ParticipantId, SessionId};
 use crate::media::leg::{LegConfig, MTU, SipLeg};
 use crate::media::resample::WIDE_FRAME;
@@ -21,6 +21,7 @@ use crate::media::rtcp::{Report, is_rtcp, parse_compound};
 use crate::media::rtp::{RtpHeader, RtpPacket, Ssrc};
 use crate::media::srtp::{SrtpError, SrtpSession};
 use crate::sip::message::{self, Message, ParseError};
+use crate::sip::sdp::SrtpPolicy;
 use crate::sip::sdp::{
     self, AmrWbParams, Codec, Format, LocalMedia, Negotiated, PendingOffer, Policy, SrtpKeys, SrtpSuite,
 };

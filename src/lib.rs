@@ -2,7 +2,7 @@
 //! carry a participant token, and interwork bridges each call into a participant of a WebRTC
 //! session.
 //!
-//! The crate follows the path of a call (see `ARCHITECTURE.md` in the design folder):
+//! The crate follows the path of a call (see docs/architecture.md):
 //! [`control`] is the HTTP API, [`rooms`] owns sessions, participants and subscriptions,
 //! [`store`] keeps them across restarts, [`tokens`] mints and verifies participant JWTs,
 //! [`sip`], [`media`] and [`webrtc`] are the two sides of the bridge, and [`app`] wires them
@@ -14,6 +14,7 @@ pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ids;
+pub mod interconnect;
 pub mod media;
 pub mod replay;
 pub mod rooms;

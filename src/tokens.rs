@@ -20,8 +20,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::app::config::{InterconnectMode, TokensConfig};
+use crate::app::config::TokensConfig;
 use crate::ids::{self, ParticipantId, SessionId};
+use crate::interconnect::InterconnectMode;
 
 /// The `aud` of every participant token.
 pub const AUDIENCE: &str = "interwork";

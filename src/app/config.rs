@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+
+pub use crate::interconnect::InterconnectMode;
+pub use crate::sip::sdp::SrtpPolicy;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -251,30 +254,6 @@ pub struct CallbacksConfig {
 pub struct ShutdownConfig {
     /// How long live calls may continue after SIGTERM before they are ended.
     pub drain_timeout: Duration,
-}
-
-/// How a SIP leg relates to its participant (CONTRACT §5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InterconnectMode {
-    /// One dialog is the participant's media for its whole life.
-    Transfer,
-    /// Independent lifetimes: the participant outlives its legs.
-    Bridge,
-    /// Many legs mixed by the gateway.
-    Conference,
-}
-
-/// SRTP policy on the SIP side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SrtpPolicy {
-    /// Answer SRTP offers with SRTP and plain offers with RTP.
-    Optional,
-    /// Refuse plain RTP offers (488).
-    Mandatory,
-    /// Refuse SRTP-only offers (488).
-    Off,
 }
 
 /// Log line format.

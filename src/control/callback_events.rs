@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::config::InterconnectMode;
+use crate::interconnect::InterconnectMode;
 use crate::rooms::LeaveReason;
 
 /// A callback: the `event` field names its kind, the other fields depend on it.

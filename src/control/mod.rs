@@ -374,7 +374,7 @@ mod tests {
             session_id: "s1".into(),
             participant_id: "p1".into(),
             call_id: "abc@198.51.100.7".into(),
-            mode: crate::app::config::InterconnectMode::Bridge.into(),
+            mode: crate::interconnect::InterconnectMode::Bridge.into(),
         };
         let media = LegMedia {
             codec: "AMR-WB".into(),

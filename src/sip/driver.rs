@@ -499,7 +499,7 @@ impl Actor {
                     rtcp,
                     rtp_timeout: self.rtp_timeout,
                     latching: self.latching,
-                    keep_stream: mode == crate::app::config::InterconnectMode::Bridge,
+                    keep_stream: mode == crate::interconnect::InterconnectMode::Bridge,
                     counters: self.metrics.media.clone(),
                 };
                 let run = bridge::run_leg(setup, self.forwarder.clone(), commands_rx, self.notices.clone());
@@ -682,11 +682,11 @@ impl Actor {
     }
 }
 
-fn mode_name(mode: crate::app::config::InterconnectMode) -> &'static str {
+fn mode_name(mode: crate::interconnect::InterconnectMode) -> &'static str {
     match mode {
-        crate::app::config::InterconnectMode::Transfer => "transfer",
-        crate::app::config::InterconnectMode::Bridge => "bridge",
-        crate::app::config::InterconnectMode::Conference => "conference",
+        crate::interconnect::InterconnectMode::Transfer => "transfer",
+        crate::interconnect::InterconnectMode::Bridge => "bridge",
+        crate::interconnect::InterconnectMode::Conference => "conference",
     }
 }
 

@@ -29,7 +29,17 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-pub use crate::app::config::SrtpPolicy;
+/// SRTP policy on the SIP side (`media.srtp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpPolicy {
+    /// Answer SRTP offers with SRTP and plain offers with RTP.
+    Optional,
+    /// Refuse plain RTP offers (488).
+    Mandatory,
+    /// Refuse SRTP-only offers (488).
+    Off,
+}
 
 mod crypto;
 mod fmtp;

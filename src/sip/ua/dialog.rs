@@ -11,8 +11,8 @@ use super::{
     BYE_TIMEOUT, CallEvent, CallNo, Inbound, Leg, MediaCommand, OfferState, Output, RoomsCommand, T1, T2, Transport,
     TxId, UserAgent, local_media,
 };
-use crate::app::config::InterconnectMode;
 use crate::ids::{AccountId, ParticipantId, SessionId};
+use crate::interconnect::InterconnectMode;
 
 /// The timers of a call; the deadline kept in the call tells a live timer from a stale one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -8,7 +8,7 @@ use super::super::sdp;
 use super::super::uui;
 use super::dialog::{Call, SessionTimer, State, TimerKind, is_sdp, session_expires_value};
 use super::{Env, Inbound, MediaCommand, OfferState, Output, RoomsCommand, UserAgent, local_media};
-use crate::app::config::InterconnectMode;
+use crate::interconnect::InterconnectMode;
 
 /// Extensions we support in `Require` (RFC 3261 §8.2.2.3).
 const SUPPORTED_EXTENSIONS: &[&str] = &["timer"];

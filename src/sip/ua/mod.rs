@@ -24,9 +24,10 @@ use ipnet::IpNet;
 
 use super::message::{Request, Response};
 use super::sdp::{self, Negotiated, PendingOffer};
-use crate::app::config::{InterconnectMode, SrtpPolicy};
 use crate::ids::{AccountId, ParticipantId, SessionId};
+use crate::interconnect::InterconnectMode;
 use crate::rooms::{LeaveReason, RoomEvent};
+use crate::sip::sdp::SrtpPolicy;
 use crate::tokens::TokenError;
 
 mod dialog;
