@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod ids;
 pub mod interconnect;
 pub mod media;
+pub mod private_file;
 pub mod replay;
 pub mod rooms;
 pub mod sip;

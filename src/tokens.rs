@@ -180,7 +180,7 @@ impl NodeKey {
                     KeyError::Invalid { path: path.display().to_string(), reason: "key generation failed".into() }
                 })?;
                 let pem = pem_encode("PRIVATE KEY", der.as_ref());
-                crate::store::write_private_file(path, pem.as_bytes()).map_err(io)?;
+                crate::private_file::write_private_file(path, pem.as_bytes()).map_err(io)?;
                 Ok((Self::from_pem(&pem, path)?, true))
             }
             Err(e) => Err(io(e)),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::app::config::AccountConfig;
-use crate::store::write_private_file;
+use crate::private_file::write_private_file;
 
 /// File names inside the state directory.
 pub const STORE_FILE: &str = "interwork.redb";

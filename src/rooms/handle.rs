@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
 use super::model::{Participant, Session, Subscriptions};
+use super::persist::{Store, StoreError};
 use super::{DemoJoin, NewParticipant, Plan, RoomEvent, Rooms, RoomsConfig, RoomsError};
 use crate::ids::{AccountId, ParticipantId, SessionId};
-use crate::store::{Store, StoreError};
 
 /// How many events the change channel buffers for a slow listener before it lags.
 const EVENT_CHANNEL_CAPACITY: usize = 4096;

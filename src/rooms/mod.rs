@@ -18,10 +18,11 @@ use std::ops::Bound;
 use std::time::Duration;
 
 use crate::ids::{AccountId, ParticipantId, SessionId};
-use crate::store::{Change, Snapshot};
+pub use persist::{Change, Snapshot};
 
 mod handle;
 pub mod model;
+pub mod persist;
 #[cfg(test)]
 mod tests;
 

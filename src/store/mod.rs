@@ -1,85 +1,23 @@
 //! Persistence of the rooms: sessions, participants and memberships (a participant in a session,
-//! with its subscriptions) survive a restart (CONTRACT §2).
+//! with its subscriptions) survive a restart.
 //!
-//! The rooms talk to a small [`Store`] trait: load everything at start, then commit each
-//! operation's changes atomically before they take effect in memory. [`RedbStore`] is the
-//! embedded default (one redb file in the state directory); [`MemoryStore`] serves tests. A
-//! shared store (PostgreSQL, Redis) for several nodes would be another implementation.
+//! The rooms define what they need of a store ([`Store`], in `rooms::persist`): load
+//! everything at start, then commit each operation's changes atomically before they take
+//! effect in memory. This module implements it: [`RedbStore`] is the embedded default (one
+//! redb file in the state directory); [`MemoryStore`] serves tests. A shared store
+//! (PostgreSQL, Redis) for several nodes would be another implementation.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
 use crate::ids::{ParticipantId, SessionId};
-use crate::rooms::model::{Membership, Participant, Session};
 
 #[cfg(test)]
 mod tests;
 
-/// Why the store failed. Every variant is fatal at start; during operation the request fails
-/// with 500 and memory stays as it was.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database file could not be opened: corrupt, locked by another process, unreadable.
-    #[error("cannot open the state database {path}: {reason}")]
-    Open {
-        /// The database file.
-        path: PathBuf,
-        /// What redb said.
-        reason: String,
-    },
-    /// A read or write failed.
-    #[error("state database: {0}")]
-    Io(String),
-    /// A stored record does not decode: the file was written by something else.
-    #[error("state database holds an unreadable {table} record {key:?}: {reason}")]
-    Corrupt {
-        /// Table of the record.
-        table: &'static str,
-        /// Key of the record.
-        key: String,
-        /// What failed.
-        reason: String,
-    },
-}
-
-/// Everything the store holds, as loaded at start.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Snapshot {
-    /// Every session.
-    pub sessions: Vec<Session>,
-    /// Every participant.
-    pub participants: Vec<Participant>,
-    /// Every participant-in-session record.
-    pub memberships: Vec<Membership>,
-}
-
-/// One change to the stored state.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// Create or replace a session.
-    PutSession(Session),
-    /// Remove a session (its memberships are removed by their own changes).
-    DeleteSession(SessionId),
-    /// Create or replace a participant.
-    PutParticipant(Participant),
-    /// Remove a participant.
-    DeleteParticipant(ParticipantId),
-    /// Create or replace a participant's membership of a session.
-    PutMembership(Membership),
-    /// Remove a participant from a session.
-    DeleteMembership(SessionId, ParticipantId),
-}
-
-/// Where the rooms keep their state.
-pub trait Store: Send + Sync {
-    /// Reads everything.
-    fn load(&self) -> Result<Snapshot, StoreError>;
-    /// Applies `changes` atomically: all or none.
-    fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
-}
+pub use crate::rooms::persist::{Change, Snapshot, Store, StoreError};
 
 const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
 const PARTICIPANTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("participants");
@@ -207,17 +145,6 @@ impl MemoryStore {
         // panic itself; keep serving.
         self.snapshot.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// Writes `bytes` to a new file at `path` readable only by its owner (mode 0600), for secrets:
-/// the signing key and generated credentials.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 fn membership_key(session: &SessionId, participant: &ParticipantId) -> String {

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::ids::AccountId;
-use crate::rooms::model::{MediaType, ParticipantSubscription, Subscriptions};
+use crate::private_file::write_private_file;
+use crate::rooms::model::{MediaType, Membership, Participant, ParticipantSubscription, Session, Subscriptions};
 
 fn session(id: &str) -> Session {
     Session {

@@ -51,7 +51,7 @@ mod write;
 pub use crypto::SrtpSuite;
 pub use fmtp::AmrWbParams;
 pub use negotiate::{PendingOffer, accept_answer, answer, offer};
-// The pcap replay (crate::replay) reads and rewrites captured SDP with the same readers.
+// The pcap replay (`interwork replay`) reads and rewrites captured SDP with the same readers.
 pub(crate) use crypto::{fresh_key, parse_crypto, write_crypto};
 pub(crate) use media::{Format, is_enabled_audio, parse_bounded, read_audio};
 

@@ -1,0 +1,71 @@
+//! What the rooms need of persistence, defined here so that the rooms depend on no store: the
+//! [`Store`] trait, the [`Change`]s a plan commits and the [`Snapshot`] loaded at start.
+//! `crate::store` implements it (redb, and memory for tests).
+
+use std::path::PathBuf;
+
+use crate::ids::{ParticipantId, SessionId};
+use crate::rooms::model::{Membership, Participant, Session};
+
+/// Why the store failed. Every variant is fatal at start; during operation the request fails
+/// with 500 and memory stays as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened: corrupt, locked by another process, unreadable.
+    #[error("cannot open the state database {path}: {reason}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        reason: String,
+    },
+    /// A read or write failed.
+    #[error("state database: {0}")]
+    Io(String),
+    /// A stored record does not decode: the file was written by something else.
+    #[error("state database holds an unreadable {table} record {key:?}: {reason}")]
+    Corrupt {
+        /// Table of the record.
+        table: &'static str,
+        /// Key of the record.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Everything the store holds, as loaded at start.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Every session.
+    pub sessions: Vec<Session>,
+    /// Every participant.
+    pub participants: Vec<Participant>,
+    /// Every participant-in-session record.
+    pub memberships: Vec<Membership>,
+}
+
+/// One change to the stored state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Create or replace a session.
+    PutSession(Session),
+    /// Remove a session (its memberships are removed by their own changes).
+    DeleteSession(SessionId),
+    /// Create or replace a participant.
+    PutParticipant(Participant),
+    /// Remove a participant.
+    DeleteParticipant(ParticipantId),
+    /// Create or replace a participant's membership of a session.
+    PutMembership(Membership),
+    /// Remove a participant from a session.
+    DeleteMembership(SessionId, ParticipantId),
+}
+
+/// Where the rooms keep their state.
+pub trait Store: Send + Sync {
+    /// Reads everything.
+    fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Applies `changes` atomically: all or none.
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
+}
