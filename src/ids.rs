@@ -100,6 +100,19 @@ id_type!(
     AccountId
 );
 
+/// Names a published stream; shown to the SDK as `endpointId`. Shared (`Arc<str>`) because
+/// it travels with every frame: cloning it must not allocate. Here rather than in the
+/// forwarder because the media side (the heard decode, the mix) names streams too.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(pub std::sync::Arc<str>);
+
+impl EndpointId {
+    /// A new random id.
+    pub fn generate() -> Self {
+        Self(random_id(ID_LEN).into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

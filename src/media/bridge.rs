@@ -64,6 +64,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
+use crate::ids::EndpointId;
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::counters::{Counts, LegCounters, MediaCounters};
 use crate::media::leg::{AudioStatus, Channel, Latching, LegConfig, LegError, LegEvent, LegStats, MTU, SipLeg};
@@ -71,7 +72,7 @@ use crate::media::mixdown::Mixdown;
 use crate::media::resample::{Decimator, NARROW_FRAME, WIDE_FRAME};
 use crate::sip::sdp::Negotiated;
 use crate::sip::ua::CallNo;
-use crate::webrtc::sfu::{EndpointId, ExternalSubscriberId};
+use crate::webrtc::sfu::ExternalSubscriberId;
 use crate::webrtc::{ExternalMedia, Forwarder};
 
 /// The frame length of the bridge: 20 ms.

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use codecs::opus::{OpusDecoder, OpusError, SampleRate};
 use str0m::media::MediaTime;
 
+use crate::ids::EndpointId;
 use crate::media::resample::WIDE_FRAME;
-use crate::webrtc::sfu::EndpointId;
 
 /// RTP time of one 20 ms frame at 48 kHz.
 const FRAME_TICKS: u64 = 960;

@@ -19,8 +19,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::ids::EndpointId;
 use crate::media::resample::WIDE_FRAME;
-use crate::webrtc::sfu::EndpointId;
 
 /// The frame length of the mix: 20 ms.
 const TICK: Duration = Duration::from_millis(20);

@@ -95,16 +95,7 @@ pub struct PeerId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ExternalSubscriberId(pub u64);
 
-/// Names a published stream; shown to the SDK as `endpointId`. Shared (`Arc<str>`) because
-/// it travels with every frame: cloning it must not allocate.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EndpointId(pub std::sync::Arc<str>);
-
-impl EndpointId {
-    fn generate() -> Self {
-        Self(crate::ids::random_id(crate::ids::ID_LEN).into())
-    }
-}
+pub use crate::ids::EndpointId;
 
 /// Who a peer is.
 #[derive(Clone, Debug)]
