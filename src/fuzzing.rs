@@ -10,9 +10,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio_util::bytes::BytesMut;
-use tokio_util::codec::Decoder as _;
-
 use crate::app::config::TokensConfig;
 use crate::ids::{self, ParticipantId, SessionId};
 use crate::media::leg::{LegConfig, MTU, SipLeg};
@@ -20,12 +17,13 @@ use crate::media::resample::WIDE_FRAME;
 use crate::media::rtcp::{Report, is_rtcp, parse_compound};
 use crate::media::rtp::{RtpHeader, RtpPacket, Ssrc};
 use crate::media::srtp::{SrtpError, SrtpSession};
+use crate::sip::framing::{Frame, StreamFramer};
 use crate::sip::message::{self, Message, ParseError};
 use crate::sip::sdp::SrtpPolicy;
 use crate::sip::sdp::{
     self, AmrWbParams, Codec, Format, LocalMedia, Negotiated, PendingOffer, Policy, SrtpKeys, SrtpSuite,
 };
-use crate::sip::stack::{self, Screened};
+use crate::sip::transaction::{Limits, Peer, Timers, Transactions, Transport, TxOutput};
 use crate::sip::uui::{self, UuiEncoding, UuiToken};
 use crate::tokens::{Minter, NodeKey, ParticipantDirectory, Verifier};
 use crate::webrtc::protocol::{ClientMessage, ErrorCode, ServerMessage, is_dtmf_tone};
@@ -34,63 +32,52 @@ use crate::webrtc::protocol::{ClientMessage, ErrorCode, ServerMessage, is_dtmf_t
 // SIP messages
 // ---------------------------------------------------------------------------------------------
 
-/// The stack's receive buffer for one UDP datagram: what [`stack::screen`] is given as limit.
-pub const UDP_LIMIT: usize = 8192;
-
-/// One UDP datagram through the guard in front of the SIP stack ([`stack::screen`]: our parser,
-/// the 400/505/513/405 answers, the stack's own parser on what passes).
+/// One UDP datagram as the transport reads it: our parser, the 400/505 answer to what it
+/// refuses, and the transaction layer on what it accepts (the message twice, as a
+/// retransmission, the user's answer to each new request, and every timer).
 ///
 /// Asserts: what our parser accepts writes back to a message that parses equal (Content-Length
-/// aside); a request passed to the stack is that re-serialization and the stack keys it; an
-/// answer is one whole SIP response head (no blank line before its end); the same request over
-/// a smaller limit gets 513.
+/// aside); an answer is one whole SIP response head (no blank line before its end); everything
+/// the transaction layer transmits parses again, and it holds nothing once its timers ran.
 pub fn sip_udp(data: &[u8]) {
-    let parsed = message::parse(data);
-    if let Ok(msg) = &parsed {
-        assert_round_trip(msg);
-    }
-    match stack::screen(data, UDP_LIMIT) {
-        Screened::Pass(bytes) => {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return;
+    let msg = match message::parse(data) {
+        Ok(msg) => msg,
+        Err(e) => {
+            if let Some(answer) = message::bad_request_for(data, &e) {
+                assert_response_head(&answer, Some(e.status()));
             }
-            // The stack parses what passes; it may still refuse a response, which it drops.
-            let stack_view = rsipstack::sip::SipMessage::try_from(bytes.as_slice());
-            match parsed {
-                Ok(Message::Request(req)) => {
-                    assert_eq!(bytes, req.to_bytes(), "a request passes as our re-serialization");
-                    let Ok(rsipstack::sip::SipMessage::Request(stack_req)) = stack_view else {
-                        panic!("a passed request does not parse in the stack")
-                    };
-                    // What the call logic then reads: the stack's request written back and
-                    // parsed by ours (`ServerTransaction::request`), naming the same transaction.
-                    let back = rsipstack::sip::SipMessage::Request(stack_req).to_bytes();
-                    match message::parse(&back) {
-                        Ok(Message::Request(again)) => {
-                            let key = |r: &message::Request| {
-                                (r.method.clone(), r.call_id().to_string(), r.cseq(), r.branch().map(str::to_string))
-                            };
-                            assert_eq!(key(&again), key(&req), "the stack's view names another transaction");
-                            assert_eq!(again.from_tag(), req.from_tag());
-                            assert_eq!(again.body, req.body);
-                        }
-                        other => panic!(
-                            "the stack's view of a passed request does not parse again: {other:?}\n{}",
-                            String::from_utf8_lossy(&back)
-                        ),
-                    }
-                    // The same request over a smaller receive buffer is refused with 513.
-                    match stack::screen(data, bytes.len() - 1) {
-                        Screened::Answer(a) => assert_response_head(&a, Some(513)),
-                        other => panic!("over the limit and not answered 513: {other:?}"),
-                    }
-                }
-                Ok(Message::Response(_)) => assert_eq!(bytes, data, "a response passes unchanged"),
-                Err(e) => panic!("a datagram our parser refuses ({e}) was passed to the stack"),
-            }
+            return;
         }
-        Screened::Answer(answer) => assert_response_head(&answer, None),
-        Screened::Drop => {}
+    };
+    assert_round_trip(&msg);
+    let mut txs = Transactions::new(Timers::default(), Limits::default());
+    let now = Instant::now();
+    let peer =
+        Peer { addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060), transport: Transport::Udp, conn: None };
+    for _ in 0..2 {
+        txs.handle_message(now, msg.clone(), peer);
+        drain_transactions(&mut txs, now);
+    }
+    txs.handle_timeout(now + Duration::from_secs(3600));
+    drain_transactions(&mut txs, now);
+    assert_eq!(txs.len(), (0, 0), "transactions left after every timer ran");
+}
+
+/// Drains the layer's outputs: transmitted bytes must parse; new requests get a final answer.
+fn drain_transactions(txs: &mut Transactions, now: Instant) {
+    while let Some(output) = txs.poll_output() {
+        match output {
+            TxOutput::Transmit { bytes, .. } => {
+                if let Err(e) = message::parse(&bytes) {
+                    // Writing can lengthen a message past a size limit (compact names expanded).
+                    assert!(matches!(e, ParseError::TooLarge(_)), "we sent what does not parse: {e}");
+                }
+            }
+            TxOutput::Request { tx, request, .. } => {
+                txs.respond(now, tx, &message::Response::to(&request, 486, "Busy Here", Some("f")));
+            }
+            _ => {}
+        }
     }
 }
 
@@ -134,15 +121,14 @@ fn assert_response_head(bytes: &[u8], status: Option<u16>) {
     assert!(text.ends_with("Content-Length: 0\r\n\r\n"), "{text}");
 }
 
-/// A TCP byte stream through the framer the daemon runs on SIP over TCP and TLS (rsipstack's
-/// `SipCodec`: we have no framer of our own on the live path), delivered in chunks whose sizes
-/// come from the first two bytes; each framed request then goes through our parser as
-/// `stack::ServerTransaction::request` does. The replay's own framer
+/// A TCP byte stream through the framer the daemon runs on SIP over TCP and TLS
+/// ([`StreamFramer`]), delivered in chunks whose sizes come from the first two bytes; each
+/// framed message then goes through our parser as the transport does. The replay's own framer
 /// (`replay::capture::message_len`) cuts the same stream.
 ///
-/// Asserts: the framed messages do not depend on where the stream was split (compared with the
-/// whole stream delivered at once); our parser's round trip on each; the replay framer's cuts
-/// stay inside the stream.
+/// Asserts: the frames do not depend on where the stream was split (compared with the whole
+/// stream delivered at once); our parser's round trip on each; an answer to a refused message
+/// is a whole response head; the replay framer's cuts stay inside the stream.
 pub fn sip_tcp(data: &[u8]) {
     let [s0, s1, stream @ ..] = data else { return };
     let whole = frame_stream(stream, &mut std::iter::once(stream.len()));
@@ -172,24 +158,27 @@ pub fn sip_tcp(data: &[u8]) {
     }
 }
 
-/// Feeds `stream` to a `SipCodec` in chunks of the given sizes; returns each framed message's
-/// bytes (as the stack re-serializes them) up to the first error, and whether one happened.
+/// Feeds `stream` to a [`StreamFramer`] in chunks of the given sizes; returns each framed
+/// message up to the first error, and whether one happened.
 fn frame_stream(stream: &[u8], chunks: &mut dyn Iterator<Item = usize>) -> (Vec<Vec<u8>>, bool) {
-    use rsipstack::transport::stream::{SipCodec, SipCodecType};
-    let mut codec = SipCodec::new();
-    let mut buf = BytesMut::new();
+    let mut framer = StreamFramer::new(message::MAX_MESSAGE_LEN);
     let mut out = Vec::new();
     let mut fed = 0;
     while fed < stream.len() {
         let n = chunks.next().unwrap_or(stream.len()).clamp(1, stream.len() - fed);
-        buf.extend_from_slice(&stream[fed..fed + n]);
+        framer.push(&stream[fed..fed + n]);
         fed += n;
         loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(SipCodecType::Message(m))) => out.push(m.to_string().into_bytes()),
-                Ok(Some(_)) => {}
+            match framer.next_frame() {
+                Ok(Some(Frame::Message(m))) => out.push(m),
+                Ok(Some(Frame::Ping)) => out.push(b"ping".to_vec()),
                 Ok(None) => break,
-                Err(_) => return (out, true),
+                Err(e) => {
+                    if let Some(answer) = message::answer_unparsed(e.head(), e.status(), &e.to_string()) {
+                        assert_response_head(&answer, Some(e.status()));
+                    }
+                    return (out, true);
+                }
             }
         }
     }

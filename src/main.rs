@@ -85,8 +85,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // rsipstack links rustls with ring and reqwest with aws-lc-rs: with two providers built in,
-    // rustls cannot pick one, so pick one before any TLS is used. An error means one is set.
+    // Pick rustls's crypto provider before any TLS is used, in case a dependency builds in a
+    // second one (rustls cannot choose then). An error means one is set.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     match cli.command {
         Command::Run { config: path } => {

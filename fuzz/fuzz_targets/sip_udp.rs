@@ -1,6 +1,6 @@
-//! One UDP datagram through the SIP guard (`sip::stack::screen`: our message parser, the
-//! 400/505/513/405 answers, the stack's parser on what passes). Asserts the parser's
-//! parse → write → parse round trip, what passes and how answers are shaped.
+//! One UDP datagram as the SIP transport reads it: our message parser, the 400/505 answer to
+//! what it refuses, and the transaction layer (`sip::transaction`) on what it accepts. Asserts
+//! the parser's round trip, how answers are shaped, and that no transaction outlives its timers.
 //! The body is `interwork::fuzzing::sip_udp`, which `cargo test` also replays over the
 //! committed corpus (tests/fuzz_corpus.rs).
 #![no_main]

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub sip_malformed: Family<MalformedLabels, Counter>,
     /// SIP requests refused at the door because too many were pending (503).
     pub sip_shed: Counter,
+    /// SIP stream connections refused at the caps (in total or per source).
+    pub sip_connections_refused: Counter,
     /// Media counters of SIP legs, by kind (added live by each leg, through `media`).
     pub media_leg: Family<MediaLabels, Counter>,
     /// The same counters resolved once per kind, with the busy time: what legs add to.
@@ -111,6 +113,12 @@ impl Default for Metrics {
         registry.register("sip_setup_seconds", "INVITE to 200 OK", sip_setup_seconds.clone());
         let sip_malformed = Family::<MalformedLabels, Counter>::default();
         registry.register("sip_malformed", "Malformed SIP messages", sip_malformed.clone());
+        let sip_connections_refused = Counter::default();
+        registry.register(
+            "sip_connections_refused",
+            "SIP TCP/TLS connections refused because too many were open (in total or from one address)",
+            sip_connections_refused.clone(),
+        );
         let sip_shed = Counter::default();
         registry.register("sip_shed", "SIP requests refused with 503 because too many were pending", sip_shed.clone());
         let media_leg = Family::<MediaLabels, Counter>::default();
@@ -140,6 +148,7 @@ impl Default for Metrics {
             sip_setup_seconds,
             sip_malformed,
             sip_shed,
+            sip_connections_refused,
             media: MediaCounters::new(
                 |kind| media_leg.get_or_create(&MediaLabels { kind }).clone(),
                 media_transcode_seconds.clone(),

@@ -307,15 +307,9 @@ type LevelReload = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), Strin
 /// Set by [`init_logging`] when the level comes from the config (not from `RUST_LOG`).
 static LOG_LEVEL_RELOAD: std::sync::OnceLock<LevelReload> = std::sync::OnceLock::new();
 
-/// The filter for `level`; the SIP stack stays at warn unless named, because it logs every
-/// message whole at info, tokens included (STYLE §8: never logged).
+/// The filter for `level`.
 fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
-    let mut directives = level.to_string();
-    if !directives.contains("rsipstack") {
-        directives.push_str(",rsipstack=warn");
-    }
-    tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rsipstack=warn"))
+    tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
 fn load_key(config: &Config) -> anyhow::Result<(NodeKey, bool)> {

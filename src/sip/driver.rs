@@ -1,7 +1,7 @@
-//! The tokio shell around [`UserAgent`]: one task owns the user agent and feeds it requests,
-//! transaction events, rooms events, media events and timers; it carries out the outputs
-//! (responses into transactions, BYEs as client transactions, RTP sockets, rooms changes,
-//! metrics, logs and callbacks).
+//! The tokio shell around the SIP cores: one task owns the [`Transactions`] and the
+//! [`UserAgent`] and feeds them messages from the transports, rooms events, media events and
+//! timers, on tokio's clock (so paused-time tests drive it); it carries out their outputs
+//! (bytes to the sockets, RTP sockets, rooms changes, metrics, logs and callbacks).
 //!
 //! A call's media is one task per leg ([`crate::media::bridge::run_leg`]) on an RTP/RTCP socket
 //! pair from the configured range, joined to the WebRTC forwarder. The actor keeps a handle per
@@ -12,18 +12,17 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
-
-use rsipstack::transport::SipConnection;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::stack::{Responder, ServerTransaction, Stack};
+use super::message::Request;
+use super::transaction::{ClientTx, Limits, Peer, Timers, Transactions, TxOutput};
+use super::transport::{Incoming, Outbound, TcpConnector, TlsSettings, Transports};
 use super::ua::{
-    Admitted, CallEvent, CallNo, Env, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, TxId, UaConfig,
+    Admitted, CallEvent, CallNo, Env, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, UaConfig,
     UserAgent,
 };
 use crate::app::config::Config;
@@ -39,12 +38,12 @@ use crate::rooms::RoomsHandle;
 use crate::tokens::{TokenError, Verifier};
 use crate::webrtc::Forwarder;
 
-/// Capacity of the user agent's input queue; senders wait when it is full (back-pressure on
-/// the SIP stack rather than unbounded memory).
-const INPUT_QUEUE: usize = 8192;
+/// Messages from the transports waiting for the actor; past it, UDP requests get 503 at the
+/// socket and stream connections wait (back-pressure rather than unbounded memory).
+const INCOMING_QUEUE: usize = 8192;
 
-/// Most remembered TCP connections by peer address (for BYE over the INVITE's connection).
-const MAX_STREAMS: usize = 10_000;
+/// Capacity of the actor's queue of other inputs.
+const INPUT_QUEUE: usize = 1024;
 
 /// Notices from all media legs (inactivity, DTMF) waiting for the actor; a leg whose notice
 /// does not fit repeats it (inactivity) or loses it (a DTMF callback; browsers still got it).
@@ -53,21 +52,13 @@ const NOTICE_QUEUE: usize = 1024;
 /// How long a stopped leg may take to hand back its counters before it is aborted.
 const LEG_STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// Inputs of the user agent task.
+/// Inputs of the actor besides the transports' messages.
 enum Input {
-    Request {
-        inbound: Inbound,
-        responder: Responder,
-        connection: Option<SipConnection>,
-    },
-    TxOver {
-        tx: TxId,
-    },
     Event(Event),
     /// A call's media task ended; its counters when it ran.
     MediaEnded {
         call: CallNo,
-        summary: Option<LegSummary>,
+        summary: Option<Box<LegSummary>>,
     },
     /// The config was reloaded (SIGHUP).
     Reload {
@@ -130,12 +121,14 @@ impl SipService {
                 use anyhow::Context as _;
                 let cert = std::fs::read(cert).with_context(|| format!("sip.tls_cert: {}", cert.display()))?;
                 let key = std::fs::read(key).with_context(|| format!("sip.tls_key: {}", key.display()))?;
-                Some((addr.0, cert, key))
+                Some(TlsSettings { listen: addr.0, cert, key })
             }
             _ => None,
         };
-        let stack = Stack::start(config.sip.listen.0, tls, cancel.clone(), metrics.clone()).await?;
-        let local = stack.local;
+        let transports =
+            Transports::start(config.sip.listen.0, tls, INCOMING_QUEUE, metrics.clone(), cancel.clone()).await?;
+        let local = transports.local;
+        let tls_port = transports.tls_local.map(|a| a.port());
         tracing::info!(%local, "SIP listening on UDP and TCP");
         let media_ip = config.media.public_ip.unwrap_or_else(|| advertised_ip(local.ip()));
         let ua = UserAgent::new(UaConfig {
@@ -151,23 +144,26 @@ impl SipService {
             session_expires: config.sip.session_expires,
             min_se: config.sip.min_se,
         });
+        let limits = Limits { max_pending: config.sip.max_pending as usize, ..Limits::default() };
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
         let ports = PortPool::new(local.ip(), config.media.rtp_port_min, config.media.rtp_port_max);
-        let Stack { endpoint, udp, incoming, .. } = stack;
+        let (udp, incoming, connector) = transports.into_parts();
         let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let actor = Actor {
+            txs: Transactions::new(Timers::default(), limits),
             ua,
             env: DriverEnv { verifier, rooms: rooms.clone(), ports },
             inputs: inputs.clone(),
-            responders: HashMap::new(),
-            streams: HashMap::new(),
+            clients: HashMap::new(),
+            outbound: Outbound::default(),
+            udp,
+            connector,
+            via_host: SocketAddr::new(media_ip, local.port()),
+            tls_via_host: tls_port.map(|p| SocketAddr::new(media_ip, p)),
             media: HashMap::new(),
             stopping: HashMap::new(),
             forwarder,
             notices,
-            endpoint,
-            udp,
-            local,
             rooms,
             drain,
             callbacks,
@@ -175,9 +171,7 @@ impl SipService {
             rtp_timeout: config.media.rtp_timeout,
             latching: config.media.latching,
         };
-        let max_pending = config.sip.max_pending as usize;
-        tokio::spawn(accept(incoming, inputs.clone(), cancel.clone(), actor.metrics.clone(), max_pending));
-        let task = tokio::spawn(actor.run(rx, notices_rx, cancel.clone()));
+        let task = tokio::spawn(actor.run(incoming, rx, notices_rx, cancel.clone()));
         Ok(Self { inputs, local, cancel, task })
     }
 
@@ -207,101 +201,6 @@ impl SipService {
     }
 }
 
-/// Turns the stack's new transactions into user agent inputs; one small task per transaction
-/// carries its CANCEL and ACK. At most `max_pending` (`sip.max_pending`) at once, and a
-/// request the user agent's queue has no room for is refused at once rather than awaited: a
-/// flood is shed at the door with 503 + Retry-After, so the memory it takes is bounded by that
-/// number, not by its rate times its length.
-async fn accept(
-    mut incoming: rsipstack::transaction::TransactionReceiver,
-    inputs: mpsc::Sender<Input>,
-    cancel: CancellationToken,
-    metrics: Arc<Metrics>,
-    max_pending: usize,
-) {
-    let mut next: TxId = 1;
-    let pending = Arc::new(AtomicUsize::new(0));
-    loop {
-        let tx = tokio::select! {
-            () = cancel.cancelled() => return,
-            tx = incoming.recv() => match tx { Some(tx) => tx, None => return },
-        };
-        let id = next;
-        next += 1;
-        let mut tx = ServerTransaction { inner: tx };
-        let is_ack = tx.inner.original.method == rsipstack::sip::Method::Ack;
-        if !is_ack && pending.load(Ordering::Relaxed) >= max_pending {
-            // Answered off this loop, briefly: a TCP peer that does not read must not stall it.
-            tokio::spawn(tokio::time::timeout(SHED_ANSWER_LIMIT, shed(tx, metrics.clone())));
-            continue;
-        }
-        let inputs = inputs.clone();
-        let metrics = metrics.clone();
-        let pending = Pending::enter(&pending);
-        tokio::spawn(async move {
-            let _pending = pending;
-            let is_invite = tx.inner.original.method == rsipstack::sip::Method::Invite;
-            if is_invite {
-                // CONTRACT §5: 100 Trying at once.
-                tx.trying().await;
-            }
-            let Some((request, source, transport)) = tx.request() else { return };
-            let inbound = Inbound { tx: id, source, transport, request };
-            let input = Input::Request { inbound, responder: tx.responder(), connection: tx.connection() };
-            match inputs.try_send(input) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    let _ = tokio::time::timeout(SHED_ANSWER_LIMIT, shed(tx, metrics)).await;
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            }
-            while let Some(req) = tx.next().await {
-                let event = match req.method {
-                    super::message::Method::Cancel => Event::Cancel { tx: id },
-                    super::message::Method::Ack => Event::Ack { tx: id, request: req },
-                    _ => continue,
-                };
-                if inputs.send(Input::Event(event)).await.is_err() {
-                    return;
-                }
-            }
-            let _ = inputs.send(Input::TxOver { tx: id }).await;
-        });
-    }
-}
-
-/// One transaction counted in the pending total while it lives.
-struct Pending(Arc<AtomicUsize>);
-
-impl Pending {
-    fn enter(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count.clone())
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// How long a shed request's 503 may take to send.
-const SHED_ANSWER_LIMIT: Duration = Duration::from_secs(1);
-
-/// Refuses a request the user agent has no room for: 503 with Retry-After, counted.
-async fn shed(tx: ServerTransaction, metrics: Arc<Metrics>) {
-    metrics.sip_shed.inc();
-    let Some((request, _, _)) = tx.request() else { return };
-    let tag = crate::ids::random_id(10);
-    let mut r = super::message::Response::to(&request, 503, super::message::reason_phrase(503), Some(&tag));
-    r.headers.push("Retry-After", "5");
-    r.headers.push("Warning", "399 interwork \"overloaded\"");
-    r.headers.push("Reason", "SIP;cause=503;text=\"overloaded\"");
-    tx.respond_stateless(&r).await;
-}
-
 struct DriverEnv {
     verifier: Arc<Verifier>,
     rooms: RoomsHandle,
@@ -329,19 +228,23 @@ impl Env for DriverEnv {
 }
 
 struct Actor {
+    txs: Transactions,
     ua: UserAgent,
     env: DriverEnv,
     inputs: mpsc::Sender<Input>,
-    responders: HashMap<TxId, Responder>,
-    /// Reliable connections by peer address, for requests back over them.
-    streams: HashMap<SocketAddr, SipConnection>,
+    /// Requests the user agent sent, by client transaction: whose outcome it waits for.
+    clients: HashMap<ClientTx, CallNo>,
+    /// Live stream connections.
+    outbound: Outbound,
+    udp: Arc<tokio::net::UdpSocket>,
+    connector: TcpConnector,
+    /// The sent-by of our Vias over UDP and TCP, and over TLS.
+    via_host: SocketAddr,
+    tls_via_host: Option<SocketAddr>,
     media: HashMap<CallNo, MediaLeg>,
     stopping: HashMap<CallNo, Stopping>,
     forwarder: Forwarder,
     notices: mpsc::Sender<LegNotice>,
-    endpoint: Arc<rsipstack::transaction::endpoint::EndpointInner>,
-    udp: SipConnection,
-    local: SocketAddr,
     rooms: RoomsHandle,
     drain: Drain,
     callbacks: Callbacks,
@@ -350,9 +253,15 @@ struct Actor {
     latching: crate::media::leg::Latching,
 }
 
+/// The actor's clock: tokio's, so that paused-time tests drive the SIP cores.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 impl Actor {
     async fn run(
         mut self,
+        mut incoming: mpsc::Receiver<Incoming>,
         mut inputs: mpsc::Receiver<Input>,
         mut notices: mpsc::Receiver<LegNotice>,
         cancel: CancellationToken,
@@ -361,7 +270,10 @@ impl Actor {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         loop {
-            let deadline = self.ua.poll_timeout();
+            let deadline = match (self.ua.poll_timeout(), self.txs.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if let Some(at) = deadline {
                 let at = tokio::time::Instant::from_std(at);
                 if sleep.deadline() != at {
@@ -370,6 +282,10 @@ impl Actor {
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
+                message = incoming.recv() => match message {
+                    Some(m) => self.incoming(m),
+                    None => return,
+                },
                 input = inputs.recv() => match input {
                     Some(input) => self.handle(input),
                     None => return,
@@ -378,35 +294,34 @@ impl Actor {
                     self.notice(notice);
                 },
                 event = room_events.recv() => match event {
-                    Ok(e) => self.ua.handle_event(Instant::now(), Event::Room(e)),
+                    Ok(e) => self.ua.handle_event(now(), Event::Room(e)),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "SIP side lagged behind rooms events");
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
-                () = &mut sleep, if deadline.is_some() => self.ua.handle_timeout(Instant::now()),
+                () = &mut sleep, if deadline.is_some() => {
+                    let now = now();
+                    self.txs.handle_timeout(now);
+                    self.ua.handle_timeout(now);
+                }
             }
             self.carry_out();
             self.metrics.sip_active_dialogs.set(self.ua.call_count() as i64);
         }
     }
 
+    fn incoming(&mut self, incoming: Incoming) {
+        match incoming {
+            Incoming::Message { message, from } => self.txs.handle_message(now(), message, from),
+            Incoming::Opened { conn, addr, transport, writer } => self.outbound.opened(conn, addr, transport, writer),
+            Incoming::Closed { conn } => self.outbound.closed(conn),
+        }
+    }
+
     fn handle(&mut self, input: Input) {
-        let now = Instant::now();
+        let now = now();
         match input {
-            Input::Request { inbound, responder, connection } => {
-                if let Some(conn) = connection.filter(SipConnection::is_reliable) {
-                    if self.streams.len() >= MAX_STREAMS {
-                        self.streams.clear();
-                    }
-                    self.streams.insert(inbound.source, conn);
-                }
-                self.responders.insert(inbound.tx, responder);
-                self.ua.handle_request(now, inbound, &mut self.env);
-            }
-            Input::TxOver { tx } => {
-                self.responders.remove(&tx);
-            }
             Input::Event(e) => {
                 if matches!(e, Event::DrainOver) {
                     tracing::info!(calls = self.ua.call_count(), "ending live calls");
@@ -414,12 +329,13 @@ impl Actor {
                 self.ua.handle_event(now, e);
             }
             Input::MediaEnded { call, summary } => match self.stopping.get_mut(&call) {
+                // (Boxed in the queue: a summary is large next to the other inputs.)
                 Some(Stopping { ended: Some(_), .. }) => {
                     if let Some(ended) = self.stopping.remove(&call).and_then(|s| s.ended) {
-                        self.report_end(ended, summary.as_ref());
+                        self.report_end(ended, summary.as_deref());
                     }
                 }
-                Some(stopping) => stopping.summary = Some(summary),
+                Some(stopping) => stopping.summary = Some(summary.map(|s| *s)),
                 None => {}
             },
             Input::Reload { trusted_peers } => self.ua.set_trusted_peers(trusted_peers),
@@ -444,41 +360,112 @@ impl Actor {
         }
     }
 
+    /// Runs both cores' outputs until neither has any: the user agent's answers become
+    /// transaction inputs and the transactions' requests become user agent inputs.
     fn carry_out(&mut self) {
-        while let Some(output) = self.ua.poll_output() {
-            match output {
-                Output::Respond { tx, response } => match self.responders.get(&tx) {
-                    Some(r) => {
-                        r.respond(&response);
-                    }
-                    None => tracing::debug!(tx, "response for a transaction that is gone"),
-                },
-                Output::Send { call, request, destination, transport } => {
-                    self.send(call, request, destination, transport)
-                }
-                Output::Media(command) => self.media(command),
-                Output::Rooms(command) => self.rooms_command(command),
-                Output::Call(event) => self.call_event(event),
+        loop {
+            let mut busy = false;
+            while let Some(output) = self.txs.poll_output() {
+                busy = true;
+                self.transaction_output(output);
+            }
+            while let Some(output) = self.ua.poll_output() {
+                busy = true;
+                self.ua_output(output);
+            }
+            if !busy {
+                return;
             }
         }
     }
 
-    fn send(&mut self, call: CallNo, request: super::message::Request, destination: SocketAddr, transport: Transport) {
-        let connection = match transport {
-            Transport::Udp => Some(self.udp.clone()),
-            _ => self.streams.get(&destination).cloned(),
+    fn transaction_output(&mut self, output: TxOutput) {
+        let now = now();
+        match output {
+            TxOutput::Transmit { to, bytes } => self.transmit(&to, bytes),
+            TxOutput::Request { tx, request, from } => {
+                let inbound = Inbound { tx, source: from.addr, transport: from.transport, request };
+                self.ua.handle_request(now, inbound, &mut self.env);
+            }
+            TxOutput::Ack { request, from } => {
+                // The ACK of a 2xx: the dialog layer matches it (no transaction of ours).
+                let inbound = Inbound { tx: 0, source: from.addr, transport: from.transport, request };
+                self.ua.handle_request(now, inbound, &mut self.env);
+            }
+            TxOutput::Cancelled { tx } => self.ua.handle_event(now, Event::Cancel { tx }),
+            TxOutput::Response { client, response } => {
+                if response.status >= 200
+                    && let Some(call) = self.clients.remove(&client)
+                {
+                    self.ua.handle_event(now, Event::Sent { call, status: Some(response.status) });
+                }
+            }
+            TxOutput::Timeout { client } => {
+                if let Some(call) = self.clients.remove(&client) {
+                    self.ua.handle_event(now, Event::Sent { call, status: None });
+                }
+            }
+            TxOutput::Shed { .. } => {
+                self.metrics.sip_shed.inc();
+            }
+        }
+    }
+
+    fn ua_output(&mut self, output: Output) {
+        match output {
+            Output::Respond { tx, response } => self.txs.respond(now(), tx, &response),
+            Output::Send { call, request, destination, transport } => self.send(call, request, destination, transport),
+            Output::Media(command) => self.media(command),
+            Output::Rooms(command) => self.rooms_command(command),
+            Output::Call(event) => self.call_event(event),
+        }
+    }
+
+    /// Puts bytes on the wire: UDP at once (a full socket buffer loses the datagram, as the
+    /// network may, and retransmission covers it), streams through their connection's queue,
+    /// opening a TCP connection when there is none.
+    fn transmit(&mut self, to: &Peer, bytes: Vec<u8>) {
+        match to.transport {
+            Transport::Udp => {
+                if let Err(e) = self.udp.try_send_to(&bytes, to.addr) {
+                    tracing::debug!(addr = %to.addr, error = %e, "SIP datagram not sent");
+                }
+            }
+            Transport::Tcp | Transport::Tls => {
+                if let Err(bytes) = self.outbound.send(to, bytes) {
+                    if to.transport == Transport::Tcp {
+                        self.connector.connect(to.addr, bytes);
+                    } else {
+                        tracing::warn!(addr = %to.addr, "no TLS connection to the SIP peer: message not sent");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a request of the user agent's as a client transaction, with our Via on top.
+    fn send(&mut self, call: CallNo, mut request: Request, destination: SocketAddr, transport: Transport) {
+        let host = match transport {
+            Transport::Tls => self.tls_via_host.unwrap_or(self.via_host),
+            _ => self.via_host,
         };
-        let Some(connection) = connection else {
-            tracing::warn!(call_id = %request.call_id(), %destination, "no connection to send on");
-            let _ = self.inputs.try_send(Input::Event(Event::Sent { call, status: None }));
-            return;
-        };
-        let (endpoint, local, inputs) = (self.endpoint.clone(), self.local, self.inputs.clone());
-        tokio::spawn(async move {
-            let status =
-                super::stack::send_request(&endpoint, connection, local, transport, request, destination).await;
-            let _ = inputs.send(Input::Event(Event::Sent { call, status })).await;
-        });
+        let branch = format!("{}{}", super::ua::OUR_BRANCH_PREFIX, crate::ids::random_id(16));
+        let mut headers = super::message::Headers::default();
+        headers.push("Via", format!("SIP/2.0/{} {host};branch={branch};rport", transport.via_name()));
+        for (n, v) in request.headers.iter() {
+            headers.push(n, v);
+        }
+        request.headers = headers;
+        let to = Peer { addr: destination, transport, conn: None };
+        match self.txs.send_request(now(), request, to) {
+            Ok(client) => {
+                self.clients.insert(client, call);
+            }
+            Err(e) => {
+                tracing::warn!(call, %destination, error = %e, "in-dialog request not sent");
+                self.ua.handle_event(now(), Event::Sent { call, status: None });
+            }
+        }
     }
 
     fn media(&mut self, command: MediaCommand) {
@@ -546,7 +533,7 @@ impl Actor {
                             }
                         };
                         drop(guard);
-                        let _ = inputs.send(Input::MediaEnded { call, summary }).await;
+                        let _ = inputs.send(Input::MediaEnded { call, summary: summary.map(Box::new) }).await;
                     });
                 }
             }

@@ -1,7 +1,7 @@
 //! Our view of a SIP message (RFC 3261 §7): start line, headers in order, body.
 //!
-//! The call logic reads and writes these, never the SIP stack's own types, so that a change of
-//! stack touches `sip::stack` alone. The parser here is strict about what the call logic relies
+//! Every message is parsed once, here, by the transport; the transactions and the call logic
+//! read and write these. The parser here is strict about what the call logic relies
 //! on (the start line, the headers that identify a transaction, Content-Length) and bounded
 //! (sizes and counts), because it also guards the socket: what it refuses gets a 400 from
 //! [`bad_request_for`] instead of being dropped in silence.
@@ -41,7 +41,8 @@ pub enum Method {
 }
 
 impl Method {
-    fn parse(s: &str) -> Self {
+    /// The method a token names (unknown ones kept as they are written).
+    pub fn parse(s: &str) -> Self {
         match s {
             "INVITE" => Self::Invite,
             "ACK" => Self::Ack,
@@ -380,6 +381,13 @@ pub fn reason_phrase(status: u16) -> &'static str {
 /// answered: the headers a response needs are picked out leniently. `None` for responses and
 /// for garbage that is not a request at all.
 pub fn bad_request_for(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
+    answer_unparsed(bytes, error.status(), &error.to_string())
+}
+
+/// A stateless `status` answer, with `why` in a Warning, for a request that did not parse or
+/// cannot be read whole (a stream message over the size limit gets 513 from its head alone).
+/// `None` for responses and for garbage that is not a request at all.
+pub fn answer_unparsed(bytes: &[u8], status: u16, why: &str) -> Option<Vec<u8>> {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_MESSAGE_LEN)]);
     let text = text.trim_start_matches(['\r', '\n']);
     let start = text.lines().next()?;
@@ -413,7 +421,6 @@ pub fn bad_request_for(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
     if via.is_empty() {
         return None;
     }
-    let status = error.status();
     let mut out = format!("SIP/2.0 {status} {}\r\n", reason_phrase(status));
     for v in via {
         let _ = write!(out, "Via: {v}\r\n");
@@ -421,7 +428,8 @@ pub fn bad_request_for(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
     for (n, v) in copied {
         let _ = write!(out, "{n}: {v}\r\n");
     }
-    let _ = write!(out, "Warning: 399 interwork \"{error}\"\r\nContent-Length: 0\r\n\r\n");
+    let why = why.replace(['"', '\\', '\r', '\n'], " ");
+    let _ = write!(out, "Warning: 399 interwork \"{why}\"\r\nContent-Length: 0\r\n\r\n");
     Some(out.into_bytes())
 }
 

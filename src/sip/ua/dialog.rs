@@ -189,7 +189,15 @@ impl UserAgent {
             return;
         };
         if req.method == Method::Ack {
-            // An ACK of a 2xx comes through the INVITE's transaction; a stray one is ignored.
+            // The ACK of our 2xx (RFC 3261 §13.3.1.4) has a transaction of its own: match it to
+            // the 2xx we are retransmitting by CSeq. Anything else is a stray, ignored.
+            let awaited = self.calls.get(&call).and_then(|c| c.pending.as_ref()).and_then(|p| {
+                let cseq = p.ok.headers.get("CSeq").and_then(|v| super::super::message::parse_cseq(v).ok());
+                cseq.filter(|(n, _)| *n == req.cseq()).map(|_| p.tx)
+            });
+            if let Some(tx) = awaited {
+                self.handle_ack(now, tx, inbound.request);
+            }
             return;
         }
         // RFC 3261 §12.2.2: requests in a dialog come in CSeq order.

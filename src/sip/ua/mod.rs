@@ -35,9 +35,6 @@ mod invite;
 #[cfg(test)]
 mod tests;
 
-/// Names a server transaction; given by the driver.
-pub type TxId = u64;
-
 /// Names a call (one dialog) inside the user agent.
 pub type CallNo = u64;
 
@@ -85,16 +82,7 @@ pub struct UaConfig {
     pub min_se: u32,
 }
 
-/// How a request reached us.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// UDP.
-    Udp,
-    /// TCP.
-    Tcp,
-    /// TLS over TCP.
-    Tls,
-}
+pub use super::transaction::{Transport, TxId};
 
 /// A request that opened a server transaction.
 #[derive(Clone, Debug)]

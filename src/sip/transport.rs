@@ -1,0 +1,539 @@
+//! The SIP transports (RFC 3261 §18): UDP, TCP and TLS sockets, as a thin tokio shell.
+//!
+//! Every message is parsed once, here, by [`super::message::parse`], and handed to the endpoint
+//! as [`Incoming::Message`]; what does not parse is answered 400/505 (513 for a stream message
+//! over the size limit) without reaching the endpoint. Streams are cut by
+//! [`super::framing::StreamFramer`].
+//!
+//! Each stream connection is one task that owns its socket: when the task ends, the file
+//! descriptor goes with it. Connections are capped in total and per source address; a
+//! connection must deliver its first message within [`FIRST_MESSAGE`], and a message once begun
+//! must be complete within [`INCOMPLETE_MESSAGE`] (slow-loris), and an idle connection closes
+//! after [`IDLE`]. At the file-descriptor limit the accept loop backs off and says so once.
+//!
+//! The endpoint keeps the table of live connections (it learns of them by
+//! [`Incoming::Opened`] and [`Incoming::Closed`]) and sends through [`Outbound`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::framing::{Frame, PONG, StreamFramer};
+use super::message::{self, Message};
+use super::transaction::{ConnId, Peer, Transport};
+use crate::app::metrics::{MalformedLabels, Metrics};
+
+/// Most stream connections at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Most stream connections from one IP address.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 256;
+/// A new connection's first message must be complete this soon.
+pub const FIRST_MESSAGE: Duration = Duration::from_secs(10);
+/// A message, once begun, must be complete this soon.
+pub const INCOMPLETE_MESSAGE: Duration = Duration::from_secs(10);
+/// A connection with no traffic for this long closes (dialogs refresh well within it).
+pub const IDLE: Duration = Duration::from_secs(3600);
+/// How long a write to a stream may take before the connection is dropped.
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
+/// Messages queued towards one connection; a peer that does not read loses its connection.
+const WRITE_QUEUE: usize = 256;
+/// Largest message on any transport.
+const MAX_MESSAGE: usize = message::MAX_MESSAGE_LEN;
+
+/// What the transports hand to the endpoint.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A parsed message.
+    Message {
+        /// The message.
+        message: Message,
+        /// Where it came from.
+        from: Peer,
+    },
+    /// A stream connection is up; send to it through `writer`.
+    Opened {
+        /// Its id.
+        conn: ConnId,
+        /// The peer's address.
+        addr: SocketAddr,
+        /// TCP or TLS.
+        transport: Transport,
+        /// Its write queue.
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    /// A stream connection is gone.
+    Closed {
+        /// Its id.
+        conn: ConnId,
+    },
+}
+
+/// Stream connections as the endpoint sees them: the one owner of this table.
+#[derive(Default)]
+pub struct Outbound {
+    conns: HashMap<ConnId, (SocketAddr, Transport, mpsc::Sender<Vec<u8>>)>,
+    by_addr: HashMap<(SocketAddr, Transport), ConnId>,
+}
+
+impl Outbound {
+    /// Takes note of an [`Incoming::Opened`] or [`Incoming::Closed`].
+    pub fn opened(&mut self, conn: ConnId, addr: SocketAddr, transport: Transport, writer: mpsc::Sender<Vec<u8>>) {
+        self.conns.insert(conn, (addr, transport, writer));
+        self.by_addr.insert((addr, transport), conn);
+    }
+
+    /// See [`Outbound::opened`].
+    pub fn closed(&mut self, conn: ConnId) {
+        if let Some((addr, transport, _)) = self.conns.remove(&conn)
+            && self.by_addr.get(&(addr, transport)) == Some(&conn)
+        {
+            self.by_addr.remove(&(addr, transport));
+        }
+        if self.conns.is_empty() && self.conns.capacity() > 1024 {
+            self.conns = HashMap::new();
+            self.by_addr = HashMap::new();
+        }
+    }
+
+    /// Live connections.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Queues `bytes` on the connection `to` names (or any to its address); gives them back
+    /// when there is none. A connection that is not reading loses them and is dropped, which
+    /// closes it.
+    pub fn send(&mut self, to: &Peer, bytes: Vec<u8>) -> Result<(), Vec<u8>> {
+        let conn = to
+            .conn
+            .filter(|c| self.conns.contains_key(c))
+            .or_else(|| self.by_addr.get(&(to.addr, to.transport)).copied());
+        let Some(conn) = conn else { return Err(bytes) };
+        let Some((_, _, writer)) = self.conns.get(&conn) else { return Err(bytes) };
+        match writer.try_send(bytes) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Lost with the connection, as on a network that drops it: not worth a new one.
+                tracing::warn!(conn, addr = %to.addr, "SIP connection not reading: closing it");
+                self.closed(conn);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(bytes)) => {
+                self.closed(conn);
+                Err(bytes)
+            }
+        }
+    }
+}
+
+/// The running transports.
+pub struct Transports {
+    /// The UDP socket, for sending.
+    pub udp: Arc<UdpSocket>,
+    /// Where SIP listens (UDP and TCP).
+    pub local: SocketAddr,
+    /// Where SIP listens for TLS, when it does.
+    pub tls_local: Option<SocketAddr>,
+    /// Messages and connection changes for the endpoint.
+    pub incoming: mpsc::Receiver<Incoming>,
+    connector: Connector,
+}
+
+/// Opens outgoing TCP connections (for requests to a peer we have no connection to).
+#[derive(Clone)]
+struct Connector {
+    shared: Arc<Shared>,
+    sink: mpsc::Sender<Incoming>,
+}
+
+/// What the accept loops and connection tasks share: ids and the connection counts.
+struct Shared {
+    next_conn: AtomicU64,
+    counts: Mutex<Counts>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place in the counts, given back when it ends.
+struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Shared {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let from_ip = counts.by_ip.get(&ip).copied().unwrap_or(0);
+        if counts.total >= MAX_CONNECTIONS || from_ip >= MAX_CONNECTIONS_PER_SOURCE {
+            return None;
+        }
+        counts.total += 1;
+        counts.by_ip.insert(ip, from_ip + 1);
+        Some(Slot { shared: self.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.shared.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.total -= 1;
+        if let Some(n) = counts.by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.by_ip.remove(&self.ip);
+            }
+        }
+        if counts.by_ip.is_empty() && counts.by_ip.capacity() > 1024 {
+            counts.by_ip = HashMap::new();
+        }
+    }
+}
+
+/// TLS settings: where to listen, and the certificate chain and key in PEM.
+pub struct TlsSettings {
+    /// Address.
+    pub listen: SocketAddr,
+    /// Certificate chain, PEM.
+    pub cert: Vec<u8>,
+    /// Private key, PEM.
+    pub key: Vec<u8>,
+}
+
+impl Transports {
+    /// Binds UDP and TCP on `listen` (one port for both) and TLS when asked; `queue` bounds the
+    /// messages waiting for the endpoint.
+    pub async fn start(
+        listen: SocketAddr,
+        tls: Option<TlsSettings>,
+        queue: usize,
+        metrics: Arc<Metrics>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let udp = UdpSocket::bind(listen).await.with_context(|| format!("cannot listen for SIP on UDP {listen}"))?;
+        let local = udp.local_addr()?;
+        let tcp = TcpListener::bind(local).await.with_context(|| format!("cannot listen for SIP on TCP {local}"))?;
+        let udp = Arc::new(udp);
+        let (sink, incoming) = mpsc::channel(queue);
+        let shared = Arc::new(Shared {
+            next_conn: AtomicU64::new(1),
+            counts: Mutex::new(Counts::default()),
+            metrics: metrics.clone(),
+            cancel: cancel.clone(),
+        });
+        tokio::spawn(receive_udp(udp.clone(), sink.clone(), metrics.clone(), cancel.clone()));
+        tokio::spawn(accept(tcp, None, shared.clone(), sink.clone()));
+        let mut tls_local = None;
+        if let Some(settings) = tls {
+            let acceptor = tls_acceptor(&settings.cert, &settings.key)?;
+            let listener = TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("cannot listen for SIP on TLS {}", settings.listen))?;
+            tls_local = Some(listener.local_addr()?);
+            tokio::spawn(accept(listener, Some(acceptor), shared.clone(), sink.clone()));
+        }
+        Ok(Self { udp, local, tls_local, incoming, connector: Connector { shared, sink } })
+    }
+
+    /// Splits off the parts the endpoint keeps.
+    pub fn into_parts(self) -> (Arc<UdpSocket>, mpsc::Receiver<Incoming>, TcpConnector) {
+        (self.udp, self.incoming, TcpConnector(self.connector))
+    }
+}
+
+/// Opens outgoing TCP connections for the endpoint.
+#[derive(Clone)]
+pub struct TcpConnector(Connector);
+
+impl TcpConnector {
+    /// Connects to `addr` and sends `bytes` first; the connection then announces itself as
+    /// [`Incoming::Opened`] like an accepted one.
+    pub fn connect(&self, addr: SocketAddr, bytes: Vec<u8>) {
+        let Connector { shared, sink } = self.0.clone();
+        tokio::spawn(async move {
+            let Some(slot) = shared.admit(addr.ip()) else {
+                tracing::warn!(%addr, "no SIP connection slot for an outgoing connection");
+                return;
+            };
+            match tokio::time::timeout(FIRST_MESSAGE, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                    let _ = stream.set_nodelay(true);
+                    serve(stream, addr, Transport::Tcp, conn, slot, shared, sink, Some(bytes)).await;
+                }
+                Ok(Err(e)) => tracing::warn!(%addr, error = %e, "cannot connect to the SIP peer over TCP"),
+                Err(_) => tracing::warn!(%addr, "timed out connecting to the SIP peer over TCP"),
+            }
+        });
+    }
+}
+
+fn tls_acceptor(cert: &[u8], key: &[u8]) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context as _;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<_, _>>()
+        .context("sip.tls_cert: not a PEM certificate chain")?;
+    anyhow::ensure!(!certs.is_empty(), "sip.tls_cert: no certificate in the file");
+    let key = PrivateKeyDer::from_pem_slice(key).context("sip.tls_key: not a PEM private key")?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("sip.tls_cert and sip.tls_key do not make a usable pair")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Reads datagrams, parses each once, and answers what does not parse. A request the endpoint
+/// has no room for is answered 503 here, at once.
+async fn receive_udp(
+    socket: Arc<UdpSocket>,
+    sink: mpsc::Sender<Incoming>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    // One byte over the largest message, to tell a datagram that was cut.
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    loop {
+        let (len, from) = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on Linux: not fatal.
+                    tracing::debug!(error = %e, "SIP UDP receive error");
+                    continue;
+                }
+            },
+        };
+        let bytes = &buf[..len];
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let peer = Peer { addr: from, transport: Transport::Udp, conn: None };
+        match message::parse(bytes) {
+            Ok(message) => {
+                if let Err(mpsc::error::TrySendError::Full(Incoming::Message { message, .. })) =
+                    sink.try_send(Incoming::Message { message, from: peer })
+                {
+                    metrics.sip_shed.inc();
+                    if let Some(answer) = overloaded(&message) {
+                        let _ = socket.try_send_to(&answer, from);
+                    }
+                }
+            }
+            Err(e) => {
+                let outcome = match message::bad_request_for(bytes, &e) {
+                    Some(answer) => {
+                        let _ = socket.try_send_to(&answer, from);
+                        "answered"
+                    }
+                    None => "dropped",
+                };
+                metrics.sip_malformed.get_or_create(&MalformedLabels { outcome }).inc();
+            }
+        }
+    }
+}
+
+/// The 503 for a request nobody has room for (responses and ACKs get nothing).
+fn overloaded(message: &Message) -> Option<Vec<u8>> {
+    let Message::Request(request) = message else { return None };
+    if request.method == message::Method::Ack {
+        return None;
+    }
+    let tag = crate::ids::random_id(10);
+    let mut r = message::Response::to(request, 503, message::reason_phrase(503), Some(&tag));
+    r.headers.push("Retry-After", "5");
+    r.headers.push("Warning", "399 interwork \"overloaded\"");
+    Some(r.to_bytes())
+}
+
+/// Accepts stream connections, within the caps, backing off at the file-descriptor limit.
+async fn accept(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    sink: mpsc::Sender<Incoming>,
+) {
+    let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
+    let mut backoff = Duration::from_millis(10);
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, addr) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(10);
+                a
+            }
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS: the connection stays in the backlog; wait for file
+                // descriptors to come back rather than spin on the error.
+                let now = tokio::time::Instant::now();
+                if last_warning.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, ?transport, "cannot accept SIP connections; backing off");
+                    last_warning = Some(now);
+                }
+                tokio::select! {
+                    () = shared.cancel.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Some(slot) = shared.admit(addr.ip()) else {
+            shared.metrics.sip_connections_refused.inc();
+            // Dropping the stream closes it at once.
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (shared, sink, tls) = (shared.clone(), sink.clone(), tls.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => serve(stream, addr, transport, conn, slot, shared, sink, None).await,
+                Some(acceptor) => match tokio::time::timeout(FIRST_MESSAGE, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve(stream, addr, transport, conn, slot, shared, sink, None).await,
+                    Ok(Err(e)) => tracing::debug!(%addr, error = %e, "SIP TLS handshake failed"),
+                    Err(_) => tracing::debug!(%addr, "SIP TLS handshake timed out"),
+                },
+            }
+        });
+    }
+}
+
+/// Carries one connection until it closes, fails, idles out or breaks the framing; then its
+/// socket closes with the task.
+#[allow(clippy::too_many_arguments)]
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    addr: SocketAddr,
+    transport: Transport,
+    conn: ConnId,
+    slot: Slot,
+    shared: Arc<Shared>,
+    sink: mpsc::Sender<Incoming>,
+    first: Option<Vec<u8>>,
+) {
+    let _slot = slot;
+    let (writer, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    if sink.send(Incoming::Opened { conn, addr, transport, writer }).await.is_err() {
+        return;
+    }
+    let (mut reader, mut write_half) = tokio::io::split(stream);
+    let peer = Peer { addr, transport, conn: Some(conn) };
+    let why = async {
+        if let Some(bytes) = first
+            && write_all(&mut write_half, &bytes).await.is_err()
+        {
+            return "write failed";
+        }
+        let mut framer = StreamFramer::new(MAX_MESSAGE);
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut seen_message = false;
+        let mut started: Option<tokio::time::Instant> = None;
+        let mut deadline = tokio::time::Instant::now() + FIRST_MESSAGE;
+        loop {
+            tokio::select! {
+                () = shared.cancel.cancelled() => return "shutdown",
+                () = tokio::time::sleep_until(deadline) => {
+                    return if framer.in_message() || !seen_message { "incomplete message" } else { "idle" };
+                }
+                out = queue.recv() => match out {
+                    Some(bytes) => if write_all(&mut write_half, &bytes).await.is_err() { return "write failed" },
+                    None => return "dropped by the endpoint",
+                },
+                n = reader.read(&mut buf) => {
+                    let n = match n { Ok(0) | Err(_) => return "closed by the peer", Ok(n) => n };
+                    framer.push(&buf[..n]);
+                    loop {
+                        match framer.next_frame() {
+                            Ok(None) => break,
+                            Ok(Some(Frame::Ping)) => if write_all(&mut write_half, PONG).await.is_err() { return "write failed" },
+                            Ok(Some(Frame::Message(bytes))) => {
+                                seen_message = true;
+                                match message::parse(&bytes) {
+                                    Ok(message) => {
+                                        if sink.send(Incoming::Message { message, from: peer }).await.is_err() {
+                                            return "shutdown";
+                                        }
+                                    }
+                                    Err(e) => {
+                                        let outcome = match message::bad_request_for(&bytes, &e) {
+                                            Some(answer) => {
+                                                if write_all(&mut write_half, &answer).await.is_err() { return "write failed" }
+                                                "answered"
+                                            }
+                                            None => "dropped",
+                                        };
+                                        shared.metrics.sip_malformed.get_or_create(&MalformedLabels { outcome }).inc();
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                let answer = message::answer_unparsed(e.head(), e.status(), &e.to_string());
+                                shared.metrics.sip_malformed.get_or_create(&MalformedLabels { outcome: "answered" }).inc();
+                                if let Some(answer) = answer {
+                                    let _ = write_all(&mut write_half, &answer).await;
+                                }
+                                return "message refused";
+                            }
+                        }
+                    }
+                    // A message must be whole within its limit from its first byte, however
+                    // slowly the rest trickles in.
+                    let now = tokio::time::Instant::now();
+                    match (framer.in_message(), started) {
+                        (true, None) => {
+                            started = Some(now);
+                            deadline = deadline.min(now + INCOMPLETE_MESSAGE);
+                        }
+                        (true, Some(_)) => {}
+                        (false, _) => {
+                            started = None;
+                            if seen_message {
+                                deadline = now + IDLE;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    tracing::debug!(conn, %addr, why, "SIP connection closed");
+    let _ = tokio::time::timeout(Duration::from_secs(1), write_half.shutdown()).await;
+    let _ = sink.send(Incoming::Closed { conn }).await;
+}
+
+async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_LIMIT, w.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
+    }
+}
