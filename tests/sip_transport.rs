@@ -165,3 +165,51 @@ fn connect_from(local: SocketAddr, to: SocketAddr) -> TcpStream {
     stream.set_nonblocking(false).unwrap();
     stream
 }
+
+/// At the file-descriptor limit the accept loop backs off and says so once, instead of spinning
+/// and logging every failed accept; once descriptors come back, SIP and HTTP answer again.
+#[test]
+fn the_accept_loop_backs_off_at_the_descriptor_limit() {
+    let mut d = Daemon::start();
+    let to = d.sip_addr();
+    let pid = d.child.as_ref().unwrap().id();
+    let limit = fds(&d) + 16;
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:{limit}")])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success());
+    // More connections than descriptors left: the daemon reaches its limit, the rest wait in the
+    // listen backlog.
+    let held: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(to).unwrap()).collect();
+    let at_limit = fds_until(&d, Duration::from_secs(10), |n| n + 2 >= limit);
+    assert!(at_limit + 2 >= limit, "the daemon did not reach its limit: {at_limit} of {limit}");
+    // An observation window for a spinning loop to show itself (not a synchronization).
+    std::thread::sleep(Duration::from_secs(2));
+    drop(held);
+    // Descriptors come back (the connections were closed) and service resumes.
+    let mut s = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.is_none() && Instant::now() < deadline {
+        let mut c = TcpStream::connect(to).unwrap();
+        c.write_all(options("after-limit", "TCP").as_bytes()).unwrap();
+        if read_answer(&mut c).starts_with("SIP/2.0 200 ") {
+            s = Some(c);
+        }
+    }
+    assert!(s.is_some(), "SIP over TCP answers again");
+    let client = common::Client::new();
+    assert_eq!(client.http.get(d.url("/healthz")).send().unwrap().status().as_u16(), 200);
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut logs = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut logs).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    let warnings = logs.matches("cannot accept SIP connections").count();
+    assert!(
+        (1..=3).contains(&warnings),
+        "{warnings} accept warnings (want one per 10 s):\n{}",
+        &logs[..logs.len().min(3000)]
+    );
+}
