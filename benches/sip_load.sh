@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SIP load on loopback (issue 4, item 10): sipp places calls at RATE calls/s for DURATION s
-# against a release build of interwork, and this prints calls/s achieved, failed calls and the
-# INVITE→200 latency percentiles measured by sipp.
+# against a release build of interwork, and this prints calls/s achieved, failed calls, the
+# INVITE→200 latency percentiles measured by sipp, the daemon's CPU per call (utime + stime
+# from /proc over the run) and its RSS before, at the end and 60 s after.
 #
 #   bash benches/sip_load.sh            # 1000 calls/s for 30 s
 #   RATE=200 DURATION=10 bash benches/sip_load.sh
@@ -103,12 +104,18 @@ cat >"$work/call.xml" <<'XML'
 </scenario>
 XML
 
+cpu() { awk '{print $14 + $15}' "/proc/$daemon/stat"; }
+rss() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$daemon/status"; }
 cd "$work"
+rss_before=$(rss)
+cpu_before=$(cpu)
 start=$(date +%s.%N)
 sipp "127.0.0.1:$SIP_PORT" -sf call.xml -inf tokens.csv -i 127.0.0.1 -p $((SIP_PORT + 2)) -mp $((SIP_PORT + 10)) \
   -r "$RATE" -m "$CALLS" -l $((RATE * 2)) -nostdin -trace_rtt -rtt_freq 1 -trace_stat -fd 1 \
   -timeout $((DURATION + 60))s -max_socket 64 >/dev/null 2>sipp.err || true
 end=$(date +%s.%N)
+cpu_after=$(cpu)
+rss_end=$(rss)
 stat=$(ls call_*_.csv | head -1)
 python3 - "$stat" call_*_rtt.csv "$start" "$end" "$CALLS" <<'PY'
 import csv, sys
@@ -129,3 +136,7 @@ print(f"calls requested {calls}, successful {ok}, failed {failed}, wall {end - s
       f"{ok / (end - start):.0f} calls/s")
 print(f"INVITE->200 latency ms: p50 {pct(50):.2f}  p90 {pct(90):.2f}  p99 {pct(99):.2f}  max {times[-1] if times else float('nan'):.2f}")
 PY
+ticks=$(getconf CLK_TCK)
+python3 -c "import sys; c=(float(sys.argv[2])-float(sys.argv[1]))/float(sys.argv[3]); n=int(sys.argv[4]); print(f'daemon CPU: {c:.2f} s in all, {c*1000/n:.3f} ms per call')" "$cpu_before" "$cpu_after" "$ticks" "$CALLS"
+echo "RSS: $rss_before MB before, $rss_end MB at the end"
+if [ -n "${AFTER:-1}" ]; then sleep 60; echo "RSS 60 s after: $(rss) MB"; fi

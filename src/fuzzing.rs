@@ -191,7 +191,13 @@ fn frame_stream(stream: &[u8], chunks: &mut dyn Iterator<Item = usize>) -> (Vec<
 
 /// Our side in the SDP target: a fixed address, port and `o=` line.
 fn local_media() -> LocalMedia {
-    LocalMedia { addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), rtp_port: 40_000, session_id: 7, session_version: 1 }
+    LocalMedia {
+        addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        rtp_port: 40_000,
+        session_id: 7,
+        session_version: 1,
+        keying: std::array::from_fn(|i| i as u8),
+    }
 }
 
 /// Our late offers (plain and SRTP), made once: the answers in an ACK are checked against them.

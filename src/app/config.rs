@@ -129,7 +129,8 @@ pub struct SipConfig {
     pub max_conference_legs: u32,
     /// Most new INVITEs per second from one source address.
     pub invite_rate: u32,
-    /// Most server transactions in the user agent's hands at once; past it requests get 503.
+    /// Most server transactions awaiting the gateway's final answer or the ACK of a refused
+    /// INVITE; past it requests get a stateless 503.
     pub max_pending: u32,
     /// Time to ring (180) before answering; zero answers at once.
     pub answer_delay: Duration,

@@ -255,7 +255,9 @@ impl CallRewriter {
         if let Some((_, _, key)) = self.offered_keys.iter().find(|(t, s, _)| *t == tag && *s == suite) {
             return key.clone();
         }
-        let key = fresh_key(suite);
+        let mut keying = [0; crate::sip::sdp::KEYING_LEN];
+        crate::ids::fill_random(&mut keying);
+        let key = fresh_key(suite, &keying);
         self.offered_keys.push((tag, suite, key.clone()));
         key
     }

@@ -143,6 +143,11 @@ impl SipService {
             answer_delay: config.sip.answer_delay,
             session_expires: config.sip.session_expires,
             min_se: config.sip.min_se,
+            rng_seed: {
+                let mut seed = [0; 32];
+                crate::ids::fill_random(&mut seed);
+                seed
+            },
         });
         let limits = Limits { max_pending: config.sip.max_pending as usize, ..Limits::default() };
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);

@@ -10,7 +10,6 @@ use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
-use crate::ids::fill_random;
 
 /// An SRTP crypto suite we can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -132,11 +131,11 @@ pub(crate) fn parse_crypto(value: &str) -> Result<CryptoAttr, CryptoSkip> {
     Ok(CryptoAttr { tag, suite, key })
 }
 
-/// Fresh random key material for `suite`: master key then master salt.
-pub(crate) fn fresh_key(suite: SrtpSuite) -> Vec<u8> {
-    let mut key = vec![0; suite.master_len()];
-    fill_random(&mut key);
-    key
+/// Key material for `suite` (master key then master salt) from the caller's random bytes: the
+/// suite's own slot, so that an offer's keys for different suites never share bytes.
+pub(crate) fn fresh_key(suite: SrtpSuite, keying: &[u8; super::KEYING_LEN]) -> Vec<u8> {
+    let slot = SrtpSuite::ALL.iter().position(|s| *s == suite).unwrap_or(0) * super::KEYING_SLOT;
+    keying[slot..slot + suite.master_len()].to_vec()
 }
 
 /// The value of our `a=crypto` line: no lifetime (RFC 4568 §6.1: the default is the suite's
@@ -228,12 +227,17 @@ mod tests {
     }
 
     #[test]
-    fn fresh_keys_differ_and_round_trip() {
-        for suite in SrtpSuite::ALL {
-            let a = fresh_key(suite);
+    fn keys_come_from_their_suites_own_slot_and_round_trip() {
+        let keying: [u8; super::super::KEYING_LEN] = std::array::from_fn(|i| i as u8);
+        let keys: Vec<Vec<u8>> = SrtpSuite::ALL.iter().map(|s| fresh_key(*s, &keying)).collect();
+        for (suite, a) in SrtpSuite::ALL.iter().zip(&keys) {
             assert_eq!(a.len(), suite.master_len());
-            assert_ne!(a, fresh_key(suite));
-            assert_eq!(parse_crypto(&write_crypto(9, suite, &a)).unwrap().key, a);
+            assert_eq!(parse_crypto(&write_crypto(9, *suite, a)).unwrap().key, *a);
+        }
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert!(a.iter().all(|x| !b.contains(x)), "two suites share key bytes");
+            }
         }
     }
 }

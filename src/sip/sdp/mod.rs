@@ -2,7 +2,7 @@
 //!
 //! Sans-IO: every function takes the SDP bytes and our local media description and returns the
 //! SDP to send and what was agreed ([`Negotiated`]); randomness for SRTP keys comes from
-//! [`crate::ids::fill_random`]. CONTRACT §6 lists what we support: AMR-WB (RFC 4867, both
+//! the caller, in [`LocalMedia::keying`]. CONTRACT §6 lists what we support: AMR-WB (RFC 4867, both
 //! layouts, `mode-set`), PCMU and PCMA (RFC 3551), telephone-event at 8 and 16 kHz (RFC 4733),
 //! CN (RFC 3389), ptime 10–60, RTP/AVP(F) and RTP/SAVP(F) under [`SrtpPolicy`].
 //!
@@ -67,7 +67,17 @@ pub struct LocalMedia {
     pub session_id: u64,
     /// `o=` session version; see the module docs for when to bump it.
     pub session_version: u64,
+    /// Fresh random bytes for the SRTP master keys this negotiation may create, drawn by the
+    /// caller (negotiation itself draws no randomness): suite `i` of [`SrtpSuite::ALL`] takes
+    /// its key from `KEYING_SLOT * i`.
+    pub keying: [u8; KEYING_LEN],
 }
+
+/// Bytes of keying material one slot holds: the longest master key and salt of a suite.
+pub const KEYING_SLOT: usize = 46;
+
+/// Keying material for one negotiation: a slot per suite.
+pub const KEYING_LEN: usize = KEYING_SLOT * SrtpSuite::ALL.len();
 
 /// What the operator allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

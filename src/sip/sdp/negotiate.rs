@@ -53,7 +53,7 @@ pub fn answer(
         if !is_enabled_audio(media) {
             continue;
         }
-        match read_audio(&session, index).and_then(|line| choose(&line, policy, previous)) {
+        match read_audio(&session, index).and_then(|line| choose(&line, policy, previous, &local.keying)) {
             Ok(choice) => {
                 chosen = Some((index, choice));
                 break;
@@ -93,7 +93,7 @@ pub fn answer(
 pub fn offer(local: &LocalMedia, policy: &Policy) -> (String, PendingOffer) {
     let profile = if policy.srtp == SrtpPolicy::Mandatory { Profile::Savp } else { Profile::Avp };
     let keys: Vec<_> = if profile.is_secure() {
-        (1..).zip(SrtpSuite::ALL).map(|(tag, suite)| (tag, suite, fresh_key(suite))).collect()
+        (1..).zip(SrtpSuite::ALL).map(|(tag, suite)| (tag, suite, fresh_key(suite, &local.keying))).collect()
     } else {
         Vec::new()
     };
@@ -192,7 +192,12 @@ pub fn accept_answer(pending: &PendingOffer, answer: &[u8]) -> Result<Negotiated
 }
 
 /// Decides our answer for one readable audio m-line; also returns the DTMF events to answer.
-fn choose(line: &AudioLine, policy: &Policy, previous: Option<&Negotiated>) -> Result<(Negotiated, u16), SdpError> {
+fn choose(
+    line: &AudioLine,
+    policy: &Policy,
+    previous: Option<&Negotiated>,
+    keying: &[u8; super::KEYING_LEN],
+) -> Result<(Negotiated, u16), SdpError> {
     // 1. Transport against policy (CONTRACT §6).
     let secure = line.profile.is_secure();
     match (policy.srtp, secure) {
@@ -233,7 +238,8 @@ fn choose(line: &AudioLine, policy: &Policy, previous: Option<&Negotiated>) -> R
             usable().find(|c| c.tag == prev.tag && c.suite == prev.suite).map(|c| (c, prev.local_key.clone()))
         });
         let (theirs, local_key) =
-            kept.or_else(|| usable().next().map(|c| (c, fresh_key(c.suite)))).ok_or(SdpError::NoAcceptableCrypto)?;
+            kept.or_else(|| usable().next().map(|c| (c, fresh_key(c.suite, keying))))
+                .ok_or(SdpError::NoAcceptableCrypto)?;
         Some(SrtpKeys { suite: theirs.suite, tag: theirs.tag, remote_key: theirs.key.clone(), local_key })
     } else {
         None
@@ -368,6 +374,11 @@ mod tests {
             rtp_port: 30_000,
             session_id: 42,
             session_version: 1,
+            keying: {
+                let mut k = [0; crate::sip::sdp::KEYING_LEN];
+                crate::ids::fill_random(&mut k);
+                k
+            },
         }
     }
 

@@ -14,8 +14,8 @@
 //! - builds the ACK of a non-2xx final response to an INVITE it sent (§17.1.1.3); the ACK of a
 //!   2xx belongs to the dialog layer, so an ACK that matches no transaction goes up as
 //!   [`TxOutput::Ack`];
-//! - bounds its memory: past `max_pending` requests awaiting the user's final answer, or
-//!   `max_transactions` in all, new requests get a stateless 503.
+//! - bounds its memory: past `max_pending` requests awaiting the user's final answer or the ACK
+//!   of a refusal, or `max_transactions` in all, new requests get a stateless 503.
 //!
 //! Drive contract: after each call, drain [`Transactions::poll_output`] until `None`, then arm
 //! one timer at [`Transactions::poll_timeout`] and call [`Transactions::handle_timeout`] when it
@@ -104,7 +104,8 @@ impl Default for Timers {
 /// Bounds on what the layer holds.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Most server transactions awaiting the user's final response (`sip.max_pending`).
+    /// Most server transactions awaiting the user's final response, or the ACK of a refused
+    /// INVITE (`sip.max_pending`).
     pub max_pending: usize,
     /// Most transactions of either kind, in any state.
     pub max_transactions: usize,
@@ -203,7 +204,7 @@ pub struct Transactions {
     server_keys: HashMap<Key, TxId>,
     clients: HashMap<ClientTx, client::ClientTx>,
     client_keys: HashMap<Key, ClientTx>,
-    /// Server transactions waiting for the user's final response.
+    /// Server transactions counted against `max_pending`.
     pending: usize,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     outputs: VecDeque<TxOutput>,
@@ -235,7 +236,7 @@ impl Transactions {
         (self.servers.len(), self.clients.len())
     }
 
-    /// Server transactions waiting for the user's final response.
+    /// Server transactions waiting for the user's final response or a refusal's ACK.
     pub fn pending(&self) -> usize {
         self.pending
     }

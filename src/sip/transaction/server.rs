@@ -36,6 +36,13 @@ pub(super) struct ServerTx {
 }
 
 impl ServerTx {
+    /// Whether it counts against `max_pending`: waiting for the user's final answer, or refused
+    /// and waiting for the ACK. A peer ACKs a refusal within a round trip, so only a flood of
+    /// never-ACKed INVITEs fills these, and it is shed before it takes memory.
+    fn holds_slot(&self) -> bool {
+        matches!(self.state, State::Trying | State::Proceeding) || (self.invite && self.state == State::Completed)
+    }
+
     fn awaiting_final(&self) -> bool {
         matches!(self.state, State::Trying | State::Proceeding)
     }
@@ -65,6 +72,7 @@ impl Transactions {
             match tx.state {
                 State::Completed => {
                     // Timer I: absorb ACK retransmissions for T4 over UDP, none over streams.
+                    self.pending -= 1;
                     tx.state = State::Confirmed;
                     tx.retransmit = None;
                     tx.ends = if tx.peer.transport.is_reliable() { now } else { now + t4 };
@@ -153,7 +161,7 @@ impl Transactions {
         let Some(s) = self.servers.get_mut(&tx) else { return };
         let status = response.status;
         let reliable = s.peer.transport.is_reliable();
-        let was_pending = s.awaiting_final();
+        let was_pending = s.holds_slot();
         let (mut timer, mut retransmit) = (None, None);
         match (s.invite, s.state, status) {
             (_, State::Trying | State::Proceeding, 100..=199) => s.state = State::Proceeding,
@@ -189,7 +197,7 @@ impl Transactions {
             s.last.clone_from(&bytes);
         }
         let to = s.peer;
-        if was_pending && !s.awaiting_final() {
+        if was_pending && !s.holds_slot() {
             self.pending -= 1;
         }
         for at in [timer, retransmit].into_iter().flatten() {
@@ -218,8 +226,10 @@ impl Transactions {
             return;
         }
         // Timers H, I, J, L, or no answer from the user in time: the transaction ends.
-        if tx.awaiting_final() {
+        if tx.holds_slot() {
             self.pending -= 1;
+        }
+        if tx.awaiting_final() {
             tracing::warn!(tx = id, "a server transaction got no final response in time");
         }
         if let Some(tx) = self.servers.remove(&id) {

@@ -9,7 +9,7 @@ use super::super::message::{Method, Request, Response, header_uri};
 use super::super::sdp::{self, Direction, Negotiated};
 use super::{
     BYE_TIMEOUT, CallEvent, CallNo, Inbound, Leg, MediaCommand, OfferState, Output, RoomsCommand, T1, T2, Transport,
-    TxId, UserAgent, local_media,
+    TxId, UserAgent,
 };
 use crate::ids::{AccountId, ParticipantId, SessionId};
 use crate::interconnect::InterconnectMode;
@@ -293,8 +293,9 @@ impl UserAgent {
     fn session_update(&mut self, _now: Instant, call: CallNo, inbound: &Inbound) -> Option<Response> {
         let policy = sdp::Policy { srtp: self.config.srtp };
         let c = self.calls.get(&call)?;
-        let local = local_media(&self.config, c.rtp_port, c.sdp_session, c.sdp_version + 1);
-        let mut ok = self.response(&inbound.request, 200, Some(&c.local_tag));
+        let (port, session, version, tag) = (c.rtp_port, c.sdp_session, c.sdp_version + 1, c.local_tag.clone());
+        let local = self.local_media(port, session, version);
+        let mut ok = self.response(&inbound.request, 200, Some(&tag));
         self.add_dialog_headers(&mut ok, inbound.transport, &inbound.request);
         if inbound.request.body.is_empty() {
             // A re-INVITE without an offer: ours goes in the 200, the answer in the ACK.
@@ -310,11 +311,12 @@ impl UserAgent {
             self.reject(inbound, 415, "only application/sdp bodies are understood");
             return None;
         }
-        match sdp::answer(&inbound.request.body, &local, &policy, c.negotiated.as_ref()) {
+        let previous = self.calls.get(&call)?.negotiated.clone();
+        match sdp::answer(&inbound.request.body, &local, &policy, previous.as_ref()) {
             Err(e) => {
                 // The old media stays as it was (RFC 3261 §14.2).
                 let (code, text) = e.warning();
-                let mut r = self.response(&inbound.request, e.status(), Some(&c.local_tag));
+                let mut r = self.response(&inbound.request, e.status(), Some(&tag));
                 r.headers.push("Warning", format!("{code} interwork \"{}\"", text.replace('"', "'")));
                 self.outputs.push_back(Output::Respond { tx: inbound.tx, response: r });
                 None

@@ -7,7 +7,7 @@ use super::super::message::{Request, Response};
 use super::super::sdp;
 use super::super::uui;
 use super::dialog::{Call, SessionTimer, State, TimerKind, is_sdp, session_expires_value};
-use super::{Env, Inbound, MediaCommand, OfferState, Output, RoomsCommand, UserAgent, local_media};
+use super::{Env, Inbound, MediaCommand, OfferState, Output, RoomsCommand, UserAgent};
 use crate::interconnect::InterconnectMode;
 
 /// Extensions we support in `Require` (RFC 3261 §8.2.2.3).
@@ -134,8 +134,8 @@ impl UserAgent {
         let Some(port) = env.allocate_rtp(call) else {
             return self.refuse_busy(&inbound, "no RTP port free", 5);
         };
-        let sdp_session = u64::from(crate::tokens::unix_seconds(std::time::SystemTime::now()) as u32);
-        let local = local_media(&self.config, port, sdp_session, 1);
+        let sdp_session = self.sdp_session_id();
+        let local = self.local_media(port, sdp_session, 1);
         let policy = sdp::Policy { srtp: self.config.srtp };
         let (body, negotiated, offer) = if req.body.is_empty() {
             let (offer, pending) = sdp::offer(&local, &policy);
@@ -146,7 +146,8 @@ impl UserAgent {
                 Err(e) => {
                     self.outputs.push_back(Output::Media(MediaCommand::Stop { call }));
                     let (code, text) = e.warning();
-                    let mut r = self.response(req, e.status(), Some(&crate::ids::random_id(10)));
+                    let tag = self.random_tag(10);
+                    let mut r = self.response(req, e.status(), Some(&tag));
                     r.headers.push("Warning", format!("{code} interwork \"{}\"", text.replace('"', "'")));
                     r.headers.push("Reason", format!("SIP;cause={};text=\"{}\"", e.status(), text.replace('"', "'")));
                     return self.answer_failure(&inbound, r, Some(mode));
@@ -154,7 +155,7 @@ impl UserAgent {
             }
         };
         // 8. The dialog.
-        let local_tag = crate::ids::random_id(12);
+        let local_tag = self.random_tag(12);
         let mut ok = self.response(req, 200, Some(&local_tag));
         self.add_dialog_headers(&mut ok, inbound.transport, req);
         let session_timer = timer.map(|(interval, we_refresh)| {

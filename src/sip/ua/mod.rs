@@ -21,6 +21,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 
 use super::message::{Request, Response};
 use super::sdp::{self, Negotiated, PendingOffer};
@@ -80,6 +82,9 @@ pub struct UaConfig {
     pub session_expires: u32,
     /// The smallest session interval we accept (Min-SE).
     pub min_se: u32,
+    /// Seed of the user agent's own random generator (ChaCha20: tags, `o=` ids and SRTP keys
+    /// come from it). The shell draws it from the OS; tests fix it.
+    pub rng_seed: [u8; 32],
 }
 
 pub use super::transaction::{Transport, TxId};
@@ -307,11 +312,13 @@ pub struct UserAgent {
     outputs: std::collections::VecDeque<Output>,
     next_call: CallNo,
     draining: bool,
+    rng: ChaCha20Rng,
 }
 
 impl UserAgent {
     /// A user agent with no calls.
     pub fn new(config: UaConfig) -> Self {
+        let rng = ChaCha20Rng::from_seed(config.rng_seed);
         Self {
             config,
             calls: HashMap::new(),
@@ -323,6 +330,7 @@ impl UserAgent {
             outputs: std::collections::VecDeque::new(),
             next_call: 1,
             draining: false,
+            rng,
         }
     }
 
@@ -430,8 +438,9 @@ impl UserAgent {
         self.outputs.push_back(Output::Respond { tx: inbound.tx, response });
     }
 
-    fn refusal(&self, req: &Request, status: u16, why: &str) -> Response {
-        let mut r = self.response(req, status, Some(&crate::ids::random_id(10)));
+    fn refusal(&mut self, req: &Request, status: u16, why: &str) -> Response {
+        let tag = self.random_tag(10);
+        let mut r = self.response(req, status, Some(&tag));
         let why = why.replace(['"', '\\', '\r', '\n'], " ");
         r.headers.push("Warning", format!("399 interwork \"{why}\""));
         r.headers.push("Reason", format!("SIP;cause={status};text=\"{why}\""));
@@ -445,7 +454,8 @@ impl UserAgent {
             self.outputs.push_back(Output::Respond { tx: inbound.tx, response: r });
             return;
         }
-        let mut r = self.response(&inbound.request, 200, Some(&crate::ids::random_id(10)));
+        let tag = self.random_tag(10);
+        let mut r = self.response(&inbound.request, 200, Some(&tag));
         r.headers.push("Allow", ALLOW);
         r.headers.push("Accept", "application/sdp, application/dtmf-relay");
         r.headers.push("Supported", "timer");
@@ -501,9 +511,24 @@ impl UserAgent {
     }
 }
 
-/// Our view of the answer SDP's local media for a call.
-fn local_media(config: &UaConfig, port: u16, session_id: u64, version: u64) -> sdp::LocalMedia {
-    sdp::LocalMedia { addr: config.media_ip, rtp_port: port, session_id, session_version: version }
+impl UserAgent {
+    /// Our view of the SDP's local media for a call, with fresh keying material.
+    fn local_media(&mut self, port: u16, session_id: u64, version: u64) -> sdp::LocalMedia {
+        let mut keying = [0; sdp::KEYING_LEN];
+        self.rng.fill_bytes(&mut keying);
+        sdp::LocalMedia { addr: self.config.media_ip, rtp_port: port, session_id, session_version: version, keying }
+    }
+
+    /// A tag (RFC 3261 §19.3: at least 32 random bits) of `len` base-36 characters.
+    fn random_tag(&mut self, len: usize) -> String {
+        const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        (0..len).map(|_| ALPHABET[(self.rng.next_u32() % 36) as usize] as char).collect()
+    }
+
+    /// A fresh `o=` session id (RFC 4566 §5.2).
+    fn sdp_session_id(&mut self) -> u64 {
+        u64::from(self.rng.next_u32())
+    }
 }
 
 /// The offer/answer state of a dialog (RFC 3264): which side owes an answer.

@@ -62,6 +62,7 @@ fn config() -> UaConfig {
         answer_delay: Duration::ZERO,
         session_expires: 1800,
         min_se: 90,
+        rng_seed: [7; 32],
     }
 }
 
