@@ -8,13 +8,14 @@
 #   RATE=200 DURATION=10 bash benches/sip_load.sh
 #
 # Each call: INVITE (PCMU offer, participant token), 200, ACK, BYE, 200, in bridge mode so the
-# participants stay in their session. PARTICIPANTS tokens are used round robin so that no
-# participant has two live legs at once.
+# participants stay in their session. PARTICIPANTS tokens (in sessions of SESSION_SIZE) are
+# used round robin so that no participant has two live legs at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${RATE:-1000}
 DURATION=${DURATION:-30}
 PARTICIPANTS=${PARTICIPANTS:-2000}
+SESSION_SIZE=${SESSION_SIZE:-20}
 HTTP=127.0.0.1:${HTTP_PORT:-28080}
 SIP_PORT=${SIP_PORT:-25060}
 CALLS=$((RATE * DURATION))
@@ -25,10 +26,9 @@ start_daemon INTERWORK_SIP_INVITE_RATE=1000000 INTERWORK_SIP_DEFAULT_MODE=bridge
     INTERWORK_LOG_LEVEL=warn
 
 API="http://$HTTP/v1/accounts/default"
-SID=$(curl -sf -u bench:bench -X POST "$API/sessions" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
-python3 - "$API" "$SID" "$PARTICIPANTS" "$work/tokens.csv" <<'PY'
+python3 - "$API" "$PARTICIPANTS" "$SESSION_SIZE" "$work/tokens.csv" <<'PY'
 import base64, json, sys, urllib.request
-api, sid, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+api, n, size, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 auth = "Basic " + base64.b64encode(b"bench:bench").decode()
 def call(method, url, body):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
@@ -37,7 +37,9 @@ def call(method, url, body):
         return json.loads(r.read() or b"null")
 with open(out, "w") as f:
     f.write("SEQUENTIAL\n")
-    for _ in range(n):
+    for i in range(n):
+        if i % size == 0:
+            sid = call("POST", f"{api}/sessions", {})["id"]
         p = call("POST", f"{api}/participants", {"publishPermissions": ["AUDIO"]})
         call("PUT", f"{api}/sessions/{sid}/participants/{p['participant']['id']}", {"sessionId": sid})
         f.write(p["token"] + "\n")
@@ -109,6 +111,10 @@ rss() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$daemon/status"; }
 cd "$work"
 rss_before=$(rss)
 cpu_before=$(cpu)
+# PERF=1: profile the daemon during the run (perf.data into $PERF_OUT, default /tmp/sip_load.perf).
+if [ -n "${PERF:-}" ]; then
+    perf record -g -p "$daemon" -o "${PERF_OUT:-/tmp/sip_load.perf}" -- sleep "$DURATION" >/dev/null 2>&1 &
+fi
 start=$(date +%s.%N)
 sipp "127.0.0.1:$SIP_PORT" -sf call.xml -inf tokens.csv -i 127.0.0.1 -p $((SIP_PORT + 2)) -mp $((SIP_PORT + 10)) \
   -r "$RATE" -m "$CALLS" -l $((RATE * 2)) -nostdin -trace_rtt -rtt_freq 1 -trace_stat -fd 1 \

@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::protocol::{CloseReason, ServerMessage};
 use str0m::media::MediaTime;
 
-use super::sfu::{EndpointId, ExternalSubscriberId, PeerId, PeerInfo, Sfu, SfuConfig, SfuError, SfuEvent};
+use super::sfu::{EndpointId, ExternalSubscriberId, PeerId, PeerInfo, Scope, Sfu, SfuConfig, SfuError, SfuEvent};
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::heard::HeardDecoders;
 use crate::rooms::{RoomEvent, RoomsHandle};
@@ -258,7 +258,35 @@ pub(crate) struct Driver {
     heard: HeardDecoders,
     /// Frames and tones an external subscriber's full channel refused.
     external_dropped: u64,
-    stale: bool,
+    /// Sessions whose subscriptions must be recomputed at the next flush.
+    stale: Stale,
+}
+
+/// What changed since subscriptions were last computed.
+#[derive(Debug, Default)]
+enum Stale {
+    /// Nothing.
+    #[default]
+    Clean,
+    /// These sessions (a few: past [`MAX_STALE_SESSIONS`] it becomes `All`).
+    Sessions(Vec<SessionId>),
+    /// Anything (events were lost, or a participant left every session).
+    All,
+}
+
+/// Most sessions refreshed one by one; beyond, one pass over everything is cheaper.
+const MAX_STALE_SESSIONS: usize = 16;
+
+impl Stale {
+    fn session(&mut self, session: SessionId) {
+        match self {
+            Self::Clean => *self = Self::Sessions(vec![session]),
+            Self::Sessions(v) if v.contains(&session) => {}
+            Self::Sessions(v) if v.len() < MAX_STALE_SESSIONS => v.push(session),
+            Self::Sessions(_) => *self = Self::All,
+            Self::All => {}
+        }
+    }
 }
 
 impl Driver {
@@ -270,7 +298,7 @@ impl Driver {
             externals: HashMap::new(),
             heard: HeardDecoders::new(),
             external_dropped: 0,
-            stale: false,
+            stale: Stale::Clean,
         }
     }
 
@@ -305,7 +333,7 @@ impl Driver {
                 },
                 e = rooms_events.recv() => match e {
                     Ok(e) => self.handle_room_event(e),
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.stale = true,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.stale = Stale::All,
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 () = sleep => self.sfu.handle_timeout(now()),
@@ -408,23 +436,25 @@ impl Driver {
                     self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                 }
                 self.sfu.remove_parked(now, |p, s| *s == session && *p == participant);
-                self.stale = true;
+                self.stale.session(session);
             }
             RoomEvent::ParticipantDeleted { participant, .. } => {
                 if let Some(peer) = self.sfu.peer_of(&participant) {
                     self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                 }
                 self.sfu.remove_parked(now, |p, _| *p == participant);
-                self.stale = true;
+                self.stale = Stale::All;
             }
             RoomEvent::SessionEnded { session, .. } => {
                 for peer in self.sfu.peers_in(&session) {
                     self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                 }
                 self.sfu.remove_parked(now, |_, s| *s == session);
-                self.stale = true;
+                self.stale.session(session);
             }
-            RoomEvent::SubscriptionsChanged { .. } | RoomEvent::ParticipantJoined { .. } => self.stale = true,
+            RoomEvent::SubscriptionsChanged { session, .. } | RoomEvent::ParticipantJoined { session, .. } => {
+                self.stale.session(session);
+            }
             RoomEvent::SessionCreated { .. } | RoomEvent::ParticipantCreated { .. } => {}
         }
     }
@@ -444,10 +474,16 @@ impl Driver {
                 any = true;
                 self.deliver(e);
             }
-            if self.stale {
-                self.stale = false;
-                any = true;
-                self.refresh();
+            match std::mem::take(&mut self.stale) {
+                Stale::Clean => {}
+                Stale::Sessions(sessions) => {
+                    any = true;
+                    self.refresh(Scope::Sessions(&sessions));
+                }
+                Stale::All => {
+                    any = true;
+                    self.refresh(Scope::All);
+                }
             }
             if !any {
                 return;
@@ -473,7 +509,7 @@ impl Driver {
                     let _ = tx.try_send(ToDevice::Close(reason));
                 }
             }
-            SfuEvent::SubscriptionsStale => self.stale = true,
+            SfuEvent::SubscriptionsStale { session } => self.stale.session(session),
             SfuEvent::Dtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
             SfuEvent::ExternalFrame { subscriber, endpoint, rtp_time, data } => {
                 if !self.externals.contains_key(&subscriber) {
@@ -490,14 +526,14 @@ impl Driver {
     }
 
     /// Closes peers whose participant left their session, then recomputes who receives what.
-    fn refresh(&mut self) {
+    fn refresh(&mut self, scope: Scope<'_>) {
         let now = now();
-        let listeners = self.sfu.listeners();
-        let publishers = self.sfu.publishers();
+        let listeners = self.sfu.listeners(scope);
+        let publishers = self.sfu.publishers(scope);
         let (gone, hears) = self.rooms.read(|r| {
             let gone: Vec<PeerId> = self
                 .sfu
-                .peer_ids()
+                .peer_ids(scope)
                 .into_iter()
                 .filter(|peer| {
                     self.sfu.peer_info(*peer).is_some_and(|i| !r.sessions_of(&i.participant).contains(&i.session))
@@ -521,7 +557,7 @@ impl Driver {
         for peer in gone {
             self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
         }
-        self.sfu.refresh_subscriptions(now, |s, l, p| hears.contains(&(s.clone(), l.clone(), p.clone())));
+        self.sfu.refresh_subscriptions(now, scope, |s, l, p| hears.contains(&(s.clone(), l.clone(), p.clone())));
     }
 }
 

@@ -108,6 +108,27 @@ pub struct PeerInfo {
     pub permissions: Vec<MediaType>,
 }
 
+/// Which sessions a subscription refresh looks at: all, or a few that changed (compared one
+/// by one: a call event touches one or two sessions, and hashing every stream's session would
+/// cost more than comparing it).
+#[derive(Clone, Copy, Debug)]
+pub enum Scope<'a> {
+    /// Every session.
+    All,
+    /// These sessions.
+    Sessions(&'a [SessionId]),
+}
+
+impl Scope<'_> {
+    /// Whether `session` is in scope.
+    pub fn covers(&self, session: &SessionId) -> bool {
+        match self {
+            Self::All => true,
+            Self::Sessions(sessions) => sessions.contains(session),
+        }
+    }
+}
+
 /// Something for the driver to deliver.
 #[derive(Debug)]
 pub enum SfuEvent {
@@ -115,9 +136,12 @@ pub enum SfuEvent {
     ToDevice(PeerId, ServerMessage),
     /// Close a device's socket; the peer is already gone.
     CloseDevice(PeerId, CloseReason),
-    /// Endpoints or peers changed: who receives what must be recomputed
+    /// Endpoints or peers of `session` changed: who receives what there must be recomputed
     /// ([`Sfu::refresh_subscriptions`]).
-    SubscriptionsStale,
+    SubscriptionsStale {
+        /// The session.
+        session: SessionId,
+    },
     /// A device sent a DTMF tone; deliver with [`Sfu::fan_out_dtmf`].
     Dtmf {
         /// The sender's session.
@@ -343,21 +367,34 @@ impl Sfu {
     }
 
     /// Every peer.
-    pub fn peer_ids(&self) -> Vec<PeerId> {
-        self.peers.keys().copied().collect()
+    pub fn peer_ids(&self, scope: Scope<'_>) -> Vec<PeerId> {
+        self.peers.iter().filter(|(_, p)| scope.covers(&p.info.session)).map(|(id, _)| *id).collect()
     }
 
-    /// Who receives streams (peers and external subscribers): the listener side of the
-    /// subscription check.
-    pub fn listeners(&self) -> Vec<(SessionId, ParticipantId)> {
-        let peers = self.peers.values().map(|p| (p.info.session.clone(), p.info.participant.clone()));
-        let externals = self.externals.values().map(|s| (s.session.clone(), s.participant.clone()));
+    /// Who receives streams in `scope` (peers and external subscribers): the listener side of
+    /// the subscription check.
+    pub fn listeners(&self, scope: Scope<'_>) -> Vec<(SessionId, ParticipantId)> {
+        let peers = self
+            .peers
+            .values()
+            .filter(|p| scope.covers(&p.info.session))
+            .map(|p| (p.info.session.clone(), p.info.participant.clone()));
+        let externals = self
+            .externals
+            .values()
+            .filter(|s| scope.covers(&s.session))
+            .map(|s| (s.session.clone(), s.participant.clone()));
         peers.chain(externals).collect()
     }
 
-    /// Who publishes streams: the publisher side of the subscription check.
-    pub fn publishers(&self) -> Vec<(SessionId, ParticipantId)> {
-        let mut v: Vec<_> = self.endpoints.values().map(|e| (e.session.clone(), e.participant.clone())).collect();
+    /// Who publishes streams in `scope`: the publisher side of the subscription check.
+    pub fn publishers(&self, scope: Scope<'_>) -> Vec<(SessionId, ParticipantId)> {
+        let mut v: Vec<_> = self
+            .endpoints
+            .values()
+            .filter(|e| scope.covers(&e.session))
+            .map(|e| (e.session.clone(), e.participant.clone()))
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -392,6 +429,7 @@ impl Sfu {
         let id = PeerId(self.next_id);
         self.next_id += 1;
         self.by_participant.insert(info.participant.clone(), id);
+        let info_session = info.session.clone();
         self.peers.insert(
             id,
             Peer {
@@ -412,7 +450,7 @@ impl Sfu {
             },
         );
         self.mark_dirty(id);
-        self.events.push_back(SfuEvent::SubscriptionsStale);
+        self.events.push_back(SfuEvent::SubscriptionsStale { session: info_session });
         self.drive(now);
         Ok(id)
     }
@@ -441,7 +479,7 @@ impl Sfu {
         if let Some(reason) = reason {
             self.events.push_back(SfuEvent::CloseDevice(peer, reason));
         }
-        self.events.push_back(SfuEvent::SubscriptionsStale);
+        self.events.push_back(SfuEvent::SubscriptionsStale { session: p.info.session.clone() });
         tracing::debug!(peer = peer.0, participant = %p.info.participant, ?reason, "peer removed");
     }
 
@@ -700,13 +738,14 @@ impl Sfu {
     pub fn refresh_subscriptions(
         &mut self,
         now: Instant,
+        scope: Scope<'_>,
         mut hears: impl FnMut(&SessionId, &ParticipantId, &ParticipantId) -> bool,
     ) {
         // Streams by session, so that each listener only looks at its own session's: the work
-        // is the sum over sessions of listeners × streams there, not every listener × every
-        // stream of the node.
+        // is the sum over the sessions in scope of listeners × streams there, not every
+        // listener × every stream of the node.
         let mut streams: HashMap<&SessionId, Vec<(&EndpointId, &ParticipantId)>> = HashMap::new();
-        for (eid, e) in &self.endpoints {
+        for (eid, e) in self.endpoints.iter().filter(|(_, e)| scope.covers(&e.session)) {
             streams.entry(&e.session).or_default().push((eid, &e.participant));
         }
         let mut wanted_by = |session: &SessionId, listener: &ParticipantId| -> BTreeSet<EndpointId> {
@@ -722,11 +761,16 @@ impl Sfu {
         let peers: Vec<(PeerId, BTreeSet<EndpointId>)> = self
             .peers
             .iter()
+            .filter(|(_, p)| scope.covers(&p.info.session))
             .map(|(id, p)| (*id, wanted_by(&p.info.session, &p.info.participant)))
             .filter(|(id, wanted)| self.peers.get(id).is_some_and(|p| *wanted != p.wanted))
             .collect();
-        let externals: Vec<(ExternalSubscriberId, BTreeSet<EndpointId>)> =
-            self.externals.iter().map(|(id, s)| (*id, wanted_by(&s.session, &s.participant))).collect();
+        let externals: Vec<(ExternalSubscriberId, BTreeSet<EndpointId>)> = self
+            .externals
+            .iter()
+            .filter(|(_, s)| scope.covers(&s.session))
+            .map(|(id, s)| (*id, wanted_by(&s.session, &s.participant)))
+            .collect();
         for (id, wanted) in peers {
             self.set_wanted(now, id, wanted);
         }
@@ -840,7 +884,8 @@ impl Sfu {
             id.clone()
         } else {
             let id = EndpointId::generate();
-            self.endpoints.insert(id.clone(), Endpoint::new(participant.clone(), session, Source::Peer(peer, mid)));
+            self.endpoints
+                .insert(id.clone(), Endpoint::new(participant.clone(), session.clone(), Source::Peer(peer, mid)));
             id
         };
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -848,7 +893,7 @@ impl Sfu {
         }
         let stream = stream_info(&endpoint, &participant, mid, false);
         self.events.push_back(SfuEvent::ToDevice(peer, ServerMessage::Published { request_id, stream }));
-        self.events.push_back(SfuEvent::SubscriptionsStale);
+        self.events.push_back(SfuEvent::SubscriptionsStale { session });
         tracing::debug!(peer = peer.0, endpoint = %endpoint.0, ?now, "published");
     }
 
@@ -882,7 +927,7 @@ impl Sfu {
         for s in self.externals.values_mut() {
             s.wanted.remove(endpoint);
         }
-        self.events.push_back(SfuEvent::SubscriptionsStale);
+        self.events.push_back(SfuEvent::SubscriptionsStale { session: e.session });
     }
 
     // ----- non-browser publishers and subscribers -----
@@ -905,8 +950,8 @@ impl Sfu {
             return id;
         }
         let id = EndpointId::generate();
-        self.endpoints.insert(id.clone(), Endpoint::new(participant, session, Source::External));
-        self.events.push_back(SfuEvent::SubscriptionsStale);
+        self.endpoints.insert(id.clone(), Endpoint::new(participant, session.clone(), Source::External));
+        self.events.push_back(SfuEvent::SubscriptionsStale { session });
         id
     }
 
@@ -984,8 +1029,9 @@ impl Sfu {
     pub fn add_external_subscriber(&mut self, participant: ParticipantId, session: SessionId) -> ExternalSubscriberId {
         let id = ExternalSubscriberId(self.next_id);
         self.next_id += 1;
-        self.externals.insert(id, ExternalSubscriber { participant, session, wanted: BTreeSet::new() });
-        self.events.push_back(SfuEvent::SubscriptionsStale);
+        self.externals
+            .insert(id, ExternalSubscriber { participant, session: session.clone(), wanted: BTreeSet::new() });
+        self.events.push_back(SfuEvent::SubscriptionsStale { session });
         id
     }
 

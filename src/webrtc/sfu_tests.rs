@@ -274,3 +274,52 @@ fn offers_announce_every_configured_host_candidate_and_ice_lite() {
     assert!(sdp.contains("opus/48000/2"), "{sdp}");
     assert!(sdp.contains("a=setup:actpass") && sdp.contains("a=fingerprint:sha-256"), "{sdp}");
 }
+
+/// Which external subscribers a frame of `endpoint` reaches.
+fn reached(sfu: &mut Sfu, now: Instant, endpoint: &EndpointId) -> Vec<ExternalSubscriberId> {
+    while sfu.poll_event().is_some() {}
+    let frame: Arc<[u8]> = vec![1u8; 40].into();
+    sfu.handle_external_frame(now, endpoint, MediaTime::new(960, Frequency::FORTY_EIGHT_KHZ), frame).unwrap();
+    let mut out: Vec<ExternalSubscriberId> = std::iter::from_fn(|| sfu.poll_event())
+        .filter_map(|e| match e {
+            SfuEvent::ExternalFrame { subscriber, .. } => Some(subscriber),
+            _ => None,
+        })
+        .collect();
+    out.sort_by_key(|s| s.0);
+    out
+}
+
+#[test]
+fn a_refresh_scoped_to_the_changed_session_matches_a_full_one_and_leaves_others_alone() {
+    let config = SfuConfig::new("127.0.0.1:19000".parse().unwrap(), vec!["127.0.0.1:19000".parse().unwrap()]);
+    let mut sfu = Sfu::new(config);
+    let now = Instant::now();
+    let (a, b) = (SessionId::from("sa"), SessionId::from("sb"));
+    let everyone = |_: &SessionId, l: &ParticipantId, p: &ParticipantId| l != p;
+    let pa = sfu.add_external_publisher(ParticipantId::from("a1"), a.clone());
+    let sa = sfu.add_external_subscriber(ParticipantId::from("a2"), a.clone());
+    let pb = sfu.add_external_publisher(ParticipantId::from("b1"), b.clone());
+    let sb = sfu.add_external_subscriber(ParticipantId::from("b2"), b.clone());
+    sfu.refresh_subscriptions(now, Scope::All, everyone);
+    assert_eq!(reached(&mut sfu, now, &pa), vec![sa]);
+    assert_eq!(reached(&mut sfu, now, &pb), vec![sb]);
+    // A new listener in a: the event names a, and a refresh of a alone takes it in.
+    let sa2 = sfu.add_external_subscriber(ParticipantId::from("a3"), a.clone());
+    let stale: Vec<SessionId> = std::iter::from_fn(|| sfu.poll_event())
+        .filter_map(|e| match e {
+            SfuEvent::SubscriptionsStale { session } => Some(session),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stale, vec![a.clone()]);
+    // Meanwhile the rooms would say b's listener hears nobody; a refresh of a must not act on it.
+    let b_deaf = |s: &SessionId, l: &ParticipantId, p: &ParticipantId| l != p && *s != SessionId::from("sb");
+    sfu.refresh_subscriptions(now, Scope::Sessions(&[a.clone()]), b_deaf);
+    assert_eq!(reached(&mut sfu, now, &pa), vec![sa, sa2]);
+    assert_eq!(reached(&mut sfu, now, &pb), vec![sb], "session b was out of scope");
+    // A full refresh then agrees with the rooms everywhere.
+    sfu.refresh_subscriptions(now, Scope::All, b_deaf);
+    assert_eq!(reached(&mut sfu, now, &pa), vec![sa, sa2]);
+    assert!(reached(&mut sfu, now, &pb).is_empty());
+}

@@ -130,7 +130,7 @@ impl Sim {
         let deaf = self.deaf.clone();
         let deaf_listeners = self.deaf_listeners.clone();
         let t0 = Instant::now();
-        self.sfu.refresh_subscriptions(self.now, |_, l, p| {
+        self.sfu.refresh_subscriptions(self.now, crate::webrtc::sfu::Scope::All, |_, l, p| {
             !deaf_listeners.contains(l) && !deaf.iter().any(|(a, b)| a == l && b == p)
         });
         self.sfu_time += t0.elapsed();
@@ -239,7 +239,7 @@ impl Sim {
                     b.closed = Some(reason);
                 }
             }
-            SfuEvent::SubscriptionsStale => self.refresh(),
+            SfuEvent::SubscriptionsStale { .. } => self.refresh(),
             SfuEvent::Dtmf { session, participant, tone } => {
                 self.sfu.fan_out_dtmf(&session, &participant, tone, |l| l != &participant);
             }

@@ -10,7 +10,6 @@ use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
-
 /// An SRTP crypto suite we can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SrtpSuite {

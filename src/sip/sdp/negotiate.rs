@@ -237,9 +237,9 @@ fn choose(
         let kept = previous.and_then(|p| p.srtp.as_ref()).and_then(|prev| {
             usable().find(|c| c.tag == prev.tag && c.suite == prev.suite).map(|c| (c, prev.local_key.clone()))
         });
-        let (theirs, local_key) =
-            kept.or_else(|| usable().next().map(|c| (c, fresh_key(c.suite, keying))))
-                .ok_or(SdpError::NoAcceptableCrypto)?;
+        let (theirs, local_key) = kept
+            .or_else(|| usable().next().map(|c| (c, fresh_key(c.suite, keying))))
+            .ok_or(SdpError::NoAcceptableCrypto)?;
         Some(SrtpKeys { suite: theirs.suite, tag: theirs.tag, remote_key: theirs.key.clone(), local_key })
     } else {
         None
