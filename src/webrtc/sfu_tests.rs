@@ -315,7 +315,7 @@ fn a_refresh_scoped_to_the_changed_session_matches_a_full_one_and_leaves_others_
     assert_eq!(stale, vec![a.clone()]);
     // Meanwhile the rooms would say b's listener hears nobody; a refresh of a must not act on it.
     let b_deaf = |s: &SessionId, l: &ParticipantId, p: &ParticipantId| l != p && *s != SessionId::from("sb");
-    sfu.refresh_subscriptions(now, Scope::Sessions(&[a.clone()]), b_deaf);
+    sfu.refresh_subscriptions(now, Scope::Sessions(std::slice::from_ref(&a)), b_deaf);
     assert_eq!(reached(&mut sfu, now, &pa), vec![sa, sa2]);
     assert_eq!(reached(&mut sfu, now, &pb), vec![sb], "session b was out of scope");
     // A full refresh then agrees with the rooms everywhere.
