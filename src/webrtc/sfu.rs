@@ -210,6 +210,12 @@ pub struct Sfu {
     by_addr: HashMap<SocketAddr, PeerId>,
     by_participant: HashMap<ParticipantId, PeerId>,
     endpoints: BTreeMap<EndpointId, Endpoint>,
+    /// Each participant's endpoints (one, mostly): finding a stream to adopt or park must not
+    /// walk every stream of the node.
+    by_owner: HashMap<ParticipantId, Vec<EndpointId>>,
+    /// No orphaned stream expires before this (none: there are none); a hint that may be early,
+    /// so that timeouts do not walk every stream on every wake-up.
+    orphans_due: Option<Instant>,
     externals: HashMap<ExternalSubscriberId, ExternalSubscriber>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
@@ -330,6 +336,8 @@ impl Sfu {
             by_addr: HashMap::new(),
             by_participant: HashMap::new(),
             endpoints: BTreeMap::new(),
+            by_owner: HashMap::new(),
+            orphans_due: None,
             externals: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -471,7 +479,9 @@ impl Sfu {
         if let PublishState::Active { endpoint, .. } = &p.publish
             && let Some(e) = self.endpoints.get_mut(endpoint)
         {
-            e.source = Source::Orphaned(now + self.config.reconnect_grace);
+            let at = now + self.config.reconnect_grace;
+            e.source = Source::Orphaned(at);
+            self.orphans_due = Some(self.orphans_due.map_or(at, |d| d.min(at)));
         }
         for e in self.endpoints.values_mut() {
             e.targets.retain(|t| !matches!(t, Target::Peer { peer: q, .. } if *q == peer));
@@ -691,14 +701,24 @@ impl Sfu {
             tracing::debug!(peer = id.0, "peer media timed out");
             self.remove_peer(now, id, Some(CloseReason::MediaFailed));
         }
-        let orphans: Vec<EndpointId> = self
-            .endpoints
-            .iter()
-            .filter(|(_, e)| matches!(e.source, Source::Orphaned(at) if at <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for e in orphans {
-            self.remove_endpoint(now, &e);
+        if self.orphans_due.is_some_and(|at| at <= now) {
+            let orphans: Vec<EndpointId> = self
+                .endpoints
+                .iter()
+                .filter(|(_, e)| matches!(e.source, Source::Orphaned(at) if at <= now))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for e in orphans {
+                self.remove_endpoint(now, &e);
+            }
+            self.orphans_due = self
+                .endpoints
+                .values()
+                .filter_map(|e| match e.source {
+                    Source::Orphaned(at) => Some(at),
+                    _ => None,
+                })
+                .min();
         }
         self.drive(now);
     }
@@ -713,11 +733,7 @@ impl Sfu {
             };
             std::iter::once(p.next_timeout).chain(life)
         });
-        let orphans = self.endpoints.values().filter_map(|e| match e.source {
-            Source::Orphaned(at) => Some(at),
-            _ => None,
-        });
-        peers.chain(orphans).min()
+        peers.chain(self.orphans_due).min()
     }
 
     /// The next datagram to send.
@@ -875,18 +891,18 @@ impl Sfu {
         let participant = p.info.participant.clone();
         let session = p.info.session.clone();
         // The same participant publishing again within the grace continues its old stream.
-        let adopted = self.endpoints.iter_mut().find(|(_, e)| {
-            matches!(e.source, Source::Orphaned(_)) && e.participant == participant && e.session == session
-        });
-        let endpoint = if let Some((id, e)) = adopted {
+        let adopted = self
+            .owned(&participant, &session)
+            .find(|(_, e)| matches!(e.source, Source::Orphaned(_)))
+            .map(|(id, _)| id.clone());
+        let endpoint = if let Some(id) = adopted
+            && let Some(e) = self.endpoints.get_mut(&id)
+        {
             e.source = Source::Peer(peer, mid);
             e.generation.0 += 1;
-            id.clone()
-        } else {
-            let id = EndpointId::generate();
-            self.endpoints
-                .insert(id.clone(), Endpoint::new(participant.clone(), session.clone(), Source::Peer(peer, mid)));
             id
+        } else {
+            self.insert_endpoint(Endpoint::new(participant.clone(), session.clone(), Source::Peer(peer, mid)))
         };
         if let Some(p) = self.peers.get_mut(&peer) {
             p.publish = PublishState::Active { mid, endpoint: endpoint.clone() };
@@ -899,6 +915,12 @@ impl Sfu {
 
     fn remove_endpoint(&mut self, now: Instant, endpoint: &EndpointId) {
         let Some(e) = self.endpoints.remove(endpoint) else { return };
+        if let Some(owned) = self.by_owner.get_mut(&e.participant) {
+            owned.retain(|id| id != endpoint);
+            if owned.is_empty() {
+                self.by_owner.remove(&e.participant);
+            }
+        }
         for t in e.targets {
             if let Target::Peer { peer, .. } = t
                 && let Some(p) = self.peers.get_mut(&peer)
@@ -938,19 +960,17 @@ impl Sfu {
     /// continued instead (bridge re-attach): browsers keep their track, and its RTP time may
     /// start anywhere while subscribers' timelines go on.
     pub fn add_external_publisher(&mut self, participant: ParticipantId, session: SessionId) -> EndpointId {
-        let parked = self
-            .endpoints
-            .iter_mut()
-            .find(|(_, e)| e.source == Source::Parked && e.participant == participant && e.session == session);
-        if let Some((id, e)) = parked {
+        let parked =
+            self.owned(&participant, &session).find(|(_, e)| e.source == Source::Parked).map(|(id, _)| id.clone());
+        if let Some(id) = parked
+            && let Some(e) = self.endpoints.get_mut(&id)
+        {
             e.source = Source::External;
             e.generation.0 += 1;
-            let id = id.clone();
             let _ = self.set_external_muted(&id, false);
             return id;
         }
-        let id = EndpointId::generate();
-        self.endpoints.insert(id.clone(), Endpoint::new(participant, session.clone(), Source::External));
+        let id = self.insert_endpoint(Endpoint::new(participant, session.clone(), Source::External));
         self.events.push_back(SfuEvent::SubscriptionsStale { session });
         id
     }
@@ -960,10 +980,9 @@ impl Sfu {
     /// participant (a new INVITE before the old leg's BYE): one stream per participant.
     pub fn park_external_publisher(&mut self, now: Instant, endpoint: &EndpointId) {
         let Some(e) = self.endpoints.get(endpoint) else { return };
-        let (participant, session) = (&e.participant, &e.session);
-        let other_live = self.endpoints.iter().any(|(id, o)| {
-            id != endpoint && o.source == Source::External && o.participant == *participant && o.session == *session
-        });
+        let (participant, session) = (e.participant.clone(), e.session.clone());
+        let other_live =
+            self.owned(&participant, &session).any(|(id, o)| id != endpoint && o.source == Source::External);
         if other_live {
             self.remove_endpoint(now, endpoint);
         } else if let Some(e) = self.endpoints.get_mut(endpoint) {
@@ -1037,10 +1056,36 @@ impl Sfu {
 
     /// Removes an external subscriber.
     pub fn remove_external_subscriber(&mut self, id: ExternalSubscriberId) {
-        self.externals.remove(&id);
-        for e in self.endpoints.values_mut() {
-            e.targets.retain(|t| *t != Target::External(id));
+        // The streams that name it as a target are exactly those it wants (see
+        // `refresh_subscriptions`).
+        let Some(s) = self.externals.remove(&id) else { return };
+        for eid in &s.wanted {
+            if let Some(e) = self.endpoints.get_mut(eid) {
+                e.targets.retain(|t| *t != Target::External(id));
+            }
         }
+    }
+
+    /// `participant`'s endpoints in `session`.
+    fn owned<'a>(
+        &'a self,
+        participant: &ParticipantId,
+        session: &'a SessionId,
+    ) -> impl Iterator<Item = (&'a EndpointId, &'a Endpoint)> + 'a {
+        self.by_owner
+            .get(participant)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.endpoints.get_key_value(id))
+            .filter(move |(_, e)| e.session == *session)
+    }
+
+    /// Adds a new endpoint under a fresh id, indexed by its owner.
+    fn insert_endpoint(&mut self, endpoint: Endpoint) -> EndpointId {
+        let id = EndpointId::generate();
+        self.by_owner.entry(endpoint.participant.clone()).or_default().push(id.clone());
+        self.endpoints.insert(id.clone(), endpoint);
+        id
     }
 
     // ----- driving str0m -----
