@@ -108,25 +108,14 @@ pub struct PeerInfo {
     pub permissions: Vec<MediaType>,
 }
 
-/// Which sessions a subscription refresh looks at: all, or a few that changed (compared one
-/// by one: a call event touches one or two sessions, and hashing every stream's session would
-/// cost more than comparing it).
+/// Which sessions a subscription refresh looks at: all, or a few that changed (a call event
+/// touches one or two; their peers, streams and subscribers come from a per-session index).
 #[derive(Clone, Copy, Debug)]
 pub enum Scope<'a> {
     /// Every session.
     All,
     /// These sessions.
     Sessions(&'a [SessionId]),
-}
-
-impl Scope<'_> {
-    /// Whether `session` is in scope.
-    pub fn covers(&self, session: &SessionId) -> bool {
-        match self {
-            Self::All => true,
-            Self::Sessions(sessions) => sessions.contains(session),
-        }
-    }
 }
 
 /// Something for the driver to deliver.
@@ -213,6 +202,8 @@ pub struct Sfu {
     /// Each participant's endpoints (one, mostly): finding a stream to adopt or park must not
     /// walk every stream of the node.
     by_owner: HashMap<ParticipantId, Vec<EndpointId>>,
+    /// What each session holds, so that a refresh scoped to a few sessions touches only theirs.
+    by_session: HashMap<SessionId, SessionIndex>,
     /// No orphaned stream expires before this (none: there are none); a hint that may be early,
     /// so that timeouts do not walk every stream on every wake-up.
     orphans_due: Option<Instant>,
@@ -224,6 +215,20 @@ pub struct Sfu {
     /// Reused for the events of one peer's poll, so that forwarding can borrow other peers.
     scratch: Vec<Event>,
     counters: SfuCounters,
+}
+
+/// The peers, streams and external subscribers of one session.
+#[derive(Default)]
+struct SessionIndex {
+    peers: Vec<PeerId>,
+    endpoints: Vec<EndpointId>,
+    externals: Vec<ExternalSubscriberId>,
+}
+
+impl SessionIndex {
+    fn is_empty(&self) -> bool {
+        self.peers.is_empty() && self.endpoints.is_empty() && self.externals.is_empty()
+    }
 }
 
 struct Peer {
@@ -337,6 +342,7 @@ impl Sfu {
             by_participant: HashMap::new(),
             endpoints: BTreeMap::new(),
             by_owner: HashMap::new(),
+            by_session: HashMap::new(),
             orphans_due: None,
             externals: HashMap::new(),
             transmits: VecDeque::new(),
@@ -361,7 +367,7 @@ impl Sfu {
 
     /// The peers of a session (to close them when it ends).
     pub fn peers_in(&self, session: &SessionId) -> Vec<PeerId> {
-        self.peers.iter().filter(|(_, p)| &p.info.session == session).map(|(id, _)| *id).collect()
+        self.by_session.get(session).map(|i| i.peers.clone()).unwrap_or_default()
     }
 
     /// The peer of a participant, if it has one.
@@ -376,33 +382,69 @@ impl Sfu {
 
     /// Every peer.
     pub fn peer_ids(&self, scope: Scope<'_>) -> Vec<PeerId> {
-        self.peers.iter().filter(|(_, p)| scope.covers(&p.info.session)).map(|(id, _)| *id).collect()
+        self.scoped_peers(scope).map(|(id, _)| *id).collect()
+    }
+
+    /// The peers in `scope`.
+    fn scoped_peers<'a>(&'a self, scope: Scope<'a>) -> Box<dyn Iterator<Item = (&'a PeerId, &'a Peer)> + 'a> {
+        match scope {
+            Scope::All => Box::new(self.peers.iter()),
+            Scope::Sessions(sessions) => Box::new(
+                sessions
+                    .iter()
+                    .filter_map(|s| self.by_session.get(s))
+                    .flat_map(|i| i.peers.iter())
+                    .filter_map(|id| self.peers.get_key_value(id)),
+            ),
+        }
+    }
+
+    /// The streams in `scope`.
+    fn scoped_endpoints<'a>(
+        &'a self,
+        scope: Scope<'a>,
+    ) -> Box<dyn Iterator<Item = (&'a EndpointId, &'a Endpoint)> + 'a> {
+        match scope {
+            Scope::All => Box::new(self.endpoints.iter()),
+            Scope::Sessions(sessions) => Box::new(
+                sessions
+                    .iter()
+                    .filter_map(|s| self.by_session.get(s))
+                    .flat_map(|i| i.endpoints.iter())
+                    .filter_map(|id| self.endpoints.get_key_value(id)),
+            ),
+        }
+    }
+
+    /// The external subscribers in `scope`.
+    fn scoped_externals<'a>(
+        &'a self,
+        scope: Scope<'a>,
+    ) -> Box<dyn Iterator<Item = (&'a ExternalSubscriberId, &'a ExternalSubscriber)> + 'a> {
+        match scope {
+            Scope::All => Box::new(self.externals.iter()),
+            Scope::Sessions(sessions) => Box::new(
+                sessions
+                    .iter()
+                    .filter_map(|s| self.by_session.get(s))
+                    .flat_map(|i| i.externals.iter())
+                    .filter_map(|id| self.externals.get_key_value(id)),
+            ),
+        }
     }
 
     /// Who receives streams in `scope` (peers and external subscribers): the listener side of
     /// the subscription check.
     pub fn listeners(&self, scope: Scope<'_>) -> Vec<(SessionId, ParticipantId)> {
-        let peers = self
-            .peers
-            .values()
-            .filter(|p| scope.covers(&p.info.session))
-            .map(|p| (p.info.session.clone(), p.info.participant.clone()));
-        let externals = self
-            .externals
-            .values()
-            .filter(|s| scope.covers(&s.session))
-            .map(|s| (s.session.clone(), s.participant.clone()));
+        let peers = self.scoped_peers(scope).map(|(_, p)| (p.info.session.clone(), p.info.participant.clone()));
+        let externals = self.scoped_externals(scope).map(|(_, s)| (s.session.clone(), s.participant.clone()));
         peers.chain(externals).collect()
     }
 
     /// Who publishes streams in `scope`: the publisher side of the subscription check.
     pub fn publishers(&self, scope: Scope<'_>) -> Vec<(SessionId, ParticipantId)> {
-        let mut v: Vec<_> = self
-            .endpoints
-            .values()
-            .filter(|e| scope.covers(&e.session))
-            .map(|e| (e.session.clone(), e.participant.clone()))
-            .collect();
+        let mut v: Vec<_> =
+            self.scoped_endpoints(scope).map(|(_, e)| (e.session.clone(), e.participant.clone())).collect();
         v.sort();
         v.dedup();
         v
@@ -438,6 +480,7 @@ impl Sfu {
         self.next_id += 1;
         self.by_participant.insert(info.participant.clone(), id);
         let info_session = info.session.clone();
+        self.by_session.entry(info_session.clone()).or_default().peers.push(id);
         self.peers.insert(
             id,
             Peer {
@@ -467,6 +510,7 @@ impl Sfu {
     /// gone), its streams are orphaned for the reconnect grace, and it stops receiving.
     pub fn remove_peer(&mut self, now: Instant, peer: PeerId, reason: Option<CloseReason>) {
         let Some(mut p) = self.peers.remove(&peer) else { return };
+        self.unindex(&p.info.session.clone(), |i| i.peers.retain(|q| *q != peer));
         p.rtc.disconnect();
         for a in &p.addrs {
             if self.by_addr.get(a) == Some(&peer) {
@@ -761,7 +805,7 @@ impl Sfu {
         // is the sum over the sessions in scope of listeners × streams there, not every
         // listener × every stream of the node.
         let mut streams: HashMap<&SessionId, Vec<(&EndpointId, &ParticipantId)>> = HashMap::new();
-        for (eid, e) in self.endpoints.iter().filter(|(_, e)| scope.covers(&e.session)) {
+        for (eid, e) in self.scoped_endpoints(scope) {
             streams.entry(&e.session).or_default().push((eid, &e.participant));
         }
         let mut wanted_by = |session: &SessionId, listener: &ParticipantId| -> BTreeSet<EndpointId> {
@@ -775,18 +819,12 @@ impl Sfu {
                 .collect()
         };
         let peers: Vec<(PeerId, BTreeSet<EndpointId>)> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| scope.covers(&p.info.session))
+            .scoped_peers(scope)
             .map(|(id, p)| (*id, wanted_by(&p.info.session, &p.info.participant)))
             .filter(|(id, wanted)| self.peers.get(id).is_some_and(|p| *wanted != p.wanted))
             .collect();
-        let externals: Vec<(ExternalSubscriberId, BTreeSet<EndpointId>)> = self
-            .externals
-            .iter()
-            .filter(|(_, s)| scope.covers(&s.session))
-            .map(|(id, s)| (*id, wanted_by(&s.session, &s.participant)))
-            .collect();
+        let externals: Vec<(ExternalSubscriberId, BTreeSet<EndpointId>)> =
+            self.scoped_externals(scope).map(|(id, s)| (*id, wanted_by(&s.session, &s.participant))).collect();
         for (id, wanted) in peers {
             self.set_wanted(now, id, wanted);
         }
@@ -915,6 +953,7 @@ impl Sfu {
 
     fn remove_endpoint(&mut self, now: Instant, endpoint: &EndpointId) {
         let Some(e) = self.endpoints.remove(endpoint) else { return };
+        self.unindex(&e.session, |i| i.endpoints.retain(|id| id != endpoint));
         if let Some(owned) = self.by_owner.get_mut(&e.participant) {
             owned.retain(|id| id != endpoint);
             if owned.is_empty() {
@@ -1048,6 +1087,7 @@ impl Sfu {
     pub fn add_external_subscriber(&mut self, participant: ParticipantId, session: SessionId) -> ExternalSubscriberId {
         let id = ExternalSubscriberId(self.next_id);
         self.next_id += 1;
+        self.by_session.entry(session.clone()).or_default().externals.push(id);
         self.externals
             .insert(id, ExternalSubscriber { participant, session: session.clone(), wanted: BTreeSet::new() });
         self.events.push_back(SfuEvent::SubscriptionsStale { session });
@@ -1059,6 +1099,7 @@ impl Sfu {
         // The streams that name it as a target are exactly those it wants (see
         // `refresh_subscriptions`).
         let Some(s) = self.externals.remove(&id) else { return };
+        self.unindex(&s.session, |i| i.externals.retain(|x| *x != id));
         for eid in &s.wanted {
             if let Some(e) = self.endpoints.get_mut(eid) {
                 e.targets.retain(|t| *t != Target::External(id));
@@ -1080,10 +1121,21 @@ impl Sfu {
             .filter(move |(_, e)| e.session == *session)
     }
 
-    /// Adds a new endpoint under a fresh id, indexed by its owner.
+    /// Changes `session`'s index, dropping it once empty.
+    fn unindex(&mut self, session: &SessionId, change: impl FnOnce(&mut SessionIndex)) {
+        if let Some(index) = self.by_session.get_mut(session) {
+            change(index);
+            if index.is_empty() {
+                self.by_session.remove(session);
+            }
+        }
+    }
+
+    /// Adds a new endpoint under a fresh id, indexed by its owner and session.
     fn insert_endpoint(&mut self, endpoint: Endpoint) -> EndpointId {
         let id = EndpointId::generate();
         self.by_owner.entry(endpoint.participant.clone()).or_default().push(id.clone());
+        self.by_session.entry(endpoint.session.clone()).or_default().endpoints.push(id.clone());
         self.endpoints.insert(id.clone(), endpoint);
         id
     }

@@ -322,4 +322,13 @@ fn a_refresh_scoped_to_the_changed_session_matches_a_full_one_and_leaves_others_
     sfu.refresh_subscriptions(now, Scope::All, b_deaf);
     assert_eq!(reached(&mut sfu, now, &pa), vec![sa, sa2]);
     assert!(reached(&mut sfu, now, &pb).is_empty());
+    // The per-session index follows removals and forgets empty sessions.
+    assert_eq!(sfu.by_session.len(), 2);
+    for sub in [sa, sa2, sb] {
+        sfu.remove_external_subscriber(sub);
+    }
+    for endpoint in [&pa, &pb] {
+        sfu.remove_external_publisher(now, endpoint);
+    }
+    assert!(sfu.by_session.is_empty() && sfu.by_owner.is_empty());
 }
