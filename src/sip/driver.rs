@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 
 use super::message::Request;
 use super::transaction::{ClientTx, Limits, Peer, Timers, Transactions, TxOutput};
-use super::transport::{Incoming, Outbound, TcpConnector, TlsSettings, Transports};
+use super::transport::{Incoming, LoadMeter, Outbound, TcpConnector, TlsSettings, Transports};
 use super::ua::{
     Admitted, CallEvent, CallNo, Env, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, UaConfig,
     UserAgent,
@@ -152,7 +152,7 @@ impl SipService {
         let limits = Limits { max_pending: config.sip.max_pending as usize, ..Limits::default() };
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
         let ports = PortPool::new(local.ip(), config.media.rtp_port_min, config.media.rtp_port_max);
-        let (udp, incoming, connector) = transports.into_parts();
+        let (udp, incoming, meter, connector) = transports.into_parts();
         let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let actor = Actor {
             txs: Transactions::new(Timers::default(), limits),
@@ -163,6 +163,7 @@ impl SipService {
             outbound: Outbound::default(),
             udp,
             connector,
+            meter,
             via_host: SocketAddr::new(media_ip, local.port()),
             tls_via_host: tls_port.map(|p| SocketAddr::new(media_ip, p)),
             media: HashMap::new(),
@@ -243,6 +244,8 @@ struct Actor {
     outbound: Outbound,
     udp: Arc<tokio::net::UdpSocket>,
     connector: TcpConnector,
+    /// Our cost per message, for the transports' overload shedding.
+    meter: Arc<LoadMeter>,
     /// The sent-by of our Vias over UDP and TCP, and over TLS.
     via_host: SocketAddr,
     tls_via_host: Option<SocketAddr>,
@@ -288,7 +291,12 @@ impl Actor {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 message = incoming.recv() => match message {
-                    Some(m) => self.incoming(m),
+                    Some(m) => {
+                        let started = std::time::Instant::now();
+                        self.incoming(m);
+                        self.carry_out();
+                        self.meter.record(started.elapsed());
+                    }
                     None => return,
                 },
                 input = inputs.recv() => match input {

@@ -46,6 +46,43 @@ const WRITE_LIMIT: Duration = Duration::from_secs(10);
 const WRITE_QUEUE: usize = 256;
 /// Largest message on any transport.
 const MAX_MESSAGE: usize = message::MAX_MESSAGE_LEN;
+/// The SIP UDP socket's receive and send buffers.
+const UDP_BUFFER: usize = 4 << 20;
+/// A new INVITE that would wait longer than this for the endpoint is refused at once with 503:
+/// answering it late would only bring its retransmissions (the caller's timer A) on top of the
+/// load, and calls already admitted keep their latency.
+pub const SHED_WAIT: Duration = Duration::from_millis(20);
+
+/// The endpoint's measured cost per message, shared with the receivers so that they can tell,
+/// from the length of the queue, how long a new request would wait.
+#[derive(Debug, Default)]
+pub struct LoadMeter {
+    /// Moving average of the time the endpoint spends on one message, nanoseconds.
+    service_ns: AtomicU64,
+}
+
+impl LoadMeter {
+    /// The endpoint spent `spent` on one message.
+    pub fn record(&self, spent: Duration) {
+        let sample = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.service_ns.load(Ordering::Relaxed);
+        // An exponential average over about 16 messages: quick to follow a change of load.
+        let new = old - old / 16 + sample / 16;
+        self.service_ns.store(new, Ordering::Relaxed);
+    }
+
+    /// How long a message behind `queued` others would wait.
+    pub fn wait(&self, queued: usize) -> Duration {
+        Duration::from_nanos(self.service_ns.load(Ordering::Relaxed).saturating_mul(queued as u64))
+    }
+}
+
+/// Whether `message` is a new INVITE (no To tag) that would wait past [`SHED_WAIT`] behind the
+/// `queued` messages ahead of it.
+fn shed_new_invite(message: &Message, meter: &LoadMeter, queued: usize) -> bool {
+    matches!(message, Message::Request(r) if r.method == message::Method::Invite && r.to_tag().is_none())
+        && meter.wait(queued) > SHED_WAIT
+}
 
 /// What the transports hand to the endpoint.
 #[derive(Debug)]
@@ -148,6 +185,8 @@ pub struct Transports {
     pub tls_local: Option<SocketAddr>,
     /// Messages and connection changes for the endpoint.
     pub incoming: mpsc::Receiver<Incoming>,
+    /// Where the endpoint records its cost per message.
+    pub meter: Arc<LoadMeter>,
     connector: Connector,
 }
 
@@ -161,6 +200,7 @@ struct Connector {
 /// What the accept loops and connection tasks share: ids and the connection counts.
 struct Shared {
     next_conn: AtomicU64,
+    meter: Arc<LoadMeter>,
     counts: Mutex<Counts>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
@@ -229,17 +269,25 @@ impl Transports {
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let udp = UdpSocket::bind(listen).await.with_context(|| format!("cannot listen for SIP on UDP {listen}"))?;
+        // Room for bursts while the receiver waits for a core: a full buffer drops requests
+        // that come back half a second later as retransmissions. The kernel caps it at
+        // net.core.rmem_max.
+        let sock = socket2::SockRef::from(&udp);
+        let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+        let _ = sock.set_send_buffer_size(UDP_BUFFER);
         let local = udp.local_addr()?;
         let tcp = TcpListener::bind(local).await.with_context(|| format!("cannot listen for SIP on TCP {local}"))?;
         let udp = Arc::new(udp);
         let (sink, incoming) = mpsc::channel(queue);
+        let meter = Arc::new(LoadMeter::default());
         let shared = Arc::new(Shared {
             next_conn: AtomicU64::new(1),
+            meter: meter.clone(),
             counts: Mutex::new(Counts::default()),
             metrics: metrics.clone(),
             cancel: cancel.clone(),
         });
-        tokio::spawn(receive_udp(udp.clone(), sink.clone(), metrics.clone(), cancel.clone()));
+        tokio::spawn(receive_udp(udp.clone(), sink.clone(), meter.clone(), metrics.clone(), cancel.clone()));
         tokio::spawn(accept(tcp, None, shared.clone(), sink.clone()));
         let mut tls_local = None;
         if let Some(settings) = tls {
@@ -250,12 +298,12 @@ impl Transports {
             tls_local = Some(listener.local_addr()?);
             tokio::spawn(accept(listener, Some(acceptor), shared.clone(), sink.clone()));
         }
-        Ok(Self { udp, local, tls_local, incoming, connector: Connector { shared, sink } })
+        Ok(Self { udp, local, tls_local, incoming, meter, connector: Connector { shared, sink } })
     }
 
     /// Splits off the parts the endpoint keeps.
-    pub fn into_parts(self) -> (Arc<UdpSocket>, mpsc::Receiver<Incoming>, TcpConnector) {
-        (self.udp, self.incoming, TcpConnector(self.connector))
+    pub fn into_parts(self) -> (Arc<UdpSocket>, mpsc::Receiver<Incoming>, Arc<LoadMeter>, TcpConnector) {
+        (self.udp, self.incoming, self.meter, TcpConnector(self.connector))
     }
 }
 
@@ -310,6 +358,7 @@ fn tls_acceptor(cert: &[u8], key: &[u8]) -> anyhow::Result<tokio_rustls::TlsAcce
 async fn receive_udp(
     socket: Arc<UdpSocket>,
     sink: mpsc::Sender<Incoming>,
+    meter: Arc<LoadMeter>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
@@ -334,6 +383,14 @@ async fn receive_udp(
         let peer = Peer { addr: from, transport: Transport::Udp, conn: None };
         match message::parse(bytes) {
             Ok(message) => {
+                let queued = sink.max_capacity() - sink.capacity();
+                if shed_new_invite(&message, &meter, queued) {
+                    metrics.sip_shed.inc();
+                    if let Some(answer) = overloaded(&message) {
+                        let _ = socket.try_send_to(&answer, from);
+                    }
+                    continue;
+                }
                 if let Err(mpsc::error::TrySendError::Full(Incoming::Message { message, .. })) =
                     sink.try_send(Incoming::Message { message, from: peer })
                 {
@@ -357,7 +414,8 @@ async fn receive_udp(
     }
 }
 
-/// The 503 for a request nobody has room for (responses and ACKs get nothing).
+/// The 503 for a request nobody has room for, or that would wait too long (responses and ACKs
+/// get nothing).
 fn overloaded(message: &Message) -> Option<Vec<u8>> {
     let Message::Request(request) = message else { return None };
     if request.method == message::Method::Ack {
@@ -479,7 +537,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                                 seen_message = true;
                                 match message::parse(&bytes) {
                                     Ok(message) => {
-                                        if sink.send(Incoming::Message { message, from: peer }).await.is_err() {
+                                        let queued = sink.max_capacity() - sink.capacity();
+                                        if shed_new_invite(&message, &shared.meter, queued) {
+                                            shared.metrics.sip_shed.inc();
+                                            if let Some(answer) = overloaded(&message)
+                                                && write_all(&mut write_half, &answer).await.is_err()
+                                            {
+                                                return "write failed";
+                                            }
+                                        } else if sink.send(Incoming::Message { message, from: peer }).await.is_err() {
                                             return "shutdown";
                                         }
                                     }
