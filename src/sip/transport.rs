@@ -603,3 +603,41 @@ async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::R
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Message {
+        message::parse(text.as_bytes()).unwrap()
+    }
+
+    const INVITE: &str = "INVITE sip:gw@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+        From: <sip:a@h>;tag=1\r\nTo: <sip:gw@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn only_new_invites_are_shed_and_only_when_the_queue_would_make_them_wait() {
+        let meter = LoadMeter::default();
+        for _ in 0..200 {
+            meter.record(Duration::from_micros(100));
+        }
+        // 100 µs a message: 200 queued is 20 ms, 201 is over.
+        assert!(meter.wait(200) <= SHED_WAIT + Duration::from_micros(1));
+        let invite = parse(INVITE);
+        assert!(!shed_new_invite(&invite, &meter, 10));
+        assert!(shed_new_invite(&invite, &meter, 1000));
+        // In-dialog requests and everything else always pass: they finish calls already admitted.
+        let reinvite = parse(&INVITE.replace("To: <sip:gw@h>", "To: <sip:gw@h>;tag=x"));
+        assert!(!shed_new_invite(&reinvite, &meter, 1000));
+        let bye = parse(&INVITE.replace("INVITE", "BYE").replace("To: <sip:gw@h>", "To: <sip:gw@h>;tag=x"));
+        assert!(!shed_new_invite(&bye, &meter, 1000));
+        // A calm endpoint: the average follows.
+        for _ in 0..200 {
+            meter.record(Duration::from_micros(1));
+        }
+        assert!(!shed_new_invite(&invite, &meter, 1000));
+        let Some(answer) = overloaded(&invite) else { panic!("an answer") };
+        let text = String::from_utf8(answer).unwrap();
+        assert!(text.starts_with("SIP/2.0 503 ") && text.contains("Retry-After: 5\r\n"), "{text}");
+    }
+}
