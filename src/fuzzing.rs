@@ -700,7 +700,10 @@ pub fn token_verify(data: &[u8]) {
                 "verify → mint → verify differs"
             );
         }
-        Err(e) => assert!([403, 404].contains(&e.sip_status()), "{e}: {}", e.sip_status()),
+        Err(e) => {
+            let status = crate::sip::refusal::token_status(&e);
+            assert!([403, 404].contains(&status), "{e}: {status}");
+        }
     }
 }
 

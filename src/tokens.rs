@@ -73,12 +73,11 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// The SIP status that CONTRACT §5 gives this failure.
-    pub fn sip_status(&self) -> u16 {
-        match self {
-            Self::UnknownParticipant(_) | Self::NotInSession(_) => 404,
-            _ => 403,
-        }
+    /// Whether the token is fine but names what does not exist (a participant unknown, or in
+    /// no session), as opposed to a token that is not acceptable. Each side maps this to its
+    /// own wire (SIP 404/403, device close codes).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::UnknownParticipant(_) | Self::NotInSession(_))
     }
 }
 
@@ -737,10 +736,10 @@ mod tests {
         assert_eq!(admit(&inside, None).unwrap().session, s1);
         assert_eq!(admit(&inside, Some(&s1)).unwrap().session, s1);
         let err = admit(&inside, Some(&s2)).unwrap_err();
-        assert_eq!((err.sip_status(), err), (404, TokenError::NotInSession(inside.0.clone())));
-        assert_eq!(admit(&lonely, None).unwrap_err().sip_status(), 404);
+        assert_eq!((err.is_not_found(), err), (true, TokenError::NotInSession(inside.0.clone())));
+        assert!(admit(&lonely, None).unwrap_err().is_not_found());
         assert_eq!(admit(&ghost, None).unwrap_err(), TokenError::UnknownParticipant(ghost.0.clone()));
-        assert_eq!(verifier.verify_participant("x.y.z", t0(), &dir).unwrap_err().sip_status(), 403);
+        assert!(!verifier.verify_participant("x.y.z", t0(), &dir).unwrap_err().is_not_found());
     }
 
     #[test]

@@ -428,8 +428,7 @@ pub fn answer_unparsed(bytes: &[u8], status: u16, why: &str) -> Option<Vec<u8>> 
     for (n, v) in copied {
         let _ = write!(out, "{n}: {v}\r\n");
     }
-    let why = why.replace(['"', '\\', '\r', '\n'], " ");
-    let _ = write!(out, "Warning: 399 interwork \"{why}\"\r\nContent-Length: 0\r\n\r\n");
+    let _ = write!(out, "Warning: {}\r\nContent-Length: 0\r\n\r\n", super::refusal::warning(399, why));
     Some(out.into_bytes())
 }
 

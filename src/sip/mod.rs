@@ -12,6 +12,7 @@
 pub mod driver;
 pub mod framing;
 pub mod message;
+pub mod refusal;
 pub mod sdp;
 pub mod transaction;
 pub mod transport;

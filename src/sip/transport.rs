@@ -424,7 +424,8 @@ fn overloaded(message: &Message) -> Option<Vec<u8>> {
     let tag = crate::ids::random_id(10);
     let mut r = message::Response::to(request, 503, message::reason_phrase(503), Some(&tag));
     r.headers.push("Retry-After", "5");
-    r.headers.push("Warning", "399 interwork \"overloaded\"");
+    r.headers.push("Warning", super::refusal::warning(399, "overloaded"));
+    r.headers.push("Reason", super::refusal::reason(503, "overloaded"));
     Some(r.to_bytes())
 }
 

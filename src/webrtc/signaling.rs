@@ -113,7 +113,7 @@ async fn hello(socket: &mut WebSocket, hub: &DeviceHub) -> Result<PeerInfo, Clos
     };
     let admission = hub.verifier.verify_participant(&token, SystemTime::now(), &hub.rooms).map_err(|e| {
         tracing::debug!(error = %e, "device token refused");
-        if e.sip_status() == 404 { CloseReason::NotFound } else { CloseReason::Unauthenticated }
+        if e.is_not_found() { CloseReason::NotFound } else { CloseReason::Unauthenticated }
     })?;
     let participant = admission.token.participant;
     let permissions = hub

@@ -297,7 +297,7 @@ impl Transactions {
         if let Some(secs) = retry_after {
             r.headers.push("Retry-After", secs.to_string());
         }
-        r.headers.push("Warning", format!("399 interwork \"{warning}\""));
+        r.headers.push("Warning", super::refusal::warning(399, warning));
         self.transmit(from, r.to_bytes());
     }
 

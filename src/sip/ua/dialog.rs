@@ -317,7 +317,7 @@ impl UserAgent {
                 // The old media stays as it was (RFC 3261 §14.2).
                 let (code, text) = e.warning();
                 let mut r = self.response(&inbound.request, e.status(), Some(&tag));
-                r.headers.push("Warning", format!("{code} interwork \"{}\"", text.replace('"', "'")));
+                r.headers.push("Warning", super::super::refusal::warning(code, &text));
                 self.outputs.push_back(Output::Respond { tx: inbound.tx, response: r });
                 None
             }
@@ -426,8 +426,7 @@ impl UserAgent {
                 self.outputs.push_back(Output::Media(MediaCommand::Stop { call }));
                 let mut bye = self.in_dialog_request(call, Method::Bye);
                 if let Some(bye) = bye.as_mut() {
-                    let why = reason.replace('"', "'");
-                    bye.0.headers.push("Reason", format!("SIP;cause=200;text=\"{why}\""));
+                    bye.0.headers.push("Reason", super::super::refusal::reason(200, reason));
                 }
                 if let Some((request, destination, transport)) = bye {
                     self.outputs.push_back(Output::Send { call, request, destination, transport });

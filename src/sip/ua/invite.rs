@@ -67,7 +67,10 @@ impl UserAgent {
         };
         let admitted = match env.admit(&uui.token) {
             Ok(a) => a,
-            Err(e) => return self.refuse(&inbound, e.sip_status(), &format!("participant token: {e}"), None),
+            Err(e) => {
+                let status = super::super::refusal::token_status(&e);
+                return self.refuse(&inbound, status, &format!("participant token: {e}"), None);
+            }
         };
         // 4. Mode: header, else token, else default.
         let mode = match req.headers.get("X-Interconnect-Mode").map(|m| m.trim().to_ascii_lowercase()) {
@@ -148,8 +151,8 @@ impl UserAgent {
                     let (code, text) = e.warning();
                     let tag = self.random_tag(10);
                     let mut r = self.response(req, e.status(), Some(&tag));
-                    r.headers.push("Warning", format!("{code} interwork \"{}\"", text.replace('"', "'")));
-                    r.headers.push("Reason", format!("SIP;cause={};text=\"{}\"", e.status(), text.replace('"', "'")));
+                    r.headers.push("Warning", super::super::refusal::warning(code, &text));
+                    r.headers.push("Reason", super::super::refusal::reason(e.status(), &text));
                     return self.answer_failure(&inbound, r, Some(mode));
                 }
             }

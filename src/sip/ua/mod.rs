@@ -441,9 +441,8 @@ impl UserAgent {
     fn refusal(&mut self, req: &Request, status: u16, why: &str) -> Response {
         let tag = self.random_tag(10);
         let mut r = self.response(req, status, Some(&tag));
-        let why = why.replace(['"', '\\', '\r', '\n'], " ");
-        r.headers.push("Warning", format!("399 interwork \"{why}\""));
-        r.headers.push("Reason", format!("SIP;cause={status};text=\"{why}\""));
+        r.headers.push("Warning", super::refusal::warning(399, why));
+        r.headers.push("Reason", super::refusal::reason(status, why));
         r
     }
 
