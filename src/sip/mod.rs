@@ -18,3 +18,6 @@ pub mod transaction;
 pub mod transport;
 pub mod ua;
 pub mod uui;
+
+#[cfg(test)]
+mod core_tests;

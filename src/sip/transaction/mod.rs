@@ -207,6 +207,8 @@ pub struct Transactions {
     /// Server transactions counted against `max_pending`.
     pending: usize,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    /// When to look for server transactions the user never answered (while any may be).
+    next_sweep: Option<Instant>,
     outputs: VecDeque<TxOutput>,
     next_id: u64,
     /// A tag for stateless answers, varied per answer.
@@ -225,6 +227,7 @@ impl Transactions {
             client_keys: HashMap::new(),
             pending: 0,
             timers: BinaryHeap::new(),
+            next_sweep: None,
             outputs: VecDeque::new(),
             next_id: 1,
             tag_seed: 0,
@@ -256,7 +259,8 @@ impl Transactions {
 
     /// When [`Transactions::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        [timer, self.next_sweep].into_iter().flatten().min()
     }
 
     /// Timers due at `now`.
@@ -270,6 +274,9 @@ impl Transactions {
                 TimerRef::Server(id) => self.server_timeout(now, id),
                 TimerRef::Client(id) => self.client_timeout(now, id),
             }
+        }
+        if self.next_sweep.is_some_and(|at| at <= now) {
+            self.sweep(now);
         }
         self.shrink();
     }

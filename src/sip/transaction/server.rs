@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 use super::super::message::{self, Method, Request, Response};
 use super::{Key, Peer, TimerRef, Transactions, TxId, TxOutput};
 
+/// How often server transactions are checked for a user that never answered.
+const SWEEP: Duration = Duration::from_secs(10);
+
 /// Where a server transaction is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum State {
@@ -150,7 +153,12 @@ impl Transactions {
         self.servers.insert(id, tx);
         self.server_keys.insert(key, id);
         self.pending += 1;
-        self.schedule(ends, TimerRef::Server(id));
+        // No timer entry for the wait on the user: almost every transaction is answered long
+        // before, and the entry would stay in the heap until then. A periodic sweep catches
+        // the rare one that is not.
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + SWEEP);
+        }
         Some(id)
     }
 
@@ -204,6 +212,17 @@ impl Transactions {
             self.schedule(at, TimerRef::Server(tx));
         }
         self.transmit(to, bytes);
+    }
+
+    /// Drops the server transactions that waited past `Limits::unanswered` for the user's
+    /// final response.
+    pub(super) fn sweep(&mut self, now: Instant) {
+        let overdue: Vec<TxId> =
+            self.servers.iter().filter(|(_, tx)| tx.awaiting_final() && tx.ends <= now).map(|(id, _)| *id).collect();
+        for id in overdue {
+            self.server_timeout(now, id);
+        }
+        self.next_sweep = (self.pending > 0).then_some(now + SWEEP);
     }
 
     pub(super) fn server_timeout(&mut self, now: Instant, id: TxId) {
