@@ -145,4 +145,5 @@ PY
 ticks=$(getconf CLK_TCK)
 python3 -c "import sys; c=(float(sys.argv[2])-float(sys.argv[1]))/float(sys.argv[3]); n=int(sys.argv[4]); print(f'daemon CPU: {c:.2f} s in all, {c*1000/n:.3f} ms per call')" "$cpu_before" "$cpu_after" "$ticks" "$CALLS"
 echo "RSS: $rss_before MB before, $rss_end MB at the end"
+echo "shed with 503: $(curl -s "http://$HTTP/metrics" | awk '/^interwork_sip_shed_total/{print $2}')"
 if [ -n "${AFTER:-1}" ]; then sleep 60; echo "RSS 60 s after: $(rss) MB"; fi
