@@ -36,6 +36,8 @@ pub enum Method {
     Update,
     /// RFC 6086.
     Info,
+    /// RFC 3262.
+    Prack,
     /// Any other token.
     Other(String),
 }
@@ -51,6 +53,7 @@ impl Method {
             "OPTIONS" => Self::Options,
             "UPDATE" => Self::Update,
             "INFO" => Self::Info,
+            "PRACK" => Self::Prack,
             other => Self::Other(other.to_string()),
         }
     }
@@ -65,6 +68,7 @@ impl Method {
             Self::Options => "OPTIONS",
             Self::Update => "UPDATE",
             Self::Info => "INFO",
+            Self::Prack => "PRACK",
             Self::Other(s) => s,
         }
     }

@@ -5,7 +5,7 @@
 //! Layers, bottom up: [`message`] (our parser and writer: every message is parsed once),
 //! [`framing`] (cutting messages out of TCP/TLS streams), [`transport`] (the sockets, a tokio
 //! shell), [`transaction`] (RFC 3261 §17 with RFC 6026, sans-IO), [`uui`] and [`sdp`] (pure
-//! parsers and negotiation), [`ua`] (dialogs and the call logic, sans-IO) and [`driver`] (the
+//! parsers and negotiation), [`ua`] (dialogs and the call logic of answered calls, sans-IO), [`uac`] (calls we place, sans-IO) and [`driver`] (the
 //! tokio shell that owns the transactions and the user agent and carries out what they
 //! decide).
 
@@ -17,6 +17,7 @@ pub mod sdp;
 pub mod transaction;
 pub mod transport;
 pub mod ua;
+pub mod uac;
 pub mod uui;
 
 #[cfg(test)]
