@@ -19,6 +19,7 @@ use crate::media::rtp::{RtpHeader, RtpPacket, Ssrc};
 use crate::media::srtp::{SrtpError, SrtpSession};
 use crate::sip::framing::{Frame, StreamFramer};
 use crate::sip::message::{self, Message, ParseError};
+use crate::sip::refusal::Refusal;
 use crate::sip::sdp::SrtpPolicy;
 use crate::sip::sdp::{
     self, AmrWbParams, Codec, Format, LocalMedia, Negotiated, PendingOffer, Policy, SrtpKeys, SrtpSuite,
@@ -43,8 +44,9 @@ pub fn sip_udp(data: &[u8]) {
     let msg = match message::parse(data) {
         Ok(msg) => msg,
         Err(e) => {
-            if let Some(answer) = message::bad_request_for(data, &e) {
-                assert_response_head(&answer, Some(e.status()));
+            let refusal = Refusal::Malformed(e);
+            if let Some(answer) = refusal.answer_unparsed(data) {
+                assert_response_head(&answer, Some(refusal.status()));
             }
             return;
         }
@@ -174,8 +176,9 @@ fn frame_stream(stream: &[u8], chunks: &mut dyn Iterator<Item = usize>) -> (Vec<
                 Ok(Some(Frame::Ping)) => out.push(b"ping".to_vec()),
                 Ok(None) => break,
                 Err(e) => {
-                    if let Some(answer) = message::answer_unparsed(e.head(), e.status(), &e.to_string()) {
-                        assert_response_head(&answer, Some(e.status()));
+                    let status = Refusal::Unframed(e.clone()).status();
+                    if let Some(answer) = Refusal::answer_unframed(e) {
+                        assert_response_head(&answer, Some(status));
                     }
                     return (out, true);
                 }
@@ -232,7 +235,8 @@ pub fn sdp_offer(data: &[u8]) {
             assert_eq!(renegotiated, negotiated);
         }
         Err(e) => {
-            let _ = (e.status(), e.warning());
+            let refusal = Refusal::Sdp(e);
+            let _ = (refusal.status(), refusal.warn_code(), refusal.to_string());
         }
     }
     for pending in pending_offers() {
@@ -701,7 +705,7 @@ pub fn token_verify(data: &[u8]) {
             );
         }
         Err(e) => {
-            let status = crate::sip::refusal::token_status(&e);
+            let status = Refusal::Token(e.clone()).status();
             assert!([403, 404].contains(&status), "{e}: {status}");
         }
     }

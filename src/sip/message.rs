@@ -3,8 +3,8 @@
 //! Every message is parsed once, here, by the transport; the transactions and the call logic
 //! read and write these. The parser here is strict about what the call logic relies
 //! on (the start line, the headers that identify a transaction, Content-Length) and bounded
-//! (sizes and counts), because it also guards the socket: what it refuses gets a 400 from
-//! [`bad_request_for`] instead of being dropped in silence.
+//! (sizes and counts), because it also guards the socket: what it refuses gets a 400 built by
+//! [`answer_unparsed`] (status and warning from `sip::refusal`) instead of silence.
 
 use std::fmt::{self, Write as _};
 
@@ -185,16 +185,6 @@ pub enum ParseError {
     /// Content-Length does not match the body.
     #[error("Content-Length does not match the body")]
     ContentLength,
-}
-
-impl ParseError {
-    /// The status a request refused for this reason gets.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::Version(_) => 505,
-            _ => 400,
-        }
-    }
 }
 
 /// Parses one message. `datagram`: the bytes are a whole UDP datagram, so a missing
@@ -381,17 +371,12 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// A 400 (or 505) for bytes that did not parse, when they look enough like a request to be
-/// answered: the headers a response needs are picked out leniently. `None` for responses and
-/// for garbage that is not a request at all.
-pub fn bad_request_for(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
-    answer_unparsed(bytes, error.status(), &error.to_string())
-}
-
-/// A stateless `status` answer, with `why` in a Warning, for a request that did not parse or
-/// cannot be read whole (a stream message over the size limit gets 513 from its head alone).
-/// `None` for responses and for garbage that is not a request at all.
-pub fn answer_unparsed(bytes: &[u8], status: u16, why: &str) -> Option<Vec<u8>> {
+/// A stateless `status` answer with a `Warning` value for a request that did not parse or
+/// cannot be read whole (a stream message over the size limit is answered from its head
+/// alone), when the bytes look enough like a request to be answered: the headers a response
+/// needs are picked out leniently. `None` for responses and for garbage that is not a request
+/// at all. `sip::refusal` decides the status and the warning.
+pub fn answer_unparsed(bytes: &[u8], status: u16, warning: &str) -> Option<Vec<u8>> {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_MESSAGE_LEN)]);
     let text = text.trim_start_matches(['\r', '\n']);
     let start = text.lines().next()?;
@@ -432,7 +417,7 @@ pub fn answer_unparsed(bytes: &[u8], status: u16, why: &str) -> Option<Vec<u8>> 
     for (n, v) in copied {
         let _ = write!(out, "{n}: {v}\r\n");
     }
-    let _ = write!(out, "Warning: {}\r\nContent-Length: 0\r\n\r\n", super::refusal::warning(399, why));
+    let _ = write!(out, "Warning: {warning}\r\nContent-Length: 0\r\n\r\n");
     Some(out.into_bytes())
 }
 
@@ -712,10 +697,10 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(parse(text.as_bytes()), Err(expected.clone()), "{text}");
-            let answer = bad_request_for(text.as_bytes(), &expected);
+            let answer = answer_unparsed(text.as_bytes(), 400, "399 interwork \"x\"");
             if let Some(answer) = answer {
                 let answer = String::from_utf8(answer).unwrap();
-                assert!(answer.starts_with(&format!("SIP/2.0 {} ", expected.status())), "{answer}");
+                assert!(answer.starts_with("SIP/2.0 400 "), "{answer}");
                 assert!(answer.contains("Warning: 399 interwork"));
             }
         }
@@ -727,9 +712,9 @@ mod tests {
             .replace("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2\r\n", "");
         let err = parse(no_via.as_bytes()).unwrap_err();
         assert_eq!(err, ParseError::Missing("Via"));
-        assert!(bad_request_for(no_via.as_bytes(), &err).is_none());
-        assert!(bad_request_for(b"SIP/2.0 200 OK\r\n\r\n", &ParseError::StartLine).is_none());
-        assert!(bad_request_for(b"\x00\x01\x02", &ParseError::StartLine).is_none());
+        assert!(answer_unparsed(no_via.as_bytes(), 400, "x").is_none());
+        assert!(answer_unparsed(b"SIP/2.0 200 OK\r\n\r\n", 400, "x").is_none());
+        assert!(answer_unparsed(b"\x00\x01\x02", 400, "x").is_none());
     }
 
     #[test]
@@ -762,8 +747,8 @@ mod tests {
                     table[seed as usize % table.len()]
                 })
                 .collect();
-            if let Err(e) = parse(&bytes) {
-                let _ = bad_request_for(&bytes, &e);
+            if parse(&bytes).is_err() {
+                let _ = answer_unparsed(&bytes, 400, "x");
             }
         }
     }

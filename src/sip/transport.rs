@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::framing::{Frame, PONG, StreamFramer};
 use super::message::{self, Message};
+use super::refusal::Refusal;
 use super::transaction::{ConnId, Peer, Transport};
 use crate::app::metrics::{MalformedLabels, Metrics};
 
@@ -401,7 +402,7 @@ async fn receive_udp(
                 }
             }
             Err(e) => {
-                let outcome = match message::bad_request_for(bytes, &e) {
+                let outcome = match Refusal::Malformed(e).answer_unparsed(bytes) {
                     Some(answer) => {
                         let _ = socket.try_send_to(&answer, from);
                         "answered"
@@ -422,10 +423,9 @@ fn overloaded(message: &Message) -> Option<Vec<u8>> {
         return None;
     }
     let tag = crate::ids::random_id(10);
-    let mut r = message::Response::to(request, 503, message::reason_phrase(503), Some(&tag));
-    r.headers.push("Retry-After", "5");
-    r.headers.push("Warning", super::refusal::warning(399, "overloaded"));
-    r.headers.push("Reason", super::refusal::reason(503, "overloaded"));
+    let refusal = Refusal::Overloaded;
+    let mut r = message::Response::to(request, refusal.status(), message::reason_phrase(refusal.status()), Some(&tag));
+    refusal.write(&mut r);
     Some(r.to_bytes())
 }
 
@@ -551,7 +551,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                                         }
                                     }
                                     Err(e) => {
-                                        let outcome = match message::bad_request_for(&bytes, &e) {
+                                        let outcome = match Refusal::Malformed(e).answer_unparsed(&bytes) {
                                             Some(answer) => {
                                                 if write_all(&mut write_half, &answer).await.is_err() { return "write failed" }
                                                 "answered"
@@ -563,7 +563,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                                 }
                             }
                             Err(e) => {
-                                let answer = message::answer_unparsed(e.head(), e.status(), &e.to_string());
+                                let answer = Refusal::answer_unframed(e);
                                 shared.metrics.sip_malformed.get_or_create(&MalformedLabels { outcome: "answered" }).inc();
                                 if let Some(answer) = answer {
                                     let _ = write_all(&mut write_half, &answer).await;

@@ -392,13 +392,6 @@ pub enum SdpError {
 }
 
 impl SdpError {
-    /// The SIP status to refuse an offer with: 400 for a malformed or over-limit SDP, 488 for
-    /// one we cannot agree to. (For an answer in an ACK there is no status to send; the call is
-    /// ended with BYE.)
-    pub fn status(&self) -> u16 {
-        if self.is_malformed() { 400 } else { 488 }
-    }
-
     /// True when the SDP is broken or hostile rather than merely incompatible.
     pub fn is_malformed(&self) -> bool {
         matches!(
@@ -410,20 +403,6 @@ impl SdpError {
                 | Self::InvalidFormats { .. }
                 | Self::NoConnection { .. }
         )
-    }
-
-    /// A warn-code and text for the SIP `Warning` header (RFC 3261 §20.43): 301 incompatible
-    /// address, 302 incompatible transport, 304 media type not available, 305 incompatible
-    /// media format, 399 for the rest. The caller adds the agent (our host) and quotes the text.
-    pub fn warning(&self) -> (u16, String) {
-        let code = match self {
-            Self::UnsupportedAddress { .. } => 301,
-            Self::UnsupportedTransport { .. } | Self::AnswerProfileMismatch => 302,
-            Self::NoAudio => 304,
-            Self::NoCommonCodec | Self::AnswerCodecNotOffered { .. } => 305,
-            _ => 399,
-        };
-        (code, self.to_string())
     }
 }
 

@@ -297,14 +297,12 @@ impl Transactions {
 
     /// A response sent without keeping state (§8.2.7): overload refusals and answers to
     /// requests that cannot have a transaction.
-    fn stateless(&mut self, request: &Request, from: Peer, status: u16, warning: &str, retry_after: Option<u32>) {
+    fn stateless(&mut self, request: &Request, from: Peer, refusal: &super::refusal::Refusal) {
         self.tag_seed = self.tag_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let tag = format!("iw{:x}", self.tag_seed ^ self.next_id);
+        let status = refusal.status();
         let mut r = Response::to(request, status, message::reason_phrase(status), Some(&tag));
-        if let Some(secs) = retry_after {
-            r.headers.push("Retry-After", secs.to_string());
-        }
-        r.headers.push("Warning", super::refusal::warning(399, warning));
+        refusal.write(&mut r);
         self.transmit(from, r.to_bytes());
     }
 

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::super::message::{self, Method, Request, Response};
+use super::super::refusal::Refusal;
 use super::{Key, Peer, TimerRef, Transactions, TxId, TxOutput};
 
 /// How often server transactions are checked for a user that never answered.
@@ -107,7 +108,9 @@ impl Transactions {
             // §9.2: no transaction to cancel. Kept as a transaction so that retransmitted
             // CANCELs get the same answer.
             let Some(id) = self.open_server(now, key, &request, from) else { return };
-            let r = Response::to(&request, 481, message::reason_phrase(481), None);
+            let refusal = Refusal::NoSuchTransaction;
+            let mut r = Response::to(&request, refusal.status(), message::reason_phrase(refusal.status()), None);
+            refusal.write(&mut r);
             self.respond(now, id, &r);
             return;
         };
@@ -134,7 +137,7 @@ impl Transactions {
         if self.pending >= self.limits.max_pending
             || self.servers.len() + self.clients.len() >= self.limits.max_transactions
         {
-            self.stateless(request, from, 503, "overloaded", Some(5));
+            self.stateless(request, from, &Refusal::Overloaded);
             self.outputs.push_back(TxOutput::Shed { method: request.method.clone() });
             return None;
         }

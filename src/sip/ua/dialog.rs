@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::super::message::{Method, Request, Response, header_uri};
+use super::super::refusal::Refusal;
 use super::super::sdp::{self, Direction, Negotiated};
 use super::{
     BYE_TIMEOUT, CallEvent, CallNo, Inbound, Leg, MediaCommand, OfferState, Output, RoomsCommand, T1, T2, Transport,
@@ -184,7 +185,7 @@ impl UserAgent {
         let key = (req.call_id().to_string(), req.to_tag().unwrap_or_default().to_string());
         let Some(&call) = self.by_dialog.get(&key) else {
             if req.method != Method::Ack {
-                self.reject(&inbound, 481, "no such dialog");
+                self.reject(&inbound, Refusal::NoSuchDialog);
             }
             return;
         };
@@ -205,7 +206,7 @@ impl UserAgent {
         let Some(c) = self.calls.get_mut(&call) else { return };
         if req.method != Method::Cancel {
             if cseq <= c.remote_cseq {
-                self.reject(&inbound, 500, "CSeq out of order");
+                self.reject(&inbound, Refusal::CSeqOutOfOrder);
                 return;
             }
             c.remote_cseq = cseq;
@@ -220,11 +221,9 @@ impl UserAgent {
                 r.headers.push("Allow", super::ALLOW);
                 self.outputs.push_back(Output::Respond { tx: inbound.tx, response: r });
             }
-            Method::Cancel => self.reject(&inbound, 481, "no such transaction"),
+            Method::Cancel => self.reject(&inbound, Refusal::NoSuchTransaction),
             _ => {
-                let mut r = self.response(&inbound.request, 405, None);
-                r.headers.push("Allow", super::ALLOW);
-                self.outputs.push_back(Output::Respond { tx: inbound.tx, response: r });
+                self.reject(&inbound, Refusal::MethodNotAllowed { allow: super::ALLOW });
             }
         }
     }
@@ -251,9 +250,7 @@ impl UserAgent {
         let Some(c) = self.calls.get(&call) else { return };
         if c.pending.is_some() || matches!(c.offer, OfferState::AwaitingAnswer(_)) || !c.is_confirmed() {
             // An offer/answer exchange is still open (RFC 3261 §14.2, RFC 6337 §3.1).
-            let mut r = self.refusal(&inbound.request, 491, "request pending");
-            r.headers.push("Retry-After", "1");
-            self.outputs.push_back(Output::Respond { tx: inbound.tx, response: r });
+            self.reject(&inbound, Refusal::RequestPending);
             return;
         }
         let Some(mut ok) = self.session_update(now, call, &inbound) else { return };
@@ -308,16 +305,16 @@ impl UserAgent {
             return Some(ok);
         }
         if !is_sdp(&inbound.request) {
-            self.reject(inbound, 415, "only application/sdp bodies are understood");
+            self.reject(inbound, Refusal::UnsupportedBody);
             return None;
         }
         let previous = self.calls.get(&call)?.negotiated.clone();
         match sdp::answer(&inbound.request.body, &local, &policy, previous.as_ref()) {
             Err(e) => {
                 // The old media stays as it was (RFC 3261 §14.2).
-                let (code, text) = e.warning();
-                let mut r = self.response(&inbound.request, e.status(), Some(&tag));
-                r.headers.push("Warning", super::super::refusal::warning(code, &text));
+                let refusal = Refusal::Sdp(e);
+                let mut r = self.response(&inbound.request, refusal.status(), Some(&tag));
+                refusal.write(&mut r);
                 self.outputs.push_back(Output::Respond { tx: inbound.tx, response: r });
                 None
             }
@@ -354,11 +351,11 @@ impl UserAgent {
             self.outputs.push_back(Output::Respond { tx: inbound.tx, response: r });
             return;
         } else {
-            self.reject(&inbound, 415, "INFO bodies understood: application/dtmf-relay, application/dtmf");
+            self.reject(&inbound, Refusal::UnsupportedInfo);
             return;
         };
         let Some((tone, duration_ms)) = tone else {
-            self.reject(&inbound, 400, "no DTMF signal in the INFO body");
+            self.reject(&inbound, Refusal::NoDtmfSignal);
             return;
         };
         let r = self.response(&inbound.request, 200, None);
@@ -406,7 +403,7 @@ impl UserAgent {
         match &c.state {
             State::Ringing { tx, invite, .. } => {
                 let (tx, invite) = (*tx, invite.clone());
-                let response = self.refusal(&invite, 480, reason);
+                let response = self.refusal(&invite, &Refusal::EndedWhileRinging(reason.to_string()));
                 self.outputs.push_back(Output::Respond { tx, response });
                 self.answered(call, 480, Some(reason));
                 self.finish(now, call, reason);
@@ -649,7 +646,9 @@ impl UserAgent {
         let Some(&call) = self.by_tx.get(&tx) else { return };
         let Some(c) = self.calls.get(&call) else { return };
         if let State::Ringing { tx, invite, .. } = &c.state {
-            let response = self.response(invite, 487, Some(&c.local_tag));
+            let refusal = Refusal::Cancelled;
+            let mut response = self.response(invite, refusal.status(), Some(&c.local_tag));
+            refusal.write(&mut response);
             self.outputs.push_back(Output::Respond { tx: *tx, response });
             self.answered(call, 487, Some("cancelled"));
             self.finish(now, call, "cancelled");

@@ -4,10 +4,11 @@
 use std::time::{Duration, Instant};
 
 use super::super::message::{Request, Response};
+use super::super::refusal::{Refusal, quoted_text};
 use super::super::sdp;
 use super::super::uui;
 use super::dialog::{Call, SessionTimer, State, TimerKind, is_sdp, session_expires_value};
-use super::{Env, Inbound, MediaCommand, OfferState, Output, RoomsCommand, UserAgent};
+use super::{Admitted, CallNo, Env, Inbound, MediaCommand, OfferState, Output, RoomsCommand, UserAgent};
 use crate::interconnect::InterconnectMode;
 
 /// Extensions we support in `Require` (RFC 3261 §8.2.2.3).
@@ -15,76 +16,80 @@ const SUPPORTED_EXTENSIONS: &[&str] = &["timer"];
 
 impl UserAgent {
     pub(super) fn handle_invite(&mut self, now: Instant, inbound: Inbound, env: &mut dyn Env) {
-        let req = &inbound.request;
-        // 0. The INVITE again after its transaction ended on our 2xx (a 2xx ends an INVITE
-        // server transaction, RFC 3261 §17.2.1): the client missed the 2xx, which the dialog
-        // sends again until the ACK (§13.3.1.4), also in answer to this copy. Not a new call.
-        if let Some(ok) = self.retransmitted_ok(req) {
+        // The INVITE again after its transaction ended on our 2xx (a 2xx ends an INVITE server
+        // transaction, RFC 3261 §17.2.1): the client missed the 2xx, which the dialog sends
+        // again until the ACK (§13.3.1.4), also in answer to this copy. Not a new call.
+        if let Some(ok) = self.retransmitted_ok(&inbound.request) {
             self.outputs.push_back(Output::Respond { tx: inbound.tx, response: ok });
             return;
         }
-        // 1. Load and policy: draining, trusted sources, rate, capacity.
-        if self.draining {
-            return self.refuse_busy(&inbound, "draining", 30);
+        let mut mode = None;
+        if let Err(refusal) = self.accept_invite(now, &inbound, env, &mut mode) {
+            self.refuse(&inbound, refusal, mode);
         }
-        let ip = inbound.source.ip();
+    }
+
+    /// The steps of admitting a new call, in the order a gateway checks (CONTRACT §5); the
+    /// first that fails names the refusal. `mode` is set once known, for the refusal's metric.
+    fn accept_invite(
+        &mut self,
+        now: Instant,
+        inbound: &Inbound,
+        env: &mut dyn Env,
+        mode: &mut Option<InterconnectMode>,
+    ) -> Result<(), Refusal> {
+        let req = &inbound.request;
+        self.check_load(now, inbound.source.ip())?;
+        check_request(req)?;
+        if self.is_merged(req) {
+            return Err(Refusal::Merged);
+        }
+        let admitted = identify(req, env)?;
+        let chosen = self.interconnect_mode(req, &admitted)?;
+        *mode = Some(chosen);
+        self.check_leg_limits(&admitted, chosen)?;
+        let timer = self.session_timer(req)?;
+        let call = self.next_call;
+        self.next_call += 1;
+        let media = self.negotiate_media(call, req, env)?;
+        self.create_dialog(now, inbound, call, admitted, chosen, timer, media);
+        Ok(())
+    }
+
+    /// Load and policy: draining, trusted sources, rate, capacity.
+    fn check_load(&mut self, now: Instant, ip: std::net::IpAddr) -> Result<(), Refusal> {
+        if self.draining {
+            return Err(Refusal::Draining);
+        }
         if !self.config.trusted_peers.is_empty() && !self.config.trusted_peers.iter().any(|n| n.contains(&ip)) {
-            return self.refuse(&inbound, 403, "source address not in sip.trusted_peers", None);
+            return Err(Refusal::UntrustedSource);
         }
         if !self.rate_allows(now, ip) {
-            return self.refuse_busy(&inbound, "too many INVITEs from this source", 1);
+            return Err(Refusal::SourceRate);
         }
         if self.calls.len() >= self.config.max_calls as usize {
-            return self.refuse_busy(&inbound, "max_calls reached", 5);
+            return Err(Refusal::MaxCalls);
         }
-        // 2. Request sanity: hops, merged requests, extensions.
-        if req.headers.get("Max-Forwards").is_some_and(|v| v.trim() == "0") {
-            return self.refuse(&inbound, 483, "Max-Forwards reached zero", None);
-        }
-        if self.is_merged(req) {
-            return self.refuse(&inbound, 482, "merged request", None);
-        }
-        let unsupported: Vec<String> = req
-            .headers
-            .get_all("Require")
-            .flat_map(|v| v.split(','))
-            .map(|o| o.trim().to_ascii_lowercase())
-            .filter(|o| !o.is_empty() && !SUPPORTED_EXTENSIONS.contains(&o.as_str()))
-            .collect();
-        if !unsupported.is_empty() {
-            let mut r = self.refusal(req, 420, "unsupported extension");
-            r.headers.push("Unsupported", unsupported.join(", "));
-            return self.answer_failure(&inbound, r, None);
-        }
-        if req.from_tag().is_none() {
-            return self.refuse(&inbound, 400, "From has no tag", None);
-        }
-        // 3. Who: the participant token in User-to-User.
-        let values: Vec<&str> = req.headers.get_all("User-to-User").collect();
-        let uui = match uui::participant_token(&values) {
-            Ok(u) => u,
-            Err(e) => return self.refuse(&inbound, 403, &format!("User-to-User: {e}"), None),
-        };
-        let admitted = match env.admit(&uui.token) {
-            Ok(a) => a,
-            Err(e) => {
-                let status = super::super::refusal::token_status(&e);
-                return self.refuse(&inbound, status, &format!("participant token: {e}"), None);
-            }
-        };
-        // 4. Mode: header, else token, else default.
-        let mode = match req.headers.get("X-Interconnect-Mode").map(|m| m.trim().to_ascii_lowercase()) {
-            None => admitted.mode.unwrap_or(self.config.default_mode),
+        Ok(())
+    }
+
+    /// The interconnect mode: the header, else the token's, else the default.
+    fn interconnect_mode(&self, req: &Request, admitted: &Admitted) -> Result<InterconnectMode, Refusal> {
+        match req.headers.get("X-Interconnect-Mode").map(|m| m.trim().to_ascii_lowercase()) {
+            None => Ok(admitted.mode.unwrap_or(self.config.default_mode)),
             Some(m) => match m.as_str() {
-                "transfer" => InterconnectMode::Transfer,
-                "bridge" => InterconnectMode::Bridge,
-                "conference" => InterconnectMode::Conference,
-                _ => return self.refuse(&inbound, 400, "X-Interconnect-Mode is transfer, bridge or conference", None),
+                "transfer" => Ok(InterconnectMode::Transfer),
+                "bridge" => Ok(InterconnectMode::Bridge),
+                "conference" => Ok(InterconnectMode::Conference),
+                _ => Err(Refusal::BadMode),
             },
-        };
-        // 5. One live leg per participant; a bounded conference.
+        }
+    }
+
+    /// One live leg per participant; a bounded conference.
+    fn check_leg_limits(&self, admitted: &Admitted, mode: InterconnectMode) -> Result<(), Refusal> {
         if self.by_participant.contains_key(&admitted.participant) {
-            return self.refuse(&inbound, 486, "the participant already has a live SIP leg", Some(mode));
+            return Err(Refusal::ParticipantBusy);
         }
         if mode == InterconnectMode::Conference {
             let legs = self
@@ -93,10 +98,15 @@ impl UserAgent {
                 .filter(|c| c.session == admitted.session && c.mode == InterconnectMode::Conference)
                 .count();
             if legs >= self.config.max_conference_legs as usize {
-                return self.refuse_busy(&inbound, "the conference is full", 30);
+                return Err(Refusal::ConferenceFull);
             }
         }
-        // 6. Session timer (RFC 4028 §8-9).
+        Ok(())
+    }
+
+    /// The session timer (RFC 4028 §8–9): whether there is one, its interval and whether we
+    /// refresh.
+    fn session_timer(&self, req: &Request) -> Result<Option<SessionTimerTerms>, Refusal> {
         let supports_timer = req
             .headers
             .get_all("Supported")
@@ -106,68 +116,82 @@ impl UserAgent {
         let asked = req.headers.get("Session-Expires");
         let asked_interval = asked.and_then(session_expires_value);
         if asked.is_some() && asked_interval.is_none() {
-            return self.refuse(&inbound, 400, "malformed Session-Expires", Some(mode));
+            return Err(Refusal::MalformedSessionExpires);
         }
         if let Some(interval) = asked_interval
             && interval < self.config.min_se
         {
-            let mut r = self.refusal(req, 422, "session interval too small");
-            r.headers.push("Min-SE", self.config.min_se.to_string());
-            return self.answer_failure(&inbound, r, Some(mode));
+            return Err(Refusal::IntervalTooSmall { min_se: self.config.min_se });
         }
-        let timer = (supports_timer || asked.is_some()).then(|| {
-            let interval = asked_interval.unwrap_or(self.config.session_expires);
-            let we_refresh = if supports_timer {
-                asked
-                    .and_then(|v| {
-                        super::super::message::header_param(&format!(">{v}"), "refresher").map(str::to_string)
-                    })
-                    .is_some_and(|r| r.eq_ignore_ascii_case("uas"))
-            } else {
-                true
-            };
-            (interval, we_refresh)
-        });
-        // 7. Media: a port, then offer/answer.
-        if !req.body.is_empty() && !is_sdp(req) {
-            return self.refuse(&inbound, 415, "only application/sdp bodies are understood", Some(mode));
+        if !supports_timer && asked.is_none() {
+            return Ok(None);
         }
-        let call = self.next_call;
-        self.next_call += 1;
-        let Some(port) = env.allocate_rtp(call) else {
-            return self.refuse_busy(&inbound, "no RTP port free", 5);
+        let interval = asked_interval.unwrap_or(self.config.session_expires);
+        let we_refresh = if supports_timer {
+            asked
+                .and_then(|v| super::super::message::header_param(&format!(">{v}"), "refresher").map(str::to_string))
+                .is_some_and(|r| r.eq_ignore_ascii_case("uas"))
+        } else {
+            true
         };
+        Ok(Some(SessionTimerTerms { interval, we_refresh, required: supports_timer }))
+    }
+
+    /// A port, then offer/answer: our answer to the INVITE's offer, or our offer when it had
+    /// none.
+    fn negotiate_media(&mut self, call: CallNo, req: &Request, env: &mut dyn Env) -> Result<Media, Refusal> {
+        if !req.body.is_empty() && !is_sdp(req) {
+            return Err(Refusal::UnsupportedBody);
+        }
+        let port = env.allocate_rtp(call).ok_or(Refusal::NoRtpPort)?;
         let sdp_session = self.sdp_session_id();
         let local = self.local_media(port, sdp_session, 1);
         let policy = sdp::Policy { srtp: self.config.srtp };
-        let (body, negotiated, offer) = if req.body.is_empty() {
+        if req.body.is_empty() {
             let (offer, pending) = sdp::offer(&local, &policy);
-            (offer, None, OfferState::AwaitingAnswer(Box::new(pending)))
-        } else {
-            match sdp::answer(&req.body, &local, &policy, None) {
-                Ok((answer, n)) => (answer, Some(n), OfferState::Stable),
-                Err(e) => {
-                    self.outputs.push_back(Output::Media(MediaCommand::Stop { call }));
-                    let (code, text) = e.warning();
-                    let tag = self.random_tag(10);
-                    let mut r = self.response(req, e.status(), Some(&tag));
-                    r.headers.push("Warning", super::super::refusal::warning(code, &text));
-                    r.headers.push("Reason", super::super::refusal::reason(e.status(), &text));
-                    return self.answer_failure(&inbound, r, Some(mode));
-                }
+            return Ok(Media {
+                port,
+                sdp_session,
+                body: offer,
+                negotiated: None,
+                offer: OfferState::AwaitingAnswer(Box::new(pending)),
+            });
+        }
+        match sdp::answer(&req.body, &local, &policy, None) {
+            Ok((answer, n)) => {
+                Ok(Media { port, sdp_session, body: answer, negotiated: Some(n), offer: OfferState::Stable })
             }
-        };
-        // 8. The dialog.
+            Err(e) => {
+                self.outputs.push_back(Output::Media(MediaCommand::Stop { call }));
+                Err(Refusal::Sdp(e))
+            }
+        }
+    }
+
+    /// The dialog of an admitted call: its 200 (or 180 first, with an answer delay).
+    #[allow(clippy::too_many_arguments)]
+    fn create_dialog(
+        &mut self,
+        now: Instant,
+        inbound: &Inbound,
+        call: CallNo,
+        admitted: Admitted,
+        mode: InterconnectMode,
+        timer: Option<SessionTimerTerms>,
+        media: Media,
+    ) {
+        let req = &inbound.request;
+        let Media { port, sdp_session, body, negotiated, offer } = media;
         let local_tag = self.random_tag(12);
         let mut ok = self.response(req, 200, Some(&local_tag));
         self.add_dialog_headers(&mut ok, inbound.transport, req);
-        let session_timer = timer.map(|(interval, we_refresh)| {
-            let refresher = if we_refresh { "uas" } else { "uac" };
-            ok.headers.push("Session-Expires", format!("{interval};refresher={refresher}"));
-            if supports_timer {
+        let session_timer = timer.map(|t| {
+            let refresher = if t.we_refresh { "uas" } else { "uac" };
+            ok.headers.push("Session-Expires", format!("{};refresher={refresher}", t.interval));
+            if t.required {
                 ok.headers.push("Require", "timer");
             }
-            SessionTimer::new(now + self.config.answer_delay, interval, we_refresh)
+            SessionTimer::new(now + self.config.answer_delay, t.interval, t.we_refresh)
         });
         ok.headers.push("Content-Type", "application/sdp");
         let last_answer = negotiated.is_some().then(|| body.clone());
@@ -266,37 +290,64 @@ impl UserAgent {
         })
     }
 
-    fn refuse(&mut self, inbound: &Inbound, status: u16, why: &str, mode: Option<InterconnectMode>) {
-        let r = self.refusal(&inbound.request, status, why);
-        self.answer_failure(inbound, r, mode);
-    }
-
-    /// 503 with Retry-After (CONTRACT §5: draining, over max_calls, over the conference limit).
-    fn refuse_busy(&mut self, inbound: &Inbound, why: &str, retry_after: u32) {
-        let mut r = self.refusal(&inbound.request, 503, why);
-        r.headers.push("Retry-After", retry_after.to_string());
-        self.answer_failure(inbound, r, None);
-    }
-
-    fn answer_failure(&mut self, inbound: &Inbound, response: Response, mode: Option<InterconnectMode>) {
-        let reason = response
-            .headers
-            .get("Warning")
-            .and_then(|w| w.split_once('"'))
-            .map(|(_, t)| t.trim_end_matches('"').to_string());
-        tracing::info!(
-            call_id = %inbound.request.call_id(),
-            status = response.status,
-            reason = reason.as_deref().unwrap_or(""),
-            "INVITE refused"
-        );
+    /// Refuses the INVITE: the response, the call event for callbacks and metrics, a log line.
+    fn refuse(&mut self, inbound: &Inbound, refusal: Refusal, mode: Option<InterconnectMode>) {
+        let response = self.refusal(&inbound.request, &refusal);
+        let reason = quoted_text(&refusal.to_string());
+        tracing::info!(call_id = %inbound.request.call_id(), status = response.status, %reason, "INVITE refused");
         self.outputs.push_back(Output::Call(super::CallEvent::InviteAnswered {
             call_id: inbound.request.call_id().to_string(),
             status: response.status,
             mode,
             setup: Duration::ZERO,
-            reason,
+            reason: Some(reason),
         }));
         self.outputs.push_back(Output::Respond { tx: inbound.tx, response });
     }
+}
+
+/// The terms of an RFC 4028 session timer for a new call.
+#[derive(Clone, Copy, Debug)]
+struct SessionTimerTerms {
+    interval: u32,
+    we_refresh: bool,
+    /// The caller supports `timer`: our 2xx requires it.
+    required: bool,
+}
+
+/// A new call's media: its port, our SDP and the offer/answer state.
+struct Media {
+    port: u16,
+    sdp_session: u64,
+    body: String,
+    negotiated: Option<sdp::Negotiated>,
+    offer: OfferState,
+}
+
+/// Request sanity: hops, extensions, a From tag.
+fn check_request(req: &Request) -> Result<(), Refusal> {
+    if req.headers.get("Max-Forwards").is_some_and(|v| v.trim() == "0") {
+        return Err(Refusal::TooManyHops);
+    }
+    let unsupported: Vec<String> = req
+        .headers
+        .get_all("Require")
+        .flat_map(|v| v.split(','))
+        .map(|o| o.trim().to_ascii_lowercase())
+        .filter(|o| !o.is_empty() && !SUPPORTED_EXTENSIONS.contains(&o.as_str()))
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(Refusal::UnsupportedExtension(unsupported));
+    }
+    if req.from_tag().is_none() {
+        return Err(Refusal::NoFromTag);
+    }
+    Ok(())
+}
+
+/// Who: the participant token in User-to-User, verified.
+fn identify(req: &Request, env: &mut dyn Env) -> Result<Admitted, Refusal> {
+    let values: Vec<&str> = req.headers.get_all("User-to-User").collect();
+    let uui = uui::participant_token(&values).map_err(Refusal::UserToUser)?;
+    env.admit(&uui.token).map_err(Refusal::Token)
 }

@@ -25,6 +25,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 
 use super::message::{Request, Response};
+use super::refusal::Refusal;
 use super::sdp::{self, Negotiated, PendingOffer};
 use crate::ids::{AccountId, ParticipantId, SessionId};
 use crate::interconnect::InterconnectMode;
@@ -353,7 +354,7 @@ impl UserAgent {
             .get_all("Via")
             .any(|v| super::message::header_param(v, "branch").is_some_and(|b| b.starts_with(OUR_BRANCH_PREFIX)));
         if looped && inbound.request.method != super::message::Method::Ack {
-            return self.reject(&inbound, 482, "loop detected: the request carries our own Via");
+            return self.reject(&inbound, Refusal::Loop);
         }
         let in_dialog = inbound.request.to_tag().is_some();
         match (&inbound.request.method, in_dialog) {
@@ -362,13 +363,11 @@ impl UserAgent {
             (_, true) => self.handle_in_dialog(now, inbound),
             (super::message::Method::Ack, false) => {}
             (super::message::Method::Bye | super::message::Method::Update | super::message::Method::Info, false) => {
-                self.reject(&inbound, 481, "no such dialog");
+                self.reject(&inbound, Refusal::NoSuchDialog);
             }
-            (super::message::Method::Cancel, false) => self.reject(&inbound, 481, "no such transaction"),
+            (super::message::Method::Cancel, false) => self.reject(&inbound, Refusal::NoSuchTransaction),
             (_, false) => {
-                let mut r = self.response(&inbound.request, 405, None);
-                r.headers.push("Allow", ALLOW);
-                self.outputs.push_back(Output::Respond { tx: inbound.tx, response: r });
+                self.reject(&inbound, Refusal::MethodNotAllowed { allow: ALLOW });
             }
         }
     }
@@ -433,24 +432,21 @@ impl UserAgent {
     }
 
     /// A refusal with a Warning and a Reason saying why (CONTRACT §5).
-    fn reject(&mut self, inbound: &Inbound, status: u16, why: &str) {
-        let response = self.refusal(&inbound.request, status, why);
+    fn reject(&mut self, inbound: &Inbound, refusal: Refusal) {
+        let response = self.refusal(&inbound.request, &refusal);
         self.outputs.push_back(Output::Respond { tx: inbound.tx, response });
     }
 
-    fn refusal(&mut self, req: &Request, status: u16, why: &str) -> Response {
+    fn refusal(&mut self, req: &Request, refusal: &Refusal) -> Response {
         let tag = self.random_tag(10);
-        let mut r = self.response(req, status, Some(&tag));
-        r.headers.push("Warning", super::refusal::warning(399, why));
-        r.headers.push("Reason", super::refusal::reason(status, why));
+        let mut r = self.response(req, refusal.status(), Some(&tag));
+        refusal.write(&mut r);
         r
     }
 
     fn handle_options(&mut self, inbound: Inbound) {
         if self.draining {
-            let mut r = self.refusal(&inbound.request, 503, "draining");
-            r.headers.push("Retry-After", "30");
-            self.outputs.push_back(Output::Respond { tx: inbound.tx, response: r });
+            self.reject(&inbound, Refusal::Draining);
             return;
         }
         let tag = self.random_tag(10);

@@ -11,14 +11,12 @@ impl Uac {
         let c = self.calls.get_mut(&call).expect("indexed");
         let ours = request.to_tag().is_some_and(|t| c.from.ends_with(&format!(";tag={t}")));
         let Some(d) = c.dialog().filter(|d| ours && request.from_tag() == Some(d.remote_tag.as_str())) else {
-            let r = Response::to(&request, 481, message::reason_phrase(481), None);
-            self.outputs.push_back(UacOutput::Respond { tx, response: r });
+            self.refuse(tx, &request, &Refusal::NoSuchDialog);
             return true;
         };
         let cseq = request.cseq();
         if d.remote_cseq.is_some_and(|last| cseq <= last) {
-            let r = Response::to(&request, 500, "Server Internal Error", None);
-            self.outputs.push_back(UacOutput::Respond { tx, response: r });
+            self.refuse(tx, &request, &Refusal::CSeqOutOfOrder);
             return true;
         }
         d.remote_cseq = Some(cseq);
@@ -32,12 +30,17 @@ impl Uac {
                 self.respond(tx, &request, 200, None);
             }
             _ => {
-                let mut r = Response::to(&request, 405, message::reason_phrase(405), None);
-                r.headers.push("Allow", "INVITE, ACK, CANCEL, BYE, UPDATE, PRACK, OPTIONS, INFO");
-                self.outputs.push_back(UacOutput::Respond { tx, response: r });
+                self.refuse(tx, &request, &Refusal::MethodNotAllowed { allow: ALLOW });
             }
         }
         true
+    }
+
+    /// Refuses an in-dialog request of the far end.
+    pub(super) fn refuse(&mut self, tx: TxId, request: &Request, refusal: &Refusal) {
+        let mut r = Response::to(request, refusal.status(), message::reason_phrase(refusal.status()), None);
+        refusal.write(&mut r);
+        self.outputs.push_back(UacOutput::Respond { tx, response: r });
     }
 
     /// A response inside the dialog, with our Contact for target refreshes.
@@ -63,17 +66,13 @@ impl Uac {
                 .is_some_and(|d| d.modifying.as_ref().is_some_and(|m| m.sdp.is_some() || m.method == Method::Invite));
         if glare && (request.method == Method::Invite || has_sdp(&request.headers, &request.body)) {
             // §14.2: an exchange of ours is in progress.
-            let mut r = Response::to(&request, 491, message::reason_phrase(491), None);
-            r.headers.push("Retry-After", "2");
-            self.outputs.push_back(UacOutput::Respond { tx, response: r });
+            self.refuse(tx, &request, &Refusal::RequestPending);
             return;
         }
         if let Some(asked) = request.headers.get("Session-Expires").and_then(session_expires)
             && asked.0 < min_se
         {
-            let mut r = Response::to(&request, 422, message::reason_phrase(422), None);
-            r.headers.push("Min-SE", min_se.to_string());
-            self.outputs.push_back(UacOutput::Respond { tx, response: r });
+            self.refuse(tx, &request, &Refusal::IntervalTooSmall { min_se });
             return;
         }
         let c = self.calls.get_mut(&call).expect("present");
@@ -205,7 +204,7 @@ impl Uac {
             OfferFrom::ReInvite { tx, request } | OfferFrom::Update { tx, request } => match sdp {
                 Some(sdp) => self.accept_modify(now, call, tx, &request, Some(sdp)),
                 None => {
-                    self.respond(tx, &request, 488, None);
+                    self.refuse(tx, &request, &Refusal::OfferRefused);
                 }
             },
         }

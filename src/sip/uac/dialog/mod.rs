@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::super::message::{self, Method, Request, Response, header_param, header_uri};
+use super::super::refusal::Refusal;
 use super::digest::Challenge;
 use super::{CallRef, Credentials, Dial, EndReason, Sent, Timer, Uac, UacConfig, UacError, UacEvent, UacOutput};
 use crate::sip::transaction::{Peer, TxId};
@@ -15,6 +16,9 @@ mod incoming;
 mod outgoing;
 mod responses;
 mod timers;
+
+/// The methods a placed call's dialog takes.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, UPDATE, PRACK, OPTIONS, INFO";
 
 /// How many times one request is resent with credentials before the call gives up.
 const AUTH_TRIES: u8 = 2;

@@ -31,7 +31,7 @@ impl Uac {
         }
         if matches!(method, Method::Invite | Method::Update) {
             headers.push("Contact", self.contact());
-            headers.push("Allow", "INVITE, ACK, CANCEL, BYE, UPDATE, PRACK, OPTIONS, INFO");
+            headers.push("Allow", ALLOW);
         }
         headers.push("User-Agent", self.config.user_agent.as_str());
         Request { method, uri: target.uri.to_string(), headers, body: Vec::new() }
