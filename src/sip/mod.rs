@@ -22,3 +22,5 @@ pub mod uui;
 
 #[cfg(test)]
 mod core_tests;
+#[cfg(test)]
+mod driver_tests;
