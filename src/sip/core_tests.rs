@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::message::{Message, parse};
 use super::transaction::{Limits, Peer, Timers, Transactions, Transport, TxOutput};
-use super::ua::{Admitted, CallEvent, CallNo, Env, Event, Inbound, Output, UaConfig, UserAgent};
+use super::ua::{Admitted, CallEvent, CallNo, Event, Inbound, Output, UaConfig, UserAgent};
 use crate::ids::{AccountId, ParticipantId, SessionId};
 use crate::interconnect::InterconnectMode;
 use crate::sip::sdp::SrtpPolicy;
@@ -18,7 +18,7 @@ const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.
 
 struct OneParticipant;
 
-impl Env for OneParticipant {
+impl OneParticipant {
     fn admit(&mut self, token: &str) -> Result<Admitted, TokenError> {
         (token == "a.b.c")
             .then(|| Admitted {
@@ -101,11 +101,11 @@ impl Core {
                     }
                     TxOutput::Request { tx, request, from } => {
                         let inbound = Inbound { tx, source: from.addr, transport: from.transport, request };
-                        self.ua.handle_request(self.now, inbound, &mut self.env);
+                        self.ua.handle_request(self.now, inbound);
                     }
                     TxOutput::Ack { request, from } => {
                         let inbound = Inbound { tx: 0, source: from.addr, transport: from.transport, request };
-                        self.ua.handle_request(self.now, inbound, &mut self.env);
+                        self.ua.handle_request(self.now, inbound);
                     }
                     TxOutput::Cancelled { tx } => self.ua.handle_event(self.now, Event::Cancel { tx }),
                     other => panic!("unexpected {other:?}"),
@@ -116,6 +116,14 @@ impl Core {
                 match o {
                     Output::Respond { tx, response } => self.txs.respond(self.now, tx, &response),
                     Output::Call(e) => self.seen.events.push(e),
+                    Output::Admit { call, token } => {
+                        let result = self.env.admit(&token);
+                        self.ua.handle_event(self.now, Event::Admission { call, result });
+                    }
+                    Output::ReservePort { call } => {
+                        let port = self.env.allocate_rtp(call);
+                        self.ua.handle_event(self.now, Event::PortReserved { call, port });
+                    }
                     Output::Media(_) | Output::Rooms(_) => {}
                     Output::Send { request, .. } => panic!("unexpected request {}", request.method),
                 }

@@ -22,8 +22,7 @@ use super::message::Request;
 use super::transaction::{ClientTx, Limits, Peer, Timers, Transactions, TxOutput};
 use super::transport::{Incoming, LoadMeter, Outbound, TcpConnector, TlsSettings, Transports};
 use super::ua::{
-    Admitted, CallEvent, CallNo, Env, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, UaConfig,
-    UserAgent,
+    Admitted, CallEvent, CallNo, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, UaConfig, UserAgent,
 };
 use crate::app::config::Config;
 use crate::app::drain::{CallGuard, Drain};
@@ -207,13 +206,15 @@ impl SipService {
     }
 }
 
+/// What the user agent asks of the node: token verification and RTP ports.
 struct DriverEnv {
     verifier: Arc<Verifier>,
     rooms: RoomsHandle,
     ports: PortPool,
 }
 
-impl Env for DriverEnv {
+impl DriverEnv {
+    /// Verifies a participant token and finds its participant (CONTRACT §3).
     fn admit(&mut self, token: &str) -> Result<Admitted, TokenError> {
         let admission = self.verifier.verify_participant(token, SystemTime::now(), &self.rooms)?;
         let account = self
@@ -228,6 +229,7 @@ impl Env for DriverEnv {
         })
     }
 
+    /// Reserves an RTP port for `call`; `None` when the range is exhausted.
     fn allocate_rtp(&mut self, call: CallNo) -> Option<u16> {
         self.ports.reserve(call)
     }
@@ -398,12 +400,12 @@ impl Actor {
             TxOutput::Transmit { to, bytes } => self.transmit(&to, bytes),
             TxOutput::Request { tx, request, from } => {
                 let inbound = Inbound { tx, source: from.addr, transport: from.transport, request };
-                self.ua.handle_request(now, inbound, &mut self.env);
+                self.ua.handle_request(now, inbound);
             }
             TxOutput::Ack { request, from } => {
                 // The ACK of a 2xx: the dialog layer matches it (no transaction of ours).
                 let inbound = Inbound { tx: 0, source: from.addr, transport: from.transport, request };
-                self.ua.handle_request(now, inbound, &mut self.env);
+                self.ua.handle_request(now, inbound);
             }
             TxOutput::Cancelled { tx } => self.ua.handle_event(now, Event::Cancel { tx }),
             TxOutput::Response { client, response } => {
@@ -428,6 +430,15 @@ impl Actor {
         match output {
             Output::Respond { tx, response } => self.txs.respond(now(), tx, &response),
             Output::Send { call, request, destination, transport } => self.send(call, request, destination, transport),
+            // Answered at once here; the user agent would wait for the answer as long as it took.
+            Output::Admit { call, token } => {
+                let result = self.env.admit(&token);
+                self.ua.handle_event(now(), Event::Admission { call, result });
+            }
+            Output::ReservePort { call } => {
+                let port = self.env.allocate_rtp(call);
+                self.ua.handle_event(now(), Event::PortReserved { call, port });
+            }
             Output::Media(command) => self.media(command),
             Output::Rooms(command) => self.rooms_command(command),
             Output::Call(event) => self.call_event(event),

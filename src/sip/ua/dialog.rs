@@ -644,6 +644,9 @@ impl UserAgent {
     /// A CANCEL for the INVITE transaction `tx` (before its final response).
     pub(super) fn handle_cancel(&mut self, now: Instant, tx: TxId) {
         let Some(&call) = self.by_tx.get(&tx) else { return };
+        if self.cancel_pending(call) {
+            return;
+        }
         let Some(c) = self.calls.get(&call) else { return };
         if let State::Ringing { tx, invite, .. } = &c.state {
             let refusal = Refusal::Cancelled;

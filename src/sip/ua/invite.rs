@@ -8,14 +8,32 @@ use super::super::refusal::{Refusal, quoted_text};
 use super::super::sdp;
 use super::super::uui;
 use super::dialog::{Call, SessionTimer, State, TimerKind, is_sdp, session_expires_value};
-use super::{Admitted, CallNo, Env, Inbound, MediaCommand, OfferState, Output, RoomsCommand, UserAgent};
+use super::{Admitted, CallNo, Inbound, MediaCommand, OfferState, Output, RoomsCommand, UserAgent};
 use crate::interconnect::InterconnectMode;
+use crate::tokens::TokenError;
 
 /// Extensions we support in `Require` (RFC 3261 §8.2.2.3).
 const SUPPORTED_EXTENSIONS: &[&str] = &["timer"];
 
+/// An initial INVITE between its arrival and its dialog: waiting for the shell to verify its
+/// token, then to reserve its RTP port (both asked as outputs, answered as events).
+pub(super) struct PendingInvite {
+    inbound: Inbound,
+    stage: Stage,
+}
+
+/// What a pending INVITE waits for.
+enum Stage {
+    /// [`Event::Admission`](super::Event::Admission).
+    Token,
+    /// [`Event::PortReserved`](super::Event::PortReserved), with what admission found.
+    Port { admitted: Admitted, mode: InterconnectMode, timer: Option<SessionTimerTerms> },
+}
+
 impl UserAgent {
-    pub(super) fn handle_invite(&mut self, now: Instant, inbound: Inbound, env: &mut dyn Env) {
+    /// A new INVITE: the checks that need nothing from outside, then the token goes out for
+    /// verification ([`Output::Admit`]).
+    pub(super) fn handle_invite(&mut self, now: Instant, inbound: Inbound) {
         // The INVITE again after its transaction ended on our 2xx (a 2xx ends an INVITE server
         // transaction, RFC 3261 §17.2.1): the client missed the 2xx, which the dialog sends
         // again until the ACK (§13.3.1.4), also in answer to this copy. Not a new call.
@@ -23,37 +41,117 @@ impl UserAgent {
             self.outputs.push_back(Output::Respond { tx: inbound.tx, response: ok });
             return;
         }
+        let token = match self.precheck(now, &inbound) {
+            Ok(token) => token,
+            Err(refusal) => return self.refuse(&inbound, refusal, None),
+        };
+        let call = self.next_call;
+        self.next_call += 1;
+        self.by_tx.insert(inbound.tx, call);
+        self.admitting.insert(call, PendingInvite { inbound, stage: Stage::Token });
+        self.outputs.push_back(Output::Admit { call, token });
+    }
+
+    /// The shell's verdict on a pending INVITE's token: the checks that need the participant,
+    /// then the RTP port goes out for reservation ([`Output::ReservePort`]).
+    pub(super) fn handle_admission(&mut self, call: CallNo, result: Result<Admitted, TokenError>) {
+        let Some(pending) = self.admitting.get(&call) else { return };
+        if !matches!(pending.stage, Stage::Token) {
+            return;
+        }
         let mut mode = None;
-        if let Err(refusal) = self.accept_invite(now, &inbound, env, &mut mode) {
-            self.refuse(&inbound, refusal, mode);
+        match self.admit(&pending.inbound.request, result, &mut mode) {
+            Ok(stage) => {
+                if let Some(p) = self.admitting.get_mut(&call) {
+                    p.stage = stage;
+                }
+                self.outputs.push_back(Output::ReservePort { call });
+            }
+            Err(refusal) => {
+                if let Some(p) = self.admitting.remove(&call) {
+                    self.by_tx.remove(&p.inbound.tx);
+                    self.refuse(&p.inbound, refusal, mode);
+                }
+            }
         }
     }
 
-    /// The steps of admitting a new call, in the order a gateway checks (CONTRACT §5); the
-    /// first that fails names the refusal. `mode` is set once known, for the refusal's metric.
-    fn accept_invite(
-        &mut self,
-        now: Instant,
-        inbound: &Inbound,
-        env: &mut dyn Env,
-        mode: &mut Option<InterconnectMode>,
-    ) -> Result<(), Refusal> {
+    /// The shell reserved (or could not reserve) a pending INVITE's RTP port: offer/answer and
+    /// the dialog.
+    pub(super) fn handle_port(&mut self, now: Instant, call: CallNo, port: Option<u16>) {
+        let Some(pending) = self.admitting.remove(&call) else {
+            // Cancelled meanwhile: give the port back.
+            if port.is_some() {
+                self.outputs.push_back(Output::Media(MediaCommand::Stop { call }));
+            }
+            return;
+        };
+        let PendingInvite { inbound, stage: Stage::Port { admitted, mode, timer } } = pending else {
+            self.admitting.insert(call, pending);
+            return;
+        };
+        self.by_tx.remove(&inbound.tx);
+        let Some(port) = port else { return self.refuse(&inbound, Refusal::NoRtpPort, Some(mode)) };
+        match self.negotiate_media(call, port, &inbound.request) {
+            Ok(media) => self.create_dialog(now, &inbound, call, admitted, mode, timer, media),
+            Err(refusal) => self.refuse(&inbound, refusal, Some(mode)),
+        }
+    }
+
+    /// A CANCEL reached a pending INVITE: 487, and it is forgotten (a port reserved for it
+    /// later is given back).
+    pub(super) fn cancel_pending(&mut self, call: CallNo) -> bool {
+        let Some(p) = self.admitting.remove(&call) else { return false };
+        self.by_tx.remove(&p.inbound.tx);
+        let mode = match &p.stage {
+            Stage::Port { mode, .. } => Some(*mode),
+            Stage::Token => None,
+        };
+        self.refuse(&p.inbound, Refusal::Cancelled, mode);
+        true
+    }
+
+    /// Refuses every pending INVITE (the drain is over).
+    pub(super) fn refuse_pending(&mut self) {
+        let pending: Vec<CallNo> = self.admitting.keys().copied().collect();
+        for call in pending {
+            if let Some(p) = self.admitting.remove(&call) {
+                self.by_tx.remove(&p.inbound.tx);
+                self.refuse(&p.inbound, Refusal::Draining, None);
+            }
+        }
+    }
+
+    /// Load, request sanity and the token's presence, in the order a gateway checks
+    /// (CONTRACT §5); the token to verify.
+    fn precheck(&mut self, now: Instant, inbound: &Inbound) -> Result<String, Refusal> {
         let req = &inbound.request;
         self.check_load(now, inbound.source.ip())?;
         check_request(req)?;
         if self.is_merged(req) {
             return Err(Refusal::Merged);
         }
-        let admitted = identify(req, env)?;
+        let values: Vec<&str> = req.headers.get_all("User-to-User").collect();
+        Ok(uui::participant_token(&values).map_err(Refusal::UserToUser)?.token)
+    }
+
+    /// What needs the participant: the mode, one leg each, the conference's bound, the session
+    /// timer and a body we can read. `mode` is set once known, for the refusal's metric.
+    fn admit(
+        &self,
+        req: &Request,
+        result: Result<Admitted, TokenError>,
+        mode: &mut Option<InterconnectMode>,
+    ) -> Result<Stage, Refusal> {
+        let admitted = result.map_err(Refusal::Token)?;
         let chosen = self.interconnect_mode(req, &admitted)?;
         *mode = Some(chosen);
         self.check_leg_limits(&admitted, chosen)?;
         let timer = self.session_timer(req)?;
-        let call = self.next_call;
-        self.next_call += 1;
-        let media = self.negotiate_media(call, req, env)?;
-        self.create_dialog(now, inbound, call, admitted, chosen, timer, media);
-        Ok(())
+        if !req.body.is_empty() && !is_sdp(req) {
+            return Err(Refusal::UnsupportedBody);
+        }
+        Ok(Stage::Port { admitted, mode: chosen, timer })
     }
 
     /// Load and policy: draining, trusted sources, rate, capacity.
@@ -67,7 +165,7 @@ impl UserAgent {
         if !self.rate_allows(now, ip) {
             return Err(Refusal::SourceRate);
         }
-        if self.calls.len() >= self.config.max_calls as usize {
+        if self.calls.len() + self.admitting.len() >= self.config.max_calls as usize {
             return Err(Refusal::MaxCalls);
         }
         Ok(())
@@ -88,7 +186,11 @@ impl UserAgent {
 
     /// One live leg per participant; a bounded conference.
     fn check_leg_limits(&self, admitted: &Admitted, mode: InterconnectMode) -> Result<(), Refusal> {
-        if self.by_participant.contains_key(&admitted.participant) {
+        let pending_leg = self.admitting.values().any(|p| match &p.stage {
+            Stage::Port { admitted: other, .. } => other.participant == admitted.participant,
+            Stage::Token => false,
+        });
+        if self.by_participant.contains_key(&admitted.participant) || pending_leg {
             return Err(Refusal::ParticipantBusy);
         }
         if mode == InterconnectMode::Conference {
@@ -139,11 +241,7 @@ impl UserAgent {
 
     /// A port, then offer/answer: our answer to the INVITE's offer, or our offer when it had
     /// none.
-    fn negotiate_media(&mut self, call: CallNo, req: &Request, env: &mut dyn Env) -> Result<Media, Refusal> {
-        if !req.body.is_empty() && !is_sdp(req) {
-            return Err(Refusal::UnsupportedBody);
-        }
-        let port = env.allocate_rtp(call).ok_or(Refusal::NoRtpPort)?;
+    fn negotiate_media(&mut self, call: CallNo, port: u16, req: &Request) -> Result<Media, Refusal> {
         let sdp_session = self.sdp_session_id();
         let local = self.local_media(port, sdp_session, 1);
         let policy = sdp::Policy { srtp: self.config.srtp };
@@ -343,11 +441,4 @@ fn check_request(req: &Request) -> Result<(), Refusal> {
         return Err(Refusal::NoFromTag);
     }
     Ok(())
-}
-
-/// Who: the participant token in User-to-User, verified.
-fn identify(req: &Request, env: &mut dyn Env) -> Result<Admitted, Refusal> {
-    let values: Vec<&str> = req.headers.get_all("User-to-User").collect();
-    let uui = uui::participant_token(&values).map_err(Refusal::UserToUser)?;
-    env.admit(&uui.token).map_err(Refusal::Token)
 }

@@ -116,14 +116,6 @@ pub struct Admitted {
     pub mode: Option<InterconnectMode>,
 }
 
-/// What the user agent asks of its surroundings while deciding, synchronously.
-pub trait Env {
-    /// Verifies a participant token and finds its participant (CONTRACT §3).
-    fn admit(&mut self, token: &str) -> Result<Admitted, TokenError>;
-    /// Reserves an RTP port for `call`; `None` when the range is exhausted.
-    fn allocate_rtp(&mut self, call: CallNo) -> Option<u16>;
-}
-
 /// Inputs besides new requests.
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -146,6 +138,21 @@ pub enum Event {
         call: CallNo,
         /// The final status.
         status: Option<u16>,
+    },
+    /// The verdict on the token of a pending INVITE ([`Output::Admit`]).
+    Admission {
+        /// The pending call.
+        call: CallNo,
+        /// Whom the token admits, or why not.
+        result: Result<Admitted, TokenError>,
+    },
+    /// The RTP port reserved for a pending INVITE ([`Output::ReservePort`]); `None` when the
+    /// range is exhausted.
+    PortReserved {
+        /// The pending call.
+        call: CallNo,
+        /// The port.
+        port: Option<u16>,
     },
     /// A rooms change.
     Room(RoomEvent),
@@ -181,6 +188,20 @@ pub enum Output {
         destination: SocketAddr,
         /// Over what.
         transport: Transport,
+    },
+    /// Verify a participant token (CONTRACT §3) and find its participant; answer with
+    /// [`Event::Admission`].
+    Admit {
+        /// The pending call.
+        call: CallNo,
+        /// The token from User-to-User.
+        token: String,
+    },
+    /// Reserve an RTP port for a call; answer with [`Event::PortReserved`]. Released by
+    /// [`MediaCommand::Stop`].
+    ReservePort {
+        /// The call.
+        call: CallNo,
     },
     /// Media of a call.
     Media(MediaCommand),
@@ -306,6 +327,8 @@ pub struct UserAgent {
     by_dialog: HashMap<(String, String), CallNo>,
     /// Initial INVITE transactions → call, while they may see a CANCEL or an ACK.
     by_tx: HashMap<TxId, CallNo>,
+    /// INVITEs waiting for their admission or their port.
+    admitting: HashMap<CallNo, invite::PendingInvite>,
     /// The one live leg of a participant.
     by_participant: HashMap<ParticipantId, CallNo>,
     timers: BinaryHeap<Reverse<(Instant, CallNo, dialog::TimerKind)>>,
@@ -325,6 +348,7 @@ impl UserAgent {
             calls: HashMap::new(),
             by_dialog: HashMap::new(),
             by_tx: HashMap::new(),
+            admitting: HashMap::new(),
             by_participant: HashMap::new(),
             timers: BinaryHeap::new(),
             rate: HashMap::new(),
@@ -347,7 +371,7 @@ impl UserAgent {
     }
 
     /// A request that opened a server transaction.
-    pub fn handle_request(&mut self, now: Instant, inbound: Inbound, env: &mut dyn Env) {
+    pub fn handle_request(&mut self, now: Instant, inbound: Inbound) {
         let looped = inbound
             .request
             .headers
@@ -358,7 +382,7 @@ impl UserAgent {
         }
         let in_dialog = inbound.request.to_tag().is_some();
         match (&inbound.request.method, in_dialog) {
-            (super::message::Method::Invite, false) => self.handle_invite(now, inbound, env),
+            (super::message::Method::Invite, false) => self.handle_invite(now, inbound),
             (super::message::Method::Options, false) => self.handle_options(inbound),
             (_, true) => self.handle_in_dialog(now, inbound),
             (super::message::Method::Ack, false) => {}
@@ -378,6 +402,8 @@ impl UserAgent {
             Event::Cancel { tx } => self.handle_cancel(now, tx),
             Event::Ack { tx, request } => self.handle_ack(now, tx, request),
             Event::Sent { call, status } => self.handle_sent(now, call, status),
+            Event::Admission { call, result } => self.handle_admission(call, result),
+            Event::PortReserved { call, port } => self.handle_port(now, call, port),
             Event::Room(e) => self.handle_room(now, e),
             Event::MediaInactive { call } => {
                 if let Some(c) = self.calls.get(&call)
@@ -389,6 +415,7 @@ impl UserAgent {
             }
             Event::Drain => self.draining = true,
             Event::DrainOver => {
+                self.refuse_pending();
                 let calls: Vec<CallNo> = self.calls.keys().copied().collect();
                 for call in calls {
                     self.hang_up(now, call, "shutdown");

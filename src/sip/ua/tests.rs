@@ -16,7 +16,8 @@ struct FakeEnv {
     ports_free: bool,
 }
 
-impl Env for FakeEnv {
+/// What the shell answers to the user agent's admission and port requests.
+impl FakeEnv {
     fn admit(&mut self, token: &str) -> Result<Admitted, TokenError> {
         self.tokens.get(token).cloned().unwrap_or(Err(TokenError::BadSignature))
     }
@@ -89,7 +90,7 @@ impl Harness {
         let tx = self.next_tx;
         self.next_tx += 1;
         let inbound = Inbound { tx, source: "127.0.0.1:5070".parse().unwrap(), transport: Transport::Udp, request };
-        self.ua.handle_request(self.now, inbound, &mut self.env);
+        self.ua.handle_request(self.now, inbound);
         (tx, self.drain())
     }
 
@@ -116,7 +117,28 @@ impl Harness {
         out
     }
 
+    /// The user agent's outputs, its admission and port requests answered by the fake env
+    /// as the driver answers them.
     fn drain(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        while let Some(o) = self.ua.poll_output() {
+            match o {
+                Output::Admit { call, token } => {
+                    let result = self.env.admit(&token);
+                    self.ua.handle_event(self.now, Event::Admission { call, result });
+                }
+                Output::ReservePort { call } => {
+                    let port = self.env.allocate_rtp(call);
+                    self.ua.handle_event(self.now, Event::PortReserved { call, port });
+                }
+                o => out.push(o),
+            }
+        }
+        out
+    }
+
+    /// The outputs as they come, admission and port requests left for the test to answer.
+    fn raw(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.ua.poll_output()).collect()
     }
 }
@@ -613,4 +635,39 @@ fn record_route_is_copied_and_bye_follows_the_route_set() {
     assert_eq!(bye.uri, "sip:pv@127.0.0.1:5070", "loose routing keeps the remote target");
     assert_eq!(bye.headers.get_all("Route").collect::<Vec<_>>(), ["<sip:10.9.9.9:5080;lr>", "<sip:10.9.9.8;lr>"]);
     assert_eq!(destination.to_string(), "10.9.9.9:5080", "sent to the first route");
+}
+
+/// Admission and ports are asked of the shell and may take their time: a CANCEL meanwhile is
+/// answered 487, a port reserved after it is given back, and a second INVITE for the same
+/// participant while the first waits for its port is refused as busy.
+#[test]
+fn admission_and_ports_are_asked_and_their_answers_may_come_late() {
+    let mut h = Harness::new(config());
+    let tok = jwt("alice");
+    let Message::Request(request) = parse(invite("c1", Some(&tok), "", OFFER).as_bytes()).unwrap() else { panic!() };
+    let source = "127.0.0.1:5070".parse().unwrap();
+    let tx = h.next_tx;
+    h.next_tx += 1;
+    h.ua.handle_request(h.now, Inbound { tx, source, transport: Transport::Udp, request });
+    let out = h.raw();
+    let [Output::Admit { call, token: asked }] = &out[..] else { panic!("{out:?}") };
+    assert_eq!(asked, &tok);
+    let call = *call;
+    h.ua.handle_event(h.now, Event::Admission { call, result: Ok(admitted("alice", None)) });
+    let out = h.raw();
+    assert!(matches!(&out[..], [Output::ReservePort { call: c }] if *c == call), "{out:?}");
+    // The same participant again while the first waits for its port: busy.
+    let (_, out) = h.send(&invite("c2", Some(&tok), "", OFFER));
+    assert!(responses(&out).iter().any(|r| r.status == 486), "{out:?}");
+    // CANCEL: 487 at once; the port that comes later goes back.
+    h.ua.handle_event(h.now, Event::Cancel { tx });
+    let out = h.raw();
+    assert!(responses(&out).iter().any(|r| r.status == 487), "{out:?}");
+    h.ua.handle_event(h.now, Event::PortReserved { call, port: Some(20_000) });
+    let out = h.raw();
+    assert!(matches!(&out[..], [Output::Media(MediaCommand::Stop { call: c })] if *c == call), "{out:?}");
+    assert_eq!(h.ua.call_count(), 0);
+    // A late verdict for a call that is gone changes nothing.
+    h.ua.handle_event(h.now, Event::Admission { call, result: Ok(admitted("alice", None)) });
+    assert!(h.raw().is_empty());
 }
