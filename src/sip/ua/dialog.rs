@@ -43,13 +43,23 @@ pub(super) enum State {
         answer_at: Instant,
     },
     /// 200 sent, waiting for the ACK.
-    Answered,
+    Answered {
+        /// Asked to end meanwhile: BYE once the ACK comes (RFC 3261 §15), for this reason.
+        end_after_ack: Option<String>,
+    },
     /// ACK received: the dialog is confirmed.
-    Confirmed,
+    Confirmed {
+        /// Since when.
+        since: Instant,
+    },
     /// We sent BYE.
     Terminating {
         /// When we stop waiting for its answer.
         give_up: Instant,
+        /// Why we hung up.
+        reason: String,
+        /// When the call had been confirmed (`None`: its 2xx was never ACKed).
+        connected_at: Option<Instant>,
     },
 }
 
@@ -127,14 +137,9 @@ pub(super) struct Call {
     pub(super) pending: Option<PendingAck>,
     pub(super) session_timer: Option<SessionTimer>,
     pub(super) invite_at: Instant,
-    pub(super) connected_at: Option<Instant>,
     pub(super) media_started: bool,
     /// The participant already left the session (API removal): do not remove it again.
     pub(super) left_rooms: bool,
-    /// Asked to end before its ACK came: BYE once it does (RFC 3261 §15).
-    pub(super) end_after_ack: Option<String>,
-    /// Why the call ended, once it is ending.
-    pub(super) end_reason: Option<String>,
 }
 
 impl Call {
@@ -158,7 +163,16 @@ impl Call {
     }
 
     pub(super) fn is_confirmed(&self) -> bool {
-        matches!(self.state, State::Confirmed)
+        matches!(self.state, State::Confirmed { .. })
+    }
+
+    /// When the dialog was confirmed, if it was.
+    pub(super) fn connected_at(&self) -> Option<Instant> {
+        match self.state {
+            State::Confirmed { since } => Some(since),
+            State::Terminating { connected_at, .. } => connected_at,
+            State::Ringing { .. } | State::Answered { .. } => None,
+        }
     }
 
     /// The media command for a new agreement: the leg's start the first time, an update after.
@@ -408,30 +422,37 @@ impl UserAgent {
                 self.answered(call, 480, Some(reason));
                 self.finish(now, call, reason);
             }
-            State::Answered => {
+            State::Answered { end_after_ack } => {
                 // RFC 3261 §15: no BYE before the ACK; it goes out when the ACK comes.
-                c.end_after_ack = Some(reason.to_string());
+                let reason = Some(reason.to_string());
+                c.state = State::Answered { end_after_ack: end_after_ack.clone().or(reason) };
             }
-            State::Confirmed => {
-                c.local_cseq += 1;
-                c.end_reason = Some(reason.to_string());
-                let give_up = now + BYE_TIMEOUT;
-                c.state = State::Terminating { give_up };
-                // The call is over for us: no RTP while the BYE's transaction runs (up to
-                // 64*T1 more to a peer that never ACKed). The record waits for the leg's
-                // counters and the dialog's end, whichever comes last.
-                self.outputs.push_back(Output::Media(MediaCommand::Stop { call }));
-                let mut bye = self.in_dialog_request(call, Method::Bye);
-                if let Some(bye) = bye.as_mut() {
-                    bye.0.headers.push("Reason", super::super::refusal::reason(200, reason));
-                }
-                if let Some((request, destination, transport)) = bye {
-                    self.outputs.push_back(Output::Send { call, request, destination, transport });
-                }
-                self.schedule(give_up, call, TimerKind::ByeTimeout);
+            State::Confirmed { since } => {
+                let since = Some(*since);
+                self.bye(now, call, reason, since);
             }
             State::Terminating { .. } => {}
         }
+    }
+
+    /// Sends BYE and waits for its answer; the media stops at once.
+    fn bye(&mut self, now: Instant, call: CallNo, reason: &str, connected_at: Option<Instant>) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        c.local_cseq += 1;
+        let give_up = now + BYE_TIMEOUT;
+        c.state = State::Terminating { give_up, reason: reason.to_string(), connected_at };
+        // The call is over for us: no RTP while the BYE's transaction runs (up to 64*T1 more
+        // to a peer that never ACKed). The record waits for the leg's counters and the
+        // dialog's end, whichever comes last.
+        self.outputs.push_back(Output::Media(MediaCommand::Stop { call }));
+        let mut bye = self.in_dialog_request(call, Method::Bye);
+        if let Some(bye) = bye.as_mut() {
+            bye.0.headers.push("Reason", super::super::refusal::reason(200, reason));
+        }
+        if let Some((request, destination, transport)) = bye {
+            self.outputs.push_back(Output::Send { call, request, destination, transport });
+        }
+        self.schedule(give_up, call, TimerKind::ByeTimeout);
     }
 
     /// A request in the dialog of `call`, with where to send it (RFC 3261 §12.2.1.1).
@@ -464,9 +485,8 @@ impl UserAgent {
     /// The final response to a request we sent.
     pub(super) fn handle_sent(&mut self, now: Instant, call: CallNo, status: Option<u16>) {
         let Some(c) = self.calls.get(&call) else { return };
-        if let State::Terminating { .. } = c.state {
-            let reason = c.end_reason.clone().unwrap_or_else(|| "BYE".into());
-            let _ = status;
+        if let State::Terminating { reason, .. } = &c.state {
+            let reason = reason.clone();
             self.finish(now, call, &reason);
         } else if status.is_some_and(|s| s == 481 || s == 408) || status.is_none() {
             // Our refresh found no dialog or no peer (RFC 4028 §10, RFC 5057): the call is gone.
@@ -484,15 +504,16 @@ impl UserAgent {
         }
         self.outputs.push_back(Output::Media(MediaCommand::Stop { call }));
         // CONTRACT §5 transfer mode: the leg is the participant's media for its whole life.
-        if c.mode == InterconnectMode::Transfer && !c.left_rooms && c.connected_at.is_some() {
+        let connected_at = c.connected_at();
+        if c.mode == InterconnectMode::Transfer && !c.left_rooms && connected_at.is_some() {
             self.outputs.push_back(Output::Rooms(RoomsCommand::RemoveFromSession {
                 account: c.account.clone(),
                 session: c.session.clone(),
                 participant: c.participant.clone(),
             }));
         }
-        if c.connected_at.is_some() || matches!(c.state, State::Answered | State::Terminating { .. }) {
-            let duration = c.connected_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        if connected_at.is_some() || matches!(c.state, State::Answered { .. } | State::Terminating { .. }) {
+            let duration = connected_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
             self.outputs.push_back(Output::Call(CallEvent::Ended {
                 leg: c.leg(call),
                 duration,
@@ -510,7 +531,9 @@ impl UserAgent {
                 if *answer_at != at {
                     return;
                 }
-                let State::Ringing { tx, ok, .. } = std::mem::replace(&mut c.state, State::Answered) else {
+                let State::Ringing { tx, ok, .. } =
+                    std::mem::replace(&mut c.state, State::Answered { end_after_ack: None })
+                else {
                     return;
                 };
                 self.send_ok(now, call, tx, *ok);
@@ -523,11 +546,11 @@ impl UserAgent {
                 if now >= p.give_up {
                     // RFC 3261 §13.3.1.4: no ACK in 64*T1 ends the dialog.
                     c.pending = None;
-                    let initial = matches!(c.state, State::Answered);
-                    if initial {
-                        c.state = State::Confirmed;
+                    if matches!(c.state, State::Answered { .. }) {
+                        self.bye(now, call, "no ACK", None);
+                    } else {
+                        self.hang_up(now, call, "no ACK");
                     }
-                    self.hang_up(now, call, "no ACK");
                     return;
                 }
                 p.interval = (p.interval * 2).min(T2);
@@ -557,10 +580,10 @@ impl UserAgent {
                 }
             }
             TimerKind::ByeTimeout => {
-                if let State::Terminating { give_up } = c.state
-                    && give_up == at
+                if let State::Terminating { give_up, reason, .. } = &c.state
+                    && *give_up == at
                 {
-                    let reason = c.end_reason.clone().unwrap_or_else(|| "BYE timeout".into());
+                    let reason = reason.clone();
                     self.finish(now, call, &reason);
                 }
             }
@@ -570,7 +593,9 @@ impl UserAgent {
     /// Sends the 200 of an initial INVITE and starts its retransmission.
     pub(super) fn send_ok(&mut self, now: Instant, call: CallNo, tx: TxId, ok: Response) {
         let Some(c) = self.calls.get_mut(&call) else { return };
-        c.state = State::Answered;
+        if !matches!(c.state, State::Answered { .. }) {
+            c.state = State::Answered { end_after_ack: None };
+        }
         c.pending = Some(PendingAck { tx, ok: ok.clone(), interval: T1, next: now + T1, give_up: now + 64 * T1 });
         let start = match (&c.negotiated, c.media_started) {
             (Some(n), false) => Some(c.media_for(call, n.clone())),
@@ -623,12 +648,13 @@ impl UserAgent {
                 Err(e) => failed = Some(format!("unusable SDP answer in the ACK: {e}")),
             }
         }
-        let first = matches!(c.state, State::Answered);
+        let (first, end) = match &c.state {
+            State::Answered { end_after_ack } => (true, end_after_ack.clone()),
+            _ => (false, None),
+        };
         if first {
-            c.state = State::Confirmed;
-            c.connected_at = Some(now);
+            c.state = State::Confirmed { since: now };
         }
-        let end = c.end_after_ack.take();
         let event = first.then(|| CallEvent::Connected(c.leg(call)));
         if let Some(m) = media {
             self.outputs.push_back(Output::Media(m));

@@ -317,7 +317,7 @@ impl UserAgent {
             invite_branch: req.branch().map(str::to_string),
             remote_cseq: req.cseq(),
             local_cseq: 1,
-            state: State::Answered,
+            state: State::Answered { end_after_ack: None },
             rtp_port: port,
             sdp_session,
             sdp_version: 1,
@@ -327,11 +327,8 @@ impl UserAgent {
             pending: None,
             session_timer,
             invite_at: now,
-            connected_at: None,
             media_started: false,
             left_rooms: false,
-            end_after_ack: None,
-            end_reason: None,
         };
         tracing::debug!(call_id = %c.call_id, participant = %c.participant, ?mode, "INVITE admitted");
         self.calls.insert(call, c);
@@ -374,7 +371,7 @@ impl UserAgent {
                 && super::super::message::header_param(&c.remote_uri, "tag") == from_tag
                 && c.remote_cseq == cseq
                 && c.invite_branch.as_deref() == Some(branch)
-                && matches!(c.state, State::Answered);
+                && matches!(c.state, State::Answered { .. });
             same.then(|| c.pending.as_ref().map(|p| p.ok.clone())).flatten()
         })
     }
