@@ -147,7 +147,6 @@ impl Daemon {
             async move { drain.started().await }
         }));
         tokio::spawn(self.callbacks.clone().run(rooms.subscribe()));
-        tokio::spawn(memory::run_trim());
         // WebRTC media runs until the drain is over, then closes every device with 1001.
         let (stop_media, media_stopped) = tokio::sync::oneshot::channel::<()>();
         let media = self
@@ -168,6 +167,10 @@ impl Daemon {
             self.webrtc.forwarder(),
         )
         .await?;
+        tokio::spawn({
+            let load = sip.load();
+            memory::run_trim(move || load.handled())
+        });
         // SIGHUP from here on reloads; before, it is caught and ignored (see `run`).
         spawn_reload_listener(Reload {
             path: self.config_path.clone(),

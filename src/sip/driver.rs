@@ -97,6 +97,8 @@ impl SipReloader {
 /// Handle on the running SIP side.
 pub struct SipService {
     inputs: mpsc::Sender<Input>,
+    /// The endpoint's load, as the transports shed by it.
+    meter: Arc<LoadMeter>,
     /// Where SIP listens (UDP and TCP).
     pub local: SocketAddr,
     cancel: CancellationToken,
@@ -152,6 +154,7 @@ impl SipService {
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
         let ports = PortPool::new(local.ip(), config.media.rtp_port_min, config.media.rtp_port_max);
         let (udp, incoming, meter, connector) = transports.into_parts();
+        let service_meter = meter.clone();
         let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let actor = Actor {
             txs: Transactions::new(Timers::default(), limits),
@@ -177,12 +180,17 @@ impl SipService {
             latching: config.media.latching,
         };
         let task = tokio::spawn(actor.run(incoming, rx, notices_rx, cancel.clone()));
-        Ok(Self { inputs, local, cancel, task })
+        Ok(Self { inputs, meter: service_meter, local, cancel, task })
     }
 
     /// The address SIP listens on (UDP and TCP).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The SIP endpoint's load meter (messages handled, cost per message).
+    pub fn load(&self) -> Arc<LoadMeter> {
+        self.meter.clone()
     }
 
     /// What a config reload can change on the SIP side, for the SIGHUP handler.

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -49,17 +49,41 @@ const WRITE_QUEUE: usize = 256;
 const MAX_MESSAGE: usize = message::MAX_MESSAGE_LEN;
 /// The SIP UDP socket's receive and send buffers.
 const UDP_BUFFER: usize = 4 << 20;
-/// A new INVITE that would wait longer than this for the endpoint is refused at once with 503:
-/// answering it late would only bring its retransmissions (the caller's timer A) on top of the
-/// load, and calls already admitted keep their latency.
+/// A new INVITE that would wait longer than this for the endpoint, while the wait has stayed
+/// above it for [`SHED_AFTER`], is refused at once with 503: answering it late would only bring
+/// its retransmissions (the caller's timer A) on top of the load, and calls already admitted
+/// keep their latency.
 pub const SHED_WAIT: Duration = Duration::from_millis(20);
+/// How long the wait must stay above [`SHED_WAIT`] before new INVITEs are shed: a burst (a
+/// peer that sends what it held back while it was descheduled) drains within it and costs no
+/// call; overload keeps a standing queue and is shed (the idea of CoDel, RFC 8289).
+pub const SHED_AFTER: Duration = Duration::from_millis(100);
+/// A wait this long sheds at once, however new: it bounds the latency of a sudden flood.
+pub const SHED_WAIT_MAX: Duration = Duration::from_millis(60);
 
 /// The endpoint's measured cost per message, shared with the receivers so that they can tell,
 /// from the length of the queue, how long a new request would wait.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LoadMeter {
     /// Moving average of the time the endpoint spends on one message, nanoseconds.
     service_ns: AtomicU64,
+    /// Messages the endpoint handled, ever.
+    handled: AtomicU64,
+    /// Since when (nanoseconds after `base`, plus one; 0: not) the wait has been above
+    /// [`SHED_WAIT`].
+    over_since: AtomicU64,
+    base: Instant,
+}
+
+impl Default for LoadMeter {
+    fn default() -> Self {
+        Self {
+            service_ns: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
+            over_since: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
 }
 
 impl LoadMeter {
@@ -67,22 +91,50 @@ impl LoadMeter {
     pub fn record(&self, spent: Duration) {
         let sample = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
         let old = self.service_ns.load(Ordering::Relaxed);
+        // One message that took long because the thread was preempted (two cores shared with
+        // the peers) says little about the next thousand, yet multiplied by the queue it would
+        // shed calls at nominal load: a sample counts for at most four times the average (and
+        // at least 50 µs, so that the average can rise from an idle start). A lasting change
+        // still moves the average within some tens of messages.
+        let sample = sample.min(old.saturating_mul(4).max(50_000));
         // An exponential average over about 16 messages: quick to follow a change of load.
         let new = old - old / 16 + sample / 16;
         self.service_ns.store(new, Ordering::Relaxed);
+        self.handled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages the endpoint handled so far: how busy SIP has been between two readings.
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
     }
 
     /// How long a message behind `queued` others would wait.
     pub fn wait(&self, queued: usize) -> Duration {
         Duration::from_nanos(self.service_ns.load(Ordering::Relaxed).saturating_mul(queued as u64))
     }
+
+    /// Whether a new INVITE arriving at `now` behind `queued` messages is shed: the wait is
+    /// above [`SHED_WAIT`] and has been for [`SHED_AFTER`], or is above [`SHED_WAIT_MAX`].
+    pub fn overloaded(&self, queued: usize, now: Instant) -> bool {
+        let wait = self.wait(queued);
+        if wait <= SHED_WAIT {
+            self.over_since.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let at = u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1) + 1;
+        let since = match self.over_since.compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => at,
+            Err(since) => since,
+        };
+        wait > SHED_WAIT_MAX || at.saturating_sub(since) >= SHED_AFTER.as_nanos() as u64
+    }
 }
 
-/// Whether `message` is a new INVITE (no To tag) that would wait past [`SHED_WAIT`] behind the
-/// `queued` messages ahead of it.
+/// Whether `message` is a new INVITE (no To tag) that the endpoint, with `queued` messages
+/// ahead of it, is too loaded to take ([`LoadMeter::overloaded`]).
 fn shed_new_invite(message: &Message, meter: &LoadMeter, queued: usize) -> bool {
     matches!(message, Message::Request(r) if r.method == message::Method::Invite && r.to_tag().is_none())
-        && meter.wait(queued) > SHED_WAIT
+        && meter.overloaded(queued, Instant::now())
 }
 
 /// What the transports hand to the endpoint.
@@ -632,6 +684,27 @@ mod tests {
         assert!(!shed_new_invite(&reinvite, &meter, 1000));
         let bye = parse(&INVITE.replace("INVITE", "BYE").replace("To: <sip:gw@h>", "To: <sip:gw@h>;tag=x"));
         assert!(!shed_new_invite(&bye, &meter, 1000));
+        // Only a standing queue sheds: 30 ms of wait is tolerated for SHED_AFTER, then shed.
+        let calm = LoadMeter::default();
+        for _ in 0..200 {
+            calm.record(Duration::from_micros(100));
+        }
+        let t0 = Instant::now();
+        assert!(!calm.overloaded(300, t0));
+        assert!(!calm.overloaded(300, t0 + Duration::from_millis(50)));
+        assert!(calm.overloaded(300, t0 + SHED_AFTER));
+        // The queue drained: a new burst starts a new wait; a flood past SHED_WAIT_MAX sheds at once.
+        assert!(!calm.overloaded(100, t0 + Duration::from_millis(120)));
+        assert!(!calm.overloaded(300, t0 + Duration::from_millis(150)));
+        assert!(calm.overloaded(700, t0 + Duration::from_millis(151)));
+        // One preempted message does not make the endpoint slow.
+        meter.record(Duration::from_millis(30));
+        assert!(meter.wait(100) < Duration::from_millis(12), "{:?}", meter.wait(100));
+        // A lasting slowdown does, within some tens of messages.
+        for _ in 0..60 {
+            meter.record(Duration::from_millis(1));
+        }
+        assert!(meter.wait(100) > Duration::from_millis(80), "{:?}", meter.wait(100));
         // A calm endpoint: the average follows.
         for _ in 0..200 {
             meter.record(Duration::from_micros(1));
