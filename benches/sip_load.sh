@@ -6,6 +6,7 @@
 #
 #   bash benches/sip_load.sh            # 1000 calls/s for 30 s
 #   RATE=200 DURATION=10 bash benches/sip_load.sh
+#   DAEMON_CPUS=0 SIPP_CPUS=1 RATE=4000 bash benches/sip_load.sh   # one core each
 #
 # Each call: INVITE (PCMU offer, participant token), 200, ACK, BYE, 200, in bridge mode so the
 # participants stay in their session. PARTICIPANTS tokens (in sessions of SESSION_SIZE) are
@@ -113,16 +114,19 @@ rss_before=$(rss)
 cpu_before=$(cpu)
 # PERF=1: profile the daemon during the run (perf.data into $PERF_OUT, default /tmp/sip_load.perf).
 if [ -n "${PERF:-}" ]; then
-    perf record -g -p "$daemon" -o "${PERF_OUT:-/tmp/sip_load.perf}" -- sleep "$DURATION" >/dev/null 2>&1 &
+    perf record ${PERF_CALLGRAPH:--g} -p "$daemon" -o "${PERF_OUT:-/tmp/sip_load.perf}" -- sleep "$DURATION" >/dev/null 2>&1 &
 fi
 start=$(date +%s.%N)
-sipp "127.0.0.1:$SIP_PORT" -sf call.xml -inf tokens.csv -i 127.0.0.1 -p $((SIP_PORT + 2)) -mp $((SIP_PORT + 10)) \
+TIMEFORMAT="%U %S"
+{ time ${SIPP_CPUS:+taskset -c "$SIPP_CPUS"} sipp "127.0.0.1:$SIP_PORT" -sf call.xml -inf tokens.csv -i 127.0.0.1 -p $((SIP_PORT + 2)) -mp $((SIP_PORT + 10)) \
   -r "$RATE" -m "$CALLS" -l $((RATE * 2)) -nostdin -trace_rtt -rtt_freq 1 -trace_stat -fd 1 \
-  -timeout $((DURATION + 60))s -max_socket 64 >/dev/null 2>sipp.err || true
+  -timeout $((DURATION + 60))s -max_socket 64 >/dev/null 2>sipp.err || true; } 2>sipp.time
 end=$(date +%s.%N)
 cpu_after=$(cpu)
 rss_end=$(rss)
 stat=$(ls call_*_.csv | head -1)
+cp call_*_rtt.csv "${RTT_OUT:-/tmp/sip_load_rtt.csv}" 2>/dev/null || true
+cat "$work/daemon.out" "$work/daemon.err" > /tmp/sip_load_daemon.err 2>/dev/null || true
 python3 - "$stat" call_*_rtt.csv "$start" "$end" "$CALLS" <<'PY'
 import csv, sys
 stat, rtt, start, end, calls = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
@@ -144,6 +148,20 @@ print(f"INVITE->200 latency ms: p50 {pct(50):.2f}  p90 {pct(90):.2f}  p99 {pct(9
 PY
 ticks=$(getconf CLK_TCK)
 python3 -c "import sys; c=(float(sys.argv[2])-float(sys.argv[1]))/float(sys.argv[3]); n=int(sys.argv[4]); print(f'daemon CPU: {c:.2f} s in all, {c*1000/n:.3f} ms per call')" "$cpu_before" "$cpu_after" "$ticks" "$CALLS"
+# The load generator's own CPU: a saturated sipp reads responses late and inflates latency.
+awk -v w="$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$start" "$end")" \
+    '{printf "sipp CPU: %.1f s (%.0f %% of one core)\n", $1 + $2, 100 * ($1 + $2) / w}' sipp.time
 echo "RSS: $rss_before MB before, $rss_end MB at the end"
-echo "shed with 503: $(curl -s "http://$HTTP/metrics" | awk '/^interwork_sip_shed_total/{print $2}')"
+curl -s "http://$HTTP/metrics" >metrics.txt
+echo "shed with 503: $(awk '/^interwork_sip_shed_total/{print $2}' metrics.txt)"
+# The daemon's own view: how long messages waited for the SIP endpoint, and INVITE → 200.
+python3 - metrics.txt <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+for name, label in (("sip_queue_seconds", "SIP queue wait"), ("sip_setup_seconds", "INVITE->200 in the daemon")):
+    buckets = [(float(le), float(v)) for le, v in re.findall(rf'interwork_{name}_bucket{{le="([0-9.e+-]+)"}} (\S+)', text)]
+    total = next((float(v) for v in re.findall(rf'interwork_{name}_count (\S+)', text)), 0)
+    if total:
+        print(f"{label}: " + ", ".join(f"<= {le * 1000:g} ms {100 * v / total:.1f} %" for le, v in buckets if le in (0.005, 0.02, 0.05, 0.1)))
+PY
 if [ -n "${AFTER:-1}" ]; then sleep 60; echo "RSS 60 s after: $(rss) MB"; fi

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub sip_active_dialogs: Gauge,
     /// INVITE to 200 OK, seconds.
     pub sip_setup_seconds: Histogram,
+    /// Time a SIP message waited between its receipt and the endpoint taking it, seconds.
+    pub sip_queue_seconds: Histogram,
     /// Malformed SIP messages by what was done.
     pub sip_malformed: Family<MalformedLabels, Counter>,
     /// SIP requests refused at the door because too many were pending (503).
@@ -111,6 +113,12 @@ impl Default for Metrics {
         registry.register("sip_active_dialogs", "SIP dialogs", sip_active_dialogs.clone());
         let sip_setup_seconds = Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 5.0]);
         registry.register("sip_setup_seconds", "INVITE to 200 OK", sip_setup_seconds.clone());
+        let sip_queue_seconds = Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]);
+        registry.register(
+            "sip_queue_seconds",
+            "Time a SIP message waited between its receipt and the SIP endpoint taking it",
+            sip_queue_seconds.clone(),
+        );
         let sip_malformed = Family::<MalformedLabels, Counter>::default();
         registry.register("sip_malformed", "Malformed SIP messages", sip_malformed.clone());
         let sip_connections_refused = Counter::default();
@@ -148,6 +156,7 @@ impl Default for Metrics {
             sip_setup_seconds,
             sip_malformed,
             sip_shed,
+            sip_queue_seconds,
             sip_connections_refused,
             media: MediaCounters::new(
                 |kind| media_leg.get_or_create(&MediaLabels { kind }).clone(),

@@ -53,7 +53,7 @@
 //! too, so naming it costs a reference count); what the forwarder, the heard decoders and
 //! rtc-srtp allocate is theirs. A heard publisher's queue is made on its first frame.
 
-use std::net::UdpSocket as StdUdpSocket;
+use crate::media::ports::RtpPair;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -128,10 +128,9 @@ pub struct LegSetup {
     pub session: SessionId,
     /// What the SDP agreed.
     pub negotiated: Box<Negotiated>,
-    /// The RTP socket (bound, from the port range).
-    pub rtp: StdUdpSocket,
-    /// The RTCP socket (RTP port + 1).
-    pub rtcp: StdUdpSocket,
+    /// The RTP and RTCP sockets (bound, from the port range); the pair is free again when the
+    /// leg ends.
+    pub ports: RtpPair,
     /// `media.rtp_timeout`.
     pub rtp_timeout: Duration,
     /// `media.latching`.
@@ -184,8 +183,10 @@ pub async fn run_leg(
     mut commands: mpsc::Receiver<LegCommand>,
     notices: mpsc::Sender<LegNotice>,
 ) -> Result<LegSummary, BridgeError> {
-    let LegSetup { call, participant, session, negotiated, rtp, rtcp, rtp_timeout, latching, keep_stream, counters } =
+    let LegSetup { call, participant, session, negotiated, ports, rtp_timeout, latching, keep_stream, counters } =
         setup;
+    // The lease lives as long as this task, after the sockets made from the pair.
+    let RtpPair { rtp, rtcp, lease: _lease } = ports;
     let mut counters = LegCounters::new(counters);
     rtp.set_nonblocking(true)?;
     rtcp.set_nonblocking(true)?;

@@ -15,6 +15,7 @@
 //! - [`bridge`]: the per-leg task joining a [`leg::SipLeg`] to the WebRTC forwarder (Opus
 //!   encode once, mix at 16 kHz, DTMF both ways).
 //! - [`counters`]: the legs' live media counters in `/metrics`.
+//! - [`ports`]: the RTP port range, which pairs our legs hold (given back when a leg ends).
 //! - [`mixdown`]: what one SIP leg hears, queued per publisher and summed once per tick.
 //! - [`heard`]: each heard publisher's Opus decoded once for every leg that hears it. Who hears whom is
 //!   the forwarder's business: it follows the rooms' subscriptions for SIP legs as for browsers.
@@ -25,6 +26,7 @@ pub mod heard;
 pub mod jitter;
 pub mod leg;
 pub mod mixdown;
+pub mod ports;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;

@@ -10,7 +10,7 @@
 //! them (one call record).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,6 +33,7 @@ use crate::control::callback_events::{
 use crate::control::callbacks::Callbacks;
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::bridge::{self, BridgeError, LegCommand, LegNotice, LegSetup, LegSummary};
+use crate::media::ports::{PortRange, RtpPair};
 use crate::rooms::RoomsHandle;
 use crate::tokens::{TokenError, Verifier};
 use crate::webrtc::Forwarder;
@@ -303,9 +304,10 @@ impl Actor {
                 message = incoming.recv() => match message {
                     Some(m) => {
                         let started = std::time::Instant::now();
+                        let backlog = !incoming.is_empty();
                         self.incoming(m);
                         self.carry_out();
-                        self.meter.record(started.elapsed());
+                        self.meter.served(started, std::time::Instant::now(), backlog);
                     }
                     None => return,
                 },
@@ -336,7 +338,12 @@ impl Actor {
 
     fn incoming(&mut self, incoming: Incoming) {
         match incoming {
-            Incoming::Message { message, from } => self.txs.handle_message(now(), message, from),
+            Incoming::Message { message, from, received } => {
+                let waited = received.elapsed();
+                self.metrics.sip_queue_seconds.observe(waited.as_secs_f64());
+                self.meter.taken(waited, std::time::Instant::now());
+                self.txs.handle_message(now(), message, from);
+            }
             Incoming::Opened { conn, addr, transport, writer } => self.outbound.opened(conn, addr, transport, writer),
             Incoming::Closed { conn } => self.outbound.closed(conn),
         }
@@ -503,7 +510,7 @@ impl Actor {
     fn media(&mut self, command: MediaCommand) {
         match command {
             MediaCommand::Start { call, participant, session, mode, local_port, negotiated } => {
-                let Some((rtp, rtcp)) = self.env.ports.take(call) else {
+                let Some(ports) = self.env.ports.take(call) else {
                     tracing::error!(call, local_port, "media start without a reserved port");
                     return;
                 };
@@ -514,8 +521,7 @@ impl Actor {
                     participant: participant.clone(),
                     session: session.clone(),
                     negotiated,
-                    rtp,
-                    rtcp,
+                    ports,
                     rtp_timeout: self.rtp_timeout,
                     latching: self.latching,
                     keep_stream: mode == crate::interconnect::InterconnectMode::Bridge,
@@ -721,45 +727,25 @@ fn advertised_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// RTP/RTCP port pairs from the configured range: an even port for RTP, the next for RTCP.
+/// RTP/RTCP port pairs from the configured range, reserved for calls until their legs start.
 struct PortPool {
-    ip: IpAddr,
-    min: u16,
-    max: u16,
-    cursor: u16,
-    reserved: HashMap<CallNo, (StdUdpSocket, StdUdpSocket)>,
+    range: PortRange,
+    reserved: HashMap<CallNo, RtpPair>,
 }
 
 impl PortPool {
     fn new(ip: IpAddr, min: u16, max: u16) -> Self {
-        let min = min + (min % 2);
-        Self { ip, min, max, cursor: min, reserved: HashMap::new() }
+        Self { range: PortRange::new(ip, min, max), reserved: HashMap::new() }
     }
 
-    /// Binds a free pair; `None` when the whole range is taken.
+    /// Binds a free pair for `call`; `None` when the whole range is taken.
     fn reserve(&mut self, call: CallNo) -> Option<u16> {
-        let span = u32::from(self.max.saturating_sub(self.min)) / 2 + 1;
-        for _ in 0..span {
-            let port = self.cursor;
-            self.cursor = if u32::from(self.cursor) + 2 > u32::from(self.max.saturating_sub(1)) {
-                self.min
-            } else {
-                self.cursor + 2
-            };
-            if port >= self.max {
-                continue;
-            }
-            let rtp = StdUdpSocket::bind(SocketAddr::new(self.ip, port));
-            let rtcp = StdUdpSocket::bind(SocketAddr::new(self.ip, port + 1));
-            if let (Ok(rtp), Ok(rtcp)) = (rtp, rtcp) {
-                self.reserved.insert(call, (rtp, rtcp));
-                return Some(port);
-            }
-        }
-        None
+        let (port, pair) = self.range.reserve()?;
+        self.reserved.insert(call, pair);
+        Some(port)
     }
 
-    fn take(&mut self, call: CallNo) -> Option<(StdUdpSocket, StdUdpSocket)> {
+    fn take(&mut self, call: CallNo) -> Option<RtpPair> {
         self.reserved.remove(&call)
     }
 

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,21 +57,28 @@ pub const SHED_WAIT: Duration = Duration::from_millis(20);
 /// How long the wait must stay above [`SHED_WAIT`] before new INVITEs are shed: a burst (a
 /// peer that sends what it held back while it was descheduled) drains within it and costs no
 /// call; overload keeps a standing queue and is shed (the idea of CoDel, RFC 8289).
-pub const SHED_AFTER: Duration = Duration::from_millis(100);
+pub const SHED_AFTER: Duration = Duration::from_millis(50);
 /// A wait this long sheds at once, however new: it bounds the latency of a sudden flood.
-pub const SHED_WAIT_MAX: Duration = Duration::from_millis(60);
+pub const SHED_WAIT_MAX: Duration = Duration::from_millis(40);
 
 /// The endpoint's measured cost per message, shared with the receivers so that they can tell,
 /// from the length of the queue, how long a new request would wait.
 #[derive(Debug)]
 pub struct LoadMeter {
-    /// Moving average of the time the endpoint spends on one message, nanoseconds.
+    /// Moving average of the time one message takes to leave the queue, nanoseconds.
     service_ns: AtomicU64,
     /// Messages the endpoint handled, ever.
     handled: AtomicU64,
-    /// Since when (nanoseconds after `base`, plus one; 0: not) the wait has been above
-    /// [`SHED_WAIT`].
+    /// When the last message was done (nanoseconds after `base`), and whether others were
+    /// waiting behind it then (the low bit): only the endpoint writes it.
+    last_done: AtomicU64,
+    /// When a message last went into an empty queue (nanoseconds after `base`).
+    nonempty_since: AtomicU64,
+    /// Since when (nanoseconds after `base`, plus one; 0: not) every message taken had waited
+    /// over [`SHED_WAIT`].
     over_since: AtomicU64,
+    /// That has lasted [`SHED_AFTER`]: new INVITEs are shed.
+    standing: AtomicBool,
     base: Instant,
 }
 
@@ -80,14 +87,34 @@ impl Default for LoadMeter {
         Self {
             service_ns: AtomicU64::new(0),
             handled: AtomicU64::new(0),
+            last_done: AtomicU64::new(0),
+            nonempty_since: AtomicU64::new(0),
             over_since: AtomicU64::new(0),
+            standing: AtomicBool::new(false),
             base: Instant::now(),
         }
     }
 }
 
 impl LoadMeter {
-    /// The endpoint spent `spent` on one message.
+    fn since_base(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX / 2)
+    }
+
+    /// The endpoint took a message at `started` and was done with it at `done`; `backlog`: others
+    /// were waiting when it took it. A message that waited behind another left the queue
+    /// `done - previous done` after it: the drain rate, which counts what the endpoint's thread
+    /// did between messages (timers, other tasks on a shared core) as well as the message
+    /// itself. A message that found the queue empty tells only its own cost.
+    pub fn served(&self, started: Instant, done: Instant, backlog: bool) {
+        let (started, done) = (self.since_base(started), self.since_base(done));
+        let last = self.last_done.swap((done << 1) | u64::from(backlog), Ordering::Relaxed);
+        let waited = last & 1 == 1;
+        let spent = if waited { done.saturating_sub(last >> 1) } else { done.saturating_sub(started) };
+        self.record(Duration::from_nanos(spent));
+    }
+
+    /// One message took `spent` to leave the queue.
     pub fn record(&self, spent: Duration) {
         let sample = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
         let old = self.service_ns.load(Ordering::Relaxed);
@@ -113,28 +140,72 @@ impl LoadMeter {
         Duration::from_nanos(self.service_ns.load(Ordering::Relaxed).saturating_mul(queued as u64))
     }
 
-    /// Whether a new INVITE arriving at `now` behind `queued` messages is shed: the wait is
-    /// above [`SHED_WAIT`] and has been for [`SHED_AFTER`], or is above [`SHED_WAIT_MAX`].
-    pub fn overloaded(&self, queued: usize, now: Instant) -> bool {
-        let wait = self.wait(queued);
-        if wait <= SHED_WAIT {
-            self.over_since.store(0, Ordering::Relaxed);
-            return false;
+    /// How long the endpoint has not taken a message while `queued` wait: a lower bound of the
+    /// head of the queue's wait that grows during a stall, when no message is done and the
+    /// average cannot move (a worker busy elsewhere for a while would otherwise let the queue
+    /// fill with INVITEs that are all answered late).
+    fn stalled(&self, queued: usize, now: Instant) -> Duration {
+        if queued == 0 {
+            return Duration::ZERO;
         }
-        let at = u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1) + 1;
-        let since = match self.over_since.compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => at,
-            Err(since) => since,
+        let last = (self.last_done.load(Ordering::Relaxed) >> 1).max(self.nonempty_since.load(Ordering::Relaxed));
+        Duration::from_nanos(self.since_base(now).saturating_sub(last))
+    }
+
+    /// A message went into the queue at `now` behind `queued` others.
+    fn arrived(&self, queued: usize, now: Instant) {
+        if queued == 0 {
+            self.nonempty_since.store(self.since_base(now), Ordering::Relaxed);
+        }
+    }
+
+    /// The endpoint took, at `now`, a message that had waited `sojourn` since the transport
+    /// read it. Every message taken for [`SHED_AFTER`] having waited over [`SHED_WAIT`] is a
+    /// standing queue (the measure of CoDel, RFC 8289): a burst drains within it and costs no
+    /// call, overload does not. The first message that waited less ends it. Measured, not
+    /// estimated: the endpoint's thread shares its core with the forwarder and the legs, whose
+    /// share no per-message cost can tell.
+    pub fn taken(&self, sojourn: Duration, now: Instant) {
+        if sojourn <= SHED_WAIT {
+            self.over_since.store(0, Ordering::Relaxed);
+            self.standing.store(false, Ordering::Relaxed);
+            return;
+        }
+        let at = self.since_base(now) + 1;
+        let since = match self.over_since.load(Ordering::Relaxed) {
+            0 => {
+                self.over_since.store(at, Ordering::Relaxed);
+                at
+            }
+            since => since,
         };
-        wait > SHED_WAIT_MAX || at.saturating_sub(since) >= SHED_AFTER.as_nanos() as u64
+        if at.saturating_sub(since) >= SHED_AFTER.as_nanos() as u64 {
+            self.standing.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a new INVITE arriving at `now` behind `queued` messages is shed: the queue is
+    /// standing ([`LoadMeter::taken`]), or the wait it would have, from the drain rate or from
+    /// how long nothing was taken, is over [`SHED_WAIT_MAX`] (a sudden flood, before any of it
+    /// is taken). Nothing ahead of it: never.
+    pub fn overloaded(&self, queued: usize, now: Instant) -> bool {
+        queued > 0
+            && (self.standing.load(Ordering::Relaxed)
+                || self.wait(queued).max(self.stalled(queued, now)) > SHED_WAIT_MAX)
     }
 }
 
 /// Whether `message` is a new INVITE (no To tag) that the endpoint, with `queued` messages
 /// ahead of it, is too loaded to take ([`LoadMeter::overloaded`]).
+/// Otherwise the message is counted as going into the queue.
 fn shed_new_invite(message: &Message, meter: &LoadMeter, queued: usize) -> bool {
-    matches!(message, Message::Request(r) if r.method == message::Method::Invite && r.to_tag().is_none())
-        && meter.overloaded(queued, Instant::now())
+    let now = Instant::now();
+    let shed = matches!(message, Message::Request(r) if r.method == message::Method::Invite && r.to_tag().is_none())
+        && meter.overloaded(queued, now);
+    if !shed {
+        meter.arrived(queued, now);
+    }
+    shed
 }
 
 /// What the transports hand to the endpoint.
@@ -146,6 +217,8 @@ pub enum Incoming {
         message: Message,
         /// Where it came from.
         from: Peer,
+        /// When the transport read it (its wait for the endpoint shows in the metrics).
+        received: Instant,
     },
     /// A stream connection is up; send to it through `writer`.
     Opened {
@@ -340,7 +413,7 @@ impl Transports {
             metrics: metrics.clone(),
             cancel: cancel.clone(),
         });
-        tokio::spawn(receive_udp(udp.clone(), sink.clone(), meter.clone(), metrics.clone(), cancel.clone()));
+        spawn_udp_receiver(&udp, sink.clone(), meter.clone(), metrics.clone(), cancel.clone())?;
         tokio::spawn(accept(tcp, None, shared.clone(), sink.clone()));
         let mut tls_local = None;
         if let Some(settings) = tls {
@@ -406,6 +479,46 @@ fn tls_acceptor(cert: &[u8], key: &[u8]) -> anyhow::Result<tokio_rustls::TlsAcce
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Starts [`receive_udp`] on a thread of its own, with a runtime of its own polling a duplicate
+/// of the socket: on a loaded node the async workers are busy with media and calls, and a
+/// receiver among them reads late, so that requests wait unseen in the socket's buffer (a
+/// measured 2 MB, hundreds of milliseconds) where no shedding can reach them. On its own
+/// thread it reads as soon as a datagram arrives and the kernel shares the cores between it
+/// and the workers; what it does per datagram is small (one parse, a queue push or a 503).
+/// Under a current-thread runtime (the tests in paused time) it stays on that runtime, so
+/// that virtual time cannot move on while a datagram crosses threads.
+fn spawn_udp_receiver(
+    udp: &Arc<UdpSocket>,
+    sink: mpsc::Sender<Incoming>,
+    meter: Arc<LoadMeter>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+        tokio::spawn(receive_udp(udp.clone(), sink, meter, metrics, cancel));
+        return Ok(());
+    }
+    let own: std::net::UdpSocket =
+        socket2::SockRef::from(&**udp).try_clone().context("cannot duplicate the SIP UDP socket")?.into();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("cannot start the SIP UDP receiver's runtime")?;
+    std::thread::Builder::new()
+        .name("sip-udp-rx".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match UdpSocket::from_std(own) {
+                    Ok(socket) => receive_udp(Arc::new(socket), sink, meter, metrics, cancel).await,
+                    Err(e) => tracing::error!(error = %e, "SIP UDP receiver cannot register its socket"),
+                }
+            });
+        })
+        .context("cannot start the SIP UDP receiver's thread")?;
+    Ok(())
+}
+
 /// Reads datagrams, parses each once, and answers what does not parse. A request the endpoint
 /// has no room for is answered 503 here, at once.
 async fn receive_udp(
@@ -420,6 +533,8 @@ async fn receive_udp(
     loop {
         let (len, from) = tokio::select! {
             () = cancel.cancelled() => return,
+            // The endpoint is gone (its runtime shut down without a stop).
+            () = sink.closed() => return,
             r = socket.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(e) => {
@@ -435,6 +550,7 @@ async fn receive_udp(
         }
         let peer = Peer { addr: from, transport: Transport::Udp, conn: None };
         match message::parse(bytes) {
+            Ok(message) if acks_a_shed_answer(&message) => {}
             Ok(message) => {
                 let queued = sink.max_capacity() - sink.capacity();
                 if shed_new_invite(&message, &meter, queued) {
@@ -445,7 +561,7 @@ async fn receive_udp(
                     continue;
                 }
                 if let Err(mpsc::error::TrySendError::Full(Incoming::Message { message, .. })) =
-                    sink.try_send(Incoming::Message { message, from: peer })
+                    sink.try_send(Incoming::Message { message, from: peer, received: Instant::now() })
                 {
                     metrics.sip_shed.inc();
                     if let Some(answer) = overloaded(&message) {
@@ -467,6 +583,17 @@ async fn receive_udp(
     }
 }
 
+/// The To tag prefix of the 503s the transports send for shed requests: their ACKs are
+/// recognised and dropped at the door, as a stateless server does (RFC 3261 §17.2.1 leaves them
+/// to nobody), instead of queueing one more message per shed call for the endpoint.
+const SHED_TAG: &str = "shed-";
+
+/// Whether `message` is the ACK of one of our shed 503s.
+fn acks_a_shed_answer(message: &Message) -> bool {
+    matches!(message, Message::Request(r) if r.method == message::Method::Ack
+        && r.to_tag().is_some_and(|t| t.starts_with(SHED_TAG)))
+}
+
 /// The 503 for a request nobody has room for, or that would wait too long (responses and ACKs
 /// get nothing).
 fn overloaded(message: &Message) -> Option<Vec<u8>> {
@@ -474,7 +601,7 @@ fn overloaded(message: &Message) -> Option<Vec<u8>> {
     if request.method == message::Method::Ack {
         return None;
     }
-    let tag = crate::ids::random_id(10);
+    let tag = format!("{SHED_TAG}{}", crate::ids::random_id(10));
     let refusal = Refusal::Overloaded;
     let mut r = message::Response::to(request, refusal.status(), message::reason_phrase(refusal.status()), Some(&tag));
     refusal.write(&mut r);
@@ -589,6 +716,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                             Ok(Some(Frame::Message(bytes))) => {
                                 seen_message = true;
                                 match message::parse(&bytes) {
+                                    Ok(message) if acks_a_shed_answer(&message) => {}
                                     Ok(message) => {
                                         let queued = sink.max_capacity() - sink.capacity();
                                         if shed_new_invite(&message, &shared.meter, queued) {
@@ -598,7 +726,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                                             {
                                                 return "write failed";
                                             }
-                                        } else if sink.send(Incoming::Message { message, from: peer }).await.is_err() {
+                                        } else if sink.send(Incoming::Message { message, from: peer, received: Instant::now() }).await.is_err() {
                                             return "shutdown";
                                         }
                                     }
@@ -684,19 +812,68 @@ mod tests {
         assert!(!shed_new_invite(&reinvite, &meter, 1000));
         let bye = parse(&INVITE.replace("INVITE", "BYE").replace("To: <sip:gw@h>", "To: <sip:gw@h>;tag=x"));
         assert!(!shed_new_invite(&bye, &meter, 1000));
-        // Only a standing queue sheds: 30 ms of wait is tolerated for SHED_AFTER, then shed.
+        // The 503's ACK is known by its tag and stays at the door; other ACKs go on.
+        let Some(answer) = overloaded(&invite) else { panic!("a 503") };
+        let Message::Response(answer) = parse(&String::from_utf8(answer).unwrap()) else { panic!("a response") };
+        let to = answer.headers.get("To").unwrap();
+        let tag = to[to.find("tag=").unwrap() + 4..].to_owned();
+        let ack = |tag: &str| {
+            parse(&INVITE.replace("INVITE", "ACK").replace("To: <sip:gw@h>", &format!("To: <sip:gw@h>;tag={tag}")))
+        };
+        assert!(acks_a_shed_answer(&ack(&tag)));
+        assert!(!acks_a_shed_answer(&ack("x")));
+        assert!(!acks_a_shed_answer(&bye));
+        // Only a standing queue sheds: messages that waited 30 ms are tolerated for SHED_AFTER,
+        // then new INVITEs are shed until one is taken that waited less than SHED_WAIT.
         let calm = LoadMeter::default();
         for _ in 0..200 {
             calm.record(Duration::from_micros(100));
         }
         let t0 = Instant::now();
-        assert!(!calm.overloaded(300, t0));
-        assert!(!calm.overloaded(300, t0 + Duration::from_millis(50)));
-        assert!(calm.overloaded(300, t0 + SHED_AFTER));
-        // The queue drained: a new burst starts a new wait; a flood past SHED_WAIT_MAX sheds at once.
-        assert!(!calm.overloaded(100, t0 + Duration::from_millis(120)));
-        assert!(!calm.overloaded(300, t0 + Duration::from_millis(150)));
-        assert!(calm.overloaded(700, t0 + Duration::from_millis(151)));
+        let ms = Duration::from_millis;
+        // The endpoint takes a message that waited `waited`, and is done with it at once.
+        let take = |waited: Duration, at: Instant| {
+            calm.served(at, at, true);
+            calm.taken(waited, at);
+        };
+        take(ms(30), t0);
+        assert!(!calm.overloaded(10, t0));
+        take(ms(30), t0 + ms(30));
+        assert!(!calm.overloaded(10, t0 + ms(30)));
+        take(ms(30), t0 + SHED_AFTER);
+        assert!(calm.overloaded(10, t0 + SHED_AFTER));
+        assert!(!calm.overloaded(0, t0 + SHED_AFTER), "nothing to wait behind");
+        take(ms(5), t0 + ms(60));
+        assert!(!calm.overloaded(10, t0 + ms(60)), "the queue drained");
+        // A burst: one long wait, then short ones, never sheds.
+        take(ms(35), t0 + ms(70));
+        take(ms(2), t0 + ms(80));
+        take(ms(35), t0 + ms(130));
+        assert!(!calm.overloaded(10, t0 + ms(130)));
+        // A flood past SHED_WAIT_MAX sheds at once, before any of it is taken.
+        let flood = LoadMeter::default();
+        for _ in 0..200 {
+            flood.record(Duration::from_micros(100));
+        }
+        let t1 = Instant::now();
+        flood.served(t1, t1, false);
+        assert!(!flood.overloaded(300, t1));
+        assert!(flood.overloaded(700, t1));
+        // A stall: nothing is taken while messages wait, the average cannot move, the wait
+        // grows with the stall.
+        let stall = LoadMeter::default();
+        for _ in 0..200 {
+            stall.record(Duration::from_micros(100));
+        }
+        let t = Instant::now();
+        stall.served(t, t, false);
+        stall.arrived(0, t);
+        assert!(!stall.overloaded(5, t + Duration::from_millis(10)));
+        assert!(stall.overloaded(5, t + SHED_WAIT_MAX + Duration::from_millis(1)));
+        // After a long calm the first messages are not taken for a stall.
+        let later = t + Duration::from_secs(10);
+        stall.arrived(0, later);
+        assert!(!stall.overloaded(1, later + Duration::from_millis(1)));
         // One preempted message does not make the endpoint slow.
         meter.record(Duration::from_millis(30));
         assert!(meter.wait(100) < Duration::from_millis(12), "{:?}", meter.wait(100));

@@ -24,10 +24,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::protocol::{CloseReason, ServerMessage};
 use str0m::media::MediaTime;
 
-use super::sfu::{EndpointId, ExternalSubscriberId, PeerId, PeerInfo, Scope, Sfu, SfuConfig, SfuError, SfuEvent};
+use super::sfu::{
+    Change, EndpointId, ExternalSubscriberId, PeerId, PeerInfo, Scope, Sfu, SfuConfig, SfuError, SfuEvent,
+};
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::heard::HeardDecoders;
-use crate::rooms::{RoomEvent, RoomsHandle};
+use crate::rooms::{RoomEvent, Rooms, RoomsHandle};
 
 /// Commands waiting for the driver, from all device sockets together.
 pub(crate) const COMMAND_CHANNEL_CAPACITY: usize = 1024;
@@ -260,6 +262,8 @@ pub(crate) struct Driver {
     external_dropped: u64,
     /// Sessions whose subscriptions must be recomputed at the next flush.
     stale: Stale,
+    /// Targeted changes ([`Change::Stream`], [`Change::Subscriber`]) since the last flush.
+    changes: Vec<Change>,
 }
 
 /// What changed since subscriptions were last computed.
@@ -274,8 +278,12 @@ enum Stale {
     All,
 }
 
-/// Most sessions refreshed one by one; beyond, one pass over everything is cheaper.
-const MAX_STALE_SESSIONS: usize = 16;
+/// Most sessions refreshed one by one (a refresh costs the sum over its sessions, so a list is
+/// never dearer than a pass over everything; the bound only keeps the de-duplication cheap).
+const MAX_STALE_SESSIONS: usize = 256;
+
+/// Most commands, and most rooms events, taken after an event before the changes are flushed.
+const BATCH: usize = 64;
 
 impl Stale {
     fn session(&mut self, session: SessionId) {
@@ -299,6 +307,7 @@ impl Driver {
             heard: HeardDecoders::new(),
             external_dropped: 0,
             stale: Stale::Clean,
+            changes: Vec::new(),
         }
     }
 
@@ -337,6 +346,23 @@ impl Driver {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 () = sleep => self.sfu.handle_timeout(now()),
+            }
+            // What else is already waiting is taken before the flush: under load (a wave of SIP
+            // calls joining and leaving) one subscription refresh then serves a batch of
+            // changes, so that the work per change falls as the load rises instead of each
+            // change paying a refresh of its session.
+            for _ in 0..BATCH {
+                match commands.try_recv() {
+                    Ok(c) => self.handle_command(c),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..BATCH {
+                match rooms_events.try_recv() {
+                    Ok(e) => self.handle_room_event(e),
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => self.stale = Stale::All,
+                    Err(_) => break,
+                }
             }
             self.flush(&socket);
         }
@@ -474,6 +500,10 @@ impl Driver {
                 any = true;
                 self.deliver(e);
             }
+            if !self.changes.is_empty() {
+                any = true;
+                self.apply_changes();
+            }
             match std::mem::take(&mut self.stale) {
                 Stale::Clean => {}
                 Stale::Sessions(sessions) => {
@@ -509,7 +539,8 @@ impl Driver {
                     let _ = tx.try_send(ToDevice::Close(reason));
                 }
             }
-            SfuEvent::SubscriptionsStale { session } => self.stale.session(session),
+            SfuEvent::SubscriptionsStale { session, change: Change::Any } => self.stale.session(session),
+            SfuEvent::SubscriptionsStale { change, .. } => self.changes.push(change),
             SfuEvent::Dtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
             SfuEvent::ExternalFrame { subscriber, endpoint, rtp_time, data } => {
                 if !self.externals.contains_key(&subscriber) {
@@ -526,6 +557,23 @@ impl Driver {
     }
 
     /// Closes peers whose participant left their session, then recomputes who receives what.
+    /// Applies the targeted changes taken since the last flush, with one look at the rooms.
+    fn apply_changes(&mut self) {
+        let changes = std::mem::take(&mut self.changes);
+        let pairs: Vec<_> = changes.iter().map(|c| self.sfu.change_pairs(c)).collect();
+        let hears = self.rooms.read(|r| {
+            let mut hears = HashSet::new();
+            for (listeners, publishers) in &pairs {
+                hears.extend(hearing(r, listeners, publishers));
+            }
+            hears
+        });
+        let now = now();
+        for change in &changes {
+            self.sfu.apply_change(now, change, |s, l, p| hears.contains(&(s, l, p)));
+        }
+    }
+
     fn refresh(&mut self, scope: Scope<'_>) {
         let now = now();
         let listeners = self.sfu.listeners(scope);
@@ -539,26 +587,36 @@ impl Driver {
                     self.sfu.peer_info(*peer).is_some_and(|i| !r.sessions_of(&i.participant).contains(&i.session))
                 })
                 .collect();
-            // Publishers by session: a listener is checked against its own session's only.
-            let mut by_session: HashMap<&SessionId, Vec<&ParticipantId>> = HashMap::new();
-            for (ps, p) in &publishers {
-                by_session.entry(ps).or_default().push(p);
-            }
-            let mut hears: HashSet<(SessionId, ParticipantId, ParticipantId)> = HashSet::new();
-            for (ls, l) in &listeners {
-                for p in by_session.get(ls).into_iter().flatten() {
-                    if r.hears(ls, l, p) {
-                        hears.insert((ls.clone(), l.clone(), (*p).clone()));
-                    }
-                }
-            }
-            (gone, hears)
+            (gone, hearing(r, &listeners, &publishers))
         });
         for peer in gone {
             self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
         }
-        self.sfu.refresh_subscriptions(now, scope, |s, l, p| hears.contains(&(s.clone(), l.clone(), p.clone())));
+        self.sfu.refresh_subscriptions(now, scope, |s, l, p| hears.contains(&(s, l, p)));
     }
+}
+
+/// The (session, listener, publisher) triples among `listeners` and `publishers` where the
+/// rooms say the listener hears the publisher; a listener is checked against its own session's
+/// publishers only. Borrowed, not cloned: a refresh of a busy session asks this for every pair.
+fn hearing<'a>(
+    rooms: &Rooms,
+    listeners: &'a [(SessionId, ParticipantId)],
+    publishers: &'a [(SessionId, ParticipantId)],
+) -> HashSet<(&'a SessionId, &'a ParticipantId, &'a ParticipantId)> {
+    let mut by_session: HashMap<&SessionId, Vec<&ParticipantId>> = HashMap::new();
+    for (ps, p) in publishers {
+        by_session.entry(ps).or_default().push(p);
+    }
+    let mut hears = HashSet::new();
+    for (ls, l) in listeners {
+        for p in by_session.get(ls).into_iter().flatten() {
+            if rooms.hears(ls, l, p) {
+                hears.insert((ls, l, *p));
+            }
+        }
+    }
+    hears
 }
 
 /// The clock, through tokio so that paused-time tests reach the core.

@@ -118,6 +118,17 @@ pub enum Scope<'a> {
     Sessions(&'a [SessionId]),
 }
 
+/// What made a session's subscriptions stale.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Anything (peers, permissions): the whole session is recomputed.
+    Any,
+    /// A new external stream (a SIP leg's): only who hears its publisher is to subscribe.
+    Stream(EndpointId),
+    /// A new external subscriber (a SIP leg's mixer): only what it hears is to be found.
+    Subscriber(ExternalSubscriberId),
+}
+
 /// Something for the driver to deliver.
 #[derive(Debug)]
 pub enum SfuEvent {
@@ -126,10 +137,13 @@ pub enum SfuEvent {
     /// Close a device's socket; the peer is already gone.
     CloseDevice(PeerId, CloseReason),
     /// Endpoints or peers of `session` changed: who receives what there must be recomputed
-    /// ([`Sfu::refresh_subscriptions`]).
+    /// ([`Sfu::refresh_subscriptions`]), or, for a targeted change, only what it touches
+    /// ([`Sfu::apply_change`]).
     SubscriptionsStale {
         /// The session.
         session: SessionId,
+        /// What changed.
+        change: Change,
     },
     /// A device sent a DTMF tone; deliver with [`Sfu::fan_out_dtmf`].
     Dtmf {
@@ -501,7 +515,7 @@ impl Sfu {
             },
         );
         self.mark_dirty(id);
-        self.events.push_back(SfuEvent::SubscriptionsStale { session: info_session });
+        self.events.push_back(SfuEvent::SubscriptionsStale { session: info_session, change: Change::Any });
         self.drive(now);
         Ok(id)
     }
@@ -527,13 +541,17 @@ impl Sfu {
             e.source = Source::Orphaned(at);
             self.orphans_due = Some(self.orphans_due.map_or(at, |d| d.min(at)));
         }
-        for e in self.endpoints.values_mut() {
-            e.targets.retain(|t| !matches!(t, Target::Peer { peer: q, .. } if *q == peer));
+        // Only its session's streams can name it (`refresh_subscriptions`).
+        let streams = self.by_session.get(&p.info.session).map(|i| i.endpoints.clone()).unwrap_or_default();
+        for id in streams {
+            if let Some(e) = self.endpoints.get_mut(&id) {
+                e.targets.retain(|t| !matches!(t, Target::Peer { peer: q, .. } if *q == peer));
+            }
         }
         if let Some(reason) = reason {
             self.events.push_back(SfuEvent::CloseDevice(peer, reason));
         }
-        self.events.push_back(SfuEvent::SubscriptionsStale { session: p.info.session.clone() });
+        self.events.push_back(SfuEvent::SubscriptionsStale { session: p.info.session.clone(), change: Change::Any });
         tracing::debug!(peer = peer.0, participant = %p.info.participant, ?reason, "peer removed");
     }
 
@@ -849,6 +867,101 @@ impl Sfu {
         self.drive(now);
     }
 
+    /// The listeners and publishers a targeted change brings together, for the rooms check
+    /// (as [`Sfu::listeners`] and [`Sfu::publishers`] do for a scope); empty for
+    /// [`Change::Any`] and for what is gone.
+    #[allow(clippy::type_complexity)]
+    pub fn change_pairs(&self, change: &Change) -> (Vec<(SessionId, ParticipantId)>, Vec<(SessionId, ParticipantId)>) {
+        match change {
+            Change::Any => (Vec::new(), Vec::new()),
+            Change::Stream(endpoint) => match self.endpoints.get(endpoint) {
+                Some(e) => (
+                    self.listeners(Scope::Sessions(std::slice::from_ref(&e.session))),
+                    vec![(e.session.clone(), e.participant.clone())],
+                ),
+                None => (Vec::new(), Vec::new()),
+            },
+            Change::Subscriber(id) => match self.externals.get(id) {
+                Some(s) => (
+                    vec![(s.session.clone(), s.participant.clone())],
+                    self.publishers(Scope::Sessions(std::slice::from_ref(&s.session))),
+                ),
+                None => (Vec::new(), Vec::new()),
+            },
+        }
+    }
+
+    /// Applies a targeted change: a new stream goes to who hears its publisher, a new external
+    /// subscriber gets what it hears; the rest of the session is left as it is. The work is
+    /// one pass over the session, where [`Sfu::refresh_subscriptions`] compares every listener
+    /// with every stream: a wave of SIP legs joining a session of a few dozen would otherwise
+    /// pay the square at every join. [`Change::Any`] does nothing here.
+    pub fn apply_change(
+        &mut self,
+        now: Instant,
+        change: &Change,
+        mut hears: impl FnMut(&SessionId, &ParticipantId, &ParticipantId) -> bool,
+    ) {
+        match change {
+            Change::Any => {}
+            Change::Stream(endpoint) => {
+                let Some(e) = self.endpoints.get(endpoint) else { return };
+                let (session, publisher) = (e.session.clone(), e.participant.clone());
+                let (peers, externals) =
+                    self.by_session.get(&session).map(|i| (i.peers.clone(), i.externals.clone())).unwrap_or_default();
+                for id in peers {
+                    let Some(p) = self.peers.get(&id) else { continue };
+                    if p.info.participant == publisher
+                        || p.wanted.contains(endpoint)
+                        || !hears(&session, &p.info.participant, &publisher)
+                    {
+                        continue;
+                    }
+                    let mut wanted = p.wanted.clone();
+                    wanted.insert(endpoint.clone());
+                    self.set_wanted(now, id, wanted);
+                }
+                for id in externals {
+                    let Some(s) = self.externals.get_mut(&id) else { continue };
+                    if s.participant == publisher
+                        || s.wanted.contains(endpoint)
+                        || !hears(&session, &s.participant, &publisher)
+                    {
+                        continue;
+                    }
+                    s.wanted.insert(endpoint.clone());
+                    if let Some(e) = self.endpoints.get_mut(endpoint) {
+                        e.targets.push(Target::External(id));
+                    }
+                }
+            }
+            Change::Subscriber(id) => {
+                let Some(s) = self.externals.get(id) else { return };
+                let streams = self.by_session.get(&s.session).map(|i| i.endpoints.as_slice()).unwrap_or_default();
+                let heard: Vec<EndpointId> = streams
+                    .iter()
+                    .filter(|eid| {
+                        self.endpoints.get(*eid).is_some_and(|e| {
+                            e.participant != s.participant
+                                && !s.wanted.contains(*eid)
+                                && hears(&s.session, &s.participant, &e.participant)
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                for eid in heard {
+                    if let Some(e) = self.endpoints.get_mut(&eid) {
+                        e.targets.push(Target::External(*id));
+                    }
+                    if let Some(s) = self.externals.get_mut(id) {
+                        s.wanted.insert(eid);
+                    }
+                }
+            }
+        }
+        self.drive(now);
+    }
+
     fn set_wanted(&mut self, now: Instant, peer: PeerId, wanted: BTreeSet<EndpointId>) {
         let Some(p) = self.peers.get_mut(&peer) else { return };
         let gone: Vec<EndpointId> = p.sending.keys().filter(|e| !wanted.contains(*e)).cloned().collect();
@@ -947,7 +1060,7 @@ impl Sfu {
         }
         let stream = stream_info(&endpoint, &participant, mid, false);
         self.events.push_back(SfuEvent::ToDevice(peer, ServerMessage::Published { request_id, stream }));
-        self.events.push_back(SfuEvent::SubscriptionsStale { session });
+        self.events.push_back(SfuEvent::SubscriptionsStale { session, change: Change::Any });
         tracing::debug!(peer = peer.0, endpoint = %endpoint.0, ?now, "published");
     }
 
@@ -973,9 +1086,15 @@ impl Sfu {
                 self.negotiate(now, peer);
             }
         }
+        // Only the stream's own session subscribes to it (`refresh_subscriptions`): its peers
+        // and external subscribers are the ones to update, not every one of the node.
+        let (peers, externals) =
+            self.by_session.get(&e.session).map(|i| (i.peers.clone(), i.externals.clone())).unwrap_or_default();
         // Subscribers whose m-line was still being negotiated.
-        let waiting: Vec<PeerId> =
-            self.peers.iter().filter(|(_, p)| p.sending.contains_key(endpoint)).map(|(id, _)| *id).collect();
+        let waiting: Vec<PeerId> = peers
+            .into_iter()
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.sending.contains_key(endpoint)))
+            .collect();
         for peer in waiting {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.wanted.remove(endpoint);
@@ -985,10 +1104,12 @@ impl Sfu {
             }
             self.negotiate(now, peer);
         }
-        for s in self.externals.values_mut() {
-            s.wanted.remove(endpoint);
+        for id in externals {
+            if let Some(s) = self.externals.get_mut(&id) {
+                s.wanted.remove(endpoint);
+            }
         }
-        self.events.push_back(SfuEvent::SubscriptionsStale { session: e.session });
+        // Every subscriber of the stream was updated above: nothing to recompute.
     }
 
     // ----- non-browser publishers and subscribers -----
@@ -1010,7 +1131,7 @@ impl Sfu {
             return id;
         }
         let id = self.insert_endpoint(Endpoint::new(participant, session.clone(), Source::External));
-        self.events.push_back(SfuEvent::SubscriptionsStale { session });
+        self.events.push_back(SfuEvent::SubscriptionsStale { session, change: Change::Stream(id.clone()) });
         id
     }
 
@@ -1090,7 +1211,7 @@ impl Sfu {
         self.by_session.entry(session.clone()).or_default().externals.push(id);
         self.externals
             .insert(id, ExternalSubscriber { participant, session: session.clone(), wanted: BTreeSet::new() });
-        self.events.push_back(SfuEvent::SubscriptionsStale { session });
+        self.events.push_back(SfuEvent::SubscriptionsStale { session, change: Change::Subscriber(id) });
         id
     }
 

@@ -308,7 +308,7 @@ fn a_refresh_scoped_to_the_changed_session_matches_a_full_one_and_leaves_others_
     let sa2 = sfu.add_external_subscriber(ParticipantId::from("a3"), a.clone());
     let stale: Vec<SessionId> = std::iter::from_fn(|| sfu.poll_event())
         .filter_map(|e| match e {
-            SfuEvent::SubscriptionsStale { session } => Some(session),
+            SfuEvent::SubscriptionsStale { session, .. } => Some(session),
             _ => None,
         })
         .collect();
@@ -331,4 +331,62 @@ fn a_refresh_scoped_to_the_changed_session_matches_a_full_one_and_leaves_others_
         sfu.remove_external_publisher(now, endpoint);
     }
     assert!(sfu.by_session.is_empty() && sfu.by_owner.is_empty());
+}
+
+#[test]
+fn targeted_changes_reach_what_a_full_refresh_would_and_touch_nothing_else() {
+    let config = SfuConfig::new("127.0.0.1:19000".parse().unwrap(), vec!["127.0.0.1:19000".parse().unwrap()]);
+    let mut sfu = Sfu::new(config);
+    let now = Instant::now();
+    let (a, b) = (SessionId::from("sa"), SessionId::from("sb"));
+    // a3 hears nobody; everyone else hears everyone but themselves.
+    let rooms = |_: &SessionId, l: &ParticipantId, p: &ParticipantId| l != p && *l != ParticipantId::from("a3");
+    let changes = |sfu: &mut Sfu| -> Vec<Change> {
+        std::iter::from_fn(|| sfu.poll_event())
+            .filter_map(|e| match e {
+                SfuEvent::SubscriptionsStale { change, .. } => Some(change),
+                _ => None,
+            })
+            .collect()
+    };
+    let sa1 = sfu.add_external_subscriber(ParticipantId::from("a1"), a.clone());
+    let sa3 = sfu.add_external_subscriber(ParticipantId::from("a3"), a.clone());
+    let sb1 = sfu.add_external_subscriber(ParticipantId::from("b1"), b.clone());
+    assert_eq!(changes(&mut sfu), vec![Change::Subscriber(sa1), Change::Subscriber(sa3), Change::Subscriber(sb1)]);
+    // A stream of a2 in a: a1 hears it, a3 does not, b's subscriber is in another session.
+    let pa2 = sfu.add_external_publisher(ParticipantId::from("a2"), a.clone());
+    let ch = changes(&mut sfu);
+    assert_eq!(ch, vec![Change::Stream(pa2.clone())]);
+    let (listeners, publishers) = sfu.change_pairs(&ch[0]);
+    assert_eq!(listeners.len(), 2, "a's two subscribers, not b's: {listeners:?}");
+    assert_eq!(publishers, vec![(a.clone(), ParticipantId::from("a2"))]);
+    sfu.apply_change(now, &ch[0], rooms);
+    assert_eq!(reached(&mut sfu, now, &pa2), vec![sa1]);
+    // Its own stream is never sent back to its publisher's subscriber.
+    let pa1 = sfu.add_external_publisher(ParticipantId::from("a1"), a.clone());
+    let ch = changes(&mut sfu);
+    sfu.apply_change(now, &ch[0], rooms);
+    assert!(reached(&mut sfu, now, &pa1).is_empty(), "a1 does not hear itself, a3 hears nobody");
+    // A new subscriber of a2 gets a1's stream and not its own.
+    let sa2 = sfu.add_external_subscriber(ParticipantId::from("a2"), a.clone());
+    let ch = changes(&mut sfu);
+    assert_eq!(ch, vec![Change::Subscriber(sa2)]);
+    sfu.apply_change(now, &ch[0], rooms);
+    assert_eq!(reached(&mut sfu, now, &pa1), vec![sa2]);
+    assert_eq!(reached(&mut sfu, now, &pa2), vec![sa1]);
+    // Applying twice adds nothing; a full refresh agrees with the targeted result.
+    sfu.apply_change(now, &ch[0], rooms);
+    assert_eq!(reached(&mut sfu, now, &pa1), vec![sa2]);
+    sfu.refresh_subscriptions(now, Scope::All, rooms);
+    assert_eq!(reached(&mut sfu, now, &pa1), vec![sa2]);
+    assert_eq!(reached(&mut sfu, now, &pa2), vec![sa1]);
+    // A change whose stream or subscriber is gone by the flush does nothing.
+    sfu.remove_external_subscriber(sa2);
+    sfu.apply_change(now, &ch[0], rooms);
+    assert!(reached(&mut sfu, now, &pa1).is_empty());
+    assert_eq!(sfu.change_pairs(&ch[0]), (Vec::new(), Vec::new()));
+    // Removing a stream needs no recomputation: it leaves every subscriber itself.
+    sfu.remove_external_publisher(now, &pa2);
+    assert!(changes(&mut sfu).is_empty());
+    assert!(sfu.externals.get(&sa1).is_some_and(|s| s.wanted.is_empty()));
 }
