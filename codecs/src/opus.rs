@@ -157,8 +157,30 @@ thread_local! {
     /// SIP call-setup profile, once per call. Resetting a kept one (`OPUS_RESET_STATE`, which
     /// makes it equal to a new one) costs neither. Per thread: no lock, and the bound keeps
     /// the memory small (a coder is tens of KB).
-    static SPARE_ENCODERS: RefCell<Vec<(SampleRate, Application, Encoder)>> = const { RefCell::new(Vec::new()) };
-    static SPARE_DECODERS: RefCell<Vec<(SampleRate, Decoder)>> = const { RefCell::new(Vec::new()) };
+    static SPARE_ENCODERS: RefCell<Spares<(SampleRate, Application), Encoder>> = const { RefCell::new(Spares::new()) };
+    static SPARE_DECODERS: RefCell<Spares<SampleRate, Decoder>> = const { RefCell::new(Spares::new()) };
+}
+
+/// Coders kept for reuse, each with what it was opened for; at most [`SPARES_PER_THREAD`].
+struct Spares<K, C>(Vec<(K, C)>);
+
+impl<K: PartialEq, C> Spares<K, C> {
+    const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// A kept coder opened for `key`.
+    fn take(&mut self, key: &K) -> Option<C> {
+        let i = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    /// Keeps `coder` unless enough are kept already (then it is freed).
+    fn keep(&mut self, key: K, coder: C) {
+        if self.0.len() < SPARES_PER_THREAD {
+            self.0.push((key, coder));
+        }
+    }
 }
 
 /// An Opus encoder, mono, reusable for a whole leg. Dropped, its coder is kept for the next
@@ -176,10 +198,7 @@ impl OpusEncoder {
     /// new one.
     pub fn new(rate: SampleRate, config: OpusEncoderConfig) -> Result<Self, OpusError> {
         let application = config.application;
-        let spare = SPARE_ENCODERS.with_borrow_mut(|spares| {
-            let i = spares.iter().position(|(r, a, _)| *r == rate && *a == application)?;
-            Some(spares.swap_remove(i).2)
-        });
+        let spare = SPARE_ENCODERS.with_borrow_mut(|spares| spares.take(&(rate, application)));
         let inner = match spare {
             Some(mut coder) => {
                 coder.reset_state().map_err(map_error)?;
@@ -262,12 +281,7 @@ impl Drop for OpusEncoder {
         if let Some(coder) = self.inner.take() {
             let (rate, application) = (self.rate, self.application);
             // During thread exit the spares may be gone: the coder is then simply freed.
-            let _ = SPARE_ENCODERS.try_with(move |spares| {
-                let mut spares = spares.borrow_mut();
-                if spares.len() < SPARES_PER_THREAD {
-                    spares.push((rate, application, coder));
-                }
-            });
+            let _ = SPARE_ENCODERS.try_with(move |spares| spares.borrow_mut().keep((rate, application), coder));
         }
     }
 }
@@ -288,10 +302,7 @@ impl OpusDecoder {
     /// A decoder that produces PCM at `rate`, whatever rate the sender encoded at: a kept
     /// coder reset to its initial state, else a new one.
     pub fn new(rate: SampleRate) -> Result<Self, OpusError> {
-        let spare = SPARE_DECODERS.with_borrow_mut(|spares| {
-            let i = spares.iter().position(|(r, _)| *r == rate)?;
-            Some(spares.swap_remove(i).1)
-        });
+        let spare = SPARE_DECODERS.with_borrow_mut(|spares| spares.take(&rate));
         let inner = match spare {
             Some(mut coder) => {
                 coder.reset_state().map_err(map_error)?;
@@ -347,12 +358,7 @@ impl Drop for OpusDecoder {
     fn drop(&mut self) {
         if let Some(coder) = self.inner.take() {
             let rate = self.rate;
-            let _ = SPARE_DECODERS.try_with(move |spares| {
-                let mut spares = spares.borrow_mut();
-                if spares.len() < SPARES_PER_THREAD {
-                    spares.push((rate, coder));
-                }
-            });
+            let _ = SPARE_DECODERS.try_with(move |spares| spares.borrow_mut().keep(rate, coder));
         }
     }
 }
@@ -414,8 +420,8 @@ mod tests {
             // …then open again: the kept ones come back, equal to new.
             let again = coded(OpusEncoderConfig::default(), &a);
             // One coder of each kind served all three owners (new ones would be kept too).
-            assert_eq!(SPARE_ENCODERS.with_borrow(Vec::len), 1, "the kept encoder was reused");
-            assert_eq!(SPARE_DECODERS.with_borrow(Vec::len), 1, "the kept decoder was reused");
+            assert_eq!(SPARE_ENCODERS.with_borrow(|s| s.0.len()), 1, "the kept encoder was reused");
+            assert_eq!(SPARE_DECODERS.with_borrow(|s| s.0.len()), 1, "the kept decoder was reused");
             assert_eq!(again.0, fresh.0, "packets differ from a fresh encoder's");
             assert_eq!(again.1, fresh.1, "decoded audio differs from a fresh decoder's");
         })
@@ -429,7 +435,7 @@ mod tests {
             let many: Vec<_> =
                 (0..40).map(|_| OpusEncoder::new(SampleRate::Hz8000, OpusEncoderConfig::default()).unwrap()).collect();
             drop(many);
-            assert_eq!(SPARE_ENCODERS.with_borrow(Vec::len), SPARES_PER_THREAD);
+            assert_eq!(SPARE_ENCODERS.with_borrow(|s| s.0.len()), SPARES_PER_THREAD);
         })
         .join()
         .unwrap();

@@ -79,7 +79,8 @@ impl PortRange {
     }
 
     /// Pairs our legs hold now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.held.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as usize).sum()
     }
 }
@@ -93,9 +94,10 @@ mod tests {
         // A range of three pairs on ports the kernel picks for nobody else: find a free block
         // by binding its first port, then use the block.
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        // Below the ephemeral range, where only explicit binds land.
+        // Below the ephemeral range, where only explicit binds land, and below the default RTP
+        // range (20000–29999) that the daemons of other tests bind in.
         let mut found = None;
-        for base in (24_000..32_000).step_by(16) {
+        for base in (12_000..18_000).step_by(16) {
             let mut r = PortRange::new(ip, base, base + 5);
             let pairs: Vec<(u16, RtpPair)> = std::iter::from_fn(|| r.reserve()).collect();
             if pairs.iter().map(|(p, _)| *p).eq([base, base + 2, base + 4]) {
@@ -112,10 +114,18 @@ mod tests {
         // The middle one ends: it is the next one handed out, and bound for real.
         drop(pair1);
         assert_eq!(range.held(), 2);
-        let (again, _pair) = range.reserve().expect("the pair given back");
-        assert_eq!(again, base + 2);
+        // Given back, the pair is bound again for real: another process could take it in
+        // between (then the range has nothing to give, which is not ours to fail on).
+        let again = range.reserve();
+        match &again {
+            Some((port, _)) => assert_eq!(*port, base + 2),
+            None => assert!(
+                UdpSocket::bind((ip, base + 2)).is_err() || UdpSocket::bind((ip, base + 3)).is_err(),
+                "the pair given back is free, yet was not handed out"
+            ),
+        }
         drop(pair0);
-        assert_eq!(range.held(), 2);
+        assert_eq!(range.held(), 1 + usize::from(again.is_some()));
     }
 
     #[test]

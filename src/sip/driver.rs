@@ -155,7 +155,6 @@ impl SipService {
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
         let ports = PortPool::new(local.ip(), config.media.rtp_port_min, config.media.rtp_port_max);
         let (udp, incoming, meter, connector) = transports.into_parts();
-        let service_meter = meter.clone();
         let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let actor = Actor {
             txs: Transactions::new(Timers::default(), limits),
@@ -166,7 +165,7 @@ impl SipService {
             outbound: Outbound::default(),
             udp,
             connector,
-            meter,
+            meter: meter.clone(),
             via_host: SocketAddr::new(media_ip, local.port()),
             tls_via_host: tls_port.map(|p| SocketAddr::new(media_ip, p)),
             media: HashMap::new(),
@@ -181,7 +180,7 @@ impl SipService {
             latching: config.media.latching,
         };
         let task = tokio::spawn(actor.run(incoming, rx, notices_rx, cancel.clone()));
-        Ok(Self { inputs, meter: service_meter, local, cancel, task })
+        Ok(Self { inputs, meter, local, cancel, task })
     }
 
     /// The address SIP listens on (UDP and TCP).
@@ -305,7 +304,7 @@ impl Actor {
                     Some(m) => {
                         let started = std::time::Instant::now();
                         let backlog = !incoming.is_empty();
-                        self.incoming(m);
+                        self.incoming(m, started);
                         self.carry_out();
                         self.meter.served(started, std::time::Instant::now(), backlog);
                     }
@@ -336,12 +335,13 @@ impl Actor {
         }
     }
 
-    fn incoming(&mut self, incoming: Incoming) {
+    /// Takes what the transports handed over, at `taken`.
+    fn incoming(&mut self, incoming: Incoming, taken: std::time::Instant) {
         match incoming {
             Incoming::Message { message, from, received } => {
-                let waited = received.elapsed();
+                let waited = taken.saturating_duration_since(received);
                 self.metrics.sip_queue_seconds.observe(waited.as_secs_f64());
-                self.meter.taken(waited, std::time::Instant::now());
+                self.meter.taken(waited, taken);
                 self.txs.handle_message(now(), message, from);
             }
             Incoming::Opened { conn, addr, transport, writer } => self.outbound.opened(conn, addr, transport, writer),

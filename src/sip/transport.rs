@@ -195,17 +195,30 @@ impl LoadMeter {
     }
 }
 
-/// Whether `message` is a new INVITE (no To tag) that the endpoint, with `queued` messages
-/// ahead of it, is too loaded to take ([`LoadMeter::overloaded`]).
-/// Otherwise the message is counted as going into the queue.
-fn shed_new_invite(message: &Message, meter: &LoadMeter, queued: usize) -> bool {
+/// What the transports do with a parsed message before the endpoint's queue.
+enum Door {
+    /// The ACK of one of our shed 503s: nobody needs it (see [`SHED_TAG`]).
+    Drop,
+    /// A new INVITE (no To tag) the endpoint is too loaded to take
+    /// ([`LoadMeter::overloaded`]): answered 503 here.
+    Shed,
+    /// Into the queue, read at this instant.
+    Queue(Instant),
+}
+
+/// Decides at the door for `message`, with `queued` messages ahead of it; what goes into the
+/// queue is counted as arriving there.
+fn at_the_door(message: &Message, meter: &LoadMeter, queued: usize) -> Door {
     let now = Instant::now();
-    let shed = matches!(message, Message::Request(r) if r.method == message::Method::Invite && r.to_tag().is_none())
-        && meter.overloaded(queued, now);
-    if !shed {
-        meter.arrived(queued, now);
+    if let Message::Request(r) = message {
+        match r.method {
+            message::Method::Ack if r.to_tag().is_some_and(|t| t.starts_with(SHED_TAG)) => return Door::Drop,
+            message::Method::Invite if r.to_tag().is_none() && meter.overloaded(queued, now) => return Door::Shed,
+            _ => {}
+        }
     }
-    shed
+    meter.arrived(queued, now);
+    Door::Queue(now)
 }
 
 /// What the transports hand to the endpoint.
@@ -550,19 +563,17 @@ async fn receive_udp(
         }
         let peer = Peer { addr: from, transport: Transport::Udp, conn: None };
         match message::parse(bytes) {
-            Ok(message) if acks_a_shed_answer(&message) => {}
             Ok(message) => {
                 let queued = sink.max_capacity() - sink.capacity();
-                if shed_new_invite(&message, &meter, queued) {
-                    metrics.sip_shed.inc();
-                    if let Some(answer) = overloaded(&message) {
-                        let _ = socket.try_send_to(&answer, from);
-                    }
-                    continue;
-                }
-                if let Err(mpsc::error::TrySendError::Full(Incoming::Message { message, .. })) =
-                    sink.try_send(Incoming::Message { message, from: peer, received: Instant::now() })
-                {
+                let refused = match at_the_door(&message, &meter, queued) {
+                    Door::Drop => None,
+                    Door::Shed => Some(message),
+                    Door::Queue(received) => match sink.try_send(Incoming::Message { message, from: peer, received }) {
+                        Err(mpsc::error::TrySendError::Full(Incoming::Message { message, .. })) => Some(message),
+                        _ => None,
+                    },
+                };
+                if let Some(message) = refused {
                     metrics.sip_shed.inc();
                     if let Some(answer) = overloaded(&message) {
                         let _ = socket.try_send_to(&answer, from);
@@ -587,12 +598,6 @@ async fn receive_udp(
 /// recognised and dropped at the door, as a stateless server does (RFC 3261 §17.2.1 leaves them
 /// to nobody), instead of queueing one more message per shed call for the endpoint.
 const SHED_TAG: &str = "shed-";
-
-/// Whether `message` is the ACK of one of our shed 503s.
-fn acks_a_shed_answer(message: &Message) -> bool {
-    matches!(message, Message::Request(r) if r.method == message::Method::Ack
-        && r.to_tag().is_some_and(|t| t.starts_with(SHED_TAG)))
-}
 
 /// The 503 for a request nobody has room for, or that would wait too long (responses and ACKs
 /// get nothing).
@@ -716,18 +721,23 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                             Ok(Some(Frame::Message(bytes))) => {
                                 seen_message = true;
                                 match message::parse(&bytes) {
-                                    Ok(message) if acks_a_shed_answer(&message) => {}
                                     Ok(message) => {
                                         let queued = sink.max_capacity() - sink.capacity();
-                                        if shed_new_invite(&message, &shared.meter, queued) {
-                                            shared.metrics.sip_shed.inc();
-                                            if let Some(answer) = overloaded(&message)
-                                                && write_all(&mut write_half, &answer).await.is_err()
-                                            {
-                                                return "write failed";
+                                        match at_the_door(&message, &shared.meter, queued) {
+                                            Door::Drop => {}
+                                            Door::Shed => {
+                                                shared.metrics.sip_shed.inc();
+                                                if let Some(answer) = overloaded(&message)
+                                                    && write_all(&mut write_half, &answer).await.is_err()
+                                                {
+                                                    return "write failed";
+                                                }
                                             }
-                                        } else if sink.send(Incoming::Message { message, from: peer, received: Instant::now() }).await.is_err() {
-                                            return "shutdown";
+                                            Door::Queue(received) => {
+                                                if sink.send(Incoming::Message { message, from: peer, received }).await.is_err() {
+                                                    return "shutdown";
+                                                }
+                                            }
                                         }
                                     }
                                     Err(e) => {
@@ -795,6 +805,16 @@ mod tests {
 
     const INVITE: &str = "INVITE sip:gw@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
         From: <sip:a@h>;tag=1\r\nTo: <sip:gw@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+
+    /// Whether the door sheds `message`.
+    fn shed_new_invite(message: &Message, meter: &LoadMeter, queued: usize) -> bool {
+        matches!(at_the_door(message, meter, queued), Door::Shed)
+    }
+
+    /// Whether the door drops `message` as the ACK of a shed 503.
+    fn acks_a_shed_answer(message: &Message) -> bool {
+        matches!(at_the_door(message, &LoadMeter::default(), 0), Door::Drop)
+    }
 
     #[test]
     fn only_new_invites_are_shed_and_only_when_the_queue_would_make_them_wait() {

@@ -290,10 +290,14 @@ fn reached(sfu: &mut Sfu, now: Instant, endpoint: &EndpointId) -> Vec<ExternalSu
     out
 }
 
+/// A forwarder on a fixed address, for tests of external publishers and subscribers.
+fn bare_sfu() -> Sfu {
+    Sfu::new(SfuConfig::new("127.0.0.1:19000".parse().unwrap(), vec!["127.0.0.1:19000".parse().unwrap()]))
+}
+
 #[test]
 fn a_refresh_scoped_to_the_changed_session_matches_a_full_one_and_leaves_others_alone() {
-    let config = SfuConfig::new("127.0.0.1:19000".parse().unwrap(), vec!["127.0.0.1:19000".parse().unwrap()]);
-    let mut sfu = Sfu::new(config);
+    let mut sfu = bare_sfu();
     let now = Instant::now();
     let (a, b) = (SessionId::from("sa"), SessionId::from("sb"));
     let everyone = |_: &SessionId, l: &ParticipantId, p: &ParticipantId| l != p;
@@ -335,8 +339,7 @@ fn a_refresh_scoped_to_the_changed_session_matches_a_full_one_and_leaves_others_
 
 #[test]
 fn targeted_changes_reach_what_a_full_refresh_would_and_touch_nothing_else() {
-    let config = SfuConfig::new("127.0.0.1:19000".parse().unwrap(), vec!["127.0.0.1:19000".parse().unwrap()]);
-    let mut sfu = Sfu::new(config);
+    let mut sfu = bare_sfu();
     let now = Instant::now();
     let (a, b) = (SessionId::from("sa"), SessionId::from("sb"));
     // a3 hears nobody; everyone else hears everyone but themselves.
