@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::media::counters::MediaCounters;
+use crate::sip::transport::TransportCounters;
 
 /// Labels of an HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,13 +41,6 @@ pub struct InviteLabels {
     pub status: u16,
     /// Interconnect mode, or `unknown` when refused before it was known.
     pub mode: &'static str,
-}
-
-/// Labels of a SIP message the guard refused.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MalformedLabels {
-    /// `answered` (400/505 sent) or `dropped` (nothing could be answered).
-    pub outcome: &'static str,
 }
 
 /// Labels of a media counter of SIP legs.
@@ -78,12 +72,9 @@ pub struct Metrics {
     pub sip_setup_seconds: Histogram,
     /// Time a SIP message waited between its receipt and the endpoint taking it, seconds.
     pub sip_queue_seconds: Histogram,
-    /// Malformed SIP messages by what was done.
-    pub sip_malformed: Family<MalformedLabels, Counter>,
-    /// SIP requests refused at the door because too many were pending (503).
-    pub sip_shed: Counter,
-    /// SIP stream connections refused at the caps (in total or per source).
-    pub sip_connections_refused: Counter,
+    /// What the SIP transports count: malformed messages, requests shed with 503,
+    /// connections refused at the caps.
+    pub sip_transport: TransportCounters,
     /// Media counters of SIP legs, by kind (added live by each leg, through `media`).
     pub media_leg: Family<MediaLabels, Counter>,
     /// The same counters resolved once per kind, with the busy time: what legs add to.
@@ -119,16 +110,18 @@ impl Default for Metrics {
             "Time a SIP message waited between its receipt and the SIP endpoint taking it",
             sip_queue_seconds.clone(),
         );
-        let sip_malformed = Family::<MalformedLabels, Counter>::default();
-        registry.register("sip_malformed", "Malformed SIP messages", sip_malformed.clone());
-        let sip_connections_refused = Counter::default();
+        let sip_transport = TransportCounters::default();
+        registry.register("sip_malformed", "Malformed SIP messages", sip_transport.malformed.clone());
         registry.register(
             "sip_connections_refused",
             "SIP TCP/TLS connections refused because too many were open (in total or from one address)",
-            sip_connections_refused.clone(),
+            sip_transport.connections_refused.clone(),
         );
-        let sip_shed = Counter::default();
-        registry.register("sip_shed", "SIP requests refused with 503 because too many were pending", sip_shed.clone());
+        registry.register(
+            "sip_shed",
+            "SIP requests refused with 503 because too many were pending",
+            sip_transport.shed.clone(),
+        );
         let media_leg = Family::<MediaLabels, Counter>::default();
         registry.register("media_leg", "Media counters of SIP legs by kind (live)", media_leg.clone());
         let media_active_legs = Gauge::default();
@@ -154,10 +147,8 @@ impl Default for Metrics {
             sip_invites,
             sip_active_dialogs,
             sip_setup_seconds,
-            sip_malformed,
-            sip_shed,
+            sip_transport,
             sip_queue_seconds,
-            sip_connections_refused,
             media: MediaCounters::new(
                 |kind| media_leg.get_or_create(&MediaLabels { kind }).clone(),
                 media_transcode_seconds.clone(),

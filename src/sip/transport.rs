@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -29,7 +32,25 @@ use super::framing::{Frame, PONG, StreamFramer};
 use super::message::{self, Message};
 use super::refusal::Refusal;
 use super::transaction::{ConnId, Peer, Transport};
-use crate::app::metrics::{MalformedLabels, Metrics};
+
+/// What the transports count, for /metrics: the application registers these counters, the
+/// transports only add to them.
+#[derive(Clone, Debug, Default)]
+pub struct TransportCounters {
+    /// Requests refused at the door with 503 (queue too long).
+    pub shed: Counter,
+    /// Messages that could not be parsed, by what was done about them.
+    pub malformed: Family<MalformedLabels, Counter>,
+    /// Stream connections refused at the caps (in total or per source).
+    pub connections_refused: Counter,
+}
+
+/// Labels of a SIP message the transport could not parse.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MalformedLabels {
+    /// `answered` (400/505/513 sent) or `dropped` (nothing could be answered).
+    pub outcome: &'static str,
+}
 
 /// Most stream connections at once.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -341,7 +362,7 @@ struct Shared {
     next_conn: AtomicU64,
     meter: Arc<LoadMeter>,
     counts: Mutex<Counts>,
-    metrics: Arc<Metrics>,
+    counters: TransportCounters,
     cancel: CancellationToken,
 }
 
@@ -403,7 +424,7 @@ impl Transports {
         listen: SocketAddr,
         tls: Option<TlsSettings>,
         queue: usize,
-        metrics: Arc<Metrics>,
+        counters: TransportCounters,
         cancel: CancellationToken,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
@@ -423,10 +444,10 @@ impl Transports {
             next_conn: AtomicU64::new(1),
             meter: meter.clone(),
             counts: Mutex::new(Counts::default()),
-            metrics: metrics.clone(),
+            counters: counters.clone(),
             cancel: cancel.clone(),
         });
-        spawn_udp_receiver(&udp, sink.clone(), meter.clone(), metrics.clone(), cancel.clone())?;
+        spawn_udp_receiver(&udp, sink.clone(), meter.clone(), counters.clone(), cancel.clone())?;
         tokio::spawn(accept(tcp, None, shared.clone(), sink.clone()));
         let mut tls_local = None;
         if let Some(settings) = tls {
@@ -504,12 +525,12 @@ fn spawn_udp_receiver(
     udp: &Arc<UdpSocket>,
     sink: mpsc::Sender<Incoming>,
     meter: Arc<LoadMeter>,
-    metrics: Arc<Metrics>,
+    counters: TransportCounters,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-        tokio::spawn(receive_udp(udp.clone(), sink, meter, metrics, cancel));
+        tokio::spawn(receive_udp(udp.clone(), sink, meter, counters, cancel));
         return Ok(());
     }
     let own: std::net::UdpSocket =
@@ -523,7 +544,7 @@ fn spawn_udp_receiver(
         .spawn(move || {
             runtime.block_on(async move {
                 match UdpSocket::from_std(own) {
-                    Ok(socket) => receive_udp(Arc::new(socket), sink, meter, metrics, cancel).await,
+                    Ok(socket) => receive_udp(Arc::new(socket), sink, meter, counters, cancel).await,
                     Err(e) => tracing::error!(error = %e, "SIP UDP receiver cannot register its socket"),
                 }
             });
@@ -538,7 +559,7 @@ async fn receive_udp(
     socket: Arc<UdpSocket>,
     sink: mpsc::Sender<Incoming>,
     meter: Arc<LoadMeter>,
-    metrics: Arc<Metrics>,
+    counters: TransportCounters,
     cancel: CancellationToken,
 ) {
     // One byte over the largest message, to tell a datagram that was cut.
@@ -574,7 +595,7 @@ async fn receive_udp(
                     },
                 };
                 if let Some(message) = refused {
-                    metrics.sip_shed.inc();
+                    counters.shed.inc();
                     if let Some(answer) = overloaded(&message) {
                         let _ = socket.try_send_to(&answer, from);
                     }
@@ -588,7 +609,7 @@ async fn receive_udp(
                     }
                     None => "dropped",
                 };
-                metrics.sip_malformed.get_or_create(&MalformedLabels { outcome }).inc();
+                counters.malformed.get_or_create(&MalformedLabels { outcome }).inc();
             }
         }
     }
@@ -650,7 +671,7 @@ async fn accept(
             }
         };
         let Some(slot) = shared.admit(addr.ip()) else {
-            shared.metrics.sip_connections_refused.inc();
+            shared.counters.connections_refused.inc();
             // Dropping the stream closes it at once.
             continue;
         };
@@ -726,7 +747,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                                         match at_the_door(&message, &shared.meter, queued) {
                                             Door::Drop => {}
                                             Door::Shed => {
-                                                shared.metrics.sip_shed.inc();
+                                                shared.counters.shed.inc();
                                                 if let Some(answer) = overloaded(&message)
                                                     && write_all(&mut write_half, &answer).await.is_err()
                                                 {
@@ -748,13 +769,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                                             }
                                             None => "dropped",
                                         };
-                                        shared.metrics.sip_malformed.get_or_create(&MalformedLabels { outcome }).inc();
+                                        shared.counters.malformed.get_or_create(&MalformedLabels { outcome }).inc();
                                     }
                                 }
                             }
                             Err(e) => {
                                 let answer = Refusal::answer_unframed(e);
-                                shared.metrics.sip_malformed.get_or_create(&MalformedLabels { outcome: "answered" }).inc();
+                                shared.counters.malformed.get_or_create(&MalformedLabels { outcome: "answered" }).inc();
                                 if let Some(answer) = answer {
                                     let _ = write_all(&mut write_half, &answer).await;
                                 }

@@ -44,8 +44,8 @@ pub(super) enum State {
     },
     /// 200 sent, waiting for the ACK.
     Answered {
-        /// Asked to end meanwhile: BYE once the ACK comes (RFC 3261 §15), for this reason.
-        end_after_ack: Option<String>,
+        /// Asked to end meanwhile: BYE once the ACK comes (RFC 3261 §15).
+        end_after_ack: Option<Ending>,
     },
     /// ACK received: the dialog is confirmed.
     Confirmed {
@@ -57,10 +57,48 @@ pub(super) enum State {
         /// When we stop waiting for its answer.
         give_up: Instant,
         /// Why we hung up.
-        reason: String,
+        ending: Ending,
         /// When the call had been confirmed (`None`: its 2xx was never ACKed).
         connected_at: Option<Instant>,
     },
+}
+
+/// Why we end a call, and who else already knows.
+#[derive(Debug, Clone)]
+pub(super) struct Ending {
+    /// For the BYE's Reason and the call record.
+    pub(super) reason: String,
+    /// The participant already left its session (API removal, session gone): the rooms are
+    /// not told again when the call ends.
+    pub(super) left_session: bool,
+}
+
+impl Ending {
+    /// The gateway or the peer ends the call; the rooms learn of it when it is over.
+    pub(super) fn by_gateway(reason: &str) -> Self {
+        Self { reason: reason.to_string(), left_session: false }
+    }
+}
+
+/// Where a call's media is: offer/answer done or not, the leg started or not.
+#[derive(Debug)]
+pub(super) enum MediaState {
+    /// No agreement yet (our offer waits for the ACK's answer).
+    Unagreed,
+    /// Agreed; the leg starts with the 200.
+    Agreed(Negotiated),
+    /// The leg runs with this agreement; a new one updates it.
+    Started(Negotiated),
+}
+
+impl MediaState {
+    /// The agreement in force, if any.
+    pub(super) fn negotiated(&self) -> Option<&Negotiated> {
+        match self {
+            Self::Unagreed => None,
+            Self::Agreed(n) | Self::Started(n) => Some(n),
+        }
+    }
 }
 
 /// A 2xx to an INVITE being retransmitted until its ACK.
@@ -131,22 +169,19 @@ pub(super) struct Call {
     pub(super) rtp_port: u16,
     pub(super) sdp_session: u64,
     pub(super) sdp_version: u64,
-    pub(super) negotiated: Option<Negotiated>,
+    pub(super) media: MediaState,
     pub(super) last_answer: Option<String>,
     pub(super) offer: OfferState,
     pub(super) pending: Option<PendingAck>,
     pub(super) session_timer: Option<SessionTimer>,
     pub(super) invite_at: Instant,
-    pub(super) media_started: bool,
-    /// The participant already left the session (API removal): do not remove it again.
-    pub(super) left_rooms: bool,
 }
 
 impl Call {
     /// The peer holds the call: it offered `sendonly` or `inactive` (RFC 3264 §8.4).
     pub(super) fn on_hold(&self) -> bool {
-        self.negotiated
-            .as_ref()
+        self.media
+            .negotiated()
             .is_some_and(|n| matches!(n.remote_direction, Direction::SendOnly | Direction::Inactive))
     }
 
@@ -177,10 +212,11 @@ impl Call {
 
     /// The media command for a new agreement: the leg's start the first time, an update after.
     pub(super) fn media_for(&mut self, call: CallNo, negotiated: Negotiated) -> MediaCommand {
-        if self.media_started {
+        let started = matches!(self.media, MediaState::Started(_));
+        self.media = MediaState::Started(negotiated.clone());
+        if started {
             return MediaCommand::Update { call, negotiated: Box::new(negotiated) };
         }
-        self.media_started = true;
         MediaCommand::Start {
             call,
             participant: self.participant.clone(),
@@ -322,7 +358,7 @@ impl UserAgent {
             self.reject(inbound, Refusal::UnsupportedBody);
             return None;
         }
-        let previous = self.calls.get(&call)?.negotiated.clone();
+        let previous = self.calls.get(&call)?.media.negotiated().cloned();
         match sdp::answer(&inbound.request.body, &local, &policy, previous.as_ref()) {
             Err(e) => {
                 // The old media stays as it was (RFC 3261 §14.2).
@@ -342,7 +378,6 @@ impl UserAgent {
                         answer
                     }
                 };
-                c.negotiated = Some(negotiated.clone());
                 ok.headers.push("Content-Type", "application/sdp");
                 ok.body = body.into_bytes();
                 let command = c.media_for(call, negotiated);
@@ -413,41 +448,49 @@ impl UserAgent {
 
     /// Ends a call from our side: BYE when the dialog is confirmed, later when it is not yet.
     pub(super) fn hang_up(&mut self, now: Instant, call: CallNo, reason: &str) {
+        self.end(now, call, Ending::by_gateway(reason));
+    }
+
+    /// Ends a call in whatever state it is, the way that state allows.
+    pub(super) fn end(&mut self, now: Instant, call: CallNo, ending: Ending) {
         let Some(c) = self.calls.get_mut(&call) else { return };
-        match &c.state {
+        match &mut c.state {
             State::Ringing { tx, invite, .. } => {
                 let (tx, invite) = (*tx, invite.clone());
-                let response = self.refusal(&invite, &Refusal::EndedWhileRinging(reason.to_string()));
+                let response = self.refusal(&invite, &Refusal::EndedWhileRinging(ending.reason.clone()));
                 self.outputs.push_back(Output::Respond { tx, response });
-                self.answered(call, 480, Some(reason));
-                self.finish(now, call, reason);
+                self.answered(now, call, 480, Some(&ending.reason));
+                self.finish(now, call, &ending.reason);
             }
             State::Answered { end_after_ack } => {
                 // RFC 3261 §15: no BYE before the ACK; it goes out when the ACK comes.
-                let reason = Some(reason.to_string());
-                c.state = State::Answered { end_after_ack: end_after_ack.clone().or(reason) };
+                match end_after_ack {
+                    Some(first) => first.left_session |= ending.left_session,
+                    None => *end_after_ack = Some(ending),
+                }
             }
             State::Confirmed { since } => {
                 let since = Some(*since);
-                self.bye(now, call, reason, since);
+                self.bye(now, call, ending, since);
             }
-            State::Terminating { .. } => {}
+            State::Terminating { ending: first, .. } => first.left_session |= ending.left_session,
         }
     }
 
     /// Sends BYE and waits for its answer; the media stops at once.
-    fn bye(&mut self, now: Instant, call: CallNo, reason: &str, connected_at: Option<Instant>) {
+    fn bye(&mut self, now: Instant, call: CallNo, ending: Ending, connected_at: Option<Instant>) {
         let Some(c) = self.calls.get_mut(&call) else { return };
         c.local_cseq += 1;
         let give_up = now + BYE_TIMEOUT;
-        c.state = State::Terminating { give_up, reason: reason.to_string(), connected_at };
+        let reason = super::super::refusal::reason(200, &ending.reason);
+        c.state = State::Terminating { give_up, ending, connected_at };
         // The call is over for us: no RTP while the BYE's transaction runs (up to 64*T1 more
         // to a peer that never ACKed). The record waits for the leg's counters and the
         // dialog's end, whichever comes last.
         self.outputs.push_back(Output::Media(MediaCommand::Stop { call }));
         let mut bye = self.in_dialog_request(call, Method::Bye);
         if let Some(bye) = bye.as_mut() {
-            bye.0.headers.push("Reason", super::super::refusal::reason(200, reason));
+            bye.0.headers.push("Reason", reason);
         }
         if let Some((request, destination, transport)) = bye {
             self.outputs.push_back(Output::Send { call, request, destination, transport });
@@ -485,8 +528,8 @@ impl UserAgent {
     /// The final response to a request we sent.
     pub(super) fn handle_sent(&mut self, now: Instant, call: CallNo, status: Option<u16>) {
         let Some(c) = self.calls.get(&call) else { return };
-        if let State::Terminating { reason, .. } = &c.state {
-            let reason = reason.clone();
+        if let State::Terminating { ending, .. } = &c.state {
+            let reason = ending.reason.clone();
             self.finish(now, call, &reason);
         } else if status.is_some_and(|s| s == 481 || s == 408) || status.is_none() {
             // Our refresh found no dialog or no peer (RFC 4028 §10, RFC 5057): the call is gone.
@@ -505,7 +548,11 @@ impl UserAgent {
         self.outputs.push_back(Output::Media(MediaCommand::Stop { call }));
         // CONTRACT §5 transfer mode: the leg is the participant's media for its whole life.
         let connected_at = c.connected_at();
-        if c.mode == InterconnectMode::Transfer && !c.left_rooms && connected_at.is_some() {
+        let left_session = match &c.state {
+            State::Answered { end_after_ack: Some(ending) } | State::Terminating { ending, .. } => ending.left_session,
+            _ => false,
+        };
+        if c.mode == InterconnectMode::Transfer && !left_session && connected_at.is_some() {
             self.outputs.push_back(Output::Rooms(RoomsCommand::RemoveFromSession {
                 account: c.account.clone(),
                 session: c.session.clone(),
@@ -547,7 +594,7 @@ impl UserAgent {
                     // RFC 3261 §13.3.1.4: no ACK in 64*T1 ends the dialog.
                     c.pending = None;
                     if matches!(c.state, State::Answered { .. }) {
-                        self.bye(now, call, "no ACK", None);
+                        self.bye(now, call, Ending::by_gateway("no ACK"), None);
                     } else {
                         self.hang_up(now, call, "no ACK");
                     }
@@ -580,10 +627,10 @@ impl UserAgent {
                 }
             }
             TimerKind::ByeTimeout => {
-                if let State::Terminating { give_up, reason, .. } = &c.state
+                if let State::Terminating { give_up, ending, .. } = &c.state
                     && *give_up == at
                 {
-                    let reason = reason.clone();
+                    let reason = ending.reason.clone();
                     self.finish(now, call, &reason);
                 }
             }
@@ -597,26 +644,26 @@ impl UserAgent {
             c.state = State::Answered { end_after_ack: None };
         }
         c.pending = Some(PendingAck { tx, ok: ok.clone(), interval: T1, next: now + T1, give_up: now + 64 * T1 });
-        let start = match (&c.negotiated, c.media_started) {
-            (Some(n), false) => Some(c.media_for(call, n.clone())),
-            _ => None,
+        let start = match &c.media {
+            MediaState::Agreed(n) => Some(c.media_for(call, n.clone())),
+            MediaState::Unagreed | MediaState::Started(_) => None,
         };
         self.outputs.push_back(Output::Respond { tx, response: ok });
         if let Some(start) = start {
             self.outputs.push_back(Output::Media(start));
         }
         self.schedule(now + T1, call, TimerKind::Retransmit);
-        self.answered(call, 200, None);
+        self.answered(now, call, 200, None);
     }
 
     /// Reports the final answer to an initial INVITE.
-    pub(super) fn answered(&mut self, call: CallNo, status: u16, reason: Option<&str>) {
+    pub(super) fn answered(&mut self, now: Instant, call: CallNo, status: u16, reason: Option<&str>) {
         let Some(c) = self.calls.get(&call) else { return };
         self.outputs.push_back(Output::Call(CallEvent::InviteAnswered {
             call_id: c.call_id.clone(),
             status,
             mode: Some(c.mode),
-            setup: c.invite_at.elapsed().min(Duration::from_secs(3600)),
+            setup: now.saturating_duration_since(c.invite_at).min(Duration::from_secs(3600)),
             reason: reason.map(str::to_string),
         }));
     }
@@ -641,11 +688,8 @@ impl UserAgent {
         let mut failed = None;
         if let OfferState::AwaitingAnswer(pending) = std::mem::replace(&mut c.offer, OfferState::Stable) {
             match sdp::accept_answer(&pending, body) {
-                Ok(negotiated) => {
-                    c.negotiated = Some(negotiated.clone());
-                    media = Some(c.media_for(call, negotiated));
-                }
-                Err(e) => failed = Some(format!("unusable SDP answer in the ACK: {e}")),
+                Ok(negotiated) => media = Some(c.media_for(call, negotiated)),
+                Err(e) => failed = Some(Ending::by_gateway(&format!("unusable SDP answer in the ACK: {e}"))),
             }
         }
         let (first, end) = match &c.state {
@@ -662,8 +706,8 @@ impl UserAgent {
         if let Some(e) = event {
             self.outputs.push_back(Output::Call(e));
         }
-        if let Some(reason) = failed.or(end) {
-            self.hang_up(now, call, &reason);
+        if let Some(ending) = failed.or(end) {
+            self.end(now, call, ending);
         }
     }
 
@@ -679,7 +723,7 @@ impl UserAgent {
             let mut response = self.response(invite, refusal.status(), Some(&c.local_tag));
             refusal.write(&mut response);
             self.outputs.push_back(Output::Respond { tx: *tx, response });
-            self.answered(call, 487, Some("cancelled"));
+            self.answered(now, call, 487, Some("cancelled"));
             self.finish(now, call, "cancelled");
         }
     }

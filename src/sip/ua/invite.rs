@@ -7,7 +7,7 @@ use super::super::message::{Request, Response};
 use super::super::refusal::{Refusal, quoted_text};
 use super::super::sdp;
 use super::super::uui;
-use super::dialog::{Call, SessionTimer, State, TimerKind, is_sdp, session_expires_value};
+use super::dialog::{Call, MediaState, SessionTimer, State, TimerKind, is_sdp, session_expires_value};
 use super::{Admitted, CallNo, Inbound, MediaCommand, OfferState, Output, RoomsCommand, UserAgent};
 use crate::interconnect::InterconnectMode;
 use crate::tokens::TokenError;
@@ -321,14 +321,12 @@ impl UserAgent {
             rtp_port: port,
             sdp_session,
             sdp_version: 1,
-            negotiated,
+            media: negotiated.map_or(MediaState::Unagreed, MediaState::Agreed),
             last_answer,
             offer,
             pending: None,
             session_timer,
             invite_at: now,
-            media_started: false,
-            left_rooms: false,
         };
         tracing::debug!(call_id = %c.call_id, participant = %c.participant, ?mode, "INVITE admitted");
         self.calls.insert(call, c);

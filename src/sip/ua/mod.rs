@@ -507,10 +507,7 @@ impl UserAgent {
                 LeaveReason::SessionExpired => "session expired",
                 LeaveReason::ParticipantDeleted => "participant deleted",
             };
-            if let Some(c) = self.calls.get_mut(&call) {
-                c.left_rooms = true;
-            }
-            self.hang_up(now, call, why);
+            self.end(now, call, dialog::Ending { reason: why.to_string(), left_session: true });
         }
     }
 

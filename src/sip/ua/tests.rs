@@ -671,3 +671,29 @@ fn admission_and_ports_are_asked_and_their_answers_may_come_late() {
     h.ua.handle_event(h.now, Event::Admission { call, result: Ok(admitted("alice", None)) });
     assert!(h.raw().is_empty());
 }
+
+#[test]
+fn removal_before_the_ack_waits_for_it_and_does_not_remove_twice() {
+    let mut h = Harness::new(config());
+    let (tx, out) = h.send(&invite("c1", Some(&jwt("alice")), "", OFFER));
+    assert_eq!(final_status(&out), 200);
+    let tag = to_tag(responses(&out)[0]);
+    let out = h.event(Event::Room(RoomEvent::ParticipantLeft {
+        account: AccountId::from("default"),
+        session: SessionId::from("s1"),
+        participant: ParticipantId::from("alice"),
+        callback_url: None,
+        reason: LeaveReason::Removed,
+    }));
+    assert!(!out.iter().any(|o| matches!(o, Output::Send { .. })), "no BYE before the ACK (RFC 3261 §15): {out:?}");
+    let ack = in_dialog("ACK", "c1", &tag, 1, "", "");
+    let Message::Request(ack) = parse(ack.as_bytes()).unwrap() else { unreachable!() };
+    let out = h.event(Event::Ack { tx, request: ack });
+    let bye = out.iter().find_map(|o| if let Output::Send { request, .. } = o { Some(request) } else { None });
+    let bye = bye.expect("the BYE goes out with the ACK");
+    assert!(bye.headers.get("Reason").unwrap().contains("participant removed"), "{bye:?}");
+    let out = h.event(Event::Sent { call: 1, status: Some(200) });
+    assert!(out.iter().any(|o| matches!(o, Output::Call(CallEvent::Ended { reason, .. }) if reason == "participant removed")));
+    assert!(!out.iter().any(|o| matches!(o, Output::Rooms(_))), "the participant already left: {out:?}");
+    assert_eq!(h.ua.call_count(), 0);
+}
