@@ -9,6 +9,7 @@
 //! Verification takes the time as an argument so that tests can move it; `exp` and `nbf` are
 //! checked here, with a small leeway, rather than by the JWT library's own clock.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -309,6 +310,33 @@ impl Verifier {
         ring.verify(token, now)
     }
 
+    /// [`Verifier::verify`] for one owner that remembers the tokens it saw: a token whose
+    /// signature, audience and issuer passed with the keys in use is not checked again (a
+    /// participant calling back costs a lookup, not an ECDSA verification); its times are,
+    /// every time. New keys (a reload) forget every remembered token.
+    pub fn verify_remembered(
+        &self,
+        token: &str,
+        now: SystemTime,
+        memory: &mut VerifiedTokens,
+    ) -> Result<VerifiedToken, TokenError> {
+        let ring = self.ring.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if !memory.ring.as_ref().is_some_and(|r| Arc::ptr_eq(r, &ring)) {
+            memory.claims.clear();
+            memory.ring = Some(ring.clone());
+        }
+        if let Some(claims) = memory.claims.get(token) {
+            return ring.check_times(claims.clone(), now);
+        }
+        let claims = ring.verify_signature(token)?;
+        if memory.claims.len() >= MAX_REMEMBERED_TOKENS {
+            // Bounded: a caller cycling through more tokens than this pays the verification.
+            memory.claims.clear();
+        }
+        memory.claims.insert(token.into(), claims.clone());
+        ring.check_times(claims, now)
+    }
+
     /// [`Verifier::verify`], then checks that the participant exists and is in a session (the
     /// token's `sid` when it has one). This is the admission check of CONTRACT §3 and §5.
     pub fn verify_participant(
@@ -317,17 +345,47 @@ impl Verifier {
         now: SystemTime,
         directory: &dyn ParticipantDirectory,
     ) -> Result<Admission, TokenError> {
-        let token = self.verify(token, now)?;
-        let sessions = directory
-            .sessions_of(&token.participant)
-            .ok_or_else(|| TokenError::UnknownParticipant(token.participant.0.clone()))?;
-        let session = match &token.session {
-            Some(sid) => sessions.iter().find(|s| *s == sid).cloned(),
-            None => sessions.first().cloned(),
-        }
-        .ok_or_else(|| TokenError::NotInSession(token.participant.0.clone()))?;
-        Ok(Admission { token, session })
+        admission(self.verify(token, now)?, directory)
     }
+}
+
+/// Most tokens a [`VerifiedTokens`] remembers (each some hundreds of bytes).
+pub const MAX_REMEMBERED_TOKENS: usize = 4096;
+
+/// The tokens one owner (the SIP endpoint) has verified with the keys in use, for
+/// [`Verifier::verify_remembered`]. Owned, not shared: no lock.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    /// The keys the remembered tokens were verified with.
+    ring: Option<Arc<Keyring>>,
+    /// Claims by the whole token text (signature included).
+    claims: HashMap<Box<str>, VerifyClaims>,
+}
+
+impl VerifiedTokens {
+    /// How many tokens are remembered.
+    pub fn len(&self) -> usize {
+        self.claims.len()
+    }
+
+    /// True when none is.
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty()
+    }
+}
+
+/// Admission of a verified token: the participant exists and is in a session (the token's
+/// `sid` when it has one).
+pub fn admission(token: VerifiedToken, directory: &dyn ParticipantDirectory) -> Result<Admission, TokenError> {
+    let sessions = directory
+        .sessions_of(&token.participant)
+        .ok_or_else(|| TokenError::UnknownParticipant(token.participant.0.clone()))?;
+    let session = match &token.session {
+        Some(sid) => sessions.iter().find(|s| *s == sid).cloned(),
+        None => sessions.first().cloned(),
+    }
+    .ok_or_else(|| TokenError::NotInSession(token.participant.0.clone()))?;
+    Ok(Admission { token, session })
 }
 
 impl Keyring {
@@ -368,6 +426,11 @@ impl Keyring {
     }
 
     fn verify(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, TokenError> {
+        self.check_times(self.verify_signature(token)?, now)
+    }
+
+    /// Shape, algorithm, key, signature, audience and issuer: everything but the times.
+    fn verify_signature(&self, token: &str) -> Result<VerifyClaims, TokenError> {
         // 1. Shape and header, read by hand so that `none` and HMAC get a precise refusal.
         if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
             return Err(TokenError::Malformed);
@@ -409,7 +472,7 @@ impl Keyring {
             validation.set_issuer(&[&candidate.issuer]);
             validation.set_required_spec_claims(&["sub", "aud", "exp", "iss"]);
             match jsonwebtoken::decode::<VerifyClaims>(token, &candidate.key, &validation) {
-                Ok(data) => return self.check_times(data.claims, now),
+                Ok(data) => return Ok(data.claims),
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind;
                     last = match e.kind() {
@@ -455,7 +518,7 @@ impl Keyring {
 }
 
 /// The claims read when verifying; `aud` is checked by the library and may be a list.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct VerifyClaims {
     sub: String,
     #[serde(default)]
@@ -791,6 +854,44 @@ mod tests {
         std::fs::write(&jwks_path, "{\"keys\": []}").unwrap();
         assert!(verifier.reload(&key, &cfg).is_err());
         assert!(verifier.verify(&token, t0()).is_ok());
+
+        // Remembered tokens follow the keys: once a reload drops the issuer, its token is
+        // refused again although it was remembered.
+        let mut memory = VerifiedTokens::default();
+        assert!(verifier.verify_remembered(&token, t0(), &mut memory).is_ok());
+        assert!(verifier.verify_remembered(&token, t0(), &mut memory).is_ok());
+        assert_eq!(memory.len(), 1);
+        assert_eq!(verifier.reload(&key, &config()).unwrap(), 1);
+        assert!(verifier.verify_remembered(&token, t0(), &mut memory).is_err());
+        assert!(memory.is_empty());
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_bad_ones_are_not_remembered() {
+        let (_dir, _key, minter, verifier) = setup();
+        let p = ParticipantId::generate();
+        let token = minter.mint(&p, None, None, Some(Duration::from_secs(60)), t0());
+        let mut memory = VerifiedTokens::default();
+        let first = verifier.verify_remembered(&token, t0(), &mut memory).unwrap();
+        assert_eq!(first, verifier.verify(&token, t0()).unwrap());
+        assert_eq!(verifier.verify_remembered(&token, t0(), &mut memory).unwrap(), first);
+        assert_eq!(memory.len(), 1);
+        // Past exp and the leeway, the remembered claims no longer admit it.
+        let later = t0() + Duration::from_secs(3600);
+        assert_eq!(verifier.verify_remembered(&token, later, &mut memory), Err(TokenError::Expired));
+        // A forged signature is refused every time and never remembered.
+        let (head, _) = token.rsplit_once('.').unwrap();
+        let forged = format!("{head}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]));
+        for _ in 0..2 {
+            assert_eq!(verifier.verify_remembered(&forged, t0(), &mut memory), Err(TokenError::BadSignature));
+        }
+        assert_eq!(memory.len(), 1);
+        // Bounded: more tokens than the bound start the memory over.
+        for _ in 0..MAX_REMEMBERED_TOKENS + 10 {
+            let t = minter.mint(&ParticipantId::generate(), None, None, None, t0());
+            verifier.verify_remembered(&t, t0(), &mut memory).unwrap();
+            assert!(memory.len() <= MAX_REMEMBERED_TOKENS);
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::ids::{ParticipantId, SessionId};
 use crate::media::bridge::{self, BridgeError, LegCommand, LegNotice, LegSetup, LegSummary};
 use crate::media::ports::{PortRange, RtpPair};
 use crate::rooms::RoomsHandle;
-use crate::tokens::{TokenError, Verifier};
+use crate::tokens::{self, TokenError, VerifiedTokens, Verifier};
 use crate::webrtc::Forwarder;
 
 /// Messages from the transports waiting for the actor; past it, UDP requests get 503 at the
@@ -159,7 +159,7 @@ impl SipService {
         let actor = Actor {
             txs: Transactions::new(Timers::default(), limits),
             ua,
-            env: DriverEnv { verifier, rooms: rooms.clone(), ports },
+            env: DriverEnv { verifier, verified: VerifiedTokens::default(), rooms: rooms.clone(), ports },
             inputs: inputs.clone(),
             clients: HashMap::new(),
             outbound: Outbound::default(),
@@ -217,6 +217,8 @@ impl SipService {
 /// What the user agent asks of the node: token verification and RTP ports.
 struct DriverEnv {
     verifier: Arc<Verifier>,
+    /// Tokens already verified: participants call again (bridge mode re-attach, redials).
+    verified: VerifiedTokens,
     rooms: RoomsHandle,
     ports: PortPool,
 }
@@ -224,7 +226,8 @@ struct DriverEnv {
 impl DriverEnv {
     /// Verifies a participant token and finds its participant (CONTRACT §3).
     fn admit(&mut self, token: &str) -> Result<Admitted, TokenError> {
-        let admission = self.verifier.verify_participant(token, SystemTime::now(), &self.rooms)?;
+        let verified = self.verifier.verify_remembered(token, SystemTime::now(), &mut self.verified)?;
+        let admission = tokens::admission(verified, &self.rooms)?;
         let account = self
             .rooms
             .read(|r| r.participant_by_id(&admission.token.participant).map(|p| p.account.clone()))
