@@ -306,7 +306,9 @@ struct Bridge {
     forwarder: Forwarder,
     endpoint: Option<EndpointId>,
     ptime_ms: u32,
-    encoder: OpusEncoder,
+    /// Opened with the first frame to publish: a leg nobody speaks on (or that ends at once)
+    /// never pays for an Opus encoder.
+    encoder: Option<OpusEncoder>,
     /// The G.711 path: the tick's audio back at 8 kHz for a narrowband encode.
     narrowband: Option<(Decimator, [i16; NARROW_FRAME])>,
     /// This participant's audio of the tick, then its Opus frame.
@@ -337,7 +339,7 @@ impl Bridge {
             forwarder,
             endpoint: None,
             ptime_ms: negotiated.ptime_ms,
-            encoder: opus_encoder(narrow)?,
+            encoder: None,
             narrowband: narrow.then(|| (Decimator::new(), [0; NARROW_FRAME])),
             pcm: [0; WIDE_FRAME],
             opus: vec![0; MAX_PACKET_BYTES],
@@ -357,13 +359,9 @@ impl Bridge {
         if narrow == self.narrowband.is_some() {
             return;
         }
-        match opus_encoder(narrow) {
-            Ok(encoder) => {
-                self.encoder = encoder;
-                self.narrowband = narrow.then(|| (Decimator::new(), [0; NARROW_FRAME]));
-            }
-            Err(e) => tracing::warn!(call = self.call, error = %e, "cannot open an Opus encoder for the new codec"),
-        }
+        // The next frame opens an encoder of the new band.
+        self.encoder = None;
+        self.narrowband = narrow.then(|| (Decimator::new(), [0; NARROW_FRAME]));
     }
 
     /// A frame or a tone from the forwarder.
@@ -384,6 +382,10 @@ impl Bridge {
         let status = leg.poll_audio(now, &mut self.pcm);
         let speaking = matches!(status, AudioStatus::Audio | AudioStatus::Concealed | AudioStatus::ComfortNoise);
         if speaking && let Some(endpoint) = &self.endpoint {
+            let encoder = match &mut self.encoder {
+                Some(encoder) => Ok(encoder),
+                None => opus_encoder(self.narrowband.is_some()).map(|e| self.encoder.insert(e)),
+            };
             let input: &[i16] = match &mut self.narrowband {
                 Some((decimator, narrow)) => {
                     decimator.process(&self.pcm, narrow);
@@ -391,7 +393,7 @@ impl Bridge {
                 }
                 None => &self.pcm,
             };
-            match self.encoder.encode(input, &mut self.opus) {
+            match encoder.and_then(|encoder| encoder.encode(input, &mut self.opus)) {
                 Ok(n) => {
                     let time = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
                     if self.forwarder.frame(endpoint.clone(), time, Arc::from(&self.opus[..n])) {

@@ -6,6 +6,7 @@
 //! (sizes and counts), because it also guards the socket: what it refuses gets a 400 built by
 //! [`answer_unparsed`] (status and warning from `sip::refusal`) instead of silence.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
 /// Largest message accepted (a UDP datagram cannot be larger anyway).
@@ -83,7 +84,8 @@ impl fmt::Display for Method {
 /// Header fields in their order; names are stored in their long form (compact forms expanded).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers {
-    fields: Vec<(String, String)>,
+    /// Names of the fields we know are static (no allocation per field for them).
+    fields: Vec<(Cow<'static, str>, String)>,
 }
 
 impl Headers {
@@ -99,7 +101,7 @@ impl Headers {
 
     /// Appends a field.
     pub fn push(&mut self, name: &str, value: impl Into<String>) {
-        self.fields.push((name.to_string(), value.into()));
+        self.fields.push((intern(name), value.into()));
     }
 
     /// Replaces every field `name` by one with `value`.
@@ -115,7 +117,7 @@ impl Headers {
 
     /// Every field, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.fields.iter().map(|(n, v)| (n.as_ref(), v.as_str()))
     }
 }
 
@@ -400,7 +402,7 @@ pub fn answer_unparsed(bytes: &[u8], status: u16, warning: &str) -> Option<Vec<u
         match name.to_ascii_lowercase().as_str() {
             "via" => via.extend(split_via(value)),
             "from" | "to" | "call-id" | "cseq"
-                if !copied.iter().any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&name)) =>
+                if !copied.iter().any(|(n, _): &(Cow<'static, str>, String)| n.eq_ignore_ascii_case(&name)) =>
             {
                 copied.push((name, value.to_string()));
             }
@@ -469,14 +471,13 @@ fn split_head(bytes: &[u8]) -> (&[u8], &[u8]) {
 
 fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, ParseError> {
     let mut headers = Headers::default();
-    let mut current: Option<(String, String)> = None;
+    let mut current: Option<(Cow<'static, str>, String)> = None;
     let mut count = 0;
-    let mut push = |headers: &mut Headers, (name, value): (String, String)| -> Result<(), ParseError> {
+    let mut push = |headers: &mut Headers, (name, value): (Cow<'static, str>, String)| -> Result<(), ParseError> {
         count += 1;
         if count > MAX_HEADERS {
             return Err(ParseError::TooLarge("too many headers"));
         }
-        let value = value.trim().to_string();
         if name.eq_ignore_ascii_case("Via") {
             let hops = split_via(&value);
             // Each hop is a header once split: they count against the limit.
@@ -488,7 +489,7 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
                 headers.push("Via", hop);
             }
         } else {
-            headers.push(&name, value);
+            headers.fields.push((name, value));
         }
         Ok(())
     };
@@ -497,7 +498,9 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
         if line.starts_with([' ', '\t']) {
             // RFC 3261 §7.3.1 folding: a continuation of the previous field.
             let (_, value) = current.as_mut().ok_or(ParseError::HeaderLine)?;
-            value.push(' ');
+            if !value.is_empty() {
+                value.push(' ');
+            }
             value.push_str(line.trim());
             if value.len() > MAX_HEADER_LEN {
                 return Err(ParseError::TooLarge("header too long"));
@@ -515,7 +518,7 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
         if !is_token(name) {
             return Err(ParseError::HeaderLine);
         }
-        current = Some((long_name(name), value.to_string()));
+        current = Some((long_name(name), value.trim().to_string()));
     }
     if let Some(done) = current.take() {
         push(&mut headers, done)?;
@@ -572,7 +575,7 @@ fn check_common(headers: &Headers) -> Result<(), ParseError> {
 }
 
 /// RFC 3261 §7.3.3 and later RFCs: compact forms to long names.
-fn long_name(name: &str) -> String {
+fn long_name(name: &str) -> Cow<'static, str> {
     let long = match name {
         "i" | "I" => "Call-ID",
         "m" | "M" => "Contact",
@@ -589,9 +592,46 @@ fn long_name(name: &str) -> String {
         "r" | "R" => "Refer-To",
         "b" | "B" => "Referred-By",
         "u" | "U" => "Allow-Events",
-        other => return other.to_string(),
+        other => return intern(other),
     };
-    long.to_string()
+    Cow::Borrowed(long)
+}
+
+/// The header names we meet on every call, spelled as we write them.
+const KNOWN_NAMES: [&str; 24] = [
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Max-Forwards",
+    "Content-Type",
+    "Content-Length",
+    "User-Agent",
+    "Server",
+    "Allow",
+    "Supported",
+    "Require",
+    "User-to-User",
+    "Record-Route",
+    "Route",
+    "Session-Expires",
+    "Min-SE",
+    "Reason",
+    "Warning",
+    "Retry-After",
+    "X-Interconnect-Mode",
+    "Subject",
+];
+
+/// A header name as stored: one of [`KNOWN_NAMES`] when it is spelled so (no allocation),
+/// else its own copy.
+fn intern(name: &str) -> Cow<'static, str> {
+    match KNOWN_NAMES.iter().find(|k| **k == name) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(name.to_string()),
+    }
 }
 
 fn is_token(s: &str) -> bool {

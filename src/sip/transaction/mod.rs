@@ -22,15 +22,17 @@
 //! passes. Spurious or late timeouts are no-ops.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use self::table::Table;
 use super::message::{self, Message, Method, Request, Response};
 
 mod client;
 mod key;
 mod server;
+mod table;
 #[cfg(test)]
 mod tests;
 
@@ -200,10 +202,10 @@ enum TimerRef {
 pub struct Transactions {
     timers_cfg: Timers,
     limits: Limits,
-    servers: HashMap<TxId, server::ServerTx>,
-    server_keys: HashMap<Key, TxId>,
-    clients: HashMap<ClientTx, client::ClientTx>,
-    client_keys: HashMap<Key, ClientTx>,
+    servers: Table<TxId, server::ServerTx>,
+    server_keys: Table<Key, TxId>,
+    clients: Table<ClientTx, client::ClientTx>,
+    client_keys: Table<Key, ClientTx>,
     /// Server transactions counted against `max_pending`.
     pending: usize,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
@@ -221,10 +223,10 @@ impl Transactions {
         Self {
             timers_cfg: timers,
             limits,
-            servers: HashMap::new(),
-            server_keys: HashMap::new(),
-            clients: HashMap::new(),
-            client_keys: HashMap::new(),
+            servers: Table::default(),
+            server_keys: Table::default(),
+            clients: Table::default(),
+            client_keys: Table::default(),
             pending: 0,
             timers: BinaryHeap::new(),
             next_sweep: None,
@@ -308,15 +310,10 @@ impl Transactions {
 
     /// Gives memory back after a flood: maps keep their peak capacity otherwise.
     fn shrink(&mut self) {
-        fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
-            if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
-                map.shrink_to(map.len() * 2);
-            }
-        }
-        shrink(&mut self.servers);
-        shrink(&mut self.server_keys);
-        shrink(&mut self.clients);
-        shrink(&mut self.client_keys);
+        self.servers.shrink();
+        self.server_keys.shrink();
+        self.clients.shrink();
+        self.client_keys.shrink();
         if self.timers.capacity() > 4096 && self.timers.len() < self.timers.capacity() / 4 {
             self.timers.shrink_to(self.timers.len() * 2);
         }
