@@ -124,7 +124,7 @@ mod tests {
         assert_eq!(t.get("k8"), Some(&9));
         assert!(t.contains_key("k9999") && !t.contains_key("k10000"));
         for i in 0..9_990u32 {
-            assert_eq!(t.remove(format!("k{i}").as_str()).is_some(), true);
+            assert!(t.remove(format!("k{i}").as_str()).is_some());
         }
         assert_eq!(t.remove("k0"), None);
         assert_eq!(t.len(), 10);
