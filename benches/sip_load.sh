@@ -2,7 +2,7 @@
 # SIP load on loopback (issue 4, item 10): sipp places calls at RATE calls/s for DURATION s
 # against a release build of interwork, and this prints calls/s achieved, failed calls, the
 # INVITE→200 latency percentiles measured by sipp, the daemon's CPU per call (utime + stime
-# from /proc over the run) and its RSS before, at the end and 60 s after.
+# from /proc over the run) and its RSS before, at the end, 60 s and 100 s after.
 #
 #   bash benches/sip_load.sh            # 1000 calls/s for 30 s
 #   RATE=200 DURATION=10 bash benches/sip_load.sh
@@ -164,4 +164,9 @@ for name, label in (("sip_queue_seconds", "SIP queue wait"), ("sip_setup_seconds
     if total:
         print(f"{label}: " + ", ".join(f"<= {le * 1000:g} ms {100 * v / total:.1f} %" for le, v in buckets if le in (0.005, 0.02, 0.05, 0.1)))
 PY
-if [ -n "${AFTER:-1}" ]; then sleep 60; echo "RSS 60 s after: $(rss) MB"; fi
+# After the run: at +60 s, and at +100 s (past 64·T1 + 32 s, when every transaction and
+# dialog of a call the caller gave up on is gone).
+if [ -n "${AFTER:-1}" ]; then
+    sleep 60; echo "RSS 60 s after: $(rss) MB"
+    sleep 40; echo "RSS 100 s after: $(rss) MB"
+fi
