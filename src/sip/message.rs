@@ -498,10 +498,11 @@ fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, Pa
         if line.starts_with([' ', '\t']) {
             // RFC 3261 §7.3.1 folding: a continuation of the previous field.
             let (_, value) = current.as_mut().ok_or(ParseError::HeaderLine)?;
-            if !value.is_empty() {
+            let more = line.trim();
+            if !value.is_empty() && !more.is_empty() {
                 value.push(' ');
             }
-            value.push_str(line.trim());
+            value.push_str(more);
             if value.len() > MAX_HEADER_LEN {
                 return Err(ParseError::TooLarge("header too long"));
             }
@@ -686,6 +687,21 @@ mod tests {
         assert_eq!(r.headers.get("Subject"), Some("folded continuation"));
         assert_eq!(r.headers.get("content-type"), Some("application/sdp"));
         assert_eq!(r.body, b"v=0\r\n", "no Content-Length on a datagram: the body runs to the end");
+    }
+
+    #[test]
+    fn folding_around_empty_values_and_blank_continuations_leaves_no_stray_space() {
+        let folded = INVITE.replace(
+            "c: application/sdp\r\n",
+            "c: application/sdp\r\nX-Empty:\r\n  one\r\n \t\r\nX-Blank: two \r\n \r\n",
+        );
+        let r = request(&folded);
+        assert_eq!(r.headers.get("X-Empty"), Some("one"));
+        assert_eq!(r.headers.get("X-Blank"), Some("two"));
+        // What we write reads back the same.
+        let mut again = request(std::str::from_utf8(&r.to_bytes()).unwrap());
+        again.headers.remove("Content-Length");
+        assert_eq!(again.headers, r.headers);
     }
 
     #[test]
