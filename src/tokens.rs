@@ -306,8 +306,12 @@ impl Verifier {
 
     /// Checks signature, algorithm, audience, issuer, `exp` and `nbf` at `now`.
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, TokenError> {
-        let ring = self.ring.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        ring.verify(token, now)
+        self.keys().verify(token, now)
+    }
+
+    /// The keys of the moment: a check keeps them even if a reload replaces them meanwhile.
+    fn keys(&self) -> Arc<Keyring> {
+        self.ring.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// [`Verifier::verify`] for one owner that remembers the tokens it saw: a token whose
@@ -320,7 +324,7 @@ impl Verifier {
         now: SystemTime,
         memory: &mut VerifiedTokens,
     ) -> Result<VerifiedToken, TokenError> {
-        let ring = self.ring.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let ring = self.keys();
         if !memory.ring.as_ref().is_some_and(|r| Arc::ptr_eq(r, &ring)) {
             memory.claims.clear();
             memory.ring = Some(ring.clone());

@@ -53,7 +53,6 @@
 //! too, so naming it costs a reference count); what the forwarder, the heard decoders and
 //! rtc-srtp allocate is theirs. A heard publisher's queue is made on its first frame.
 
-use crate::media::ports::RtpPair;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -69,6 +68,7 @@ use crate::ids::{ParticipantId, SessionId};
 use crate::media::counters::{Counts, LegCounters, MediaCounters};
 use crate::media::leg::{AudioStatus, Channel, Latching, LegConfig, LegError, LegEvent, LegStats, MTU, SipLeg};
 use crate::media::mixdown::Mixdown;
+use crate::media::ports::RtpPair;
 use crate::media::resample::{Decimator, NARROW_FRAME, WIDE_FRAME};
 use crate::sip::sdp::Negotiated;
 use crate::sip::ua::CallNo;
@@ -171,9 +171,6 @@ pub enum BridgeError {
     /// The sockets could not be handed to tokio.
     #[error("leg socket: {0}")]
     Socket(#[from] std::io::Error),
-    /// libopus refused to open.
-    #[error(transparent)]
-    Opus(#[from] OpusError),
 }
 
 /// Runs one leg until `commands` closes (the call is over); see the module docs.
@@ -193,7 +190,7 @@ pub async fn run_leg(
     let rtp = UdpSocket::from_std(rtp)?;
     let rtcp = UdpSocket::from_std(rtcp)?;
     let mut leg = SipLeg::new(now(), &negotiated, LegConfig { latching, ..LegConfig::random(SystemTime::now()) })?;
-    let mut bridge = Bridge::new(call, participant.clone(), session.clone(), forwarder.clone(), &negotiated)?;
+    let mut bridge = Bridge::new(call, participant.clone(), session.clone(), forwarder.clone(), &negotiated);
 
     // Join the forwarder: publish this participant's stream, hear what it hears.
     let (media_tx, mut media) = mpsc::channel(MEDIA_QUEUE);
@@ -328,11 +325,11 @@ impl Bridge {
         session: SessionId,
         forwarder: Forwarder,
         negotiated: &Negotiated,
-    ) -> Result<Self, BridgeError> {
+    ) -> Self {
         let mut start = [0u8; 4];
         crate::ids::fill_random(&mut start);
         let narrow = is_narrowband(negotiated);
-        Ok(Self {
+        Self {
             call,
             participant,
             session,
@@ -348,7 +345,7 @@ impl Bridge {
             heard: Mixdown::new(),
             frames_published: 0,
             frames_dropped: 0,
-        })
+        }
     }
 
     /// New media agreed (re-INVITE, UPDATE): a codec of the other band gets an encoder of its
@@ -548,8 +545,7 @@ mod tests {
                 SessionId::from("s"),
                 Forwarder::new(tx),
                 &negotiated(PHONE, Direction::SendRecv),
-            )
-            .unwrap();
+            );
             bridge.endpoint = Some(EndpointId("sip-stream".into()));
             Self {
                 gateway: SipLeg::new(start, &negotiated(PHONE, Direction::SendRecv), config(1)).unwrap(),

@@ -84,7 +84,7 @@ impl fmt::Display for Method {
 /// Header fields in their order; names are stored in their long form (compact forms expanded).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers {
-    /// Names of the fields we know are static (no allocation per field for them).
+    /// Names in [`KNOWN_NAMES`] are borrowed (no allocation per field), others owned.
     fields: Vec<(Cow<'static, str>, String)>,
 }
 
@@ -599,7 +599,7 @@ fn long_name(name: &str) -> Cow<'static, str> {
 }
 
 /// The header names we meet on every call, spelled as we write them.
-const KNOWN_NAMES: [&str; 24] = [
+const KNOWN_NAMES: &[&str] = &[
     "Via",
     "From",
     "To",
