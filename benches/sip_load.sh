@@ -110,6 +110,13 @@ XML
 cpu() { awk '{print $14 + $15}' "/proc/$daemon/stat"; }
 rss() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$daemon/status"; }
 cd "$work"
+# Datagrams the kernel dropped for a full receive buffer: on the daemon's SIP socket
+# (/proc/net/udp's last column) and in all (RcvbufErrors; sipp's sockets are gone by the end).
+udp_drops() {
+    awk -v port="$(printf ':%04X' "$1")" 'NR > 1 && index($2, port) == length($2) - 4 { own += $NF } END { printf "%d ", own }' /proc/net/udp
+    awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+drops_before=$(udp_drops "$SIP_PORT")
 rss_before=$(rss)
 cpu_before=$(cpu)
 # PERF=1: profile the daemon during the run (perf.data into $PERF_OUT, default /tmp/sip_load.perf).
@@ -119,13 +126,15 @@ fi
 start=$(date +%s.%N)
 TIMEFORMAT="%U %S"
 { time ${SIPP_CPUS:+taskset -c "$SIPP_CPUS"} sipp "127.0.0.1:$SIP_PORT" -sf call.xml -inf tokens.csv -i 127.0.0.1 -p $((SIP_PORT + 2)) -mp $((SIP_PORT + 10)) \
-  -r "$RATE" -m "$CALLS" -l $((RATE * 2)) -nostdin -trace_rtt -rtt_freq 1 -trace_stat -fd 1 \
+  -r "$RATE" -m "$CALLS" -l $((RATE * 2)) -buff_size 4194304 -nostdin -trace_rtt -rtt_freq 1 -trace_stat -fd 1 \
   -timeout $((DURATION + 60))s -max_socket 64 >/dev/null 2>sipp.err || true; } 2>sipp.time
 end=$(date +%s.%N)
 cpu_after=$(cpu)
 rss_end=$(rss)
+drops_after=$(udp_drops "$SIP_PORT")
 stat=$(ls call_*_.csv | head -1)
 cp call_*_rtt.csv "${RTT_OUT:-/tmp/sip_load_rtt.csv}" 2>/dev/null || true
+cp sipp.err /tmp/sip_load_sipp.err 2>/dev/null || true
 cat "$work/daemon.out" "$work/daemon.err" > /tmp/sip_load_daemon.err 2>/dev/null || true
 python3 - "$stat" call_*_rtt.csv "$start" "$end" "$CALLS" <<'PY'
 import csv, sys
@@ -144,6 +153,11 @@ times.sort()
 pct = lambda p: times[min(len(times) - 1, int(p / 100 * len(times)))] if times else float("nan")
 print(f"calls requested {calls}, successful {ok}, failed {failed}, wall {end - start:.1f} s, "
       f"{ok / (end - start):.0f} calls/s")
+# Why calls failed, as sipp counts it (a shed call is an unexpected 503: FailedUnexpectedMessage).
+why = {h[len("Failed"):-3]: int(last[i]) for i, h in enumerate(head)
+       if h.startswith("Failed") and h.endswith("(C)") and h != "FailedCall(C)" and last[i].isdigit() and int(last[i])}
+if why:
+    print("failed calls by cause: " + ", ".join(f"{k} {v}" for k, v in sorted(why.items())))
 print(f"INVITE->200 latency ms: p50 {pct(50):.2f}  p90 {pct(90):.2f}  p99 {pct(99):.2f}  max {times[-1] if times else float('nan'):.2f}")
 PY
 ticks=$(getconf CLK_TCK)
@@ -152,6 +166,9 @@ python3 -c "import sys; c=(float(sys.argv[2])-float(sys.argv[1]))/float(sys.argv
 awk -v w="$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$start" "$end")" \
     '{printf "sipp CPU: %.1f s (%.0f %% of one core)\n", $1 + $2, 100 * ($1 + $2) / w}' sipp.time
 echo "RSS: $rss_before MB before, $rss_end MB at the end"
+read -r own_before all_before <<<"$drops_before"
+read -r own_after all_after <<<"$drops_after"
+echo "UDP datagrams dropped by the kernel (full receive buffer): daemon $((own_after - own_before)), others (sipp) $((all_after - all_before - own_after + own_before))"
 curl -s "http://$HTTP/metrics" >metrics.txt
 echo "shed with 503: $(awk '/^interwork_sip_shed_total/{print $2}' metrics.txt)"
 # The daemon's own view: how long messages waited for the SIP endpoint, and INVITE → 200.

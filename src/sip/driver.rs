@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 
 use super::message::Request;
 use super::transaction::{ClientTx, Limits, Peer, Timers, Transactions, TxOutput};
-use super::transport::{Incoming, LoadMeter, Outbound, TcpConnector, TlsSettings, Transports};
+use super::transport::{Inbox, Incoming, LATE, Lane, LoadMeter, Outbound, TcpConnector, TlsSettings, Transports};
 use super::ua::{
     Admitted, CallEvent, CallNo, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, UaConfig, UserAgent,
 };
@@ -282,7 +282,7 @@ fn now() -> Instant {
 impl Actor {
     async fn run(
         mut self,
-        mut incoming: mpsc::Receiver<Incoming>,
+        mut inbox: Inbox,
         mut inputs: mpsc::Receiver<Input>,
         mut notices: mpsc::Receiver<LegNotice>,
         cancel: CancellationToken,
@@ -301,24 +301,26 @@ impl Actor {
                     sleep.as_mut().reset(at);
                 }
             }
+            // In this order: what finishes admitted calls before what starts new ones
+            // (transport::Lane), and timers before both.
             tokio::select! {
+                biased;
                 () = cancel.cancelled() => return,
-                message = incoming.recv() => match message {
-                    Some(m) => {
-                        let started = std::time::Instant::now();
-                        let backlog = !incoming.is_empty();
-                        self.incoming(m, started);
-                        self.carry_out();
-                        self.meter.served(started, std::time::Instant::now(), backlog);
-                    }
-                    None => return,
-                },
+                () = &mut sleep, if deadline.is_some() => {
+                    let now = now();
+                    self.txs.handle_timeout(now);
+                    self.ua.handle_timeout(now);
+                }
                 input = inputs.recv() => match input {
                     Some(input) => self.handle(input),
                     None => return,
                 },
                 notice = notices.recv() => if let Some(notice) = notice {
                     self.notice(notice);
+                },
+                message = inbox.dialogs.recv() => match message {
+                    Some(m) => self.incoming(m, Lane::Dialogs, std::time::Instant::now()),
+                    None => return,
                 },
                 event = room_events.recv() => match event {
                     Ok(e) => self.ua.handle_event(now(), Event::Room(e)),
@@ -327,11 +329,18 @@ impl Actor {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
-                () = &mut sleep, if deadline.is_some() => {
-                    let now = now();
-                    self.txs.handle_timeout(now);
-                    self.ua.handle_timeout(now);
-                }
+                message = inbox.new.recv() => match message {
+                    Some(m) => {
+                        // The load meter times this lane only: its drain rate, counting what
+                        // the other lane and the timers took meanwhile, is a new INVITE's wait.
+                        let started = std::time::Instant::now();
+                        let backlog = !inbox.new.is_empty();
+                        self.incoming(m, Lane::New, started);
+                        self.carry_out();
+                        self.meter.served(started, std::time::Instant::now(), backlog);
+                    }
+                    None => return,
+                },
             }
             self.carry_out();
             self.metrics.sip_active_dialogs.set(self.ua.call_count() as i64);
@@ -339,13 +348,22 @@ impl Actor {
     }
 
     /// Takes what the transports handed over, at `taken`.
-    fn incoming(&mut self, incoming: Incoming, taken: std::time::Instant) {
+    fn incoming(&mut self, incoming: Incoming, lane: Lane, taken: std::time::Instant) {
         match incoming {
             Incoming::Message { message, from, received } => {
                 let waited = taken.saturating_duration_since(received);
                 self.metrics.sip_queue_seconds.observe(waited.as_secs_f64());
-                self.meter.taken(waited, taken);
-                self.txs.handle_message(now(), message, from);
+                match lane {
+                    Lane::Dialogs => self.txs.handle_message(now(), message, from),
+                    Lane::New => {
+                        self.meter.taken(waited, taken);
+                        if waited > LATE {
+                            self.txs.handle_late_message(now(), message, from);
+                        } else {
+                            self.txs.handle_message(now(), message, from);
+                        }
+                    }
+                }
             }
             Incoming::Opened { conn, addr, transport, writer } => self.outbound.opened(conn, addr, transport, writer),
             Incoming::Closed { conn } => self.outbound.closed(conn),

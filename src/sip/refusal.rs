@@ -16,6 +16,13 @@ use super::sdp::SdpError;
 use super::uui::UuiError;
 use crate::tokens::TokenError;
 
+/// The To tag prefix of every response we send without a transaction (the transports' shed
+/// 503s, the transaction layer's refusals when it is full or a new INVITE waited too long):
+/// their ACKs are recognised and dropped at the door, as a stateless server does (RFC 3261
+/// §17.2.1 leaves them to nobody), instead of queueing one more message per refused call for
+/// the endpoint.
+pub const STATELESS_TAG: &str = "shed-";
+
 /// Why a request is refused.
 #[derive(Debug)]
 pub enum Refusal {

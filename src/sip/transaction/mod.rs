@@ -254,6 +254,24 @@ impl Transactions {
         }
     }
 
+    /// A message that waited for the endpoint past the point where a call it starts is worth
+    /// answering (the transport's [`super::transport::LATE`]): a new INVITE is refused
+    /// statelessly with 503 and Retry-After, as when the layer is full, since its caller's
+    /// timer A is already running and a late 200 would only lengthen the queue; a retransmitted
+    /// INVITE of a live transaction, and anything else, is handled as usual.
+    pub fn handle_late_message(&mut self, now: Instant, message: Message, from: Peer) {
+        if let Message::Request(request) = &message
+            && request.method == Method::Invite
+            && request.to_tag().is_none()
+            && Key::server(request).is_some_and(|key| !self.server_keys.contains_key(&key))
+        {
+            self.stateless(request, from, &super::refusal::Refusal::Overloaded);
+            self.outputs.push_back(TxOutput::Shed { method: Method::Invite });
+            return;
+        }
+        self.handle_message(now, message, from);
+    }
+
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<TxOutput> {
         self.outputs.pop_front()
@@ -301,7 +319,7 @@ impl Transactions {
     /// requests that cannot have a transaction.
     fn stateless(&mut self, request: &Request, from: Peer, refusal: &super::refusal::Refusal) {
         self.tag_seed = self.tag_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let tag = format!("iw{:x}", self.tag_seed ^ self.next_id);
+        let tag = format!("{}{:x}", super::refusal::STATELESS_TAG, self.tag_seed ^ self.next_id);
         let status = refusal.status();
         let mut r = Response::to(request, status, message::reason_phrase(status), Some(&tag));
         refusal.write(&mut r);
