@@ -170,7 +170,7 @@ read -r own_before all_before <<<"$drops_before"
 read -r own_after all_after <<<"$drops_after"
 echo "UDP datagrams dropped by the kernel (full receive buffer): daemon $((own_after - own_before)), others (sipp) $((all_after - all_before - own_after + own_before))"
 curl -s "http://$HTTP/metrics" >metrics.txt
-echo "shed with 503: $(awk '/^interwork_sip_shed_total/{print $2}' metrics.txt)"
+echo "shed with 503: $(awk '/^interwork_sip_shed_total/{print $2}' metrics.txt), of which after waiting over 30 ms for the endpoint: $(awk '/^interwork_sip_shed_late_total/{print $2}' metrics.txt)"
 # The daemon's own view: how long messages waited for the SIP endpoint, and INVITE → 200.
 python3 - metrics.txt <<'PY'
 import re, sys

@@ -119,8 +119,13 @@ impl Default for Metrics {
         );
         registry.register(
             "sip_shed",
-            "SIP requests refused with 503 because too many were pending",
+            "SIP requests refused with 503 because too many were pending or the endpoint was overloaded",
             sip_transport.shed.clone(),
+        );
+        registry.register(
+            "sip_shed_late",
+            "New INVITEs refused with 503 by the SIP endpoint after waiting past 30 ms for it (part of sip_shed)",
+            sip_transport.shed_late.clone(),
         );
         let media_leg = Family::<MediaLabels, Counter>::default();
         registry.register("media_leg", "Media counters of SIP legs by kind (live)", media_leg.clone());

@@ -358,7 +358,9 @@ impl Actor {
                     Lane::New => {
                         self.meter.taken(waited, taken);
                         if waited > LATE {
-                            self.txs.handle_late_message(now(), message, from);
+                            if self.txs.handle_late_message(now(), message, from) {
+                                self.metrics.sip_transport.shed_late.inc();
+                            }
                         } else {
                             self.txs.handle_message(now(), message, from);
                         }

@@ -37,8 +37,12 @@ use super::transaction::{ConnId, Peer, Transport};
 /// transports only add to them.
 #[derive(Clone, Debug, Default)]
 pub struct TransportCounters {
-    /// Requests refused at the door with 503 (queue too long).
+    /// Requests refused with 503: at the door (queue too long), by the transaction layer (full)
+    /// or by the endpoint (a new INVITE that waited past [`LATE`]).
     pub shed: Counter,
+    /// Of those, the new INVITEs the endpoint refused after waiting past [`LATE`] (the door's
+    /// estimate let them in): the others were answered as soon as they were read.
+    pub shed_late: Counter,
     /// Messages that could not be parsed, by what was done about them.
     pub malformed: Family<MalformedLabels, Counter>,
     /// Stream connections refused at the caps (in total or per source).
@@ -79,8 +83,10 @@ pub const SHED_WAIT: Duration = Duration::from_millis(20);
 /// peer that sends what it held back while it was descheduled) drains within it and costs no
 /// call; overload keeps a standing queue and is shed (the idea of CoDel, RFC 8289).
 pub const SHED_AFTER: Duration = Duration::from_millis(50);
-/// A wait this long sheds at once, however new: it bounds the latency of a sudden flood.
-pub const SHED_WAIT_MAX: Duration = Duration::from_millis(40);
+/// An estimated wait this long sheds at once, however new: it bounds the latency of a sudden
+/// flood. Below [`LATE`], so that what the door lets in is rarely refused by the endpoint
+/// after all (a 503 once read is a 503 within a millisecond, a late one is not).
+pub const SHED_WAIT_MAX: Duration = Duration::from_millis(20);
 /// A new INVITE the endpoint takes after waiting this long is refused there with 503
 /// ([`super::transaction::Transactions::handle_late_message`]): the door's estimate can be
 /// wrong (a core shared with media, a burst), this bounds the wait of every call admitted.
@@ -989,7 +995,7 @@ mod tests {
         let flood = steady(Duration::from_micros(100));
         let t1 = Instant::now();
         flood.served(t1, t1, false);
-        assert!(!flood.overloaded(300, t1));
+        assert!(!flood.overloaded(150, t1));
         assert!(flood.overloaded(700, t1));
         // A stall: nothing is taken while messages wait, the average cannot move, the wait
         // grows with the stall.

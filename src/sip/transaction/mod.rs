@@ -258,8 +258,9 @@ impl Transactions {
     /// answering (the transport's [`super::transport::LATE`]): a new INVITE is refused
     /// statelessly with 503 and Retry-After, as when the layer is full, since its caller's
     /// timer A is already running and a late 200 would only lengthen the queue; a retransmitted
-    /// INVITE of a live transaction, and anything else, is handled as usual.
-    pub fn handle_late_message(&mut self, now: Instant, message: Message, from: Peer) {
+    /// INVITE of a live transaction, and anything else, is handled as usual. Returns whether it
+    /// was refused.
+    pub fn handle_late_message(&mut self, now: Instant, message: Message, from: Peer) -> bool {
         if let Message::Request(request) = &message
             && request.method == Method::Invite
             && request.to_tag().is_none()
@@ -267,9 +268,10 @@ impl Transactions {
         {
             self.stateless(request, from, &super::refusal::Refusal::Overloaded);
             self.outputs.push_back(TxOutput::Shed { method: Method::Invite });
-            return;
+            return true;
         }
         self.handle_message(now, message, from);
+        false
     }
 
     /// The next output, if any.

@@ -402,7 +402,7 @@ fn a_late_new_invite_is_refused_statelessly_and_a_late_retransmission_is_not() {
     // A new INVITE that waited too long: 503 with Retry-After and our stateless tag, no
     // transaction, nothing for the user.
     let late = request("INVITE", "z9hG4bKlate1");
-    h.txs.handle_late_message(h.now, Message::Request(late.clone()), peer(Transport::Udp));
+    assert!(h.txs.handle_late_message(h.now, Message::Request(late.clone()), peer(Transport::Udp)));
     let out = h.drain();
     assert_eq!(statuses(&out), ["SIP/2.0 503 Service Unavailable", "shed"]);
     let TxOutput::Transmit { bytes, .. } = &out[0] else { panic!("a transmit") };
@@ -414,10 +414,10 @@ fn a_late_new_invite_is_refused_statelessly_and_a_late_retransmission_is_not() {
     let tx = new_tx(&h.receive(Message::Request(invite.clone()), Transport::Udp));
     h.txs.respond(h.now, tx, &Response::to(&invite, 180, "Ringing", Some("t")));
     h.drain();
-    h.txs.handle_late_message(h.now, Message::Request(invite), peer(Transport::Udp));
+    assert!(!h.txs.handle_late_message(h.now, Message::Request(invite), peer(Transport::Udp)));
     assert_eq!(statuses(&h.drain()), ["SIP/2.0 180 Ringing"]);
     // Anything else late is handled as usual.
     let options = request("OPTIONS", "z9hG4bKlate3");
-    h.txs.handle_late_message(h.now, Message::Request(options), peer(Transport::Udp));
+    assert!(!h.txs.handle_late_message(h.now, Message::Request(options), peer(Transport::Udp)));
     assert_eq!(statuses(&h.drain()), ["request OPTIONS"]);
 }
