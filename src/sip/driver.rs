@@ -319,7 +319,10 @@ impl Actor {
                     self.notice(notice);
                 },
                 message = inbox.dialogs.recv() => match message {
-                    Some(m) => self.incoming(m, Lane::Dialogs, std::time::Instant::now()),
+                    Some(m) => {
+                        self.incoming(m, Lane::Dialogs, std::time::Instant::now());
+                        self.meter.handled_in_dialogs();
+                    }
                     None => return,
                 },
                 event = room_events.recv() => match event {

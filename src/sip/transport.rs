@@ -178,6 +178,11 @@ impl LoadMeter {
         self.service_ns.store(new, Ordering::Relaxed);
     }
 
+    /// The endpoint handled a message of [`Lane::Dialogs`] (not timed: see [`LoadMeter::served`]).
+    pub fn handled_in_dialogs(&self) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Messages the endpoint handled so far: how busy SIP has been between two readings.
     pub fn handled(&self) -> u64 {
         self.handled.load(Ordering::Relaxed)
