@@ -128,7 +128,8 @@ impl SipService {
             _ => None,
         };
         let transports =
-            Transports::start(config.sip.listen.0, tls, INCOMING_QUEUE, metrics.sip_transport.clone(), cancel.clone()).await?;
+            Transports::start(config.sip.listen.0, tls, INCOMING_QUEUE, metrics.sip_transport.clone(), cancel.clone())
+                .await?;
         let local = transports.local;
         let tls_port = transports.tls_local.map(|a| a.port());
         tracing::info!(%local, "SIP listening on UDP and TCP");

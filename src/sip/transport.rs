@@ -161,7 +161,8 @@ impl LoadMeter {
     /// are for the receivers' reads).
     pub fn record(&self, spent: Duration) {
         self.handled.fetch_add(1, Ordering::Relaxed);
-        let sum = self.window_ns.load(Ordering::Relaxed).saturating_add(u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX));
+        let sum =
+            self.window_ns.load(Ordering::Relaxed).saturating_add(u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX));
         let messages = self.window_messages.load(Ordering::Relaxed) + 1;
         if sum < METER_WINDOW.as_nanos() as u64 && messages < METER_WINDOW_MESSAGES {
             self.window_ns.store(sum, Ordering::Relaxed);
@@ -678,10 +679,12 @@ async fn receive_udp(
                 let refused = match at_the_door(&message, &meter, sink.new_queued()) {
                     Door::Drop => None,
                     Door::Shed => Some(message),
-                    Door::Queue(received, lane) => match sink.lane(lane).try_send(Incoming::Message { message, from: peer, received }) {
-                        Err(mpsc::error::TrySendError::Full(Incoming::Message { message, .. })) => Some(message),
-                        _ => None,
-                    },
+                    Door::Queue(received, lane) => {
+                        match sink.lane(lane).try_send(Incoming::Message { message, from: peer, received }) {
+                            Err(mpsc::error::TrySendError::Full(Incoming::Message { message, .. })) => Some(message),
+                            _ => None,
+                        }
+                    }
                 };
                 if let Some(message) = refused {
                     counters.shed.inc();
@@ -719,12 +722,7 @@ fn overloaded(message: &Message) -> Option<Vec<u8>> {
 }
 
 /// Accepts stream connections, within the caps, backing off at the file-descriptor limit.
-async fn accept(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-    sink: Sink,
-) {
+async fn accept(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, shared: Arc<Shared>, sink: Sink) {
     let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
     let mut backoff = Duration::from_millis(10);
     let mut last_warning: Option<tokio::time::Instant> = None;
@@ -931,14 +929,15 @@ mod tests {
 
     #[test]
     fn what_finishes_admitted_calls_goes_in_the_first_lane() {
-        let with_tag = |method: &str| {
-            parse(&INVITE.replace("INVITE", method).replace("To: <sip:gw@h>", "To: <sip:gw@h>;tag=x"))
-        };
+        let with_tag =
+            |method: &str| parse(&INVITE.replace("INVITE", method).replace("To: <sip:gw@h>", "To: <sip:gw@h>;tag=x"));
         for method in ["BYE", "ACK", "INVITE", "UPDATE", "INFO"] {
             assert_eq!(Lane::of(&with_tag(method)), Lane::Dialogs, "{method}");
         }
-        let response = parse("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\n\
-            To: <sip:gw@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+        let response = parse(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\n\
+            To: <sip:gw@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        );
         assert_eq!(Lane::of(&response), Lane::Dialogs);
         // An ACK without a To tag is for no call of ours; it never waits behind new calls.
         assert_eq!(Lane::of(&parse(&INVITE.replace("INVITE", "ACK"))), Lane::Dialogs);

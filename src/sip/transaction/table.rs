@@ -136,6 +136,10 @@ mod tests {
         for i in 0..64_000 {
             t.insert(i, ());
         }
-        assert!(t.shards.iter().all(|m| m.len() < 2_000), "{:?}", t.shards.iter().map(HashMap::len).collect::<Vec<_>>());
+        assert!(
+            t.shards.iter().all(|m| m.len() < 2_000),
+            "{:?}",
+            t.shards.iter().map(HashMap::len).collect::<Vec<_>>()
+        );
     }
 }

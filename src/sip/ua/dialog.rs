@@ -180,9 +180,7 @@ pub(super) struct Call {
 impl Call {
     /// The peer holds the call: it offered `sendonly` or `inactive` (RFC 3264 §8.4).
     pub(super) fn on_hold(&self) -> bool {
-        self.media
-            .negotiated()
-            .is_some_and(|n| matches!(n.remote_direction, Direction::SendOnly | Direction::Inactive))
+        self.media.negotiated().is_some_and(|n| matches!(n.remote_direction, Direction::SendOnly | Direction::Inactive))
     }
 
     /// Who this call is, for events.

@@ -693,7 +693,10 @@ fn removal_before_the_ack_waits_for_it_and_does_not_remove_twice() {
     let bye = bye.expect("the BYE goes out with the ACK");
     assert!(bye.headers.get("Reason").unwrap().contains("participant removed"), "{bye:?}");
     let out = h.event(Event::Sent { call: 1, status: Some(200) });
-    assert!(out.iter().any(|o| matches!(o, Output::Call(CallEvent::Ended { reason, .. }) if reason == "participant removed")));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Call(CallEvent::Ended { reason, .. }) if reason == "participant removed"))
+    );
     assert!(!out.iter().any(|o| matches!(o, Output::Rooms(_))), "the participant already left: {out:?}");
     assert_eq!(h.ua.call_count(), 0);
 }
