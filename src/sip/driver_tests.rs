@@ -208,3 +208,44 @@ async fn a_session_the_caller_fails_to_refresh_is_ended_before_it_expires() {
     assert!(bye.headers.get("Reason").is_some_and(|r| r.contains("session timer")), "{bye:?}");
     peer.ok(&bye).await;
 }
+
+/// What finishes a call already admitted is not queued behind requests that would start new
+/// ones: a BYE that arrives after a burst of out-of-dialog requests is answered first (the
+/// endpoint's two lanes, `transport::Lane`).
+#[tokio::test(start_paused = true)]
+async fn a_bye_is_answered_before_a_burst_of_new_requests_that_came_first() {
+    let g = gateway().await;
+    let peer = Peer::new(g.sip.local_addr()).await;
+    let limit = Duration::from_secs(5);
+    peer.send(&peer.invite(&g.token, "live", "")).await;
+    let ok = loop {
+        let (_, r) = peer.response(limit).await;
+        if r.status == 200 {
+            break r;
+        }
+    };
+    peer.ack(&ok, "live").await;
+    let (gw, me) = (peer.gateway, peer.local());
+    let to = ok.headers.get("To").unwrap();
+    // All in the socket before the gateway reads any: no await between the sends.
+    for n in 0..20 {
+        let options = format!(
+            "OPTIONS sip:gw@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKopt{n}\r\nMax-Forwards: 70\r\n\
+             From: <sip:caller@{me}>;tag=o{n}\r\nTo: <sip:gw@{gw}>\r\nCall-ID: opt{n}\r\nCSeq: 1 OPTIONS\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        peer.socket.try_send_to(options.as_bytes(), gw).unwrap();
+    }
+    let bye = format!(
+        "BYE sip:gw@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbyelive\r\nMax-Forwards: 70\r\n\
+         From: <sip:caller@{me}>;tag=caller\r\nTo: {to}\r\nCall-ID: live\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    peer.socket.try_send_to(bye.as_bytes(), gw).unwrap();
+    let mut order = Vec::new();
+    while order.len() < 21 {
+        let (_, r) = peer.response(limit).await;
+        order.push(r.headers.get("CSeq").unwrap().to_string());
+    }
+    assert_eq!(order[0], "2 BYE", "answered in the order {order:?}");
+    assert_eq!(order.iter().filter(|c| c.ends_with("OPTIONS")).count(), 20, "{order:?}");
+}
