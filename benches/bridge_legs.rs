@@ -39,9 +39,9 @@ use codecs::pcm::analysis::tone;
 use codecs::rfc4867::{Cmr, Depacketizer, PacketFrames, Packetizer, PayloadConfig};
 use interwork::media::heard::HeardDecoders;
 use interwork::media::leg::{AudioStatus, LegConfig, MTU, SipLeg};
+use interwork::media::params::{AmrWbParams, Codec, Negotiated, SrtpKeys, SrtpSuite};
 use interwork::media::resample::Decimator;
 use interwork::media::rtp::Ssrc;
-use interwork::sip::sdp::{AmrWbParams, Codec, Negotiated, SrtpKeys, SrtpSuite};
 use interwork::webrtc::sfu::EndpointId;
 use str0m::media::{Frequency, MediaTime};
 

@@ -37,8 +37,8 @@ use codecs::amrwb::{AmrWbDecoder, AmrWbEncoder, FRAME_SAMPLES, MAX_FRAME_BYTES, 
 use codecs::g711::{self, Law};
 use codecs::opus::{MAX_PACKET_BYTES, OpusDecoder, OpusEncoder, OpusEncoderConfig, SampleRate};
 use codecs::rfc4867::{Cmr, Depacketizer, PacketFrames, Packetizer, PayloadConfig};
+use interwork::media::params::{SrtpKeys, SrtpSuite};
 use interwork::media::srtp::SrtpSession;
-use interwork::sip::sdp::{SrtpKeys, SrtpSuite};
 
 const SESSION_SIZE: usize = 4;
 const FRAME: Duration = Duration::from_millis(20);

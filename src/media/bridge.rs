@@ -63,6 +63,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
+use super::params::Negotiated;
 use crate::ids::EndpointId;
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::counters::{Counts, LegCounters, MediaCounters};
@@ -70,8 +71,6 @@ use crate::media::leg::{AudioStatus, Channel, Latching, LegConfig, LegError, Leg
 use crate::media::mixdown::Mixdown;
 use crate::media::ports::RtpPair;
 use crate::media::resample::{Decimator, NARROW_FRAME, WIDE_FRAME};
-use crate::sip::sdp::Negotiated;
-use crate::sip::ua::CallNo;
 use crate::webrtc::sfu::ExternalSubscriberId;
 use crate::webrtc::{ExternalMedia, Forwarder};
 
@@ -96,6 +95,10 @@ pub enum LegCommand {
     /// A re-INVITE or UPDATE agreed new media (address, codec, keys, hold).
     Update(Box<Negotiated>),
 }
+
+/// The SIP driver's number for the call a leg carries: opaque here, handed back in
+/// [`LegNotice`]s (the same `u64` as the user agent's `CallNo`).
+pub type CallNo = u64;
 
 /// What a leg tells its SIP driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -444,7 +447,7 @@ impl Bridge {
 
 /// G.711: nothing above 4 kHz to encode.
 fn is_narrowband(negotiated: &Negotiated) -> bool {
-    matches!(negotiated.codec, crate::sip::sdp::Codec::Pcmu | crate::sip::sdp::Codec::Pcma)
+    matches!(negotiated.codec, super::params::Codec::Pcmu | super::params::Codec::Pcma)
 }
 
 /// The Opus encoder for a leg's band: 8 kHz input for G.711, 16 kHz for AMR-WB.
@@ -494,8 +497,8 @@ mod tests {
 
     use super::*;
     use crate::media::heard::HeardDecoders;
+    use crate::media::params::{Codec, Direction};
     use crate::media::rtp::Ssrc;
-    use crate::sip::sdp::{Codec, Direction};
     use crate::webrtc::driver::Command;
 
     const GATEWAY: &str = "192.0.2.1:20000";

@@ -63,12 +63,12 @@ use codecs::rfc4867::{
 };
 use thiserror::Error;
 
+use super::params::{Codec, Negotiated};
 use crate::media::jitter::{Frame, FrameKind, JitterBuffer, JitterConfig, JitterStats, Playout, SLOT_BYTES};
 use crate::media::resample::{Decimator, NARROW_FRAME, Upsampler, WIDE_FRAME};
 use crate::media::rtcp::{self, ReceiveStats, Report, RtcpError, SenderInfo, is_rtcp, ntp_time, parse_compound};
 use crate::media::rtp::{ClockRate, RTP_HEADER_LEN, RtpError, RtpHeader, RtpPacket, Ssrc};
 use crate::media::srtp::{SrtpError, SrtpSession};
-use crate::sip::sdp::{Codec, Negotiated};
 
 /// How long the latched source must be silent before another source may take over.
 pub const RELATCH_AFTER: Duration = Duration::from_secs(1);

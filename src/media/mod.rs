@@ -3,7 +3,7 @@
 //! encoded stream out to many subscribers.
 //!
 //! What exists so far is the sans-IO core of a SIP leg ([`leg::SipLeg`]), built from the
-//! SDP's [`crate::sip::sdp::Negotiated`] and driven with `(now, input)`:
+//! SDP's [`params::Negotiated`] and driven with `(now, input)`:
 //!
 //! - [`srtp`]: SDES SRTP/SRTCP for the three suites, replay protection, bounded state.
 //! - [`rtp`]: RTP header view and writer over borrowed buffers, sequence and time newtypes.
@@ -26,6 +26,7 @@ pub mod heard;
 pub mod jitter;
 pub mod leg;
 pub mod mixdown;
+pub mod params;
 pub mod ports;
 pub mod resample;
 pub mod rtcp;

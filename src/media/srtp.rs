@@ -26,7 +26,7 @@ use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc_srtp::protection_profile::ProtectionProfile;
 use thiserror::Error;
 
-use crate::sip::sdp::{SrtpKeys, SrtpSuite};
+use super::params::{SrtpKeys, SrtpSuite};
 
 /// Both directions of SRTP/SRTCP for one leg.
 pub struct SrtpSession {

@@ -8,8 +8,8 @@ use codecs::rfc4867::{Cmr, Depacketizer, PacketFrames, Packetizer, PayloadConfig
 
 use super::*;
 use crate::media::netem::{Link, LinkConfig};
+use crate::media::params::{AmrWbParams, Direction, SrtpKeys, SrtpSuite};
 use crate::media::rtp::RtpPacket;
-use crate::sip::sdp::{AmrWbParams, Direction, SrtpKeys, SrtpSuite};
 
 const A: &str = "192.0.2.1:40000";
 const B: &str = "198.51.100.2:50000";

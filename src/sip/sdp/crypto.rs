@@ -10,54 +10,7 @@ use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
-/// An SRTP crypto suite we can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SrtpSuite {
-    /// `AES_CM_128_HMAC_SHA1_80` (RFC 4568 §6.2.1): AES-128 counter mode, 80-bit tag.
-    AesCm128HmacSha1_80,
-    /// `AES_CM_128_HMAC_SHA1_32` (RFC 4568 §6.2.2): AES-128 counter mode, 32-bit tag.
-    AesCm128HmacSha1_32,
-    /// `AEAD_AES_128_GCM` (RFC 7714 §14.2): AES-128 GCM, 16-byte tag.
-    AeadAes128Gcm,
-}
-
-impl SrtpSuite {
-    /// Every suite, in our order of preference when we offer.
-    pub const ALL: [Self; 3] = [Self::AesCm128HmacSha1_80, Self::AesCm128HmacSha1_32, Self::AeadAes128Gcm];
-
-    /// The suite's name in `a=crypto`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
-            Self::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
-            Self::AeadAes128Gcm => "AEAD_AES_128_GCM",
-        }
-    }
-
-    /// The suite named `name` (RFC 4568 §9.1: names are case-sensitive).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    /// Master key length in bytes.
-    pub fn key_len(self) -> usize {
-        16
-    }
-
-    /// Master salt length in bytes: 112 bits for AES-CM (RFC 3711 §8.2), 96 for GCM (RFC 7714
-    /// §8.2).
-    pub fn salt_len(self) -> usize {
-        match self {
-            Self::AesCm128HmacSha1_80 | Self::AesCm128HmacSha1_32 => 14,
-            Self::AeadAes128Gcm => 12,
-        }
-    }
-
-    /// Length of the `inline:` key material: master key then master salt.
-    pub fn master_len(self) -> usize {
-        self.key_len() + self.salt_len()
-    }
-}
+use crate::media::params::SrtpSuite;
 
 /// A usable `a=crypto` line of the peer.
 #[derive(Clone, Debug, PartialEq, Eq)]

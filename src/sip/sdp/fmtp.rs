@@ -4,44 +4,7 @@
 use std::fmt::Write as _;
 
 use super::rtpmap::parse_pt;
-
-/// AMR-WB payload format parameters (RFC 4867 §8.1) of a negotiated stream.
-///
-/// Only what we can honour reaches this type: `crc`, `robust-sorting` and `interleaving` make
-/// the payload type unusable (the RFC 4867 packetizer in `codecs` does neither), and so does a
-/// channel count other than one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AmrWbParams {
-    /// `octet-align=1`: the octet-aligned layout; `false` (the default) is bandwidth-efficient.
-    pub octet_align: bool,
-    /// `mode-set`: the modes (0–8) the receiver accepts, sorted; `None` means all of them.
-    pub mode_set: Option<Vec<u8>>,
-    /// `mode-change-period` (1 or 2): the sender changes mode only every N frames.
-    pub mode_change_period: Option<u8>,
-    /// `mode-change-capability` (1 or 2) of the offerer; 2 means it can honour a period of 2.
-    pub mode_change_capability: Option<u8>,
-    /// `mode-change-neighbor=1`: the sender changes only to a neighbouring mode in the set.
-    pub mode_change_neighbor: bool,
-    /// `max-red`: most milliseconds between a frame and its redundant copy; we send none.
-    pub max_red: Option<u16>,
-    /// Audio channels; always 1 for now, kept so the type can grow.
-    pub channels: u8,
-}
-
-impl AmrWbParams {
-    /// The defaults of RFC 4867 §8.1 with the given layout: all modes, no restrictions.
-    pub fn new(octet_align: bool) -> Self {
-        Self {
-            octet_align,
-            mode_set: None,
-            mode_change_period: None,
-            mode_change_capability: None,
-            mode_change_neighbor: false,
-            max_red: None,
-            channels: 1,
-        }
-    }
-}
+use crate::media::params::AmrWbParams;
 
 /// Splits an `a=fmtp` value into its payload type and parameter text.
 pub(crate) fn split_fmtp(value: &str) -> Option<(u8, &str)> {
