@@ -662,7 +662,7 @@ struct EveryoneDirectory;
 
 impl ParticipantDirectory for EveryoneDirectory {
     fn sessions_of(&self, participant: &ParticipantId) -> Option<Vec<SessionId>> {
-        Some(vec![SessionId::from("s1"), SessionId(participant.0.clone())])
+        Some(vec![SessionId::from("s1"), SessionId::from(participant.to_string())])
     }
 }
 
@@ -690,8 +690,8 @@ pub fn token_verify(data: &[u8]) {
     match verifier.verify_participant(text, token_now(), &EveryoneDirectory) {
         Ok(admission) => {
             let t = &admission.token;
-            assert!(ids::is_valid_id(&t.participant.0));
-            assert!(t.session.as_ref().is_none_or(|s| ids::is_valid_id(&s.0)));
+            assert!(ids::is_valid_id(t.participant.as_str()));
+            assert!(t.session.as_ref().is_none_or(|s| ids::is_valid_id(s.as_str())));
             assert!(
                 t.expires_at.saturating_add(30) >= crate::tokens::unix_seconds(token_now()),
                 "accepted after expiry"

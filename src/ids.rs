@@ -59,12 +59,12 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub String);
+        pub struct $name(std::sync::Arc<str>);
 
         impl $name {
             /// A fresh random id.
             pub fn generate() -> Self {
-                Self(random_id(ID_LEN))
+                Self(random_id(ID_LEN).into())
             }
 
             /// The id as a string slice.
@@ -81,7 +81,13 @@ macro_rules! id_type {
 
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                Self(s.to_owned())
+                Self(s.into())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                Self(s.into())
             }
         }
     };

@@ -100,7 +100,7 @@ fn main() -> ExitCode {
                 }
             };
             let result = runtime.block_on(async {
-                let mut daemon = Daemon::prepare(config)?;
+                let mut daemon = Daemon::prepare(config).await?;
                 daemon.config_path = path;
                 daemon.run().await
             });

@@ -243,8 +243,8 @@ impl Minter {
     ) -> String {
         let iat = unix_seconds(now);
         let claims = Claims {
-            sub: participant.0.clone(),
-            sid: session.map(|s| s.0.clone()),
+            sub: participant.to_string(),
+            sid: session.map(|s| s.to_string()),
             aud: AUDIENCE.into(),
             iss: self.issuer.clone(),
             iat,
@@ -383,12 +383,12 @@ impl VerifiedTokens {
 pub fn admission(token: VerifiedToken, directory: &dyn ParticipantDirectory) -> Result<Admission, TokenError> {
     let sessions = directory
         .sessions_of(&token.participant)
-        .ok_or_else(|| TokenError::UnknownParticipant(token.participant.0.clone()))?;
+        .ok_or_else(|| TokenError::UnknownParticipant(token.participant.to_string()))?;
     let session = match &token.session {
         Some(sid) => sessions.iter().find(|s| *s == sid).cloned(),
         None => sessions.first().cloned(),
     }
-    .ok_or_else(|| TokenError::NotInSession(token.participant.0.clone()))?;
+    .ok_or_else(|| TokenError::NotInSession(token.participant.to_string()))?;
     Ok(Admission { token, session })
 }
 
@@ -512,8 +512,8 @@ impl Keyring {
             return Err(TokenError::Malformed);
         }
         Ok(VerifiedToken {
-            participant: ParticipantId(claims.sub),
-            session: claims.sid.map(SessionId),
+            participant: ParticipantId::from(claims.sub),
+            session: claims.sid.map(SessionId::from),
             mode: claims.mode,
             issuer: claims.iss,
             expires_at: exp,
@@ -803,9 +803,9 @@ mod tests {
         assert_eq!(admit(&inside, None).unwrap().session, s1);
         assert_eq!(admit(&inside, Some(&s1)).unwrap().session, s1);
         let err = admit(&inside, Some(&s2)).unwrap_err();
-        assert_eq!((err.is_not_found(), err), (true, TokenError::NotInSession(inside.0.clone())));
+        assert_eq!((err.is_not_found(), err), (true, TokenError::NotInSession(inside.to_string())));
         assert!(admit(&lonely, None).unwrap_err().is_not_found());
-        assert_eq!(admit(&ghost, None).unwrap_err(), TokenError::UnknownParticipant(ghost.0.clone()));
+        assert_eq!(admit(&ghost, None).unwrap_err(), TokenError::UnknownParticipant(ghost.to_string()));
         assert!(!verifier.verify_participant("x.y.z", t0(), &dir).unwrap_err().is_not_found());
     }
 

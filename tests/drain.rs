@@ -27,12 +27,12 @@ fn sigint_drains_like_sigterm() {
 
 /// The daemon in this process on SIP and WebRTC ports found free; when another process took one
 /// before the daemon bound it, again on others (up to 4 times).
-fn prepare_on_free_ports(mut env: HashMap<String, String>) -> InProcess {
+async fn prepare_on_free_ports(mut env: HashMap<String, String>) -> InProcess {
     for attempt in 1..=4 {
         for key in ["INTERWORK_SIP_LISTEN", "INTERWORK_MEDIA_WEBRTC_LISTEN"] {
             env.insert(key.into(), format!("127.0.0.1:{}", common::free_port()));
         }
-        match InProcess::prepare(Config::from_toml_str("", &env).unwrap()) {
+        match InProcess::prepare(Config::from_toml_str("", &env).unwrap()).await {
             Ok(daemon) => return daemon,
             Err(e) if attempt < 4 && format!("{e:#}").contains("in use") => continue,
             Err(e) => panic!("the daemon did not start: {e:#}"),
@@ -52,7 +52,7 @@ async fn readyz_is_503_while_live_calls_drain_and_the_drain_ends_at_the_timeout(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let daemon = prepare_on_free_ports(env);
+    let daemon = prepare_on_free_ports(env).await;
     let drain = daemon.state.drain.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/readyz", listener.local_addr().unwrap());
@@ -84,7 +84,7 @@ async fn a_drain_ends_early_when_the_last_call_ends() {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-    let daemon = prepare_on_free_ports(env);
+    let daemon = prepare_on_free_ports(env).await;
     let drain = daemon.state.drain.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let call = drain.call();

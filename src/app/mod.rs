@@ -53,7 +53,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Prepares state and every part, without binding sockets.
-    pub fn prepare(mut config: Config) -> anyhow::Result<Self> {
+    pub async fn prepare(mut config: Config) -> anyhow::Result<Self> {
         let dir = config.state.dir.clone();
         state::prepare_dir(&dir)?;
         let store_path = dir.join(state::STORE_FILE);
@@ -82,6 +82,7 @@ impl Daemon {
         let verifier = Arc::new(Verifier::new(&node_key, &config.tokens)?);
         let minter = Minter::new(node_key.clone(), &config.tokens.issuer, config.tokens.ttl);
         let rooms = RoomsHandle::open(rooms_config(&config), Box::new(store))
+            .await
             .with_context(|| format!("refusing to start: cannot load the state in {}", store_path.display()))?;
         let metrics = Arc::new(metrics::Metrics::default());
         let callbacks = Callbacks::new(config.callbacks.clone(), metrics.clone());

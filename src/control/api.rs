@@ -167,7 +167,7 @@ pub async fn list_sessions(
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<SessionsPage>, ApiError> {
     let paging = query?.check(Listing::Sessions)?;
-    let after = paging.after.map(SessionId);
+    let after = paging.after.map(SessionId::from);
     app.rooms.read(|r| {
         let page = r.sessions_page(&account, after.as_ref(), paging.limit);
         let next_cursor =
@@ -187,7 +187,7 @@ pub async fn get_session(
     Authenticated(account): Authenticated,
     Path((_, session)): Path<(String, String)>,
 ) -> Result<Json<SessionBody>, ApiError> {
-    let session = SessionId(session);
+    let session = SessionId::from(session);
     app.rooms.read(|r| Ok(Json(session_body(r.session(&account, &session)?))))
 }
 
@@ -202,7 +202,7 @@ pub async fn delete_session(
     Authenticated(account): Authenticated,
     Path((_, session)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    app.rooms.delete_session(&account, &SessionId(session)).await?;
+    app.rooms.delete_session(&account, &SessionId::from(session)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -217,7 +217,7 @@ pub async fn list_session_participants(
     Authenticated(account): Authenticated,
     Path((_, session)): Path<(String, String)>,
 ) -> Result<Json<Vec<ParticipantBody>>, ApiError> {
-    let session = SessionId(session);
+    let session = SessionId::from(session);
     app.rooms.read(|r| {
         let members = r.members(&account, &session)?;
         Ok(Json(members.into_iter().map(|p| participant_body(r, p)).collect()))
@@ -240,7 +240,9 @@ pub async fn add_participant_to_session(
     JsonBody(body): JsonBody<SubscriptionsBody>,
 ) -> Result<StatusCode, ApiError> {
     let subscriptions = subscriptions_from(body)?;
-    app.rooms.add_to_session(&account, &SessionId(session), &ParticipantId(participant), subscriptions).await?;
+    app.rooms
+        .add_to_session(&account, &SessionId::from(session), &ParticipantId::from(participant), subscriptions)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -256,7 +258,7 @@ pub async fn remove_participant_from_session(
     Authenticated(account): Authenticated,
     Path((_, session, participant)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    app.rooms.remove_from_session(&account, &SessionId(session), &ParticipantId(participant)).await?;
+    app.rooms.remove_from_session(&account, &SessionId::from(session), &ParticipantId::from(participant)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -273,7 +275,7 @@ pub async fn get_subscriptions(
     Authenticated(account): Authenticated,
     Path((_, session, participant)): Path<(String, String, String)>,
 ) -> Result<Json<SubscriptionsBody>, ApiError> {
-    let (session, participant) = (SessionId(session), ParticipantId(participant));
+    let (session, participant) = (SessionId::from(session), ParticipantId::from(participant));
     app.rooms.read(|r| Ok(Json(subscriptions_body(r.subscriptions(&account, &session, &participant)?))))
 }
 
@@ -294,7 +296,9 @@ pub async fn put_subscriptions(
     JsonBody(body): JsonBody<SubscriptionsBody>,
 ) -> Result<StatusCode, ApiError> {
     let subscriptions = subscriptions_from(body)?;
-    app.rooms.set_subscriptions(&account, &SessionId(session), &ParticipantId(participant), subscriptions).await?;
+    app.rooms
+        .set_subscriptions(&account, &SessionId::from(session), &ParticipantId::from(participant), subscriptions)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -341,7 +345,7 @@ pub async fn list_participants(
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<ParticipantsPage>, ApiError> {
     let paging = query?.check(Listing::Participants)?;
-    let after = paging.after.map(ParticipantId);
+    let after = paging.after.map(ParticipantId::from);
     app.rooms.read(|r| {
         let page = r.participants_page(&account, after.as_ref(), paging.limit);
         let next_cursor =
@@ -362,7 +366,7 @@ pub async fn get_participant(
     Authenticated(account): Authenticated,
     Path((_, participant)): Path<(String, String)>,
 ) -> Result<Json<ParticipantBody>, ApiError> {
-    let id = ParticipantId(participant);
+    let id = ParticipantId::from(participant);
     app.rooms.read(|r| Ok(Json(participant_body(r, r.participant(&account, &id)?))))
 }
 
@@ -377,19 +381,19 @@ pub async fn delete_participant(
     Authenticated(account): Authenticated,
     Path((_, participant)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    app.rooms.delete_participant(&account, &ParticipantId(participant)).await?;
+    app.rooms.delete_participant(&account, &ParticipantId::from(participant)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 fn session_body(s: &Session) -> SessionBody {
-    SessionBody { id: s.id.0.clone(), tag: s.tag.clone() }
+    SessionBody { id: s.id.to_string(), tag: s.tag.clone() }
 }
 
 fn participant_body(rooms: &Rooms, p: &Participant) -> ParticipantBody {
     ParticipantBody {
-        id: p.id.0.clone(),
+        id: p.id.to_string(),
         publish_permissions: p.publish_permissions.clone(),
-        sessions: rooms.sessions_of(&p.id).into_iter().map(|s| s.0).collect(),
+        sessions: rooms.sessions_of(&p.id).into_iter().map(|s| s.to_string()).collect(),
         tag: p.tag.clone(),
         callback_url: p.callback_url.clone(),
         device_api_version: p.device_api_version.clone(),
@@ -398,12 +402,12 @@ fn participant_body(rooms: &Rooms, p: &Participant) -> ParticipantBody {
 
 fn subscriptions_body(s: &Subscriptions) -> SubscriptionsBody {
     SubscriptionsBody {
-        session_id: s.session_id.as_ref().map(|s| s.0.clone()),
+        session_id: s.session_id.as_ref().map(|s| s.to_string()),
         participants: Some(
             s.participants
                 .iter()
                 .map(|p| ParticipantSubscriptionBody {
-                    participant_id: p.participant_id.0.clone(),
+                    participant_id: p.participant_id.to_string(),
                     stream_aliases: Some(p.stream_aliases.clone()),
                 })
                 .collect(),
@@ -433,11 +437,11 @@ fn subscriptions_from(body: SubscriptionsBody) -> Result<Subscriptions, ApiError
             )));
         }
         participants.push(ParticipantSubscription {
-            participant_id: ParticipantId(entry.participant_id),
+            participant_id: ParticipantId::from(entry.participant_id),
             stream_aliases: aliases,
         });
     }
-    Ok(Subscriptions { session_id: body.session_id.map(SessionId), participants })
+    Ok(Subscriptions { session_id: body.session_id.map(SessionId::from), participants })
 }
 
 /// A tag is a label: at most [`MAX_TAG_LEN`] characters, none of them control characters (C0,

@@ -155,6 +155,7 @@ impl From<RoomsHandleError> for ApiError {
         match e {
             RoomsHandleError::Rooms(e) => e.into(),
             RoomsHandleError::Store(e) => Self::internal(&e),
+            RoomsHandleError::Stopped(_) => Self::internal(&e),
         }
     }
 }

@@ -1,17 +1,22 @@
 //! The shell around [`Rooms`]: one owner of the state, shared by the API handlers, SIP and media.
 //!
-//! A change is planned under a short lock on the rooms, committed to the store with no lock on
-//! the rooms held (readers — the forwarder, SIP, the API's GETs — never wait for a disk), then
-//! applied under a second short lock, and its events are published after. Changes run one at a
-//! time (the writer lock), so nothing changes between a plan and its application, and a change
-//! the store refused changes nothing. Changes run on tokio's blocking pool, never on the async
-//! workers: the store syncs to disk. The rooms lock is a plain mutex never held across an
-//! `.await` nor across a commit.
+//! One task owns the rooms and the store. A change is a message to it: the owner plans it on
+//! its rooms, awaits the store's commit (which does its disk work on tokio's blocking pool, or
+//! waits on a database), applies it, publishes a new immutable snapshot, then the change's
+//! events. Changes run one at a time in the order they arrive, so nothing changes between a
+//! plan and its application, and a change the store refused changes nothing.
+//!
+//! Readers — the forwarder, SIP, the API's GETs — read the latest snapshot: no lock, never a
+//! wait for a commit, and a snapshot costs the owner no copy of the state (the maps are
+//! persistent, [`Rooms`]). No lock is shared between the API, SIP and media paths.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::broadcast;
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::model::{Participant, Session, Subscriptions};
 use super::persist::{Store, StoreError};
@@ -20,6 +25,9 @@ use crate::ids::{AccountId, ParticipantId, SessionId};
 
 /// How many events the change channel buffers for a slow listener before it lags.
 const EVENT_CHANNEL_CAPACITY: usize = 4096;
+
+/// How many changes may wait for the owner; more wait to be queued (the API's requests).
+const CHANGE_QUEUE: usize = 1024;
 
 /// Longest the expiry task sleeps before looking again, so that a wall-clock jump is noticed.
 const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
@@ -33,39 +41,75 @@ pub enum RoomsHandleError {
     /// The store failed; nothing changed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The owner of the rooms is gone (the runtime is shutting down, or a change panicked);
+    /// nothing changed.
+    #[error("the rooms are not taking changes: {0}")]
+    Stopped(&'static str),
 }
 
-/// Shared access to the rooms.
+/// Shared access to the rooms: changes go to their owner, reads to the latest snapshot.
 #[derive(Clone)]
 pub struct RoomsHandle {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    rooms: Mutex<Rooms>,
-    /// Held by the one change in progress, across its commit: only writers take it.
-    writer: Mutex<()>,
-    store: Box<dyn Store>,
+    snapshot: Arc<ArcSwap<Rooms>>,
+    changes: mpsc::Sender<Box<dyn Operation>>,
     events: broadcast::Sender<RoomEvent>,
 }
 
+/// A change on its way to the owner: its plan, and where its outcome goes.
+trait Operation: Send {
+    /// Plans on the owner's rooms, keeping the value the caller gets back.
+    fn plan(&mut self, rooms: &Rooms) -> Result<Plan, RoomsError>;
+    /// Answers the caller.
+    fn finish(self: Box<Self>, outcome: Result<(), RoomsHandleError>);
+}
+
+/// An [`Operation`] whose caller gets a `T`.
+struct Typed<F, T> {
+    plan: Option<F>,
+    out: Option<T>,
+    reply: oneshot::Sender<Result<T, RoomsHandleError>>,
+}
+
+impl<F, T> Operation for Typed<F, T>
+where
+    F: FnOnce(&Rooms) -> Result<(Plan, T), RoomsError> + Send,
+    T: Send,
+{
+    fn plan(&mut self, rooms: &Rooms) -> Result<Plan, RoomsError> {
+        let plan = self.plan.take().expect("an operation is planned once");
+        let (plan, out) = plan(rooms)?;
+        self.out = Some(out);
+        Ok(plan)
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<(), RoomsHandleError>) {
+        let Self { out, reply, .. } = *self;
+        let answer = outcome.and_then(|()| out.ok_or(RoomsHandleError::Stopped("the change was not planned")));
+        // A caller that stopped waiting (a dropped request) still had its change made.
+        let _ = reply.send(answer);
+    }
+}
+
 impl RoomsHandle {
-    /// Loads the rooms from `store`.
-    pub fn open(config: RoomsConfig, store: Box<dyn Store>) -> Result<Self, StoreError> {
-        let snapshot = store.load()?;
+    /// Loads the rooms from `store` and starts their owner on the current runtime.
+    pub async fn open(config: RoomsConfig, store: Box<dyn Store>) -> Result<Self, StoreError> {
+        let snapshot = store.load().await?;
         let rooms = Rooms::from_snapshot(config, snapshot);
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
-        Ok(Self { inner: Arc::new(Inner { rooms: Mutex::new(rooms), writer: Mutex::new(()), store, events }) })
+        let (changes, queue) = mpsc::channel(CHANGE_QUEUE);
+        let shared = Arc::new(ArcSwap::from_pointee(rooms.clone()));
+        tokio::spawn(own(rooms, store, queue, shared.clone(), events.clone()));
+        Ok(Self { snapshot: shared, changes, events })
     }
 
     /// The change channel: every [`RoomEvent`] from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<RoomEvent> {
-        self.inner.events.subscribe()
+        self.events.subscribe()
     }
 
-    /// Reads the rooms under the lock; `f` must not block.
+    /// Reads the latest snapshot of the rooms: every change whose operation has returned.
     pub fn read<R>(&self, f: impl FnOnce(&Rooms) -> R) -> R {
-        f(&self.lock())
+        f(&self.snapshot.load())
     }
 
     /// Creates a session.
@@ -196,45 +240,60 @@ impl RoomsHandle {
         }
     }
 
-    /// Runs one change on the blocking pool (the commit syncs to disk).
+    /// Sends one change to the owner and waits for its outcome.
     async fn run<T: Send + 'static>(
         &self,
         plan: impl FnOnce(&Rooms) -> Result<(Plan, T), RoomsError> + Send + 'static,
     ) -> Result<T, RoomsHandleError> {
-        let this = self.clone();
-        match tokio::task::spawn_blocking(move || this.run_now(plan)).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(RoomsHandleError::Store(StoreError::Io("the runtime is shutting down".into()))),
-        }
+        let (reply, outcome) = oneshot::channel();
+        let op = Box::new(Typed { plan: Some(plan), out: None, reply });
+        self.changes.send(op).await.map_err(|_| RoomsHandleError::Stopped("the owner has stopped"))?;
+        outcome.await.unwrap_or(Err(RoomsHandleError::Stopped("the owner stopped during the change")))
     }
+}
 
-    /// One change: plan, commit, apply, publish; see the module's comment.
-    fn run_now<T>(&self, plan: impl FnOnce(&Rooms) -> Result<(Plan, T), RoomsError>) -> Result<T, RoomsHandleError> {
-        // Poisoned only by a panic in another change, which changed nothing it had not applied.
-        let _writer = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let (plan, out) = plan(&self.lock())?;
+/// The owner: one change at a time — plan, commit, apply, publish; see the module's comment.
+async fn own(
+    mut rooms: Rooms,
+    store: Box<dyn Store>,
+    mut queue: mpsc::Receiver<Box<dyn Operation>>,
+    snapshot: Arc<ArcSwap<Rooms>>,
+    events: broadcast::Sender<RoomEvent>,
+) {
+    while let Some(mut op) = queue.recv().await {
+        // A plan reads and never mutates: one that panics fails its own change, not the owner.
+        let plan = match std::panic::catch_unwind(AssertUnwindSafe(|| op.plan(&rooms))) {
+            Ok(Ok(plan)) => plan,
+            Ok(Err(e)) => {
+                op.finish(Err(e.into()));
+                continue;
+            }
+            Err(panic) => {
+                tracing::error!(panic = panic_message(&panic), "a rooms change panicked while planning");
+                op.finish(Err(RoomsHandleError::Stopped("the change failed")));
+                continue;
+            }
+        };
         if !plan.changes.is_empty() {
-            self.inner.store.commit(&plan.changes)?;
-        }
-        {
-            let mut rooms = self.lock();
+            if let Err(e) = store.commit(&plan.changes).await {
+                op.finish(Err(e.into()));
+                continue;
+            }
             for change in plan.changes {
                 rooms.apply(change);
             }
+            snapshot.store(Arc::new(rooms.clone()));
         }
         for event in plan.events {
             // Nobody listening is fine: events are notifications, the state is in the rooms.
-            let _ = self.inner.events.send(event);
+            let _ = events.send(event);
         }
-        Ok(out)
+        op.finish(Ok(()));
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, Rooms> {
-        // Plans do not mutate and `apply` does not panic on any input, so a poisoned lock still
-        // guards consistent state.
-        self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
-    }
+fn panic_message(panic: &Box<dyn Any + Send>) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("?")
 }
 
 impl crate::tokens::ParticipantDirectory for RoomsHandle {

@@ -13,8 +13,11 @@
 //! hears the participants it lists. Removing a participant from a session removes its own
 //! subscriptions there and every other member's subscription to it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Bound;
+use std::sync::Arc;
+
+use imbl::{HashMap, OrdMap, OrdSet};
 use std::time::Duration;
 
 use crate::ids::{AccountId, ParticipantId, SessionId};
@@ -197,31 +200,37 @@ pub struct DemoJoin {
 }
 
 /// Sessions, participants and memberships in memory.
-#[derive(Debug)]
+///
+/// The maps are persistent (imbl): a clone shares everything and a change copies only the
+/// path it touches, so that the owner can hand readers an immutable snapshot after every
+/// change at a cost that does not grow with the number of sessions or participants.
+#[derive(Debug, Clone)]
 pub struct Rooms {
     config: RoomsConfig,
     /// Ordered by id so that listings page stably ([`Rooms::sessions_page`]).
-    sessions: BTreeMap<SessionId, Session>,
+    /// Records behind `Arc` here and below: copying a map's node for a snapshot then copies
+    /// pointers, not strings.
+    sessions: OrdMap<SessionId, Arc<Session>>,
     /// Ordered by id, as `sessions`.
-    participants: BTreeMap<ParticipantId, Participant>,
+    participants: OrdMap<ParticipantId, Arc<Participant>>,
     /// Members of each session with their subscriptions; ordered so listings are stable.
-    members: HashMap<SessionId, BTreeMap<ParticipantId, Subscriptions>>,
+    members: HashMap<SessionId, OrdMap<ParticipantId, Arc<Subscriptions>>>,
     /// The sessions each participant is in (derived from `members`).
-    sessions_of: HashMap<ParticipantId, BTreeSet<SessionId>>,
+    sessions_of: HashMap<ParticipantId, OrdSet<SessionId>>,
     /// Derived from the above by [`Rooms::apply`], so that no request scans the node.
     index: Index,
 }
 
 /// What `apply` keeps up to date so that creating, quota checks and expiry cost the same
 /// however many sessions and participants the node holds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Index {
     /// Sessions of each account that count against its quota (not the demo's).
     owned_sessions: HashMap<AccountId, usize>,
     /// Participants of each account that count against its quota (not the demo's).
     owned_participants: HashMap<AccountId, usize>,
     /// Every expiry: when, and what.
-    expiries: BTreeSet<(u64, Expiring)>,
+    expiries: OrdSet<(u64, Expiring)>,
 }
 
 /// What expires.
@@ -275,8 +284,8 @@ impl Rooms {
     pub fn new(config: RoomsConfig) -> Self {
         Self {
             config,
-            sessions: BTreeMap::new(),
-            participants: BTreeMap::new(),
+            sessions: OrdMap::new(),
+            participants: OrdMap::new(),
             members: HashMap::new(),
             sessions_of: HashMap::new(),
             index: Index::default(),
@@ -306,20 +315,25 @@ impl Rooms {
 
     /// A session of `account`.
     pub fn session(&self, account: &AccountId, id: &SessionId) -> Result<&Session, RoomsError> {
-        self.sessions.get(id).filter(|s| &s.account == account).ok_or_else(|| RoomsError::SessionNotFound(id.clone()))
+        self.sessions
+            .get(id)
+            .map(|s| &**s)
+            .filter(|s| &s.account == account)
+            .ok_or_else(|| RoomsError::SessionNotFound(id.clone()))
     }
 
     /// A participant of `account`.
     pub fn participant(&self, account: &AccountId, id: &ParticipantId) -> Result<&Participant, RoomsError> {
         self.participants
             .get(id)
+            .map(|p| &**p)
             .filter(|p| &p.account == account)
             .ok_or_else(|| RoomsError::ParticipantNotFound(id.clone()))
     }
 
     /// A participant by id alone, whatever its account (for admission by token).
     pub fn participant_by_id(&self, id: &ParticipantId) -> Option<&Participant> {
-        self.participants.get(id)
+        self.participants.get(id).map(|p| &**p)
     }
 
     /// The sessions a participant is in.
@@ -330,7 +344,7 @@ impl Rooms {
     /// The participants in a session of `account`.
     pub fn members(&self, account: &AccountId, session: &SessionId) -> Result<Vec<&Participant>, RoomsError> {
         self.session(account, session)?;
-        Ok(self.member_ids(session).filter_map(|p| self.participants.get(p)).collect())
+        Ok(self.member_ids(session).filter_map(|p| self.participant_by_id(p)).collect())
     }
 
     /// What `participant` subscribes to in `session`.
@@ -345,6 +359,7 @@ impl Rooms {
         self.members
             .get(session)
             .and_then(|m| m.get(participant))
+            .map(|s| &**s)
             .ok_or_else(|| RoomsError::NotInSession(session.clone(), participant.clone()))
     }
 
@@ -375,7 +390,13 @@ impl Rooms {
     /// nor repeats one that exists throughout; one added behind the cursor is seen next time.
     pub fn sessions_page(&self, account: &AccountId, after: Option<&SessionId>, limit: usize) -> Page<'_, Session> {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        page(self.sessions.range((from, Bound::Unbounded)).map(|(_, s)| s).filter(|s| &s.account == account), limit)
+        page(
+            self.sessions
+                .range::<_, SessionId>((from, Bound::Unbounded))
+                .map(|(_, s)| &**s)
+                .filter(|s| &s.account == account),
+            limit,
+        )
     }
 
     /// Up to `limit` participants of `account` in id order after the id `after`, as
@@ -387,7 +408,13 @@ impl Rooms {
         limit: usize,
     ) -> Page<'_, Participant> {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        page(self.participants.range((from, Bound::Unbounded)).map(|(_, p)| p).filter(|p| &p.account == account), limit)
+        page(
+            self.participants
+                .range::<_, ParticipantId>((from, Bound::Unbounded))
+                .map(|(_, p)| &**p)
+                .filter(|p| &p.account == account),
+            limit,
+        )
     }
 
     /// Number of sessions and participants, for metrics.
@@ -398,7 +425,7 @@ impl Rooms {
     /// The earliest session or participant expiry, Unix milliseconds: when
     /// [`Rooms::plan_expiry`] next has work.
     pub fn next_expiry_ms(&self) -> Option<u64> {
-        self.index.expiries.first().map(|(at, _)| *at)
+        self.index.expiries.get_min().map(|(at, _)| *at)
     }
 
     // ----- plans -----
@@ -442,7 +469,7 @@ impl Rooms {
         let due: Vec<&Session> = expired
             .clone()
             .filter_map(|(_, e)| match e {
-                Expiring::Session(id) => self.sessions.get(id),
+                Expiring::Session(id) => self.sessions.get(id).map(|s| &**s),
                 Expiring::Participant(_) => None,
             })
             .collect();
@@ -456,7 +483,7 @@ impl Rooms {
         }
         let gone: Vec<&Participant> = expired
             .filter_map(|(_, e)| match e {
-                Expiring::Participant(id) => self.participants.get(id),
+                Expiring::Participant(id) => self.participant_by_id(id),
                 Expiring::Session(_) => None,
             })
             .collect();
@@ -480,7 +507,7 @@ impl Rooms {
         if s.conference {
             return None;
         }
-        let mut s = s.clone();
+        let mut s = Session::clone(s);
         s.conference = true;
         s.expires_at_ms = s.created_at_ms.saturating_add(millis(self.config.conference_lifetime));
         Some(Plan { changes: vec![Change::PutSession(s)], events: vec![] })
@@ -526,7 +553,7 @@ impl Rooms {
         new: Vec<NewParticipant>,
         now_ms: u64,
     ) -> Result<(Plan, DemoJoin), RoomsError> {
-        let demo: Vec<&Participant> = self.participants.values().filter(|p| p.demo).collect();
+        let demo: Vec<&Participant> = self.participants.values().map(|p| &**p).filter(|p| p.demo).collect();
         let max = self.config.demo_max_participants;
         if demo.len() + new.len() > max as usize {
             let first = demo.iter().filter_map(|p| p.expires_at_ms).min().unwrap_or(now_ms);
@@ -556,7 +583,7 @@ impl Rooms {
                 id
             }
         };
-        let members = self.members.get(&session).map_or(0, BTreeMap::len);
+        let members = self.members.get(&session).map_or(0, OrdMap::len);
         if members + new.len() > self.config.max_participants_per_session as usize {
             return Err(RoomsError::ResourceExhausted(format!(
                 "session {session} has {members} participants, the most allowed"
@@ -643,7 +670,7 @@ impl Rooms {
         let p = self.participant(account, participant)?;
         let already = self.members.get(session).is_some_and(|m| m.contains_key(participant));
         if !already {
-            let count = self.members.get(session).map_or(0, BTreeMap::len);
+            let count = self.members.get(session).map_or(0, OrdMap::len);
             if count >= self.config.max_participants_per_session as usize {
                 return Err(RoomsError::ResourceExhausted(format!(
                     "session {session} has {count} participants, the most allowed"
@@ -715,7 +742,7 @@ impl Rooms {
                     self.index.session(old, false);
                 }
                 self.index.session(&s, true);
-                self.sessions.insert(s.id.clone(), s);
+                self.sessions.insert(s.id.clone(), Arc::new(s));
             }
             Change::DeleteSession(id) => {
                 if let Some(members) = self.members.remove(&id) {
@@ -732,7 +759,7 @@ impl Rooms {
                     self.index.participant(old, false);
                 }
                 self.index.participant(&p, true);
-                self.participants.insert(p.id.clone(), p);
+                self.participants.insert(p.id.clone(), Arc::new(p));
             }
             Change::DeleteParticipant(id) => {
                 for session in self.sessions_of(&id) {
@@ -747,7 +774,7 @@ impl Rooms {
             }
             Change::PutMembership(m) => {
                 self.sessions_of.entry(m.participant.clone()).or_default().insert(m.session.clone());
-                self.members.entry(m.session).or_default().insert(m.participant, m.subscriptions);
+                self.members.entry(m.session).or_default().insert(m.participant, Arc::new(m.subscriptions));
             }
             Change::DeleteMembership(session, participant) => {
                 if let Some(m) = self.members.get_mut(&session) {

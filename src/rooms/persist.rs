@@ -62,10 +62,13 @@ pub enum Change {
     DeleteMembership(SessionId, ParticipantId),
 }
 
-/// Where the rooms keep their state.
+/// Where the rooms keep their state. Async, because a commit waits for a disk or, with several
+/// nodes, for a database across the network: the rooms' owner awaits it and the implementation
+/// keeps blocking work off the async workers (the redb store syncs on tokio's blocking pool).
+#[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Reads everything.
-    fn load(&self) -> Result<Snapshot, StoreError>;
+    async fn load(&self) -> Result<Snapshot, StoreError>;
     /// Applies `changes` atomically: all or none.
-    fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
+    async fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
 }

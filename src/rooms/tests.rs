@@ -264,15 +264,16 @@ fn joining_twice_updates_without_a_second_joined_event() {
 async fn the_handle_commits_publishes_and_reloads() {
     let store = std::sync::Arc::new(MemoryStore::default());
     struct Shared(std::sync::Arc<MemoryStore>);
+    #[async_trait::async_trait]
     impl crate::store::Store for Shared {
-        fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
-            self.0.load()
+        async fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
+            self.0.load().await
         }
-        fn commit(&self, c: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
-            self.0.commit(c)
+        async fn commit(&self, c: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
+            self.0.commit(c).await
         }
     }
-    let handle = RoomsHandle::open(config(), Box::new(Shared(store.clone()))).unwrap();
+    let handle = RoomsHandle::open(config(), Box::new(Shared(store.clone()))).await.unwrap();
     let mut events = handle.subscribe();
     let s = handle.create_session(&acct(), Some("tag".into())).await.unwrap();
     let p = handle.create_participant(&acct(), new_participant()).await.unwrap();
@@ -285,7 +286,7 @@ async fn the_handle_commits_publishes_and_reloads() {
     assert!(handle.delete_session(&acct(), &SessionId::from("nope")).await.is_err());
     assert!(events.try_recv().is_err());
 
-    let reopened = RoomsHandle::open(config(), Box::new(Shared(store))).unwrap();
+    let reopened = RoomsHandle::open(config(), Box::new(Shared(store))).await.unwrap();
     reopened.read(|r| {
         assert_eq!(r.session(&acct(), &s.id).unwrap().tag.as_deref(), Some("tag"));
         assert_eq!(r.subscriptions(&acct(), &s.id, &p.id).unwrap(), &whole(&s.id));
@@ -296,15 +297,16 @@ async fn the_handle_commits_publishes_and_reloads() {
 #[tokio::test]
 async fn a_failing_store_leaves_memory_unchanged() {
     struct Broken;
+    #[async_trait::async_trait]
     impl crate::store::Store for Broken {
-        fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
+        async fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
             Ok(Default::default())
         }
-        fn commit(&self, _: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
+        async fn commit(&self, _: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
             Err(crate::store::StoreError::Io("disk full".into()))
         }
     }
-    let handle = RoomsHandle::open(config(), Box::new(Broken)).unwrap();
+    let handle = RoomsHandle::open(config(), Box::new(Broken)).await.unwrap();
     assert!(matches!(handle.create_session(&acct(), None).await, Err(RoomsHandleError::Store(_))));
     assert_eq!(handle.read(Rooms::counts), (0, 0));
 }
@@ -487,7 +489,7 @@ fn assert_index_consistent(rooms: &Rooms) {
     }
     assert_eq!(rooms.index.owned_sessions, sessions);
     assert_eq!(rooms.index.owned_participants, participants);
-    assert_eq!(rooms.index.expiries, expiries);
+    assert_eq!(rooms.index.expiries, expiries.into());
 }
 
 #[test]
@@ -528,8 +530,8 @@ fn the_index_follows_creation_updates_deletion_expiry_and_reload() {
     assert!(rooms.session(&acct(), &a).is_ok(), "a is a conference: 24 h");
     // A reload builds the same index.
     let snapshot = crate::store::Snapshot {
-        sessions: rooms.sessions.values().cloned().collect(),
-        participants: rooms.participants.values().cloned().collect(),
+        sessions: rooms.sessions.values().map(|s| Session::clone(s)).collect(),
+        participants: rooms.participants.values().map(|p| Participant::clone(p)).collect(),
         memberships: vec![],
     };
     let reloaded = Rooms::from_snapshot(rooms.config.clone(), snapshot);
@@ -539,40 +541,40 @@ fn the_index_follows_creation_updates_deletion_expiry_and_reload() {
 
 /// Readers (the forwarder, SIP, the API's GETs) never wait for a commit: while a change sits in
 /// a store that has not returned, the rooms read at once, without the change, which is there
-/// once the store returns.
+/// once the store returns. The owner's worker is not blocked either: the store awaits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_do_not_wait_for_a_commit_in_progress() {
-    use std::sync::Mutex as StdMutex;
-    use std::sync::mpsc::{Receiver, Sender, channel};
+    use tokio::sync::{Mutex as AsyncMutex, mpsc};
     struct Slow {
-        started: StdMutex<Sender<()>>,
-        release: StdMutex<Receiver<()>>,
+        started: mpsc::Sender<()>,
+        release: AsyncMutex<mpsc::Receiver<()>>,
     }
+    #[async_trait::async_trait]
     impl crate::store::Store for Slow {
-        fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
+        async fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
             Ok(Default::default())
         }
-        fn commit(&self, _: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
-            self.started.lock().unwrap().send(()).unwrap();
-            // Bounded: a test that never releases fails here rather than hanging.
-            self.release.lock().unwrap().recv_timeout(Duration::from_secs(30)).unwrap();
+        async fn commit(&self, _: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
+            self.started.send(()).await.unwrap();
+            self.release.lock().await.recv().await.unwrap();
             Ok(())
         }
     }
-    let (started_tx, started) = channel();
-    let (release, release_rx) = channel();
-    let slow = Slow { started: StdMutex::new(started_tx), release: StdMutex::new(release_rx) };
-    let handle = RoomsHandle::open(config(), Box::new(slow)).unwrap();
+    let (started_tx, mut started) = mpsc::channel(1);
+    let (release, release_rx) = mpsc::channel(1);
+    let slow = Slow { started: started_tx, release: AsyncMutex::new(release_rx) };
+    let handle = RoomsHandle::open(config(), Box::new(slow)).await.unwrap();
     let writer = handle.clone();
     let change = tokio::spawn(async move { writer.create_session(&acct(), None).await });
-    started.recv_timeout(Duration::from_secs(30)).expect("the commit started");
+    let wait = Duration::from_secs(30);
+    tokio::time::timeout(wait, started.recv()).await.expect("the commit started within 30 s");
     // The commit is in progress: a read returns now (on another thread, bounded).
     let reader = handle.clone();
-    let (read_tx, read) = channel();
+    let (read_tx, read) = std::sync::mpsc::channel();
     std::thread::spawn(move || read_tx.send(reader.read(Rooms::counts)).unwrap());
     let during = read.recv_timeout(Duration::from_secs(10)).expect("the read did not wait for the commit");
     assert_eq!(during, (0, 0), "not applied before the store returns");
-    release.send(()).unwrap();
-    change.await.unwrap().unwrap();
+    release.send(()).await.unwrap();
+    tokio::time::timeout(wait, change).await.expect("the change ended within 30 s").unwrap().unwrap();
     assert_eq!(handle.read(Rooms::counts), (1, 0));
 }

@@ -232,7 +232,7 @@ impl DriverEnv {
         let account = self
             .rooms
             .read(|r| r.participant_by_id(&admission.token.participant).map(|p| p.account.clone()))
-            .ok_or_else(|| TokenError::UnknownParticipant(admission.token.participant.0.clone()))?;
+            .ok_or_else(|| TokenError::UnknownParticipant(admission.token.participant.to_string()))?;
         Ok(Admitted {
             participant: admission.token.participant,
             session: admission.session,

@@ -50,6 +50,7 @@ async fn gateway() -> Gateway {
         },
         Box::new(MemoryStore::default()),
     )
+    .await
     .unwrap();
     let account = AccountId::from("default");
     let session = rooms.create_session(&account, None).await.unwrap();

@@ -8,7 +8,7 @@
 //! (PostgreSQL, Redis) for several nodes would be another implementation.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
@@ -25,7 +25,27 @@ const MEMBERSHIPS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("memb
 
 /// The embedded store: one redb file.
 pub struct RedbStore {
-    db: redb::Database,
+    db: Arc<redb::Database>,
+}
+
+/// One write of a commit, encoded before it goes to the blocking pool: the table (an index
+/// into [`TABLES`]), the key, and the record or none for a removal.
+struct Write(usize, String, Option<Vec<u8>>);
+
+/// The tables, in the order [`Write`] names them.
+const TABLES: [TableDefinition<'_, &str, &[u8]>; 3] = [SESSIONS, PARTICIPANTS, MEMBERSHIPS];
+
+impl Write {
+    fn of(change: &Change) -> Self {
+        match change {
+            Change::PutSession(s) => Self(0, s.id.to_string(), Some(encode(s))),
+            Change::DeleteSession(id) => Self(0, id.to_string(), None),
+            Change::PutParticipant(p) => Self(1, p.id.to_string(), Some(encode(p))),
+            Change::DeleteParticipant(id) => Self(1, id.to_string(), None),
+            Change::PutMembership(m) => Self(2, membership_key(&m.session, &m.participant), Some(encode(m))),
+            Change::DeleteMembership(s, p) => Self(2, membership_key(s, p), None),
+        }
+    }
 }
 
 impl RedbStore {
@@ -49,17 +69,15 @@ impl RedbStore {
         let db = redb::Database::create(path).map_err(|e| open_err(e.to_string()))?;
         // Create the tables so that reads of a fresh file find them.
         let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
-        for def in [SESSIONS, PARTICIPANTS, MEMBERSHIPS] {
+        for def in TABLES {
             txn.open_table(def).map_err(|e| open_err(e.to_string()))?;
         }
         txn.commit().map_err(|e| open_err(e.to_string()))?;
-        Ok(Self { db })
+        Ok(Self { db: Arc::new(db) })
     }
-}
 
-impl Store for RedbStore {
-    fn load(&self) -> Result<Snapshot, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+    fn load_now(db: &redb::Database) -> Result<Snapshot, StoreError> {
+        let txn = db.begin_read().map_err(io)?;
         Ok(Snapshot {
             sessions: read_all(&txn, SESSIONS, "session")?,
             participants: read_all(&txn, PARTICIPANTS, "participant")?,
@@ -67,37 +85,48 @@ impl Store for RedbStore {
         })
     }
 
-    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
+    fn commit_now(db: &redb::Database, writes: Vec<Write>) -> Result<(), StoreError> {
+        let txn = db.begin_write().map_err(io)?;
         {
-            let mut sessions = txn.open_table(SESSIONS).map_err(io)?;
-            let mut participants = txn.open_table(PARTICIPANTS).map_err(io)?;
-            let mut memberships = txn.open_table(MEMBERSHIPS).map_err(io)?;
-            for change in changes {
-                match change {
-                    Change::PutSession(s) => {
-                        sessions.insert(s.id.as_str(), encode(s).as_slice()).map_err(io)?;
-                    }
-                    Change::DeleteSession(id) => {
-                        sessions.remove(id.as_str()).map_err(io)?;
-                    }
-                    Change::PutParticipant(p) => {
-                        participants.insert(p.id.as_str(), encode(p).as_slice()).map_err(io)?;
-                    }
-                    Change::DeleteParticipant(id) => {
-                        participants.remove(id.as_str()).map_err(io)?;
-                    }
-                    Change::PutMembership(m) => {
-                        let key = membership_key(&m.session, &m.participant);
-                        memberships.insert(key.as_str(), encode(m).as_slice()).map_err(io)?;
-                    }
-                    Change::DeleteMembership(s, p) => {
-                        memberships.remove(membership_key(s, p).as_str()).map_err(io)?;
-                    }
+            let mut tables = Vec::with_capacity(TABLES.len());
+            for def in TABLES {
+                tables.push(txn.open_table(def).map_err(io)?);
+            }
+            for Write(table, key, record) in writes {
+                match record {
+                    Some(value) => tables[table].insert(key.as_str(), value.as_slice()).map(drop),
+                    None => tables[table].remove(key.as_str()).map(drop),
                 }
+                .map_err(io)?;
             }
         }
         txn.commit().map_err(io)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for RedbStore {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        let db = self.db.clone();
+        blocking(move || Self::load_now(&db)).await
+    }
+
+    async fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        // Encoding is CPU work done here; the write and its fsync go to the blocking pool.
+        let writes: Vec<Write> = changes.iter().map(Write::of).collect();
+        let db = self.db.clone();
+        blocking(move || Self::commit_now(&db, writes)).await
+    }
+}
+
+/// Runs `f` on tokio's blocking pool: redb's reads and writes wait for the disk.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(StoreError::Io("the runtime is shutting down".into())),
     }
 }
 
@@ -107,12 +136,13 @@ pub struct MemoryStore {
     snapshot: Mutex<Snapshot>,
 }
 
+#[async_trait::async_trait]
 impl Store for MemoryStore {
-    fn load(&self) -> Result<Snapshot, StoreError> {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
         Ok(self.lock().clone())
     }
 
-    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+    async fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
         let mut snap = self.lock();
         for change in changes {
             match change {

@@ -53,7 +53,7 @@ fn sorted(mut s: Snapshot) -> Snapshot {
     s
 }
 
-fn exercise(store: &dyn Store) -> Snapshot {
+async fn exercise(store: &dyn Store) -> Snapshot {
     store
         .commit(&[
             Change::PutSession(session("s1")),
@@ -63,6 +63,7 @@ fn exercise(store: &dyn Store) -> Snapshot {
             Change::PutMembership(membership("s1", "p1")),
             Change::PutMembership(membership("s1", "p2")),
         ])
+        .await
         .unwrap();
     store
         .commit(&[
@@ -70,6 +71,7 @@ fn exercise(store: &dyn Store) -> Snapshot {
             Change::DeleteMembership(SessionId::from("s1"), ParticipantId::from("p2")),
             Change::DeleteParticipant(ParticipantId::from("p2")),
         ])
+        .await
         .unwrap();
     Snapshot {
         sessions: vec![session("s1")],
@@ -78,23 +80,23 @@ fn exercise(store: &dyn Store) -> Snapshot {
     }
 }
 
-#[test]
-fn redb_keeps_what_was_committed_across_a_reopen() {
+#[tokio::test]
+async fn redb_keeps_what_was_committed_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
     let expected = {
         let store = RedbStore::open(&path).unwrap();
-        exercise(&store)
+        exercise(&store).await
     };
     let store = RedbStore::open(&path).unwrap();
-    assert_eq!(sorted(store.load().unwrap()), expected);
+    assert_eq!(sorted(store.load().await.unwrap()), expected);
 }
 
-#[test]
-fn memory_store_behaves_like_redb() {
+#[tokio::test]
+async fn memory_store_behaves_like_redb() {
     let store = MemoryStore::default();
-    let expected = exercise(&store);
-    assert_eq!(sorted(store.load().unwrap()), expected);
+    let expected = exercise(&store).await;
+    assert_eq!(sorted(store.load().await.unwrap()), expected);
 }
 
 #[test]
@@ -114,15 +116,15 @@ fn a_database_held_by_another_store_is_refused() {
     assert!(RedbStore::open(&path).is_err());
 }
 
-#[test]
-fn an_unreadable_record_is_reported_with_its_key() {
+#[tokio::test]
+async fn an_unreadable_record_is_reported_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");
     let store = RedbStore::open(&path).unwrap();
     let txn = store.db.begin_write().unwrap();
     txn.open_table(SESSIONS).unwrap().insert("bad", b"not json".as_slice()).unwrap();
     txn.commit().unwrap();
-    match store.load() {
+    match store.load().await {
         Err(StoreError::Corrupt { table: "session", key, .. }) => assert_eq!(key, "bad"),
         other => panic!("expected a corrupt-record error, got {other:?}"),
     }

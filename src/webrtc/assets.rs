@@ -151,10 +151,10 @@ pub async fn connection_info(
     };
     Ok(Json(ConnectionInfo {
         token,
-        participant_id: browser.0,
-        session_id: session.0,
+        participant_id: browser.to_string(),
+        session_id: session.to_string(),
         sip_uri: format!("sip:demo@{}", app.devices.sip_listen),
         user_to_user: format!("{phone_token};encoding=jwt"),
-        phone_participant_id: phone.0,
+        phone_participant_id: phone.to_string(),
     }))
 }

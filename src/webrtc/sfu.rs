@@ -700,7 +700,7 @@ impl Sfu {
     ) {
         for (id, p) in &self.peers {
             if &p.info.session == session && hears(&p.info.participant) {
-                let m = ServerMessage::Dtmf { participant_id: participant.0.clone(), tone };
+                let m = ServerMessage::Dtmf { participant_id: participant.to_string(), tone };
                 self.events.push_back(SfuEvent::ToDevice(*id, m));
             }
         }
@@ -1399,7 +1399,7 @@ impl Sfu {
 fn stream_info(endpoint: &EndpointId, participant: &ParticipantId, mid: Mid, muted: bool) -> StreamInfo {
     StreamInfo {
         endpoint_id: endpoint.0.to_string(),
-        participant_id: participant.0.clone(),
+        participant_id: participant.to_string(),
         media_types: vec![MediaType::Audio],
         mid: mid.to_string(),
         muted,

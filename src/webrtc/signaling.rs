@@ -75,8 +75,8 @@ async fn run_socket(mut socket: WebSocket, hub: DeviceHub) {
     let (to_device, mut from_driver) = mpsc::channel(DEVICE_CHANNEL_CAPACITY);
     let (reply, attached) = oneshot::channel();
     let welcome = ServerMessage::Welcome {
-        participant_id: info.participant.0.clone(),
-        session_id: info.session.0.clone(),
+        participant_id: info.participant.to_string(),
+        session_id: info.session.to_string(),
         publish_permissions: info.permissions.clone(),
         ping_interval_ms: PING_INTERVAL.as_millis() as u64,
         protocol: protocol::PROTOCOL_VERSION,

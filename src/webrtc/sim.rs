@@ -90,7 +90,7 @@ impl Sim {
     /// Adds a browser for a new participant with `permissions`; returns its index.
     pub fn add_browser(&mut self, permissions: Vec<MediaType>) -> usize {
         let n = self.browsers.len();
-        let participant = ParticipantId(format!("p{n}"));
+        let participant = ParticipantId::from(format!("p{n}"));
         let info = PeerInfo { participant: participant.clone(), session: self.session.clone(), permissions };
         let peer = self.sfu.add_peer(self.now, info).expect("the simulation's peers are valid");
         let addr = SocketAddr::new(
