@@ -51,6 +51,15 @@ fn read_answer(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// The end of a long log.
+fn tail(logs: &str) -> &str {
+    let mut from = logs.len().saturating_sub(3000);
+    while !logs.is_char_boundary(from) {
+        from += 1;
+    }
+    &logs[from..]
+}
+
 fn udp_options(to: SocketAddr, branch: &str) -> String {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -62,7 +71,7 @@ fn udp_options(to: SocketAddr, branch: &str) -> String {
 
 #[test]
 fn connections_that_send_a_request_and_close_leave_no_descriptor_behind() {
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     let to = d.sip_addr();
     // One connection first, so that lazily opened descriptors are in the baseline.
     let mut warm = TcpStream::connect(to).unwrap();
@@ -75,7 +84,11 @@ fn connections_that_send_a_request_and_close_leave_no_descriptor_behind() {
         s.write_all(options(&format!("c{i}"), "TCP").as_bytes()).unwrap();
         // Half of them wait for the answer, half close at once.
         if i % 2 == 0 {
-            assert!(read_answer(&mut s).starts_with("SIP/2.0 200 "));
+            let answer = read_answer(&mut s);
+            if !answer.starts_with("SIP/2.0 200 ") {
+                let logs = d.kill_for_logs();
+                panic!("no answer on connection {i}: {answer:?}; the daemon's last logs:\n{}", tail(&logs));
+            }
         }
     }
     let after = fds_until(&d, Duration::from_secs(20), |n| n <= baseline + 1);
@@ -200,12 +213,7 @@ fn the_accept_loop_backs_off_at_the_descriptor_limit() {
     assert!(s.is_some(), "SIP over TCP answers again");
     let client = common::Client::new();
     assert_eq!(client.http.get(d.url("/healthz")).send().unwrap().status().as_u16(), 200);
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut logs = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut logs).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    let logs = d.kill_for_logs();
     let warnings = logs.matches("cannot accept SIP connections").count();
     assert!(
         (1..=3).contains(&warnings),

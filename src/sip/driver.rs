@@ -320,10 +320,7 @@ impl Actor {
                     self.notice(notice);
                 },
                 message = inbox.dialogs.recv() => match message {
-                    Some(m) => {
-                        self.incoming(m, Lane::Dialogs, std::time::Instant::now(), false);
-                        self.meter.handled_in_dialogs();
-                    }
+                    Some(m) => self.from_dialogs(m),
                     None => return,
                 },
                 event = room_events.recv() => match event {
@@ -335,6 +332,15 @@ impl Actor {
                 },
                 message = inbox.new.recv() => match message {
                     Some(m) => {
+                        // What a transport put in the other lane before this message (a
+                        // connection's Opened) may have come after this select found that lane
+                        // empty: it is taken first, or the answer has nowhere to go.
+                        for _ in 0..inbox.dialogs.len() {
+                            match inbox.dialogs.try_recv() {
+                                Ok(earlier) => self.from_dialogs(earlier),
+                                Err(_) => break,
+                            }
+                        }
                         // The load meter times this lane only: its drain rate, counting what
                         // the other lane and the timers took meanwhile, is a new INVITE's wait.
                         let started = std::time::Instant::now();
@@ -349,6 +355,12 @@ impl Actor {
             self.carry_out();
             self.metrics.sip_active_dialogs.set(self.ua.call_count() as i64);
         }
+    }
+
+    /// Takes one of [`Lane::Dialogs`].
+    fn from_dialogs(&mut self, incoming: Incoming) {
+        self.incoming(incoming, Lane::Dialogs, std::time::Instant::now(), false);
+        self.meter.handled_in_dialogs();
     }
 
     /// Takes what the transports handed over, from `lane` at `taken`; `backlog`: others wait

@@ -154,6 +154,23 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL, then what the process wrote to stderr and stdout (for a failure's message).
+    pub fn kill_for_logs(&mut self) -> String {
+        use std::io::Read as _;
+        let mut logs = String::new();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            if let Some(mut err) = c.stderr.take() {
+                let _ = err.read_to_string(&mut logs);
+            }
+            if let Some(mut out) = c.stdout.take() {
+                let _ = out.read_to_string(&mut logs);
+            }
+        }
+        logs
+    }
+
     /// Sends a signal by pid.
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
