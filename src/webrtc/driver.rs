@@ -25,7 +25,7 @@ use super::protocol::{CloseReason, ServerMessage};
 use str0m::media::MediaTime;
 
 use super::sfu::{
-    Change, EndpointId, ExternalSubscriberId, PeerId, PeerInfo, Scope, Sfu, SfuConfig, SfuError, SfuEvent,
+    Change, EndpointId, ExternalSubscriberId, Parked, PeerId, PeerInfo, Scope, Sfu, SfuConfig, SfuError, SfuEvent,
 };
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::heard::HeardDecoders;
@@ -461,21 +461,21 @@ impl Driver {
                 {
                     self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                 }
-                self.sfu.remove_parked(now, |p, s| *s == session && *p == participant);
+                self.sfu.remove_parked(now, Parked::Of(&participant, &session));
                 self.stale.session(session);
             }
             RoomEvent::ParticipantDeleted { participant, .. } => {
                 if let Some(peer) = self.sfu.peer_of(&participant) {
                     self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                 }
-                self.sfu.remove_parked(now, |p, _| *p == participant);
+                self.sfu.remove_parked(now, Parked::OfParticipant(&participant));
                 self.stale = Stale::All;
             }
             RoomEvent::SessionEnded { session, .. } => {
                 for peer in self.sfu.peers_in(&session) {
                     self.sfu.remove_peer(now, peer, Some(CloseReason::Removed));
                 }
-                self.sfu.remove_parked(now, |_, s| *s == session);
+                self.sfu.remove_parked(now, Parked::InSession(&session));
                 self.stale.session(session);
             }
             RoomEvent::SubscriptionsChanged { session, .. } | RoomEvent::ParticipantJoined { session, .. } => {

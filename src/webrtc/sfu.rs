@@ -235,14 +235,35 @@ pub struct Sfu {
 #[derive(Default)]
 struct SessionIndex {
     peers: Vec<PeerId>,
-    endpoints: Vec<EndpointId>,
+    /// Streams that flow or may (a browser's, a SIP leg's, an orphan within its grace).
+    endpoints: BTreeSet<EndpointId>,
+    /// Parked bridge streams ([`Source::Parked`]): quiet until the participant's next leg.
+    /// Browsers keep them (muted); SIP mixers subscribe only when they flow again, so that a
+    /// leg joining a session of thousands of parked participants does not pay for each.
+    parked: BTreeSet<EndpointId>,
     externals: Vec<ExternalSubscriberId>,
 }
 
 impl SessionIndex {
     fn is_empty(&self) -> bool {
-        self.peers.is_empty() && self.endpoints.is_empty() && self.externals.is_empty()
+        self.peers.is_empty() && self.endpoints.is_empty() && self.parked.is_empty() && self.externals.is_empty()
     }
+
+    /// Every stream: flowing and parked.
+    fn streams(&self) -> impl Iterator<Item = &EndpointId> {
+        self.endpoints.iter().chain(&self.parked)
+    }
+}
+
+/// Which parked streams [`Sfu::remove_parked`] removes.
+#[derive(Clone, Copy, Debug)]
+pub enum Parked<'a> {
+    /// The participant's in the session (it left the session).
+    Of(&'a ParticipantId, &'a SessionId),
+    /// The participant's in any session (it was deleted).
+    OfParticipant(&'a ParticipantId),
+    /// Every one in the session (it ended).
+    InSession(&'a SessionId),
 }
 
 struct Peer {
@@ -424,7 +445,7 @@ impl Sfu {
                 sessions
                     .iter()
                     .filter_map(|s| self.by_session.get(s))
-                    .flat_map(|i| i.endpoints.iter())
+                    .flat_map(|i| i.streams())
                     .filter_map(|id| self.endpoints.get_key_value(id)),
             ),
         }
@@ -459,6 +480,22 @@ impl Sfu {
     pub fn publishers(&self, scope: Scope<'_>) -> Vec<(SessionId, ParticipantId)> {
         let mut v: Vec<_> =
             self.scoped_endpoints(scope).map(|(_, e)| (e.session.clone(), e.participant.clone())).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Who publishes the streams of `session` that flow (parked ones left out): what a new SIP
+    /// mixer there may hear.
+    fn flowing_publishers(&self, session: &SessionId) -> Vec<(SessionId, ParticipantId)> {
+        let mut v: Vec<_> = self
+            .by_session
+            .get(session)
+            .into_iter()
+            .flat_map(|i| i.endpoints.iter())
+            .filter_map(|id| self.endpoints.get(id))
+            .map(|e| (e.session.clone(), e.participant.clone()))
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -542,7 +579,8 @@ impl Sfu {
             self.orphans_due = Some(self.orphans_due.map_or(at, |d| d.min(at)));
         }
         // Only its session's streams can name it (`refresh_subscriptions`).
-        let streams = self.by_session.get(&p.info.session).map(|i| i.endpoints.clone()).unwrap_or_default();
+        let streams: Vec<EndpointId> =
+            self.by_session.get(&p.info.session).map(|i| i.streams().cloned().collect()).unwrap_or_default();
         for id in streams {
             if let Some(e) = self.endpoints.get_mut(&id) {
                 e.targets.retain(|t| !matches!(t, Target::Peer { peer: q, .. } if *q == peer));
@@ -822,27 +860,30 @@ impl Sfu {
         // Streams by session, so that each listener only looks at its own session's: the work
         // is the sum over the sessions in scope of listeners × streams there, not every
         // listener × every stream of the node.
-        let mut streams: HashMap<&SessionId, Vec<(&EndpointId, &ParticipantId)>> = HashMap::new();
+        let mut streams: HashMap<&SessionId, Vec<(&EndpointId, &ParticipantId, bool)>> = HashMap::new();
         for (eid, e) in self.scoped_endpoints(scope) {
-            streams.entry(&e.session).or_default().push((eid, &e.participant));
+            streams.entry(&e.session).or_default().push((eid, &e.participant, e.source == Source::Parked));
         }
-        let mut wanted_by = |session: &SessionId, listener: &ParticipantId| -> BTreeSet<EndpointId> {
+        let mut wanted_by = |session: &SessionId, listener: &ParticipantId, parked_too: bool| -> BTreeSet<EndpointId> {
             streams
                 .get(session)
                 .into_iter()
                 .flatten()
+                .filter(|(_, _, parked)| parked_too || !parked)
                 // Never one's own stream, whatever the rooms say.
-                .filter(|(_, publisher)| *publisher != listener && hears(session, listener, publisher))
-                .map(|(eid, _)| (*eid).clone())
+                .filter(|(_, publisher, _)| *publisher != listener && hears(session, listener, publisher))
+                .map(|(eid, _, _)| (*eid).clone())
                 .collect()
         };
         let peers: Vec<(PeerId, BTreeSet<EndpointId>)> = self
             .scoped_peers(scope)
-            .map(|(id, p)| (*id, wanted_by(&p.info.session, &p.info.participant)))
+            .map(|(id, p)| (*id, wanted_by(&p.info.session, &p.info.participant, true)))
             .filter(|(id, wanted)| self.peers.get(id).is_some_and(|p| *wanted != p.wanted))
             .collect();
-        let externals: Vec<(ExternalSubscriberId, BTreeSet<EndpointId>)> =
-            self.scoped_externals(scope).map(|(id, s)| (*id, wanted_by(&s.session, &s.participant))).collect();
+        let externals: Vec<(ExternalSubscriberId, BTreeSet<EndpointId>)> = self
+            .scoped_externals(scope)
+            .map(|(id, s)| (*id, wanted_by(&s.session, &s.participant, false)))
+            .collect();
         for (id, wanted) in peers {
             self.set_wanted(now, id, wanted);
         }
@@ -857,7 +898,7 @@ impl Sfu {
             }
             // Only what changed: a stream's targets name this subscriber exactly when its
             // `wanted` does (a removed stream leaves every `wanted`, ids are never reused, and
-            // a parked stream keeps its targets for its next leg).
+            // parking a stream takes it out of every external subscriber's).
             for eid in s.wanted.iter().filter(|e| !before.contains(*e)) {
                 if let Some(e) = self.endpoints.get_mut(eid) {
                     e.targets.push(target);
@@ -882,10 +923,7 @@ impl Sfu {
                 None => (Vec::new(), Vec::new()),
             },
             Change::Subscriber(id) => match self.externals.get(id) {
-                Some(s) => (
-                    vec![(s.session.clone(), s.participant.clone())],
-                    self.publishers(Scope::Sessions(std::slice::from_ref(&s.session))),
-                ),
+                Some(s) => (vec![(s.session.clone(), s.participant.clone())], self.flowing_publishers(&s.session)),
                 None => (Vec::new(), Vec::new()),
             },
         }
@@ -937,9 +975,12 @@ impl Sfu {
             }
             Change::Subscriber(id) => {
                 let Some(s) = self.externals.get(id) else { return };
-                let streams = self.by_session.get(&s.session).map(|i| i.endpoints.as_slice()).unwrap_or_default();
-                let heard: Vec<EndpointId> = streams
-                    .iter()
+                // Parked streams are left out: they join the mix when they flow again.
+                let heard: Vec<EndpointId> = self
+                    .by_session
+                    .get(&s.session)
+                    .into_iter()
+                    .flat_map(|i| i.endpoints.iter())
                     .filter(|eid| {
                         self.endpoints.get(*eid).is_some_and(|e| {
                             e.participant != s.participant
@@ -1066,7 +1107,10 @@ impl Sfu {
 
     fn remove_endpoint(&mut self, now: Instant, endpoint: &EndpointId) {
         let Some(e) = self.endpoints.remove(endpoint) else { return };
-        self.unindex(&e.session, |i| i.endpoints.retain(|id| id != endpoint));
+        self.unindex(&e.session, |i| {
+            i.endpoints.remove(endpoint);
+            i.parked.remove(endpoint);
+        });
         if let Some(owned) = self.by_owner.get_mut(&e.participant) {
             owned.retain(|id| id != endpoint);
             if owned.is_empty() {
@@ -1127,7 +1171,13 @@ impl Sfu {
         {
             e.source = Source::External;
             e.generation.0 += 1;
+            if let Some(i) = self.by_session.get_mut(&session) {
+                i.parked.remove(&id);
+                i.endpoints.insert(id.clone());
+            }
             let _ = self.set_external_muted(&id, false);
+            // Browsers kept it; the SIP mixers that hear it take it again.
+            self.events.push_back(SfuEvent::SubscriptionsStale { session, change: Change::Stream(id.clone()) });
             return id;
         }
         let id = self.insert_endpoint(Endpoint::new(participant, session.clone(), Source::External));
@@ -1145,20 +1195,54 @@ impl Sfu {
             self.owned(&participant, &session).any(|(id, o)| id != endpoint && o.source == Source::External);
         if other_live {
             self.remove_endpoint(now, endpoint);
-        } else if let Some(e) = self.endpoints.get_mut(endpoint) {
-            e.source = Source::Parked;
-            let _ = self.set_external_muted(endpoint, true);
+            return;
         }
+        let Some(e) = self.endpoints.get_mut(endpoint) else { return };
+        e.source = Source::Parked;
+        // Out of every SIP mixer: it sends nothing until adopted ([`SessionIndex::parked`]).
+        let mut mixers = Vec::new();
+        e.targets.retain(|t| match t {
+            Target::External(id) => {
+                mixers.push(*id);
+                false
+            }
+            Target::Peer { .. } => true,
+        });
+        for id in mixers {
+            if let Some(s) = self.externals.get_mut(&id) {
+                s.wanted.remove(endpoint);
+            }
+        }
+        if let Some(i) = self.by_session.get_mut(&session) {
+            i.endpoints.remove(endpoint);
+            i.parked.insert(endpoint.clone());
+        }
+        let _ = self.set_external_muted(endpoint, true);
     }
 
-    /// Removes the parked streams whose (participant, session) `gone` says left.
-    pub fn remove_parked(&mut self, now: Instant, gone: impl Fn(&ParticipantId, &SessionId) -> bool) {
-        let doomed: Vec<EndpointId> = self
-            .endpoints
-            .iter()
-            .filter(|(_, e)| e.source == Source::Parked && gone(&e.participant, &e.session))
-            .map(|(id, _)| id.clone())
-            .collect();
+    /// Removes the parked streams `which` names (found through the indexes: a leave costs the
+    /// same however many streams the node holds).
+    pub fn remove_parked(&mut self, now: Instant, which: Parked<'_>) {
+        let of_owner = |participant: &ParticipantId, session: Option<&SessionId>| -> Vec<EndpointId> {
+            self.by_owner
+                .get(participant)
+                .into_iter()
+                .flatten()
+                .filter(|id| {
+                    self.endpoints
+                        .get(*id)
+                        .is_some_and(|e| e.source == Source::Parked && session.is_none_or(|s| e.session == *s))
+                })
+                .cloned()
+                .collect()
+        };
+        let doomed = match which {
+            Parked::Of(participant, session) => of_owner(participant, Some(session)),
+            Parked::OfParticipant(participant) => of_owner(participant, None),
+            Parked::InSession(session) => {
+                self.by_session.get(session).map(|i| i.parked.iter().cloned().collect()).unwrap_or_default()
+            }
+        };
         for endpoint in doomed {
             self.remove_endpoint(now, &endpoint);
         }
@@ -1256,7 +1340,7 @@ impl Sfu {
     fn insert_endpoint(&mut self, endpoint: Endpoint) -> EndpointId {
         let id = EndpointId::generate();
         self.by_owner.entry(endpoint.participant.clone()).or_default().push(id.clone());
-        self.by_session.entry(endpoint.session.clone()).or_default().endpoints.push(id.clone());
+        self.by_session.entry(endpoint.session.clone()).or_default().endpoints.insert(id.clone());
         self.endpoints.insert(id.clone(), endpoint);
         id
     }

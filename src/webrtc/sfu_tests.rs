@@ -242,6 +242,8 @@ fn external_publishers_and_subscribers_use_the_same_endpoints() {
     // the stream: same endpoint, its RTP time restarts, the timeline continues.
     sim.sfu.park_external_publisher(sim.now, &endpoint);
     assert_eq!(sim.sfu.add_external_publisher(sip.clone(), sim.session.clone()), endpoint);
+    // The mixer that heard it takes it again once the rooms are asked (the driver's flush).
+    sim.refresh();
     sim.now += Duration::from_millis(20);
     sim.sfu.handle_external_frame(sim.now, &endpoint, MediaTime::new(5, Frequency::FORTY_EIGHT_KHZ), frame).unwrap();
     let next = std::iter::from_fn(|| sim.sfu.poll_event())
@@ -392,4 +394,71 @@ fn targeted_changes_reach_what_a_full_refresh_would_and_touch_nothing_else() {
     sfu.remove_external_publisher(now, &pa2);
     assert!(changes(&mut sfu).is_empty());
     assert!(sfu.externals.get(&sa1).is_some_and(|s| s.wanted.is_empty()));
+}
+
+#[test]
+fn sip_mixers_skip_parked_streams_until_they_flow_again() {
+    let mut sfu = bare_sfu();
+    let now = Instant::now();
+    let s = SessionId::from("big");
+    let everyone = |_: &SessionId, l: &ParticipantId, p: &ParticipantId| l != p;
+    let stale = |sfu: &mut Sfu| -> Vec<Change> {
+        std::iter::from_fn(|| sfu.poll_event())
+            .filter_map(|e| match e {
+                SfuEvent::SubscriptionsStale { change, .. } => Some(change),
+                _ => None,
+            })
+            .collect()
+    };
+    // A mixer hears a flowing stream, whose leg then ends in bridge mode: parked, out of the mix.
+    let mixer = sfu.add_external_subscriber(ParticipantId::from("ear"), s.clone());
+    let parked: Vec<EndpointId> = (0..50)
+        .map(|i| {
+            let p = ParticipantId::from(format!("p{i}"));
+            let e = sfu.add_external_publisher(p, s.clone());
+            for ch in stale(&mut sfu) {
+                sfu.apply_change(now, &ch, everyone);
+            }
+            e
+        })
+        .collect();
+    assert_eq!(reached(&mut sfu, now, &parked[0]), vec![mixer]);
+    for e in &parked {
+        sfu.park_external_publisher(now, e);
+    }
+    assert!(sfu.externals[&mixer].wanted.is_empty(), "parking takes a stream out of the mixers");
+    assert!(reached(&mut sfu, now, &parked[0]).is_empty());
+    // A new mixer in a session of parked streams: the rooms are asked about flowing ones only,
+    // and it subscribes to none; a full refresh agrees.
+    let flowing = sfu.add_external_publisher(ParticipantId::from("live"), s.clone());
+    for ch in stale(&mut sfu) {
+        sfu.apply_change(now, &ch, everyone);
+    }
+    let late = sfu.add_external_subscriber(ParticipantId::from("late"), s.clone());
+    let ch = stale(&mut sfu);
+    assert_eq!(ch, vec![Change::Subscriber(late)]);
+    let (_, publishers) = sfu.change_pairs(&ch[0]);
+    assert_eq!(publishers, vec![(s.clone(), ParticipantId::from("live"))], "parked publishers are not asked about");
+    sfu.apply_change(now, &ch[0], everyone);
+    assert_eq!(sfu.externals[&late].wanted.iter().collect::<Vec<_>>(), vec![&flowing]);
+    sfu.refresh_subscriptions(now, Scope::All, everyone);
+    assert_eq!(sfu.externals[&late].wanted.len(), 1, "a refresh keeps parked streams out of mixers");
+    // The participant's next leg continues the parked stream: a targeted change brings it back
+    // to every mixer that hears it.
+    let again = sfu.add_external_publisher(ParticipantId::from("p7"), s.clone());
+    assert_eq!(again, parked[7]);
+    let ch = stale(&mut sfu);
+    assert_eq!(ch, vec![Change::Stream(again.clone())]);
+    sfu.apply_change(now, &ch[0], everyone);
+    assert_eq!(reached(&mut sfu, now, &again), vec![mixer, late]);
+    // Leaving, deletion and the end of the session remove parked streams through the indexes.
+    sfu.remove_parked(now, Parked::Of(&ParticipantId::from("p1"), &s));
+    sfu.remove_parked(now, Parked::OfParticipant(&ParticipantId::from("p2")));
+    sfu.remove_parked(now, Parked::Of(&ParticipantId::from("p3"), &SessionId::from("other")));
+    assert!(!sfu.endpoints.contains_key(&parked[1]) && !sfu.endpoints.contains_key(&parked[2]));
+    assert!(sfu.endpoints.contains_key(&parked[3]), "p3 left another session");
+    assert!(sfu.endpoints.contains_key(&again), "a flowing stream is not parked");
+    sfu.remove_parked(now, Parked::InSession(&s));
+    assert_eq!(sfu.endpoints.len(), 2, "the flowing ones stay");
+    assert!(sfu.by_session[&s].parked.is_empty());
 }
