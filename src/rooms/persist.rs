@@ -1,8 +1,10 @@
 //! What the rooms need of persistence, defined here so that the rooms depend on no store: the
 //! [`Store`] trait, the [`Change`]s a plan commits and the [`Snapshot`] loaded at start.
-//! `crate::store` implements it (redb, and memory for tests).
+//! `crate::store` implements it with redb; [`MemoryStore`], the reference implementation in
+//! memory, serves tests.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use crate::ids::{ParticipantId, SessionId};
 use crate::rooms::model::{Membership, Participant, Session};
@@ -71,4 +73,51 @@ pub trait Store: Send + Sync {
     async fn load(&self) -> Result<Snapshot, StoreError>;
     /// Applies `changes` atomically: all or none.
     async fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
+}
+
+/// A store in memory, for tests and for running without persistence.
+#[derive(Default)]
+pub struct MemoryStore {
+    snapshot: Mutex<Snapshot>,
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        Ok(self.lock().clone())
+    }
+
+    async fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let mut snap = self.lock();
+        for change in changes {
+            match change {
+                Change::PutSession(s) => {
+                    snap.sessions.retain(|x| x.id != s.id);
+                    snap.sessions.push(s.clone());
+                }
+                Change::DeleteSession(id) => snap.sessions.retain(|x| &x.id != id),
+                Change::PutParticipant(p) => {
+                    snap.participants.retain(|x| x.id != p.id);
+                    snap.participants.push(p.clone());
+                }
+                Change::DeleteParticipant(id) => snap.participants.retain(|x| &x.id != id),
+                Change::PutMembership(m) => {
+                    snap.memberships.retain(|x| !(x.session == m.session && x.participant == m.participant));
+                    snap.memberships.push(m.clone());
+                }
+                Change::DeleteMembership(s, p) => {
+                    snap.memberships.retain(|x| !(&x.session == s && &x.participant == p));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        // A panic while holding this lock cannot leave a half-applied snapshot worse than the
+        // panic itself; keep serving.
+        self.snapshot.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::model::{MediaType, ParticipantSubscription, Subscriptions};
 use super::*;
-use crate::store::MemoryStore;
+use super::persist::MemoryStore;
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -265,11 +265,11 @@ async fn the_handle_commits_publishes_and_reloads() {
     let store = std::sync::Arc::new(MemoryStore::default());
     struct Shared(std::sync::Arc<MemoryStore>);
     #[async_trait::async_trait]
-    impl crate::store::Store for Shared {
-        async fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
+    impl super::persist::Store for Shared {
+        async fn load(&self) -> Result<super::persist::Snapshot, super::persist::StoreError> {
             self.0.load().await
         }
-        async fn commit(&self, c: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
+        async fn commit(&self, c: &[super::persist::Change]) -> Result<(), super::persist::StoreError> {
             self.0.commit(c).await
         }
     }
@@ -298,12 +298,12 @@ async fn the_handle_commits_publishes_and_reloads() {
 async fn a_failing_store_leaves_memory_unchanged() {
     struct Broken;
     #[async_trait::async_trait]
-    impl crate::store::Store for Broken {
-        async fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
+    impl super::persist::Store for Broken {
+        async fn load(&self) -> Result<super::persist::Snapshot, super::persist::StoreError> {
             Ok(Default::default())
         }
-        async fn commit(&self, _: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
-            Err(crate::store::StoreError::Io("disk full".into()))
+        async fn commit(&self, _: &[super::persist::Change]) -> Result<(), super::persist::StoreError> {
+            Err(super::persist::StoreError::Io("disk full".into()))
         }
     }
     let handle = RoomsHandle::open(config(), Box::new(Broken)).await.unwrap();
@@ -529,7 +529,7 @@ fn the_index_follows_creation_updates_deletion_expiry_and_reload() {
     assert!(rooms.session(&acct(), &b).is_err(), "b expired at 10 h");
     assert!(rooms.session(&acct(), &a).is_ok(), "a is a conference: 24 h");
     // A reload builds the same index.
-    let snapshot = crate::store::Snapshot {
+    let snapshot = super::persist::Snapshot {
         sessions: rooms.sessions.values().map(|s| Session::clone(s)).collect(),
         participants: rooms.participants.values().map(|p| Participant::clone(p)).collect(),
         memberships: vec![],
@@ -550,11 +550,11 @@ async fn reads_do_not_wait_for_a_commit_in_progress() {
         release: AsyncMutex<mpsc::Receiver<()>>,
     }
     #[async_trait::async_trait]
-    impl crate::store::Store for Slow {
-        async fn load(&self) -> Result<crate::store::Snapshot, crate::store::StoreError> {
+    impl super::persist::Store for Slow {
+        async fn load(&self) -> Result<super::persist::Snapshot, super::persist::StoreError> {
             Ok(Default::default())
         }
-        async fn commit(&self, _: &[crate::store::Change]) -> Result<(), crate::store::StoreError> {
+        async fn commit(&self, _: &[super::persist::Change]) -> Result<(), super::persist::StoreError> {
             self.started.send(()).await.unwrap();
             self.release.lock().await.recv().await.unwrap();
             Ok(())

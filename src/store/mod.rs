@@ -8,7 +8,7 @@
 //! (PostgreSQL, Redis) for several nodes would be another implementation.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
@@ -17,7 +17,7 @@ use crate::ids::{ParticipantId, SessionId};
 #[cfg(test)]
 mod tests;
 
-pub use crate::rooms::persist::{Change, Snapshot, Store, StoreError};
+pub use crate::rooms::persist::{Change, MemoryStore, Snapshot, Store, StoreError};
 
 const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
 const PARTICIPANTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("participants");
@@ -127,53 +127,6 @@ async fn blocking<T: Send + 'static>(
         Ok(result) => result,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => Err(StoreError::Io("the runtime is shutting down".into())),
-    }
-}
-
-/// A store in memory, for tests and for running without persistence.
-#[derive(Default)]
-pub struct MemoryStore {
-    snapshot: Mutex<Snapshot>,
-}
-
-#[async_trait::async_trait]
-impl Store for MemoryStore {
-    async fn load(&self) -> Result<Snapshot, StoreError> {
-        Ok(self.lock().clone())
-    }
-
-    async fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
-        let mut snap = self.lock();
-        for change in changes {
-            match change {
-                Change::PutSession(s) => {
-                    snap.sessions.retain(|x| x.id != s.id);
-                    snap.sessions.push(s.clone());
-                }
-                Change::DeleteSession(id) => snap.sessions.retain(|x| &x.id != id),
-                Change::PutParticipant(p) => {
-                    snap.participants.retain(|x| x.id != p.id);
-                    snap.participants.push(p.clone());
-                }
-                Change::DeleteParticipant(id) => snap.participants.retain(|x| &x.id != id),
-                Change::PutMembership(m) => {
-                    snap.memberships.retain(|x| !(x.session == m.session && x.participant == m.participant));
-                    snap.memberships.push(m.clone());
-                }
-                Change::DeleteMembership(s, p) => {
-                    snap.memberships.retain(|x| !(&x.session == s && &x.participant == p));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl MemoryStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
-        // A panic while holding this lock cannot leave a half-applied snapshot worse than the
-        // panic itself; keep serving.
-        self.snapshot.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
