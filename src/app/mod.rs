@@ -97,6 +97,7 @@ impl Daemon {
             drain,
             body_limit: config.http.body_limit,
             devices: webrtc.hub(),
+            demo: Arc::new(control::browser::DemoState::new(&config.demo, config.sip.listen.0)),
             auth_failures: Arc::new(control::limit::WindowLimiter::new(
                 config.http.auth_max_failures,
                 config.http.auth_failure_window,

@@ -27,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub mod api;
+pub mod browser;
 pub mod callback_events;
 pub mod callbacks;
 pub mod error;
@@ -60,8 +61,10 @@ pub struct AppState {
     pub drain: Drain,
     /// Largest request body.
     pub body_limit: usize,
-    /// Device sockets, the SDK and the demo (the WebRTC side).
+    /// The way to the WebRTC side for device sockets.
     pub devices: crate::webrtc::DeviceHub,
+    /// The demo's limits (`/demo/*`).
+    pub demo: Arc<browser::DemoState>,
     /// Failed sign-ins per source address (`http.auth_max_failures`).
     pub auth_failures: Arc<limit::WindowLimiter>,
     /// Which `callbackUrl`s are accepted (`callbacks.allow_private`).
@@ -110,7 +113,7 @@ fn service(demo: bool, metrics_auth: bool, serve_metrics: bool) -> (Router<AppSt
         .routes(routes!(api::get_subscriptions, api::put_subscriptions))
         .routes(routes!(api::create_participant, api::list_participants))
         .routes(routes!(api::get_participant, api::delete_participant))
-        .merge(crate::webrtc::routes(demo))
+        .merge(browser::routes(demo))
         .routes(routes!(openapi_json))
         .routes(routes!(docs_page))
         .routes(routes!(jwks))
@@ -170,7 +173,7 @@ fn webhooks(callback_event: &serde_json::Value) -> serde_json::Value {
 /// listener of its own ([`metrics_router`]); `http.metrics_auth` puts it behind any account's
 /// credentials.
 pub fn router(state: AppState, http: &HttpConfig) -> Router {
-    let (routes, doc) = service(state.devices.demo_enabled, http.metrics_auth, http.metrics_listen.is_none());
+    let (routes, doc) = service(state.demo.enabled, http.metrics_auth, http.metrics_listen.is_none());
     let document = ServedDocument(axum::body::Bytes::from(document(doc).to_string()));
     layered(routes.layer(axum::Extension(document)), state, http.request_timeout)
 }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::model::{MediaType, ParticipantSubscription, Subscriptions};
-use super::*;
 use super::persist::MemoryStore;
+use super::*;
 
 const HOUR_MS: u64 = 3_600_000;
 

@@ -320,7 +320,7 @@ impl Actor {
                     self.notice(notice);
                 },
                 message = inbox.dialogs.recv() => match message {
-                    Some(m) => self.from_dialogs(m),
+                    Some(m) => self.take_dialog_message(m),
                     None => return,
                 },
                 event = room_events.recv() => match event {
@@ -337,7 +337,7 @@ impl Actor {
                         // empty: it is taken first, or the answer has nowhere to go.
                         for _ in 0..inbox.dialogs.len() {
                             match inbox.dialogs.try_recv() {
-                                Ok(earlier) => self.from_dialogs(earlier),
+                                Ok(earlier) => self.take_dialog_message(earlier),
                                 Err(_) => break,
                             }
                         }
@@ -358,7 +358,7 @@ impl Actor {
     }
 
     /// Takes one of [`Lane::Dialogs`].
-    fn from_dialogs(&mut self, incoming: Incoming) {
+    fn take_dialog_message(&mut self, incoming: Incoming) {
         self.incoming(incoming, Lane::Dialogs, std::time::Instant::now(), false);
         self.meter.handled_in_dialogs();
     }

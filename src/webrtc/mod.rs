@@ -7,7 +7,7 @@
 //! - [`sfu`]: the sans-IO forwarder core holding every peer connection.
 //! - [`timeline`]: one stream's RTP time, continuous across changes of its source.
 //! - `driver`: the task that owns the UDP socket, the forwarder and the channels.
-//! - [`signaling`]: the WebSocket handler.
+//! - [`signaling`]: one device socket's task (the HTTP upgrade is `crate::control::browser`).
 //! - [`assets`]: the SDK, its TypeScript declarations and the demo page.
 //!
 //! Why str0m rather than the `webrtc` crate: `docs/decisions/str0m.md`.
@@ -17,8 +17,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 pub mod assets;
 pub(crate) mod driver;
@@ -30,7 +28,6 @@ pub mod timeline;
 
 use crate::app::config::Config;
 use crate::app::drain::Drain;
-use crate::control::AppState;
 use crate::rooms::RoomsHandle;
 use crate::tokens::Verifier;
 use driver::{COMMAND_CHANNEL_CAPACITY, Command, Driver};
@@ -43,10 +40,6 @@ pub struct DeviceHub {
     verifier: Arc<Verifier>,
     rooms: RoomsHandle,
     drain: Drain,
-    /// `demo.enabled`: whether `/demo/*` is served.
-    pub demo_enabled: bool,
-    sip_listen: SocketAddr,
-    demo: Arc<assets::DemoState>,
 }
 
 /// The WebRTC side before and while it runs.
@@ -61,15 +54,7 @@ impl WebrtcService {
     /// Prepares the service from the config; nothing is bound yet.
     pub fn new(config: &Config, verifier: Arc<Verifier>, rooms: RoomsHandle, drain: Drain) -> Self {
         let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
-        let hub = DeviceHub {
-            commands: tx,
-            verifier,
-            rooms,
-            drain,
-            demo_enabled: config.demo.enabled,
-            sip_listen: config.sip.listen.0,
-            demo: Arc::new(assets::DemoState::new(&config.demo)),
-        };
+        let hub = DeviceHub { commands: tx, verifier, rooms, drain };
         Self { hub, commands: Some(rx), listen: config.media.webrtc_listen.0, public_ip: config.media.public_ip }
     }
 
@@ -100,21 +85,5 @@ impl WebrtcService {
         // The forwarder is made in the task: it generates a DTLS certificate, which should not
         // delay the daemon's start (and its signal handlers).
         Ok(tokio::spawn(async move { Driver::new(config, rooms).run(socket, commands, shutdown).await }))
-    }
-}
-
-/// The routes outside the account base that this side serves: `/v1/device`, `/sdk/*` and,
-/// when the demo is on, `/demo/*`, with their OpenAPI operations.
-pub fn routes(demo_enabled: bool) -> OpenApiRouter<AppState> {
-    let r = OpenApiRouter::new()
-        .routes(routes!(signaling::device_socket))
-        .routes(routes!(assets::sdk_js))
-        .routes(routes!(assets::sdk_dts));
-    if demo_enabled {
-        r.routes(routes!(assets::demo_redirect))
-            .routes(routes!(assets::demo_page))
-            .routes(routes!(assets::connection_info))
-    } else {
-        r
     }
 }

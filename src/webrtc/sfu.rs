@@ -880,10 +880,8 @@ impl Sfu {
             .map(|(id, p)| (*id, wanted_by(&p.info.session, &p.info.participant, true)))
             .filter(|(id, wanted)| self.peers.get(id).is_some_and(|p| *wanted != p.wanted))
             .collect();
-        let externals: Vec<(ExternalSubscriberId, BTreeSet<EndpointId>)> = self
-            .scoped_externals(scope)
-            .map(|(id, s)| (*id, wanted_by(&s.session, &s.participant, false)))
-            .collect();
+        let externals: Vec<(ExternalSubscriberId, BTreeSet<EndpointId>)> =
+            self.scoped_externals(scope).map(|(id, s)| (*id, wanted_by(&s.session, &s.participant, false))).collect();
         for (id, wanted) in peers {
             self.set_wanted(now, id, wanted);
         }

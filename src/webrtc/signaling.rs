@@ -10,9 +10,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -20,8 +18,6 @@ use super::DeviceHub;
 use super::driver::{Command, DEVICE_CHANNEL_CAPACITY, ToDevice};
 use super::protocol::{self, ClientMessage, CloseReason, ErrorCode, ServerMessage};
 use super::sfu::{PeerId, PeerInfo};
-use crate::control::AppState;
-use crate::control::error::responses::{BadRequest, MethodNotAllowed, UpgradeRequired};
 
 /// How long a new socket may take to send `hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,27 +35,9 @@ pub const RATE_BURST: f64 = 50.0;
 /// Messages a device may send per second, sustained.
 pub const RATE_PER_SECOND: f64 = 20.0;
 
-#[utoipa::path(get, path = "/v1/device", tag = "sdk",
-    description = "The device socket: a WebSocket the SDK opens (CONTRACT §4); its messages are the \
-        project's own protocol (docs/device-protocol.md in the repository). The participant token is \
-        sent in the first message (`hello`); any `Origin` is accepted.",
-    params(
-        ("Upgrade" = String, Header, description = "`websocket`"),
-        ("Connection" = String, Header, description = "`Upgrade`"),
-        ("Sec-WebSocket-Key" = String, Header, description = "RFC 6455"),
-        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
-    ),
-    responses((status = 101, description = "Switching Protocols: the device socket is open"),
-        BadRequest, MethodNotAllowed, UpgradeRequired))]
-/// `GET /v1/device`: upgrades to the device socket.
-pub async fn device_socket(ws: WebSocketUpgrade, State(app): State<AppState>) -> Response {
-    let hub = app.devices.clone();
-    ws.max_message_size(protocol::MAX_MESSAGE_BYTES)
-        .max_frame_size(protocol::MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| run_socket(socket, hub))
-}
-
-async fn run_socket(mut socket: WebSocket, hub: DeviceHub) {
+/// Carries one device socket, upgraded by the HTTP side (`crate::control::browser`), until
+/// either end closes it.
+pub async fn serve(mut socket: WebSocket, hub: DeviceHub) {
     if hub.drain.is_draining() {
         close(&mut socket, CloseReason::Draining).await;
         return;
