@@ -64,6 +64,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::params::Negotiated;
+use super::router::{ExternalMedia, ExternalSubscriberId, Forwarder};
 use crate::ids::EndpointId;
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::counters::{Counts, LegCounters, MediaCounters};
@@ -71,8 +72,6 @@ use crate::media::leg::{AudioStatus, Channel, Latching, LegConfig, LegError, Leg
 use crate::media::mixdown::Mixdown;
 use crate::media::ports::RtpPair;
 use crate::media::resample::{Decimator, NARROW_FRAME, WIDE_FRAME};
-use crate::webrtc::sfu::ExternalSubscriberId;
-use crate::webrtc::{ExternalMedia, Forwarder};
 
 /// The frame length of the bridge: 20 ms.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -499,7 +498,6 @@ mod tests {
     use crate::media::heard::HeardDecoders;
     use crate::media::params::{Codec, Direction};
     use crate::media::rtp::Ssrc;
-    use crate::webrtc::driver::Command;
 
     const GATEWAY: &str = "192.0.2.1:20000";
     const PHONE: &str = "198.51.100.2:40000";
@@ -524,7 +522,7 @@ mod tests {
         gateway: SipLeg,
         bridge: Bridge,
         phone: SipLeg,
-        forwarder: mpsc::Receiver<Command>,
+        forwarder: mpsc::Receiver<super::super::router::LegRequest>,
         start: Instant,
         tick: u32,
         /// A browser publisher's Opus encoder.
@@ -597,7 +595,7 @@ mod tests {
             self.phone.poll_audio(now + Duration::from_millis(15), &mut out);
             self.phone_heard.extend_from_slice(&out);
             while let Ok(command) = self.forwarder.try_recv() {
-                if let Command::ExternalFrame { endpoint, rtp_time, data } = command {
+                if let super::super::router::LegRequest::Frame { endpoint, rtp_time, data } = command {
                     assert_eq!(&*endpoint.0, "sip-stream");
                     let mut pcm = [0i16; 1920];
                     let n = self.published_decoder.decode(&data, &mut pcm).unwrap();

@@ -29,6 +29,7 @@ pub mod mixdown;
 pub mod params;
 pub mod ports;
 pub mod resample;
+pub mod router;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;

@@ -34,9 +34,9 @@ use crate::control::callbacks::Callbacks;
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::bridge::{self, BridgeError, LegCommand, LegNotice, LegSetup, LegSummary};
 use crate::media::ports::{PortRange, RtpPair};
+use crate::media::router::Forwarder;
 use crate::rooms::RoomsHandle;
 use crate::tokens::{self, TokenError, VerifiedTokens, Verifier};
-use crate::webrtc::Forwarder;
 
 /// Messages from the transports waiting for the actor; past it, UDP requests get 503 at the
 /// socket and stream connections wait (back-pressure rather than unbounded memory).

@@ -14,21 +14,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::protocol::{CloseReason, ServerMessage};
-use str0m::media::MediaTime;
 
-use super::sfu::{
-    Change, EndpointId, ExternalSubscriberId, Parked, PeerId, PeerInfo, Scope, Sfu, SfuConfig, SfuError, SfuEvent,
-};
+use super::sfu::{Change, ExternalSubscriberId, Parked, PeerId, PeerInfo, Scope, Sfu, SfuConfig, SfuError, SfuEvent};
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::heard::HeardDecoders;
+use crate::media::router::{ExternalMedia, LegRequest};
 use crate::rooms::{RoomEvent, Rooms, RoomsHandle};
 
 /// Commands waiting for the driver, from all device sockets together.
@@ -75,149 +71,6 @@ pub(crate) enum Command {
         peer: PeerId,
         tones: String,
     },
-    /// A SIP leg publishes its audio: make its endpoint.
-    ExternalPublish {
-        participant: ParticipantId,
-        session: SessionId,
-        reply: oneshot::Sender<EndpointId>,
-    },
-    /// One 20 ms Opus frame of an external publisher (48 kHz RTP time).
-    ExternalFrame {
-        endpoint: EndpointId,
-        rtp_time: MediaTime,
-        data: Arc<[u8]>,
-    },
-    /// The external publisher is gone: its stream becomes unavailable.
-    ExternalUnpublish {
-        endpoint: EndpointId,
-    },
-    /// A bridge-mode leg ended: its stream stays, quiet, for the participant's next leg.
-    ExternalPark {
-        endpoint: EndpointId,
-    },
-    /// An external publisher's leg holds (`true`) or resumes the call.
-    ExternalMuted {
-        endpoint: EndpointId,
-        muted: bool,
-    },
-    /// A SIP leg receives what its participant hears, on `frames`.
-    ExternalSubscribe {
-        participant: ParticipantId,
-        session: SessionId,
-        frames: mpsc::Sender<ExternalMedia>,
-        reply: oneshot::Sender<ExternalSubscriberId>,
-    },
-    /// The external subscriber is gone.
-    ExternalUnsubscribe {
-        subscriber: ExternalSubscriberId,
-    },
-    /// A DTMF tone from a SIP leg, for everyone in the session who hears its participant.
-    ExternalDtmf {
-        session: SessionId,
-        participant: ParticipantId,
-        tone: char,
-    },
-}
-
-/// What an external subscriber (a SIP leg) receives from the forwarder.
-#[derive(Debug)]
-pub enum ExternalMedia {
-    /// A frame of a stream the subscriber's participant hears, decoded to 16 kHz (once for
-    /// every subscriber, [`crate::media::heard`]); missing frames before it already concealed.
-    Frame {
-        /// The stream.
-        endpoint: EndpointId,
-        /// On the endpoint's continuous timeline, 48 kHz.
-        rtp_time: MediaTime,
-        /// The audio, 16 kHz mono (shared with every other subscriber).
-        pcm: Arc<[i16]>,
-    },
-    /// A DTMF tone from someone the participant hears.
-    Dtmf {
-        /// Who sent it.
-        participant: ParticipantId,
-        /// The tone: 0-9, *, #, A-D.
-        tone: char,
-    },
-}
-
-/// The media bridge's handle on the forwarder: publish a SIP leg's Opus, subscribe to what its
-/// participant hears, exchange DTMF. Cheap to clone; every method is bounded (frames are
-/// dropped, counted, when the forwarder's queue is full; never awaited on the media path).
-#[derive(Clone, Debug)]
-pub struct Forwarder {
-    commands: mpsc::Sender<Command>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl Forwarder {
-    pub(crate) fn new(commands: mpsc::Sender<Command>) -> Self {
-        Self { commands, dropped: Arc::default() }
-    }
-
-    /// Makes an external publisher for `participant` in `session`; `None` when the forwarder
-    /// is gone (shutting down).
-    pub async fn publish(&self, participant: ParticipantId, session: SessionId) -> Option<EndpointId> {
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::ExternalPublish { participant, session, reply }).await.ok()?;
-        answer.await.ok()
-    }
-
-    /// Subscribes `participant` in `session` to what it hears: frames and DTMF arrive on
-    /// `frames`. `None` when the forwarder is gone.
-    pub async fn subscribe(
-        &self,
-        participant: ParticipantId,
-        session: SessionId,
-        frames: mpsc::Sender<ExternalMedia>,
-    ) -> Option<ExternalSubscriberId> {
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::ExternalSubscribe { participant, session, frames, reply }).await.ok()?;
-        answer.await.ok()
-    }
-
-    /// One 20 ms Opus frame of `endpoint`, fire and forget: `false` (and counted) when the
-    /// forwarder's queue is full or it is gone.
-    pub fn frame(&self, endpoint: EndpointId, rtp_time: MediaTime, data: Arc<[u8]>) -> bool {
-        let sent = self.commands.try_send(Command::ExternalFrame { endpoint, rtp_time, data }).is_ok();
-        if !sent {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        sent
-    }
-
-    /// A DTMF tone from `participant` (a SIP leg), for the devices and legs that hear it.
-    pub fn dtmf(&self, session: SessionId, participant: ParticipantId, tone: char) -> bool {
-        self.commands.try_send(Command::ExternalDtmf { session, participant, tone }).is_ok()
-    }
-
-    /// Removes an external publisher. Never waits: called from `Drop` too.
-    pub fn unpublish(&self, endpoint: EndpointId) {
-        let _ = self.commands.try_send(Command::ExternalUnpublish { endpoint });
-    }
-
-    /// Keeps an external publisher's stream for the participant's next leg (bridge mode,
-    /// CONTRACT §5): browsers keep their track, and the next [`Forwarder::publish`] of the same
-    /// participant in the same session continues it. Never waits: called from `Drop` too.
-    pub fn park(&self, endpoint: EndpointId) {
-        let _ = self.commands.try_send(Command::ExternalPark { endpoint });
-    }
-
-    /// The leg behind `endpoint` holds (`muted`) or resumes the call: devices show the stream
-    /// muted. Never waits.
-    pub fn set_muted(&self, endpoint: EndpointId, muted: bool) {
-        let _ = self.commands.try_send(Command::ExternalMuted { endpoint, muted });
-    }
-
-    /// Removes an external subscriber. Never waits: called from `Drop` too.
-    pub fn unsubscribe(&self, subscriber: ExternalSubscriberId) {
-        let _ = self.commands.try_send(Command::ExternalUnsubscribe { subscriber });
-    }
-
-    /// Frames refused because the forwarder's queue was full, since start (all legs).
-    pub fn frames_dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
 }
 
 /// From the driver to one device socket.
@@ -316,6 +169,7 @@ impl Driver {
         mut self,
         socket: UdpSocket,
         mut commands: mpsc::Receiver<Command>,
+        mut legs: mpsc::Receiver<LegRequest>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
@@ -340,6 +194,10 @@ impl Driver {
                     Some(c) => self.handle_command(c),
                     None => break,
                 },
+                r = legs.recv() => match r {
+                    Some(r) => self.handle_leg(r),
+                    None => break,
+                },
                 e = rooms_events.recv() => match e {
                     Ok(e) => self.handle_room_event(e),
                     Err(broadcast::error::RecvError::Lagged(_)) => self.stale = Stale::All,
@@ -354,6 +212,12 @@ impl Driver {
             for _ in 0..BATCH {
                 match commands.try_recv() {
                     Ok(c) => self.handle_command(c),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..BATCH {
+                match legs.try_recv() {
+                    Ok(r) => self.handle_leg(r),
                     Err(_) => break,
                 }
             }
@@ -392,23 +256,30 @@ impl Driver {
             Command::Answer { peer, sdp } => self.sfu.handle_answer(now, peer, &sdp),
             Command::Candidate { peer, candidate } => self.sfu.handle_candidate(now, peer, &candidate),
             Command::Dtmf { peer, tones } => self.sfu.handle_dtmf(peer, &tones),
-            Command::ExternalPublish { participant, session, reply } => {
+        }
+    }
+
+    /// Takes a SIP leg's request.
+    fn handle_leg(&mut self, r: LegRequest) {
+        let now = now();
+        match r {
+            LegRequest::Publish { participant, session, reply } => {
                 let endpoint = self.sfu.add_external_publisher(participant, session);
                 if let Err(endpoint) = reply.send(endpoint) {
                     // The leg went away while asking.
                     self.sfu.remove_external_publisher(now, &endpoint);
                 }
             }
-            Command::ExternalFrame { endpoint, rtp_time, data } => {
+            LegRequest::Frame { endpoint, rtp_time, data } => {
                 // An unknown endpoint is a leg whose unpublish raced its last frame.
                 let _ = self.sfu.handle_external_frame(now, &endpoint, rtp_time, data);
             }
-            Command::ExternalUnpublish { endpoint } => self.sfu.remove_external_publisher(now, &endpoint),
-            Command::ExternalPark { endpoint } => self.sfu.park_external_publisher(now, &endpoint),
-            Command::ExternalMuted { endpoint, muted } => {
+            LegRequest::Unpublish { endpoint } => self.sfu.remove_external_publisher(now, &endpoint),
+            LegRequest::Park { endpoint } => self.sfu.park_external_publisher(now, &endpoint),
+            LegRequest::Muted { endpoint, muted } => {
                 let _ = self.sfu.set_external_muted(&endpoint, muted);
             }
-            Command::ExternalSubscribe { participant, session, frames, reply } => {
+            LegRequest::Subscribe { participant, session, frames, reply } => {
                 let id = self.sfu.add_external_subscriber(participant, session);
                 if reply.send(id).is_ok() {
                     self.externals.insert(id, frames);
@@ -416,11 +287,11 @@ impl Driver {
                     self.sfu.remove_external_subscriber(id);
                 }
             }
-            Command::ExternalUnsubscribe { subscriber } => {
+            LegRequest::Unsubscribe { subscriber } => {
                 self.externals.remove(&subscriber);
                 self.sfu.remove_external_subscriber(subscriber);
             }
-            Command::ExternalDtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
+            LegRequest::Dtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
         }
     }
 

@@ -28,10 +28,10 @@ pub mod timeline;
 
 use crate::app::config::Config;
 use crate::app::drain::Drain;
+use crate::media::router::{Forwarder, LegRequest};
 use crate::rooms::RoomsHandle;
 use crate::tokens::Verifier;
 use driver::{COMMAND_CHANNEL_CAPACITY, Command, Driver};
-pub use driver::{ExternalMedia, Forwarder};
 
 /// What the device socket handlers share: the way to the driver and what admission needs.
 #[derive(Clone)]
@@ -46,6 +46,9 @@ pub struct DeviceHub {
 pub struct WebrtcService {
     hub: DeviceHub,
     commands: Option<mpsc::Receiver<Command>>,
+    /// SIP legs' requests ([`Forwarder`]), a queue apart from the devices'.
+    legs: Option<mpsc::Receiver<LegRequest>>,
+    legs_tx: mpsc::Sender<LegRequest>,
     listen: SocketAddr,
     public_ip: Option<std::net::IpAddr>,
 }
@@ -55,7 +58,15 @@ impl WebrtcService {
     pub fn new(config: &Config, verifier: Arc<Verifier>, rooms: RoomsHandle, drain: Drain) -> Self {
         let (tx, rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
         let hub = DeviceHub { commands: tx, verifier, rooms, drain };
-        Self { hub, commands: Some(rx), listen: config.media.webrtc_listen.0, public_ip: config.media.public_ip }
+        let (legs_tx, legs) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
+        Self {
+            hub,
+            commands: Some(rx),
+            legs: Some(legs),
+            legs_tx,
+            listen: config.media.webrtc_listen.0,
+            public_ip: config.media.public_ip,
+        }
     }
 
     /// The handlers' side.
@@ -65,7 +76,7 @@ impl WebrtcService {
 
     /// The media bridge's side: SIP legs publish, subscribe and exchange DTMF through it.
     pub fn forwarder(&self) -> Forwarder {
-        Forwarder::new(self.hub.commands.clone())
+        Forwarder::new(self.legs_tx.clone())
     }
 
     /// Binds the shared UDP socket and starts the driver, which runs until `shutdown`
@@ -75,6 +86,7 @@ impl WebrtcService {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let commands = self.commands.take().context("the WebRTC service is already started")?;
+        let legs = self.legs.take().context("the WebRTC service is already started")?;
         let socket = tokio::net::UdpSocket::bind(self.listen)
             .await
             .with_context(|| format!("cannot listen for WebRTC media on UDP {}", self.listen))?;
@@ -84,6 +96,6 @@ impl WebrtcService {
         let rooms = self.hub.rooms.clone();
         // The forwarder is made in the task: it generates a DTLS certificate, which should not
         // delay the daemon's start (and its signal handlers).
-        Ok(tokio::spawn(async move { Driver::new(config, rooms).run(socket, commands, shutdown).await }))
+        Ok(tokio::spawn(async move { Driver::new(config, rooms).run(socket, commands, legs, shutdown).await }))
     }
 }

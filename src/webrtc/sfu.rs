@@ -91,9 +91,7 @@ impl SfuConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
 
-/// Names a non-browser subscriber (a SIP leg's mixer input).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ExternalSubscriberId(pub u64);
+pub use crate::media::router::ExternalSubscriberId;
 
 pub use crate::ids::EndpointId;
 
