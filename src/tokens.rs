@@ -10,7 +10,7 @@
 //! checked here, with a small leeway, rather than by the JWT library's own clock.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,9 +21,28 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::app::config::TokensConfig;
 use crate::ids::{self, ParticipantId, SessionId};
 use crate::interconnect::InterconnectMode;
+
+/// `[tokens]` of the config file (read by `crate::app::config`).
+#[derive(Clone, Debug)]
+pub struct TokensConfig {
+    /// Lifetime of the tokens the node mints.
+    pub ttl: Duration,
+    /// `iss` of the node's tokens. Short on purpose: tokens must fit a UUI header.
+    pub issuer: String,
+    /// PEM (PKCS#8) ES256 key to sign with; when empty the node generates one in the state
+    /// directory on first start.
+    pub signing_key: Option<PathBuf>,
+    /// `iss` of an external issuer whose tokens are accepted too.
+    pub external_issuer: String,
+    /// The external issuer's public key (PEM).
+    pub external_public_key: Option<PathBuf>,
+    /// The external issuer's keys as a JWKS file.
+    pub external_jwks: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
 
 /// The `aud` of every participant token.
 pub const AUDIENCE: &str = "interwork";
@@ -651,8 +670,17 @@ mod tests {
         }
     }
 
+    /// The config file's defaults.
     fn config() -> TokensConfig {
-        crate::app::config::Config::from_toml_str("", &HashMap::new()).unwrap().tokens
+        TokensConfig {
+            ttl: Duration::from_secs(3600),
+            issuer: "iw".into(),
+            signing_key: None,
+            external_issuer: String::new(),
+            external_public_key: None,
+            external_jwks: None,
+            leeway: Duration::from_secs(30),
+        }
     }
 
     fn node_key(dir: &Path) -> NodeKey {

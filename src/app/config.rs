@@ -198,25 +198,7 @@ pub struct LogConfig {
     pub level: String,
 }
 
-/// `[tokens]`.
-#[derive(Clone, Debug)]
-pub struct TokensConfig {
-    /// Lifetime of the tokens the node mints.
-    pub ttl: Duration,
-    /// `iss` of the node's tokens. Short on purpose: tokens must fit a UUI header.
-    pub issuer: String,
-    /// PEM (PKCS#8) ES256 key to sign with; when empty the node generates one in the state
-    /// directory on first start.
-    pub signing_key: Option<PathBuf>,
-    /// `iss` of an external issuer whose tokens are accepted too.
-    pub external_issuer: String,
-    /// The external issuer's public key (PEM).
-    pub external_public_key: Option<PathBuf>,
-    /// The external issuer's keys as a JWKS file.
-    pub external_jwks: Option<PathBuf>,
-    /// Clock skew tolerated on `exp` and `nbf`.
-    pub leeway: Duration,
-}
+pub use crate::tokens::TokensConfig;
 
 /// `[sessions]`.
 #[derive(Clone, Debug)]
