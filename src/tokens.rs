@@ -352,9 +352,12 @@ impl Verifier {
             return ring.check_times(claims.clone(), now);
         }
         let claims = ring.verify_signature(token)?;
-        if memory.claims.len() >= MAX_REMEMBERED_TOKENS {
-            // Bounded: a caller cycling through more tokens than this pays the verification.
-            memory.claims.clear();
+        if memory.claims.len() >= MAX_REMEMBERED_TOKENS
+            && let Some(any) = memory.claims.keys().next().cloned()
+        {
+            // Bounded, one out for one in: past the bound, callers in turn still find most of
+            // their tokens (clearing it all would make every one of them verify again).
+            memory.claims.remove(&any);
         }
         memory.claims.insert(token.into(), claims.clone());
         ring.check_times(claims, now)
@@ -372,8 +375,10 @@ impl Verifier {
     }
 }
 
-/// Most tokens a [`VerifiedTokens`] remembers (each some hundreds of bytes).
-pub const MAX_REMEMBERED_TOKENS: usize = 4096;
+/// Most tokens a [`VerifiedTokens`] remembers (each some hundreds of bytes: a few MB at most).
+/// Only tokens that passed are remembered, so their number is the participants the accounts
+/// made, not what a flood sends; an account of thousands calling in turn fits.
+pub const MAX_REMEMBERED_TOKENS: usize = 16_384;
 
 /// The tokens one owner (the SIP endpoint) has verified with the keys in use, for
 /// [`Verifier::verify_remembered`]. Owned, not shared: no lock.
@@ -918,12 +923,13 @@ mod tests {
             assert_eq!(verifier.verify_remembered(&forged, t0(), &mut memory), Err(TokenError::BadSignature));
         }
         assert_eq!(memory.len(), 1);
-        // Bounded: more tokens than the bound start the memory over.
+        // Bounded, and past the bound one token is forgotten for each new one: most stay.
         for _ in 0..MAX_REMEMBERED_TOKENS + 10 {
             let t = minter.mint(&ParticipantId::generate(), None, None, None, t0());
             verifier.verify_remembered(&t, t0(), &mut memory).unwrap();
             assert!(memory.len() <= MAX_REMEMBERED_TOKENS);
         }
+        assert_eq!(memory.len(), MAX_REMEMBERED_TOKENS, "full, not started over");
     }
 
     #[test]
