@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::Read as _;
+use std::time::Duration;
 
 use common::{Client, Daemon};
 
@@ -18,11 +18,8 @@ fn logs_of(format: &str) -> String {
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     d.signal("TERM");
-    let mut child = d.child.take().unwrap();
-    child.wait().unwrap();
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    err
+    d.wait_exit(Duration::from_secs(30));
+    d.logs.text_at_end(Duration::from_secs(10))
 }
 
 #[test]

@@ -96,7 +96,6 @@ fn an_unusable_state_directory_stops_the_start() {
 
 #[test]
 fn the_state_directory_and_database_are_owner_only() {
-    use std::io::Read as _;
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let tmp = tempfile::tempdir().unwrap();
@@ -115,10 +114,6 @@ fn the_state_directory_and_database_are_owner_only() {
     d.spawn();
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&db), 0o600);
-    let mut child = d.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let err = d.kill_for_logs();
     assert!(err.contains("tightened") && err.contains("interwork.redb"), "{err}");
 }

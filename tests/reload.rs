@@ -6,10 +6,8 @@ mod common;
 #[path = "support/sip_ua.rs"]
 mod sip_ua;
 
-use std::io::BufRead as _;
 use std::path::Path;
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Client, Daemon};
 use sip_ua::{MediaPeer, PeerCodec, SipUa};
@@ -19,15 +17,11 @@ fn write_config(path: &Path, level: &str, trusted_peers: &str) {
 }
 
 /// Waits for a stderr line containing `what`, at most 10 s.
-fn wait_for_line(lines: &Receiver<String>, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.recv_timeout(left).unwrap_or_else(|_| panic!("the daemon logged no line with {what:?}"));
-        if line.contains(what) {
-            return line;
-        }
-    }
+/// The next line of the daemon's logs with `what` (within 10 s).
+fn wait_for_line(d: &Daemon, cursor: &mut usize, what: &str) -> String {
+    d.logs
+        .next_line_with(cursor, what, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the daemon logged no line with {what:?}"))
 }
 
 #[test]
@@ -39,13 +33,7 @@ fn sighup_reloads_the_log_level_and_trusted_peers_and_keeps_calls() {
     d.config_file = Some(file.clone());
     d.rust_log = None;
     d.spawn();
-    let stderr = d.child.as_mut().unwrap().stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut cursor = 0;
     let c = Client::new();
     let (_, _, token) = common::session_with_participant(&d, &c);
     // Transfer mode: a BYE takes its participant out of the session, so the last call is another.
@@ -60,7 +48,7 @@ fn sighup_reloads_the_log_level_and_trusted_peers_and_keeps_calls() {
     // Trust loopback, log at info: the reload's own info line shows that the level changed.
     write_config(&file, "info", "\"127.0.0.0/8\"");
     d.signal("HUP");
-    let line = wait_for_line(&lines, "configuration reloaded");
+    let line = wait_for_line(&d, &mut cursor, "configuration reloaded");
     assert!(line.contains("trusted_peers=1"), "{line}");
     let mut call = SipUa::new(sip);
     let (status, response) = call.try_invite(&token, &media.offer("sendrecv", 1));
@@ -69,7 +57,7 @@ fn sighup_reloads_the_log_level_and_trusted_peers_and_keeps_calls() {
     // A config with problems changes nothing; the daemon and the call stay.
     std::fs::write(&file, "[sip]\ntrusted_peers = [\"not-a-network\"]\n").unwrap();
     d.signal("HUP");
-    let line = wait_for_line(&lines, "nothing reloaded");
+    let line = wait_for_line(&d, &mut cursor, "nothing reloaded");
     assert!(line.contains("sip.trusted_peers"), "the problem names its key: {line}");
     assert_eq!(c.http.get(d.url("/healthz")).send().unwrap().status().as_u16(), 200);
     assert_eq!(call.bye(), 200, "the call survived both reloads");

@@ -3,10 +3,11 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::io::Read as _;
+use std::io::BufRead as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub const USER: &str = "tester";
@@ -28,6 +29,71 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// What a daemon writes on one of its streams, read as it comes: a pipe nobody reads would block
+/// the daemon once its buffer (64 KB) is full of logs.
+#[derive(Default)]
+pub struct Logs {
+    /// The text so far, and whether the stream is still open (1) or ended (0).
+    state: Mutex<(String, usize)>,
+    grew: Condvar,
+}
+
+impl Logs {
+    /// Reads `stream` to its end in a thread of its own.
+    fn drain(self: &Arc<Self>, stream: impl std::io::Read + Send + 'static) {
+        self.state.lock().unwrap().1 += 1;
+        let logs = self.clone();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                logs.state.lock().unwrap().0.push_str(&line);
+                logs.grew.notify_all();
+                line.clear();
+            }
+            logs.state.lock().unwrap().1 -= 1;
+            logs.grew.notify_all();
+        });
+    }
+
+    /// The text so far.
+    pub fn text(&self) -> String {
+        self.state.lock().unwrap().0.clone()
+    }
+
+    /// The text once the stream ended (the process exited), waiting at most `limit`.
+    pub fn text_at_end(&self, limit: Duration) -> String {
+        let guard = self.state.lock().unwrap();
+        let (guard, _) = self.grew.wait_timeout_while(guard, limit, |(_, open)| *open > 0).unwrap();
+        guard.0.clone()
+    }
+
+    /// The next whole line after `cursor` that contains `what`, waiting for it at most `limit`;
+    /// `cursor` moves past it.
+    pub fn next_line_with(&self, cursor: &mut usize, what: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        let mut guard = self.state.lock().unwrap();
+        loop {
+            let text = &guard.0;
+            let mut at = *cursor;
+            while let Some(end) = text[at..].find('\n') {
+                let line = &text[at..at + end];
+                at += end + 1;
+                if line.contains(what) {
+                    *cursor = at;
+                    return Some(line.to_string());
+                }
+            }
+            *cursor = at;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || guard.1 == 0 {
+                return None;
+            }
+            guard = self.grew.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+}
+
 /// A running daemon.
 pub struct Daemon {
     pub child: Option<Child>,
@@ -38,6 +104,10 @@ pub struct Daemon {
     pub http: SocketAddr,
     pub state_dir: PathBuf,
     pub env: Vec<(String, String)>,
+    /// What the running process (the last one spawned) writes on stderr: its logs.
+    pub logs: Arc<Logs>,
+    /// ... and on stdout: the start banner.
+    pub stdout: Arc<Logs>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -79,6 +149,8 @@ impl Daemon {
             http,
             state_dir: state_dir.to_path_buf(),
             env,
+            logs: Arc::default(),
+            stdout: Arc::default(),
             _tmp: None,
         }
     }
@@ -96,12 +168,15 @@ impl Daemon {
             if let Some(level) = &self.rust_log {
                 command.env("RUST_LOG", level);
             }
-            let child = command
+            let mut child = command
                 .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
+            (self.logs, self.stdout) = (Arc::default(), Arc::default());
+            self.logs.drain(child.stderr.take().unwrap());
+            self.stdout.drain(child.stdout.take().unwrap());
             self.child = Some(child);
             match self.wait_healthy() {
                 Ok(()) => return,
@@ -131,8 +206,7 @@ impl Daemon {
         let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                let mut err = String::new();
-                self.child.as_mut().unwrap().stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                let err = self.logs.text_at_end(Duration::from_secs(5));
                 return Err(format!("interwork exited early with {status}: {err}"));
             }
             if client.get(format!("http://{}/healthz", self.http)).send().is_ok_and(|r| r.status().is_success()) {
@@ -154,21 +228,11 @@ impl Daemon {
         }
     }
 
-    /// SIGKILL, then what the process wrote to stderr and stdout (for a failure's message).
+    /// SIGKILL, then everything the process wrote to stderr and stdout.
     pub fn kill_for_logs(&mut self) -> String {
-        use std::io::Read as _;
-        let mut logs = String::new();
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            if let Some(mut err) = c.stderr.take() {
-                let _ = err.read_to_string(&mut logs);
-            }
-            if let Some(mut out) = c.stdout.take() {
-                let _ = out.read_to_string(&mut logs);
-            }
-        }
-        logs
+        self.kill();
+        let limit = Duration::from_secs(10);
+        self.logs.text_at_end(limit) + &self.stdout.text_at_end(limit)
     }
 
     /// Sends a signal by pid.
