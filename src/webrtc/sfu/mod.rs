@@ -476,27 +476,14 @@ impl Sfu {
 
     /// Who publishes streams in `scope`: the publisher side of the subscription check.
     pub fn publishers(&self, scope: Scope<'_>) -> Vec<(SessionId, ParticipantId)> {
-        let mut v: Vec<_> =
-            self.scoped_endpoints(scope).map(|(_, e)| (e.session.clone(), e.participant.clone())).collect();
-        v.sort();
-        v.dedup();
-        v
+        publisher_pairs(self.scoped_endpoints(scope).map(|(_, e)| e))
     }
 
     /// Who publishes the streams of `session` that flow (parked ones left out): what a new SIP
     /// mixer there may hear.
     fn flowing_publishers(&self, session: &SessionId) -> Vec<(SessionId, ParticipantId)> {
-        let mut v: Vec<_> = self
-            .by_session
-            .get(session)
-            .into_iter()
-            .flat_map(|i| i.endpoints.iter())
-            .filter_map(|id| self.endpoints.get(id))
-            .map(|e| (e.session.clone(), e.participant.clone()))
-            .collect();
-        v.sort();
-        v.dedup();
-        v
+        let streams = self.by_session.get(session).into_iter().flat_map(|i| i.endpoints.iter());
+        publisher_pairs(streams.filter_map(|id| self.endpoints.get(id)))
     }
 
     /// True when the peer's ICE and DTLS are up.
@@ -730,6 +717,14 @@ impl Sfu {
             }
         }
     }
+}
+
+/// The distinct (session, publisher) pairs of `streams`, sorted.
+fn publisher_pairs<'a>(streams: impl Iterator<Item = &'a Endpoint>) -> Vec<(SessionId, ParticipantId)> {
+    let mut v: Vec<_> = streams.map(|e| (e.session.clone(), e.participant.clone())).collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 fn stream_info(endpoint: &EndpointId, participant: &ParticipantId, mid: Mid, muted: bool) -> StreamInfo {

@@ -292,6 +292,16 @@ fn reached(sfu: &mut Sfu, now: Instant, endpoint: &EndpointId) -> Vec<ExternalSu
     out
 }
 
+/// The targeted and full changes the forwarder asked for since the last call.
+fn stale_changes(sfu: &mut Sfu) -> Vec<Change> {
+    std::iter::from_fn(|| sfu.poll_event())
+        .filter_map(|e| match e {
+            SfuEvent::SubscriptionsStale { change, .. } => Some(change),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A forwarder on a fixed address, for tests of external publishers and subscribers.
 fn bare_sfu() -> Sfu {
     Sfu::new(SfuConfig::new("127.0.0.1:19000".parse().unwrap(), vec!["127.0.0.1:19000".parse().unwrap()]))
@@ -346,21 +356,16 @@ fn targeted_changes_reach_what_a_full_refresh_would_and_touch_nothing_else() {
     let (a, b) = (SessionId::from("sa"), SessionId::from("sb"));
     // a3 hears nobody; everyone else hears everyone but themselves.
     let rooms = |_: &SessionId, l: &ParticipantId, p: &ParticipantId| l != p && *l != ParticipantId::from("a3");
-    let changes = |sfu: &mut Sfu| -> Vec<Change> {
-        std::iter::from_fn(|| sfu.poll_event())
-            .filter_map(|e| match e {
-                SfuEvent::SubscriptionsStale { change, .. } => Some(change),
-                _ => None,
-            })
-            .collect()
-    };
     let sa1 = sfu.add_external_subscriber(ParticipantId::from("a1"), a.clone());
     let sa3 = sfu.add_external_subscriber(ParticipantId::from("a3"), a.clone());
     let sb1 = sfu.add_external_subscriber(ParticipantId::from("b1"), b.clone());
-    assert_eq!(changes(&mut sfu), vec![Change::Subscriber(sa1), Change::Subscriber(sa3), Change::Subscriber(sb1)]);
+    assert_eq!(
+        stale_changes(&mut sfu),
+        vec![Change::Subscriber(sa1), Change::Subscriber(sa3), Change::Subscriber(sb1)]
+    );
     // A stream of a2 in a: a1 hears it, a3 does not, b's subscriber is in another session.
     let pa2 = sfu.add_external_publisher(ParticipantId::from("a2"), a.clone());
-    let ch = changes(&mut sfu);
+    let ch = stale_changes(&mut sfu);
     assert_eq!(ch, vec![Change::Stream(pa2.clone())]);
     let (listeners, publishers) = sfu.change_pairs(&ch[0]);
     assert_eq!(listeners.len(), 2, "a's two subscribers, not b's: {listeners:?}");
@@ -369,12 +374,12 @@ fn targeted_changes_reach_what_a_full_refresh_would_and_touch_nothing_else() {
     assert_eq!(reached(&mut sfu, now, &pa2), vec![sa1]);
     // Its own stream is never sent back to its publisher's subscriber.
     let pa1 = sfu.add_external_publisher(ParticipantId::from("a1"), a.clone());
-    let ch = changes(&mut sfu);
+    let ch = stale_changes(&mut sfu);
     sfu.apply_change(now, &ch[0], rooms);
     assert!(reached(&mut sfu, now, &pa1).is_empty(), "a1 does not hear itself, a3 hears nobody");
     // A new subscriber of a2 gets a1's stream and not its own.
     let sa2 = sfu.add_external_subscriber(ParticipantId::from("a2"), a.clone());
-    let ch = changes(&mut sfu);
+    let ch = stale_changes(&mut sfu);
     assert_eq!(ch, vec![Change::Subscriber(sa2)]);
     sfu.apply_change(now, &ch[0], rooms);
     assert_eq!(reached(&mut sfu, now, &pa1), vec![sa2]);
@@ -392,7 +397,7 @@ fn targeted_changes_reach_what_a_full_refresh_would_and_touch_nothing_else() {
     assert_eq!(sfu.change_pairs(&ch[0]), (Vec::new(), Vec::new()));
     // Removing a stream needs no recomputation: it leaves every subscriber itself.
     sfu.remove_external_publisher(now, &pa2);
-    assert!(changes(&mut sfu).is_empty());
+    assert!(stale_changes(&mut sfu).is_empty());
     assert!(sfu.externals.get(&sa1).is_some_and(|s| s.wanted.is_empty()));
 }
 
@@ -402,21 +407,13 @@ fn sip_mixers_skip_parked_streams_until_they_flow_again() {
     let now = Instant::now();
     let s = SessionId::from("big");
     let everyone = |_: &SessionId, l: &ParticipantId, p: &ParticipantId| l != p;
-    let stale = |sfu: &mut Sfu| -> Vec<Change> {
-        std::iter::from_fn(|| sfu.poll_event())
-            .filter_map(|e| match e {
-                SfuEvent::SubscriptionsStale { change, .. } => Some(change),
-                _ => None,
-            })
-            .collect()
-    };
     // A mixer hears a flowing stream, whose leg then ends in bridge mode: parked, out of the mix.
     let mixer = sfu.add_external_subscriber(ParticipantId::from("ear"), s.clone());
     let parked: Vec<EndpointId> = (0..50)
         .map(|i| {
             let p = ParticipantId::from(format!("p{i}"));
             let e = sfu.add_external_publisher(p, s.clone());
-            for ch in stale(&mut sfu) {
+            for ch in stale_changes(&mut sfu) {
                 sfu.apply_change(now, &ch, everyone);
             }
             e
@@ -431,11 +428,11 @@ fn sip_mixers_skip_parked_streams_until_they_flow_again() {
     // A new mixer in a session of parked streams: the rooms are asked about flowing ones only,
     // and it subscribes to none; a full refresh agrees.
     let flowing = sfu.add_external_publisher(ParticipantId::from("live"), s.clone());
-    for ch in stale(&mut sfu) {
+    for ch in stale_changes(&mut sfu) {
         sfu.apply_change(now, &ch, everyone);
     }
     let late = sfu.add_external_subscriber(ParticipantId::from("late"), s.clone());
-    let ch = stale(&mut sfu);
+    let ch = stale_changes(&mut sfu);
     assert_eq!(ch, vec![Change::Subscriber(late)]);
     let (_, publishers) = sfu.change_pairs(&ch[0]);
     assert_eq!(publishers, vec![(s.clone(), ParticipantId::from("live"))], "parked publishers are not asked about");
@@ -447,7 +444,7 @@ fn sip_mixers_skip_parked_streams_until_they_flow_again() {
     // to every mixer that hears it.
     let again = sfu.add_external_publisher(ParticipantId::from("p7"), s.clone());
     assert_eq!(again, parked[7]);
-    let ch = stale(&mut sfu);
+    let ch = stale_changes(&mut sfu);
     assert_eq!(ch, vec![Change::Stream(again.clone())]);
     sfu.apply_change(now, &ch[0], everyone);
     assert_eq!(reached(&mut sfu, now, &again), vec![mixer, late]);
