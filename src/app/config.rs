@@ -157,6 +157,8 @@ pub struct MediaConfig {
     pub rtp_timeout: Duration,
     /// Which new sources may take over a leg's RTP after its peer went quiet.
     pub latching: Latching,
+    /// Media worker threads carrying the SIP legs; 0 is one per core.
+    pub workers: usize,
 }
 
 /// `[state]`.
@@ -520,6 +522,7 @@ impl Reader {
                 srtp: s.value("srtp", SrtpPolicy::Optional),
                 rtp_timeout: s.duration("rtp_timeout", Duration::from_secs(30)),
                 latching: s.value("latching", Latching::Ip),
+                workers: s.bounded("workers", 0, 0, 256) as usize,
             }
         };
         let state = {

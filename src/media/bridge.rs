@@ -1,25 +1,17 @@
-//! The media bridge's per-leg task: the tokio shell around one [`SipLeg`] that joins a SIP
-//! call's audio to the WebRTC forwarder (CONTRACT §6).
+//! The media bridge's per-leg state: what joins one SIP call's audio to the WebRTC forwarder
+//! around its [`SipLeg`] (CONTRACT §6). A [`crate::media::worker`] carries many of them and
+//! runs their ticks; this module is the tick itself, sans-IO.
 //!
-//! One task per SIP leg owns everything of the leg: the sans-IO [`SipLeg`] (SRTP, RTP, jitter
-//! buffer, G.711/AMR-WB, RFC 4733, RTCP), its RTP and RTCP sockets, one Opus encoder (see
-//! below for its rate), and every buffer, allocated once. Nothing is shared behind a lock. What the leg hears comes
-//! already decoded, once per publisher for all the legs that hear it ([`crate::media::heard`]).
+//! A leg's [`Bridge`] owns one Opus encoder (see below for its rate), the mix the SIP peer
+//! hears and every buffer, allocated once. What the leg hears comes already decoded, once per
+//! publisher for all the legs that hear it ([`crate::media::heard`]).
 //!
 //! ```text
-//! RTP/RTCP sockets ─▶ SipLeg::handle_datagram
+//! RTP/RTCP datagrams ─▶ SipLeg::handle_datagram                      (the worker, at the tick)
 //! every 20 ms:  SipLeg::poll_audio ─▶ Opus encode (once) ─▶ Forwarder::frame  (this participant's stream)
 //!               heard publishers' PCM (decoded once, shared) ─▶ sum (saturating) ─▶ SipLeg::send_audio
-//! after every input: SipLeg::poll_transmit ─▶ the socket its channel names
+//! after every input: SipLeg::poll_transmit ─▶ the socket its channel names  (the worker)
 //! ```
-//!
-//! ## The tick
-//!
-//! A `tokio::time::interval` of 20 ms with [`MissedTickBehavior::Burst`]: each 20 ms of wall
-//! time produces exactly one frame each way, so the RTP timestamps we send stay true to the
-//! wall clock and the peer's jitter buffer sees a stall as late packets rather than a clock
-//! running slow. A stall longer than [`MAX_CATCH_UP`] is not caught up: the interval is reset
-//! and the frames of the stall are lost (the peer conceals them).
 //!
 //! ## What browsers hear
 //!
@@ -34,7 +26,7 @@
 //!
 //! ## What the SIP peer hears
 //!
-//! Heard streams arrive from the forwarder on a bounded channel ([`MEDIA_QUEUE`]) as 16 kHz
+//! Heard streams arrive from the forwarder on a bounded queue (read at the leg's tick) as 16 kHz
 //! audio, decoded once per publisher and with network loss already concealed there. The leg's
 //! [`Mixdown`] queues each publisher's audio and sums 20 ms of each per tick (in 32 bits,
 //! saturated once), which the leg sends, or silence when nobody is heard.
@@ -54,46 +46,25 @@
 //! rtc-srtp allocate is theirs. A heard publisher's queue is made on its first frame.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use codecs::opus::{MAX_PACKET_BYTES, OpusEncoder, OpusEncoderConfig, OpusError, SampleRate, rtp_duration};
 use str0m::media::{Frequency, MediaTime};
-use thiserror::Error;
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
 
 use super::params::Negotiated;
 use super::router::{ExternalMedia, ExternalSubscriberId, Forwarder};
 use crate::ids::EndpointId;
 use crate::ids::{ParticipantId, SessionId};
-use crate::media::counters::{Counts, LegCounters, MediaCounters};
-use crate::media::leg::{AudioStatus, Channel, Latching, LegConfig, LegError, LegEvent, LegStats, MTU, SipLeg};
+use crate::media::counters::{Counts, MediaCounters};
+use crate::media::leg::{AudioStatus, Latching, LegStats, SipLeg};
 use crate::media::mixdown::Mixdown;
 use crate::media::ports::RtpPair;
 use crate::media::resample::{Decimator, NARROW_FRAME, WIDE_FRAME};
 
 /// The frame length of the bridge: 20 ms.
 pub const TICK: Duration = Duration::from_millis(20);
-/// The longest stall whose missed ticks are caught up (see the module docs).
-pub const MAX_CATCH_UP: Duration = Duration::from_millis(100);
-/// Frames and tones from the forwarder waiting for the leg: about a second of one publisher.
-pub const MEDIA_QUEUE: usize = 64;
-/// Commands (re-INVITE updates) waiting for the leg.
-pub const COMMAND_QUEUE: usize = 8;
-/// How often the leg checks for RTP inactivity.
-pub const INACTIVITY_CHECK: Duration = Duration::from_millis(500);
-/// Largest datagram read from the leg's sockets.
-const RECV_BUFFER: usize = 2048;
 /// RTP time of one 20 ms Opus frame at 48 kHz.
 const OPUS_FRAME_TICKS: u64 = rtp_duration(WIDE_FRAME, SampleRate::Hz16000) as u64;
-
-/// Commands to a running leg.
-#[derive(Debug)]
-pub enum LegCommand {
-    /// A re-INVITE or UPDATE agreed new media (address, codec, keys, hold).
-    Update(Box<Negotiated>),
-}
 
 /// The SIP driver's number for the call a leg carries: opaque here, handed back in
 /// [`LegNotice`]s (the same `u64` as the user agent's `CallNo`).
@@ -143,7 +114,7 @@ pub struct LegSetup {
     pub counters: MediaCounters,
 }
 
-/// The leg's part of the call record, given back when the task ends.
+/// The leg's part of the call record, given back when the leg ends.
 #[derive(Clone, Copy, Debug)]
 pub struct LegSummary {
     /// The codec at the end (`PCMU`, `PCMA`, `AMR-WB`).
@@ -164,146 +135,14 @@ pub struct LegSummary {
     pub heard_overflow: u64,
 }
 
-/// Why a leg could not run.
-#[derive(Debug, Error)]
-pub enum BridgeError {
-    /// The SIP leg refused the SDP's agreement.
-    #[error(transparent)]
-    Leg(#[from] LegError),
-    /// The sockets could not be handed to tokio.
-    #[error("leg socket: {0}")]
-    Socket(#[from] std::io::Error),
-}
-
-/// Runs one leg until `commands` closes (the call is over); see the module docs.
-pub async fn run_leg(
-    setup: LegSetup,
-    forwarder: Forwarder,
-    mut commands: mpsc::Receiver<LegCommand>,
-    notices: mpsc::Sender<LegNotice>,
-) -> Result<LegSummary, BridgeError> {
-    let LegSetup { call, participant, session, negotiated, ports, rtp_timeout, latching, keep_stream, counters } =
-        setup;
-    // The lease lives as long as this task, after the sockets made from the pair.
-    let RtpPair { rtp, rtcp, lease: _lease } = ports;
-    let mut counters = LegCounters::new(counters);
-    rtp.set_nonblocking(true)?;
-    rtcp.set_nonblocking(true)?;
-    let rtp = UdpSocket::from_std(rtp)?;
-    let rtcp = UdpSocket::from_std(rtcp)?;
-    let mut leg = SipLeg::new(now(), &negotiated, LegConfig { latching, ..LegConfig::random(SystemTime::now()) })?;
-    let mut bridge = Bridge::new(call, participant.clone(), session.clone(), forwarder.clone(), &negotiated);
-
-    // Join the forwarder: publish this participant's stream, hear what it hears.
-    let (media_tx, mut media) = mpsc::channel(MEDIA_QUEUE);
-    let mut registration = Registration { forwarder: forwarder.clone(), endpoint: None, subscriber: None, keep_stream };
-    registration.endpoint = forwarder.publish(participant.clone(), session.clone()).await;
-    registration.subscriber = forwarder.subscribe(participant, session, media_tx).await;
-    // Without a subscription the channel is closed at once: stop polling it.
-    let mut media_open = registration.subscriber.is_some();
-    bridge.endpoint = registration.endpoint.clone();
-    if let Some(endpoint) = &bridge.endpoint
-        && leg.is_on_hold()
-    {
-        forwarder.set_muted(endpoint.clone(), true);
-    }
-    if registration.endpoint.is_none() {
-        tracing::warn!(call, "the forwarder is gone; the leg runs without WebRTC");
-    }
-
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut inactivity = tokio::time::interval(INACTIVITY_CHECK);
-    inactivity.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let timer = tokio::time::sleep(Duration::from_secs(3600));
-    tokio::pin!(timer);
-    let mut rtp_buf = vec![0u8; RECV_BUFFER];
-    let mut rtcp_buf = vec![0u8; RECV_BUFFER];
-    let mut tx_buf = vec![0u8; MTU];
-    loop {
-        let deadline = leg.poll_timeout().map(tokio::time::Instant::from_std);
-        if let Some(at) = deadline
-            && timer.deadline() != at
-        {
-            timer.as_mut().reset(at);
-        }
-        tokio::select! {
-            command = commands.recv() => match command {
-                Some(LegCommand::Update(negotiated)) => {
-                    match leg.update(now(), &negotiated) {
-                        Ok(()) => bridge.update(&negotiated),
-                        Err(e) => tracing::warn!(call, error = %e, "the leg refused the new media"),
-                    }
-                    // Hold shows as muted in the SDK (CONTRACT §4).
-                    if let Some(endpoint) = &bridge.endpoint {
-                        bridge.forwarder.set_muted(endpoint.clone(), leg.is_on_hold());
-                    }
-                }
-                None => break,
-            },
-            r = rtp.recv_from(&mut rtp_buf) => {
-                if let Ok((n, from)) = r {
-                    // A refused datagram is counted in the leg's stats.
-                    let _ = leg.handle_datagram(now(), from, &rtp_buf[..n]);
-                }
-            },
-            r = rtcp.recv_from(&mut rtcp_buf) => {
-                if let Ok((n, from)) = r {
-                    let _ = leg.handle_datagram(now(), from, &rtcp_buf[..n]);
-                }
-            },
-            m = media.recv(), if media_open => match m {
-                Some(m) => bridge.handle_media(now(), &mut leg, m),
-                None => media_open = false,
-            },
-            at = tick.tick() => {
-                let now = now();
-                if now.saturating_duration_since(at.into_std()) > MAX_CATCH_UP {
-                    tick.reset();
-                }
-                // Wall time of a tick that never awaits: the thread's time on this leg.
-                let started = Instant::now();
-                bridge.tick(now, &mut leg);
-                counters.busy_seconds().inc_by(started.elapsed().as_secs_f64());
-            },
-            _ = inactivity.tick() => {
-                counters.publish(&bridge.counts(&leg));
-                if leg.is_inactive(now(), rtp_timeout) {
-                    let _ = notices.try_send(LegNotice::Inactive { call });
-                }
-            },
-            () = &mut timer, if deadline.is_some() => leg.handle_timeout(now()),
-        }
-        // Outputs of whatever went in: DTMF events, then datagrams.
-        while let Some(event) = leg.poll_event() {
-            if let LegEvent::DtmfEnded { digit, duration } = event {
-                bridge.forwarder.dtmf(bridge.session.clone(), bridge.participant.clone(), digit);
-                let _ = notices.try_send(LegNotice::Dtmf { call, digit, duration });
-            }
-        }
-        while let Some(t) = leg.poll_transmit(&mut tx_buf) {
-            let socket = match t.channel {
-                Channel::Rtp => &rtp,
-                Channel::Rtcp => &rtcp,
-            };
-            // Never awaited: a full socket buffer loses the datagram, as the network would.
-            if let Err(e) = socket.try_send_to(&tx_buf[..t.len], t.to) {
-                tracing::trace!(call, error = %e, "RTP send failed");
-            }
-        }
-    }
-    drop(registration);
-    counters.publish(&bridge.counts(&leg));
-    Ok(bridge.summary(&leg, &negotiated))
-}
-
 /// The leg's state around the [`SipLeg`]: codecs, mix and counters.
-struct Bridge {
+pub(super) struct Bridge {
     call: CallNo,
     participant: ParticipantId,
     session: SessionId,
     forwarder: Forwarder,
-    endpoint: Option<EndpointId>,
+    /// This participant's stream in the forwarder, once joined.
+    pub(super) endpoint: Option<EndpointId>,
     ptime_ms: u32,
     /// Opened with the first frame to publish: a leg nobody speaks on (or that ends at once)
     /// never pays for an Opus encoder.
@@ -321,7 +160,7 @@ struct Bridge {
 }
 
 impl Bridge {
-    fn new(
+    pub(super) fn new(
         call: CallNo,
         participant: ParticipantId,
         session: SessionId,
@@ -352,7 +191,7 @@ impl Bridge {
 
     /// New media agreed (re-INVITE, UPDATE): a codec of the other band gets an encoder of its
     /// band; the stream's timeline goes on.
-    fn update(&mut self, negotiated: &Negotiated) {
+    pub(super) fn update(&mut self, negotiated: &Negotiated) {
         self.ptime_ms = negotiated.ptime_ms;
         let narrow = is_narrowband(negotiated);
         if narrow == self.narrowband.is_some() {
@@ -364,7 +203,7 @@ impl Bridge {
     }
 
     /// A frame or a tone from the forwarder.
-    fn handle_media(&mut self, now: Instant, leg: &mut SipLeg, media: ExternalMedia) {
+    pub(super) fn handle_media(&mut self, now: Instant, leg: &mut SipLeg, media: ExternalMedia) {
         match media {
             ExternalMedia::Frame { endpoint, pcm, .. } => self.heard.push(now, endpoint, &pcm),
             ExternalMedia::Dtmf { tone, .. } => {
@@ -376,7 +215,7 @@ impl Bridge {
     }
 
     /// One 20 ms tick: the leg's audio to the forwarder, the mix to the leg.
-    fn tick(&mut self, now: Instant, leg: &mut SipLeg) {
+    pub(super) fn tick(&mut self, now: Instant, leg: &mut SipLeg) {
         // (a) What the SIP peer says, encoded once, for everyone who hears this participant.
         let status = leg.poll_audio(now, &mut self.pcm);
         let speaking = matches!(status, AudioStatus::Audio | AudioStatus::Concealed | AudioStatus::ComfortNoise);
@@ -410,8 +249,20 @@ impl Bridge {
         leg.send_audio(now, self.heard.mix(now));
     }
 
+    /// A DTMF digit the SIP peer sent, for everyone who hears this participant.
+    pub(super) fn dtmf(&self, digit: char) {
+        self.forwarder.dtmf(self.session.clone(), self.participant.clone(), digit);
+    }
+
+    /// Shows the leg's hold as muted in the SDK (CONTRACT §4).
+    pub(super) fn show_hold(&self, leg: &SipLeg) {
+        if let Some(endpoint) = &self.endpoint {
+            self.forwarder.set_muted(endpoint.clone(), leg.is_on_hold());
+        }
+    }
+
     /// The leg's totals for `/metrics`, in the order of [`crate::media::counters::KINDS`].
-    fn counts(&self, leg: &SipLeg) -> Counts {
+    pub(super) fn counts(&self, leg: &SipLeg) -> Counts {
         let s = leg.stats();
         [
             s.packets_received,
@@ -429,7 +280,7 @@ impl Bridge {
         ]
     }
 
-    fn summary(&self, leg: &SipLeg, negotiated: &Negotiated) -> LegSummary {
+    pub(super) fn summary(&self, leg: &SipLeg, negotiated: &Negotiated) -> LegSummary {
         let stats = leg.stats();
         LegSummary {
             codec: negotiated.codec.encoding_name(),
@@ -455,13 +306,23 @@ fn opus_encoder(narrowband: bool) -> Result<OpusEncoder, OpusError> {
     OpusEncoder::new(rate, OpusEncoderConfig::default())
 }
 
-/// The leg's place in the forwarder, left when the task ends or is aborted.
-struct Registration {
+/// The leg's place in the forwarder, left when the leg ends (or its join is abandoned).
+#[derive(Debug)]
+pub(super) struct Registration {
     forwarder: Forwarder,
-    endpoint: Option<EndpointId>,
-    subscriber: Option<ExternalSubscriberId>,
+    /// The participant's stream, once published.
+    pub(super) endpoint: Option<EndpointId>,
+    /// What the leg hears, once subscribed.
+    pub(super) subscriber: Option<ExternalSubscriberId>,
     /// Park the stream rather than remove it (bridge mode).
     keep_stream: bool,
+}
+
+impl Registration {
+    /// Nothing published or subscribed yet.
+    pub(super) fn new(forwarder: Forwarder, keep_stream: bool) -> Self {
+        Self { forwarder, endpoint: None, subscriber: None, keep_stream }
+    }
 }
 
 impl Drop for Registration {
@@ -479,11 +340,6 @@ impl Drop for Registration {
     }
 }
 
-/// The clock, through tokio so that paused-time tests reach the core.
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
 #[cfg(test)]
 mod tests {
     //! The bridge's tick in virtual time, without sockets: the gateway's leg faces a second
@@ -491,11 +347,15 @@ mod tests {
 
     use std::net::SocketAddr;
 
+    use std::time::SystemTime;
+
     use codecs::opus::OpusDecoder;
     use codecs::pcm::analysis::{dominant_frequency, rms_dbfs, tone};
+    use tokio::sync::mpsc;
 
     use super::*;
     use crate::media::heard::HeardDecoders;
+    use crate::media::leg::{LegConfig, MTU};
     use crate::media::params::{Codec, Direction};
     use crate::media::rtp::Ssrc;
 

@@ -12,8 +12,10 @@
 //! - [`resample`]: the 8 ↔ 16 kHz interpolator and decimator for G.711 legs.
 //! - [`leg`]: the per-call pipeline tying them to the codecs crate.
 //!
-//! - [`bridge`]: the per-leg task joining a [`leg::SipLeg`] to the WebRTC forwarder (Opus
+//! - [`bridge`]: the per-leg state joining a [`leg::SipLeg`] to the WebRTC forwarder (Opus
 //!   encode once, mix at 16 kHz, DTMF both ways).
+//! - [`worker`]: the fixed pool of media threads that carry the legs, each ticking many in one
+//!   pass per phase of 20 ms, reading their sockets in batches.
 //! - [`counters`]: the legs' live media counters in `/metrics`.
 //! - [`ports`]: the RTP port range, which pairs our legs hold (given back when a leg ends).
 //! - [`mixdown`]: what one SIP leg hears, queued per publisher and summed once per tick.
@@ -33,6 +35,7 @@ pub mod router;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;
+pub mod worker;
 
 #[cfg(test)]
 mod netem;

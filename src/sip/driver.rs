@@ -3,10 +3,10 @@
 //! timers, on tokio's clock (so paused-time tests drive it); it carries out their outputs
 //! (bytes to the sockets, RTP sockets, rooms changes, metrics, logs and callbacks).
 //!
-//! A call's media is one task per leg ([`crate::media::bridge::run_leg`]) on an RTP/RTCP socket
-//! pair from the configured range, joined to the WebRTC forwarder. The actor keeps a handle per
-//! live leg (its command channel, its task and a drain [`CallGuard`]); when a call ends, the
-//! leg's counters come back and the `sipLegEnded` callback and "SIP leg ended" log line carry
+//! A call's media is a leg on one of the media workers ([`crate::media::worker`]), on an
+//! RTP/RTCP socket pair from the configured range, joined to the WebRTC forwarder. The actor
+//! keeps a record per live leg (its participant, session and a drain [`CallGuard`]); when a
+//! call ends, the leg's counters come back and the `sipLegEnded` callback and "SIP leg ended" log line carry
 //! them (one call record).
 
 use std::collections::HashMap;
@@ -16,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 use super::message::Request;
 use super::transaction::{ClientTx, Limits, Peer, Timers, Transactions, TxOutput};
@@ -32,9 +31,10 @@ use crate::control::callback_events::{
 };
 use crate::control::callbacks::Callbacks;
 use crate::ids::{ParticipantId, SessionId};
-use crate::media::bridge::{self, BridgeError, LegCommand, LegNotice, LegSetup, LegSummary};
+use crate::media::bridge::{LegNotice, LegSetup, LegSummary};
 use crate::media::ports::{PortRange, RtpPair};
 use crate::media::router::Forwarder;
+use crate::media::worker::MediaWorkers;
 use crate::rooms::RoomsHandle;
 use crate::tokens::{self, TokenError, VerifiedTokens, Verifier};
 
@@ -68,8 +68,6 @@ enum Input {
 
 /// A live media leg, as the actor sees it.
 struct MediaLeg {
-    commands: mpsc::Sender<LegCommand>,
-    task: tokio::task::JoinHandle<Result<LegSummary, BridgeError>>,
     guard: CallGuard,
     participant: ParticipantId,
     session: SessionId,
@@ -157,6 +155,7 @@ impl SipService {
         let ports = PortPool::new(local.ip(), config.media.rtp_port_min, config.media.rtp_port_max);
         let (udp, incoming, meter, connector) = transports.into_parts();
         let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
+        let workers = MediaWorkers::spawn(config.media.workers, forwarder.clone(), notices, metrics.media.clone())?;
         let actor = Actor {
             txs: Transactions::new(Timers::default(), limits),
             ua,
@@ -170,9 +169,9 @@ impl SipService {
             via_host: SocketAddr::new(media_ip, local.port()),
             tls_via_host: tls_port.map(|p| SocketAddr::new(media_ip, p)),
             media: HashMap::new(),
+            workers,
             stopping: HashMap::new(),
             forwarder,
-            notices,
             rooms,
             drain,
             callbacks,
@@ -264,9 +263,10 @@ struct Actor {
     via_host: SocketAddr,
     tls_via_host: Option<SocketAddr>,
     media: HashMap<CallNo, MediaLeg>,
+    /// The threads that carry the legs.
+    workers: MediaWorkers,
     stopping: HashMap<CallNo, Stopping>,
     forwarder: Forwarder,
-    notices: mpsc::Sender<LegNotice>,
     rooms: RoomsHandle,
     drain: Drain,
     callbacks: Callbacks,
@@ -557,8 +557,6 @@ impl Actor {
                     tracing::error!(call, local_port, "media start without a reserved port");
                     return;
                 };
-                let (commands, commands_rx) = mpsc::channel(bridge::COMMAND_QUEUE);
-                let span = tracing::info_span!("leg", call, participant = %participant);
                 let setup = LegSetup {
                     call,
                     participant: participant.clone(),
@@ -570,49 +568,32 @@ impl Actor {
                     keep_stream: mode == crate::interconnect::InterconnectMode::Bridge,
                     counters: self.metrics.media.clone(),
                 };
-                let run = bridge::run_leg(setup, self.forwarder.clone(), commands_rx, self.notices.clone());
-                let task = tokio::spawn(
-                    async move {
-                        let result = run.await;
-                        if let Err(e) = &result {
-                            tracing::warn!(error = %e, "the media leg could not run");
-                        }
-                        result
-                    }
-                    .instrument(span),
-                );
-                let leg = MediaLeg { commands, task, guard: self.drain.call(), participant, session };
-                if let Some(old) = self.media.insert(call, leg) {
-                    old.task.abort();
+                if let Err(e) = self.workers.start(setup) {
+                    // The call goes on without audio; its RTP inactivity is not watched either.
+                    tracing::error!(call, error = %e, "the media leg could not start");
+                    return;
                 }
+                self.media.insert(call, MediaLeg { guard: self.drain.call(), participant, session });
                 self.metrics.media_active_legs.set(self.media.len() as i64);
             }
             MediaCommand::Update { call, negotiated } => {
-                if let Some(leg) = self.media.get(&call)
-                    && leg.commands.try_send(LegCommand::Update(negotiated)).is_err()
+                if self.media.contains_key(&call)
+                    && let Err(e) = self.workers.update(call, negotiated)
                 {
-                    tracing::warn!(call, "media update lost: the leg is not reading its commands");
+                    tracing::warn!(call, error = %e, "media update lost");
                 }
             }
             MediaCommand::Stop { call } => {
                 self.env.ports.release(call);
                 let removed = self.media.remove(&call);
                 self.metrics.media_active_legs.set(self.media.len() as i64);
-                if let Some(MediaLeg { commands, mut task, guard, .. }) = removed {
-                    // Closing its command channel ends the leg; its counters come back for the
-                    // call record, then the drain guard goes.
-                    drop(commands);
+                if let Some(MediaLeg { guard, .. }) = removed {
+                    // The leg's counters come back for the call record, then the drain guard goes.
+                    let summary = self.workers.stop(call);
                     self.stopping.insert(call, Stopping::default());
                     let inputs = self.inputs.clone();
                     tokio::spawn(async move {
-                        let summary = match tokio::time::timeout(LEG_STOP_GRACE, &mut task).await {
-                            Ok(Ok(Ok(summary))) => Some(summary),
-                            Ok(_) => None,
-                            Err(_) => {
-                                task.abort();
-                                None
-                            }
-                        };
+                        let summary = tokio::time::timeout(LEG_STOP_GRACE, summary).await.ok().and_then(Result::ok);
                         drop(guard);
                         let _ = inputs.send(Input::MediaEnded { call, summary: summary.map(Box::new) }).await;
                     });
