@@ -20,14 +20,16 @@
 //! RTP time advancing 960 (20 ms at 48 kHz) per tick whether or not a frame is sent. On `Held`
 //! or `Silence` nothing is sent: the stream goes quiet, which browsers see as muted.
 //!
-//! G.711 carries nothing above 4 kHz, so a G.711 leg's Opus is encoded from 8 kHz (narrowband
-//! Opus; the leg's 16 kHz audio decimated back), which costs about half of a 16 kHz encode for
-//! the same sound; AMR-WB legs are encoded from 16 kHz. Browsers decode either at 48 kHz.
+//! G.711 carries nothing above 4 kHz, so a G.711 leg works at 8 kHz throughout: its audio is
+//! decoded to 8 kHz and Opus-encoded from there (narrowband Opus, about half the cost of a
+//! 16 kHz encode for the same sound), and it hears at 8 kHz (the heard publishers decoded to
+//! 8 kHz, mixed at 8 kHz, G.711-encoded): no resampling on the way. AMR-WB legs do the same at
+//! 16 kHz. Browsers decode either at 48 kHz.
 //!
 //! ## What the SIP peer hears
 //!
-//! Heard streams arrive from the forwarder on a bounded queue (read at the leg's tick) as 16 kHz
-//! audio, decoded once per publisher and with network loss already concealed there. The leg's
+//! Heard streams arrive from the forwarder on a bounded queue (read at the leg's tick) in the
+//! leg's band, decoded once per publisher and band and with network loss already concealed there. The leg's
 //! [`Mixdown`] queues each publisher's audio and sums 20 ms of each per tick (in 32 bits,
 //! saturated once), which the leg sends, or silence when nobody is heard.
 //!
@@ -59,7 +61,7 @@ use crate::media::counters::{Counts, MediaCounters};
 use crate::media::leg::{AudioStatus, Latching, LegStats, SipLeg};
 use crate::media::mixdown::Mixdown;
 use crate::media::ports::RtpPair;
-use crate::media::resample::{Decimator, NARROW_FRAME, WIDE_FRAME};
+use crate::media::resample::{Band, Decimator, NARROW_FRAME, Upsampler, WIDE_FRAME};
 
 /// The frame length of the bridge: 20 ms.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -144,19 +146,28 @@ pub(super) struct Bridge {
     /// This participant's stream in the forwarder, once joined.
     pub(super) endpoint: Option<EndpointId>,
     ptime_ms: u32,
+    /// The band of the leg's codec, which its Opus is encoded from.
+    band: Band,
     /// Opened with the first frame to publish: a leg nobody speaks on (or that ends at once)
     /// never pays for an Opus encoder.
     encoder: Option<OpusEncoder>,
-    /// The G.711 path: the tick's audio back at 8 kHz for a narrowband encode.
-    narrowband: Option<(Decimator, [i16; NARROW_FRAME])>,
-    /// This participant's audio of the tick, then its Opus frame.
+    /// This participant's audio of the tick (in `band`), then its Opus frame.
     pcm: [i16; WIDE_FRAME],
     opus: Vec<u8>,
     rtp_time: u64,
-    /// What the SIP peer hears.
+    /// What the SIP peer hears, mixed in the band the leg subscribed in (its band at the start).
     heard: Mixdown,
+    heard_band: Band,
+    /// From the mix's band to the leg's, once a re-INVITE changed the leg's band.
+    convert: Option<Convert>,
     frames_published: u64,
     frames_dropped: u64,
+}
+
+/// The mix in the other band (a leg whose codec changed band mid-call).
+enum Convert {
+    Up(Upsampler, [i16; WIDE_FRAME]),
+    Down(Decimator, [i16; NARROW_FRAME]),
 }
 
 impl Bridge {
@@ -169,7 +180,7 @@ impl Bridge {
     ) -> Self {
         let mut start = [0u8; 4];
         crate::ids::fill_random(&mut start);
-        let narrow = is_narrowband(negotiated);
+        let band = band_of(negotiated);
         Self {
             call,
             participant,
@@ -177,13 +188,15 @@ impl Bridge {
             forwarder,
             endpoint: None,
             ptime_ms: negotiated.ptime_ms,
+            band,
             encoder: None,
-            narrowband: narrow.then(|| (Decimator::new(), [0; NARROW_FRAME])),
             pcm: [0; WIDE_FRAME],
             opus: vec![0; MAX_PACKET_BYTES],
             // RFC 3550 §5.1: a random start.
             rtp_time: u64::from(u32::from_be_bytes(start)),
-            heard: Mixdown::new(),
+            heard: Mixdown::in_band(band),
+            heard_band: band,
+            convert: None,
             frames_published: 0,
             frames_dropped: 0,
         }
@@ -193,13 +206,24 @@ impl Bridge {
     /// band; the stream's timeline goes on.
     pub(super) fn update(&mut self, negotiated: &Negotiated) {
         self.ptime_ms = negotiated.ptime_ms;
-        let narrow = is_narrowband(negotiated);
-        if narrow == self.narrowband.is_some() {
+        let band = band_of(negotiated);
+        if band == self.band {
             return;
         }
-        // The next frame opens an encoder of the new band.
+        // The next frame opens an encoder of the new band; the mix, subscribed in the first
+        // band, is converted from now on (or no longer).
+        self.band = band;
         self.encoder = None;
-        self.narrowband = narrow.then(|| (Decimator::new(), [0; NARROW_FRAME]));
+        self.convert = match (self.heard_band, band) {
+            (Band::Narrow, Band::Wide) => Some(Convert::Up(Upsampler::new(), [0; WIDE_FRAME])),
+            (Band::Wide, Band::Narrow) => Some(Convert::Down(Decimator::new(), [0; NARROW_FRAME])),
+            _ => None,
+        };
+    }
+
+    /// The band the leg hears in, for its subscription: its band at the start.
+    pub(super) fn heard_band(&self) -> Band {
+        self.heard_band
     }
 
     /// A frame or a tone from the forwarder.
@@ -217,21 +241,15 @@ impl Bridge {
     /// One 20 ms tick: the leg's audio to the forwarder, the mix to the leg.
     pub(super) fn tick(&mut self, now: Instant, leg: &mut SipLeg) {
         // (a) What the SIP peer says, encoded once, for everyone who hears this participant.
-        let status = leg.poll_audio(now, &mut self.pcm);
+        let pcm = &mut self.pcm[..self.band.frame()];
+        let status = leg.poll_frame(now, pcm);
         let speaking = matches!(status, AudioStatus::Audio | AudioStatus::Concealed | AudioStatus::ComfortNoise);
         if speaking && let Some(endpoint) = &self.endpoint {
             let encoder = match &mut self.encoder {
                 Some(encoder) => Ok(encoder),
-                None => opus_encoder(self.narrowband.is_some()).map(|e| self.encoder.insert(e)),
+                None => opus_encoder(self.band).map(|e| self.encoder.insert(e)),
             };
-            let input: &[i16] = match &mut self.narrowband {
-                Some((decimator, narrow)) => {
-                    decimator.process(&self.pcm, narrow);
-                    narrow
-                }
-                None => &self.pcm,
-            };
-            match encoder.and_then(|encoder| encoder.encode(input, &mut self.opus)) {
+            match encoder.and_then(|encoder| encoder.encode(pcm, &mut self.opus)) {
                 Ok(n) => {
                     let time = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
                     if self.forwarder.frame(endpoint.clone(), time, Arc::from(&self.opus[..n])) {
@@ -246,7 +264,19 @@ impl Bridge {
         self.rtp_time = self.rtp_time.wrapping_add(OPUS_FRAME_TICKS);
 
         // (b) What the SIP peer hears: 20 ms of every heard publisher, summed.
-        leg.send_audio(now, self.heard.mix(now));
+        let mix = self.heard.mix(now);
+        let out: &[i16] = match (&mut self.convert, mix.len()) {
+            (Some(Convert::Up(up, wide)), NARROW_FRAME) => {
+                up.process(mix.try_into().expect("a narrow frame"), wide);
+                wide
+            }
+            (Some(Convert::Down(down, narrow)), WIDE_FRAME) => {
+                down.process(mix.try_into().expect("a wide frame"), narrow);
+                narrow
+            }
+            _ => mix,
+        };
+        leg.send_frame(now, out);
     }
 
     /// A DTMF digit the SIP peer sent, for everyone who hears this participant.
@@ -295,14 +325,20 @@ impl Bridge {
     }
 }
 
-/// G.711: nothing above 4 kHz to encode.
-fn is_narrowband(negotiated: &Negotiated) -> bool {
-    matches!(negotiated.codec, super::params::Codec::Pcmu | super::params::Codec::Pcma)
+/// The band of the codec agreed: G.711 carries nothing above 4 kHz.
+fn band_of(negotiated: &Negotiated) -> Band {
+    match negotiated.codec {
+        super::params::Codec::Pcmu | super::params::Codec::Pcma => Band::Narrow,
+        super::params::Codec::AmrWb(_) => Band::Wide,
+    }
 }
 
 /// The Opus encoder for a leg's band: 8 kHz input for G.711, 16 kHz for AMR-WB.
-fn opus_encoder(narrowband: bool) -> Result<OpusEncoder, OpusError> {
-    let rate = if narrowband { SampleRate::Hz8000 } else { SampleRate::Hz16000 };
+fn opus_encoder(band: Band) -> Result<OpusEncoder, OpusError> {
+    let rate = match band {
+        Band::Narrow => SampleRate::Hz8000,
+        Band::Wide => SampleRate::Hz16000,
+    };
     OpusEncoder::new(rate, OpusEncoderConfig::default())
 }
 
@@ -442,7 +478,8 @@ mod tests {
                 let n = self.browser.encode(pcm, &mut opus).unwrap();
                 let (endpoint, rtp_time) =
                     (EndpointId("web".into()), MediaTime::new(self.browser_time, Frequency::FORTY_EIGHT_KHZ));
-                let pcm = self.decoders.decode(now, &endpoint, rtp_time, &Arc::from(&opus[..n])).unwrap();
+                let band = self.bridge.heard_band();
+                let pcm = self.decoders.decode_in(now, &endpoint, band, rtp_time, &Arc::from(&opus[..n])).unwrap();
                 let frame = ExternalMedia::Frame { endpoint, rtp_time, pcm };
                 self.bridge.handle_media(now, &mut self.gateway, frame);
             }

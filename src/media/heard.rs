@@ -29,7 +29,7 @@ use codecs::opus::{OpusDecoder, OpusError, SampleRate};
 use str0m::media::MediaTime;
 
 use crate::ids::EndpointId;
-use crate::media::resample::WIDE_FRAME;
+use crate::media::resample::{Band, WIDE_FRAME};
 
 /// RTP time of one 20 ms frame at 48 kHz.
 const FRAME_TICKS: u64 = 960;
@@ -47,7 +47,8 @@ const RESTART: u64 = 100 * FRAME_TICKS;
 
 /// One decoder per heard publisher and the last frame it decoded.
 pub struct HeardDecoders {
-    decoders: HashMap<EndpointId, Publisher>,
+    /// Per publisher and band heard in: G.711 legs hear at 8 kHz, AMR-WB legs at 16 kHz.
+    decoders: HashMap<(EndpointId, Band), Publisher>,
     /// Scratch for concealment and decoding, reused.
     scratch: Vec<i16>,
     last_sweep: Option<Instant>,
@@ -111,9 +112,8 @@ impl HeardDecoders {
         }
     }
 
-    /// The 16 kHz audio of `endpoint`'s Opus frame `data` at `rtp_time` (48 kHz), preceded by
-    /// the concealment of the frames missing since its previous one. `None` when it does not
-    /// decode, libopus cannot open a decoder, or the frame is older than the recent ones.
+    /// The 16 kHz audio of `endpoint`'s Opus frame `data` at `rtp_time`: [`Self::decode_in`]
+    /// the wide band.
     pub fn decode(
         &mut self,
         now: Instant,
@@ -121,11 +121,32 @@ impl HeardDecoders {
         rtp_time: MediaTime,
         data: &[u8],
     ) -> Option<Arc<[i16]>> {
+        self.decode_in(now, endpoint, Band::Wide, rtp_time, data)
+    }
+
+    /// The audio in `band` of `endpoint`'s Opus frame `data` at `rtp_time` (48 kHz), preceded
+    /// by the concealment of the frames missing since its previous one. `None` when it does not
+    /// decode, libopus cannot open a decoder, or the frame is older than the recent ones. Each
+    /// band in use has its own decoder: libopus decodes straight to the rate asked.
+    pub fn decode_in(
+        &mut self,
+        now: Instant,
+        endpoint: &EndpointId,
+        band: Band,
+        rtp_time: MediaTime,
+        data: &[u8],
+    ) -> Option<Arc<[i16]>> {
         self.sweep(now);
-        let publisher = match self.decoders.get_mut(endpoint) {
+        // The key's id is a reference count, not a copy of the string.
+        let key = (endpoint.clone(), band);
+        let publisher = match self.decoders.get_mut(&key) {
             Some(p) => p,
             None => {
-                let decoder = match OpusDecoder::new(SampleRate::Hz16000) {
+                let rate = match band {
+                    Band::Narrow => SampleRate::Hz8000,
+                    Band::Wide => SampleRate::Hz16000,
+                };
+                let decoder = match OpusDecoder::new(rate) {
                     Ok(d) => d,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot open an Opus decoder");
@@ -140,7 +161,7 @@ impl HeardDecoders {
                     buffers: Buffers::new(),
                     last_used: now,
                 };
-                self.decoders.entry(endpoint.clone()).or_insert(p)
+                self.decoders.entry(key).or_insert(p)
             }
         };
         publisher.last_used = now;
@@ -156,7 +177,7 @@ impl HeardDecoders {
                 return heard;
             }
         };
-        match fill(&mut publisher.decoder, missing, data, &mut self.scratch) {
+        match fill(&mut publisher.decoder, band.frame(), missing, data, &mut self.scratch) {
             Ok((n, concealed)) => {
                 self.frames_decoded += 1;
                 self.frames_concealed += concealed;
@@ -259,14 +280,20 @@ impl Buffers {
 
 /// Conceals `missing` frames into `out`, the last from `data`'s FEC, then decodes `data` after
 /// them; returns the samples written and the frames concealed.
-fn fill(decoder: &mut OpusDecoder, missing: u64, data: &[u8], out: &mut [i16]) -> Result<(usize, u64), OpusError> {
+fn fill(
+    decoder: &mut OpusDecoder,
+    frame_len: usize,
+    missing: u64,
+    data: &[u8],
+    out: &mut [i16],
+) -> Result<(usize, u64), OpusError> {
     let mut n = 0;
     for i in 0..missing {
-        let frame = &mut out[n..n + WIDE_FRAME];
+        let frame = &mut out[n..n + frame_len];
         let recovered = if i + 1 == missing { decoder.decode_fec(data, frame) } else { decoder.conceal(frame) };
         n += match recovered {
-            Ok(k) => k.min(WIDE_FRAME),
-            Err(_) => decoder.conceal(frame)?.min(WIDE_FRAME),
+            Ok(k) => k.min(frame_len),
+            Err(_) => decoder.conceal(frame)?.min(frame_len),
         };
     }
     let k = decoder.decode(data, &mut out[n..])?;

@@ -1,8 +1,8 @@
 //! What one SIP leg hears: the decoded audio of every publisher it hears, queued per publisher
 //! and summed into one 20 ms frame per tick.
 //!
-//! Heard audio arrives decoded (once per publisher for every leg, [`crate::media::heard`]) as
-//! 16 kHz PCM whenever the forwarder delivers it; the leg's tick takes 20 ms from each queue.
+//! Heard audio arrives decoded (once per publisher and band for every leg,
+//! [`crate::media::heard`]) in the leg's band (8 kHz for G.711, 16 kHz for AMR-WB) whenever the forwarder delivers it; the leg's tick takes 20 ms from each queue.
 //! Each queue holds at most [`PUBLISHER_QUEUE_FRAMES`] (older audio is dropped beyond that,
 //! counted). A queue that ran dry (a frame late, not lost) adds nothing that tick, counted, and
 //! keeps the frame that arrives late, so the queue grows by one frame to absorb the phase
@@ -14,13 +14,14 @@
 //! a + b − c), so the same three voices would sound different to different legs.
 //!
 //! Sans-IO: fed `(now, endpoint, pcm)` and ticked with `now`; no allocation per frame once a
-//! publisher's queue exists.
+//! publisher's queue exists. The publishers are a short list (a conference is at most a few
+//! dozen voices), walked once per tick: no map to hash into or clean up per frame.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::ids::EndpointId;
-use crate::media::resample::WIDE_FRAME;
+use crate::media::resample::{Band, WIDE_FRAME};
 
 /// The frame length of the mix: 20 ms.
 const TICK: Duration = Duration::from_millis(20);
@@ -32,7 +33,9 @@ pub const PUBLISHER_QUEUE_FRAMES: usize = 4;
 /// The heard publishers' queues and the mix of the tick.
 #[derive(Debug)]
 pub struct Mixdown {
-    heard: HashMap<EndpointId, Heard>,
+    heard: Vec<Heard>,
+    /// Samples in a frame of the band mixed in.
+    frame: usize,
     acc: [i32; WIDE_FRAME],
     mix: [i16; WIDE_FRAME],
     /// Ticks in which a heard publisher's frame was late (it added nothing that tick).
@@ -44,6 +47,7 @@ pub struct Mixdown {
 /// One heard publisher.
 #[derive(Debug)]
 struct Heard {
+    endpoint: EndpointId,
     queue: VecDeque<i16>,
     last_frame: Instant,
 }
@@ -55,18 +59,34 @@ impl Default for Mixdown {
 }
 
 impl Mixdown {
-    /// Nobody heard yet.
+    /// Nobody heard yet; mixing at 16 kHz.
     pub fn new() -> Self {
-        Self { heard: HashMap::new(), acc: [0; WIDE_FRAME], mix: [0; WIDE_FRAME], late: 0, overflow: 0 }
+        Self::in_band(Band::Wide)
     }
 
-    /// `endpoint`'s decoded audio delivered at `now`.
+    /// Nobody heard yet; mixing in `band`.
+    pub fn in_band(band: Band) -> Self {
+        Self {
+            heard: Vec::new(),
+            frame: band.frame(),
+            acc: [0; WIDE_FRAME],
+            mix: [0; WIDE_FRAME],
+            late: 0,
+            overflow: 0,
+        }
+    }
+
+    /// `endpoint`'s decoded audio (in the mix's band) delivered at `now`.
     pub fn push(&mut self, now: Instant, endpoint: EndpointId, pcm: &[i16]) {
-        let capacity = PUBLISHER_QUEUE_FRAMES * WIDE_FRAME;
-        let heard = self
-            .heard
-            .entry(endpoint)
-            .or_insert_with(|| Heard { queue: VecDeque::with_capacity(capacity), last_frame: now });
+        let capacity = PUBLISHER_QUEUE_FRAMES * self.frame;
+        let at = match self.heard.iter().position(|h| h.endpoint == endpoint) {
+            Some(at) => at,
+            None => {
+                self.heard.push(Heard { endpoint, queue: VecDeque::with_capacity(capacity), last_frame: now });
+                self.heard.len() - 1
+            }
+        };
+        let heard = &mut self.heard[at];
         heard.last_frame = now;
         let n = pcm.len();
         let excess = (heard.queue.len() + n).saturating_sub(capacity);
@@ -78,31 +98,33 @@ impl Mixdown {
     }
 
     /// The tick at `now`: 20 ms of every heard publisher that has them, summed; silence when
-    /// nobody is heard.
-    pub fn mix(&mut self, now: Instant) -> &[i16; WIDE_FRAME] {
-        self.acc.fill(0);
-        let Self { heard, acc, late, .. } = self;
-        heard.retain(|_, h| {
-            if h.queue.len() >= WIDE_FRAME {
-                for (a, s) in acc.iter_mut().zip(h.queue.drain(..WIDE_FRAME)) {
+    /// nobody is heard. The frame is in the mix's band.
+    pub fn mix(&mut self, now: Instant) -> &[i16] {
+        let frame = self.frame;
+        let acc = &mut self.acc[..frame];
+        acc.fill(0);
+        let mut i = 0;
+        while i < self.heard.len() {
+            let h = &mut self.heard[i];
+            let silent_for = now.saturating_duration_since(h.last_frame);
+            if h.queue.len() >= frame {
+                for (a, s) in acc.iter_mut().zip(h.queue.drain(..frame)) {
                     *a += i32::from(s);
                 }
-                true
-            } else if now.saturating_duration_since(h.last_frame) >= PUBLISHER_GONE {
-                false
-            } else {
+            } else if silent_for >= PUBLISHER_GONE {
+                self.heard.swap_remove(i);
+                continue;
+            } else if silent_for <= 3 * TICK {
                 // Late or paused: the frame that comes late is kept (the queue absorbs the
                 // phase); a pause is just silence.
-                if now.saturating_duration_since(h.last_frame) <= 3 * TICK {
-                    *late += 1;
-                }
-                true
+                self.late += 1;
             }
-        });
-        for (m, a) in self.mix.iter_mut().zip(&self.acc) {
+            i += 1;
+        }
+        for (m, a) in self.mix.iter_mut().zip(acc.iter()) {
             *m = (*a).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
         }
-        &self.mix
+        &self.mix[..frame]
     }
 
     /// Publishers heard.

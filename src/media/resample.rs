@@ -1,4 +1,7 @@
-//! 8 ↔ 16 kHz for G.711 legs: the bridge mixes at 16 kHz (ARCHITECTURE, principle 2).
+//! The two audio bands of the bridge ([`Band`]) and 8 ↔ 16 kHz between them. A G.711 leg
+//! decodes, mixes, encodes and hears at 8 kHz and an AMR-WB leg at 16 kHz; the converters are
+//! for what joins the two (a leg whose codec changed band in a re-INVITE, the 16 kHz view of a
+//! G.711 leg that tests and benchmarks use).
 //!
 //! Both use one 47-tap Blackman-windowed half-band low-pass (cut-off 4 kHz at 16 kHz, flat
 //! within 0.1 dB to about 3 kHz). [`Upsampler`] keeps every input sample and makes the one
@@ -30,6 +33,33 @@ static UPSAMPLER_TAPS: LazyLock<[f32; TAPS / 2 + 1]> = LazyLock::new(|| {
 pub const NARROW_FRAME: usize = 160;
 /// Samples in 20 ms at 16 kHz.
 pub const WIDE_FRAME: usize = 320;
+
+/// The rate a leg's audio is decoded, mixed and encoded at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Band {
+    /// 8 kHz: G.711 carries nothing above 4 kHz.
+    Narrow,
+    /// 16 kHz: AMR-WB.
+    Wide,
+}
+
+impl Band {
+    /// Samples in 20 ms.
+    pub const fn frame(self) -> usize {
+        match self {
+            Self::Narrow => NARROW_FRAME,
+            Self::Wide => WIDE_FRAME,
+        }
+    }
+
+    /// Samples per second.
+    pub const fn hz(self) -> u32 {
+        match self {
+            Self::Narrow => 8_000,
+            Self::Wide => 16_000,
+        }
+    }
+}
 
 /// 8 → 16 kHz.
 #[derive(Clone, Debug)]

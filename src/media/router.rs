@@ -9,6 +9,7 @@ use str0m::media::MediaTime;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::{EndpointId, ParticipantId, SessionId};
+use crate::media::resample::Band;
 
 /// Names a non-browser subscriber (a SIP leg's mixer input) in the router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,6 +61,8 @@ pub enum LegRequest {
         session: SessionId,
         /// Where frames and tones go.
         frames: mpsc::Sender<ExternalMedia>,
+        /// The band the leg hears in: frames come decoded to it.
+        band: Band,
         /// Where the subscriber's id goes.
         reply: oneshot::Sender<ExternalSubscriberId>,
     },
@@ -82,14 +85,15 @@ pub enum LegRequest {
 /// What an external subscriber (a SIP leg) receives from the forwarder.
 #[derive(Debug)]
 pub enum ExternalMedia {
-    /// A frame of a stream the subscriber's participant hears, decoded to 16 kHz (once for
-    /// every subscriber, [`super::heard`]); missing frames before it already concealed.
+    /// A frame of a stream the subscriber's participant hears, decoded to the subscriber's band
+    /// (once for every subscriber in that band, [`super::heard`]); missing frames before it
+    /// already concealed.
     Frame {
         /// The stream.
         endpoint: EndpointId,
         /// On the endpoint's continuous timeline, 48 kHz.
         rtp_time: MediaTime,
-        /// The audio, 16 kHz mono (shared with every other subscriber).
+        /// The audio, mono in the subscriber's band (shared with every other subscriber).
         pcm: Arc<[i16]>,
     },
     /// A DTMF tone from someone the participant hears.
@@ -124,16 +128,17 @@ impl Forwarder {
         answer.await.ok()
     }
 
-    /// Subscribes `participant` in `session` to what it hears: frames and DTMF arrive on
-    /// `frames`. `None` when the forwarder is gone.
+    /// Subscribes `participant` in `session` to what it hears: frames (decoded to `band`) and
+    /// DTMF arrive on `frames`. `None` when the forwarder is gone.
     pub async fn subscribe(
         &self,
         participant: ParticipantId,
         session: SessionId,
+        band: Band,
         frames: mpsc::Sender<ExternalMedia>,
     ) -> Option<ExternalSubscriberId> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(LegRequest::Subscribe { participant, session, frames, reply }).await.ok()?;
+        self.requests.send(LegRequest::Subscribe { participant, session, frames, band, reply }).await.ok()?;
         answer.await.ok()
     }
 

@@ -52,6 +52,7 @@ use super::counters::{LegCounters, MediaCounters};
 use super::leg::{Channel, LegConfig, LegEvent, MTU, SipLeg};
 use super::params::Negotiated;
 use super::ports::Lease;
+use super::resample::Band;
 use super::router::{ExternalMedia, Forwarder};
 
 /// The longest stall whose missed ticks are caught up.
@@ -301,6 +302,7 @@ impl Worker {
             }
         }
         let bridge = Bridge::new(call, participant.clone(), session.clone(), self.forwarder.clone(), &negotiated);
+        let bridge_band = bridge.heard_band();
         let phase = TICK / PHASES * (self.started % PHASES);
         self.started = self.started.wrapping_add(1);
         self.legs.push(Slot {
@@ -321,7 +323,8 @@ impl Worker {
         });
         // Joining the forwarder waits for its answers: off the pass, in a task of this thread.
         if let Some(commands) = self.commands.upgrade() {
-            tokio::spawn(join(self.forwarder.clone(), call, participant, session, keep_stream, commands));
+            let band = bridge_band;
+            tokio::spawn(join(self.forwarder.clone(), call, participant, session, band, keep_stream, commands));
         }
     }
 
@@ -450,13 +453,14 @@ async fn join(
     call: CallNo,
     participant: crate::ids::ParticipantId,
     session: crate::ids::SessionId,
+    band: Band,
     keep_stream: bool,
     commands: mpsc::Sender<Command>,
 ) {
     let mut registration = Registration::new(forwarder.clone(), keep_stream);
     registration.endpoint = forwarder.publish(participant.clone(), session.clone()).await;
     let (media_tx, media) = mpsc::channel(MEDIA_QUEUE);
-    registration.subscriber = forwarder.subscribe(participant, session, media_tx).await;
+    registration.subscriber = forwarder.subscribe(participant, session, band, media_tx).await;
     // Without a subscription the channel is closed: nothing to read.
     let media = registration.subscriber.is_some().then_some(media);
     // A worker whose queue is full or gone drops the command, and the registration with it.

@@ -24,6 +24,7 @@ use super::protocol::{CloseReason, ServerMessage};
 use super::sfu::{Change, ExternalSubscriberId, Parked, PeerId, PeerInfo, Scope, Sfu, SfuConfig, SfuError, SfuEvent};
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::heard::HeardDecoders;
+use crate::media::resample::Band;
 use crate::media::router::{ExternalMedia, LegRequest};
 use crate::rooms::{RoomEvent, Rooms, RoomsHandle};
 
@@ -108,7 +109,7 @@ pub(crate) struct Driver {
     rooms: RoomsHandle,
     devices: HashMap<PeerId, mpsc::Sender<ToDevice>>,
     /// External subscribers' channels (SIP legs).
-    externals: HashMap<ExternalSubscriberId, mpsc::Sender<ExternalMedia>>,
+    externals: HashMap<ExternalSubscriberId, (mpsc::Sender<ExternalMedia>, Band)>,
     /// Heard publishers' Opus decoded once for every SIP leg that hears them.
     heard: HeardDecoders,
     /// Frames and tones an external subscriber's full channel refused.
@@ -279,10 +280,10 @@ impl Driver {
             LegRequest::Muted { endpoint, muted } => {
                 let _ = self.sfu.set_external_muted(&endpoint, muted);
             }
-            LegRequest::Subscribe { participant, session, frames, reply } => {
+            LegRequest::Subscribe { participant, session, frames, band, reply } => {
                 let id = self.sfu.add_external_subscriber(participant, session);
                 if reply.send(id).is_ok() {
-                    self.externals.insert(id, frames);
+                    self.externals.insert(id, (frames, band));
                 } else {
                     self.sfu.remove_external_subscriber(id);
                 }
@@ -304,7 +305,7 @@ impl Driver {
 
     /// Hands `media` to an external subscriber; a full channel loses it (counted).
     fn deliver_external(&mut self, subscriber: ExternalSubscriberId, media: ExternalMedia) {
-        let Some(tx) = self.externals.get(&subscriber) else { return };
+        let Some((tx, _)) = self.externals.get(&subscriber) else { return };
         match tx.try_send(media) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -414,10 +415,8 @@ impl Driver {
             SfuEvent::SubscriptionsStale { change, .. } => self.changes.push(change),
             SfuEvent::Dtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
             SfuEvent::ExternalFrame { subscriber, endpoint, rtp_time, data } => {
-                if !self.externals.contains_key(&subscriber) {
-                    return;
-                }
-                if let Some(pcm) = self.heard.decode(now(), &endpoint, rtp_time, &data) {
+                let Some(&(_, band)) = self.externals.get(&subscriber) else { return };
+                if let Some(pcm) = self.heard.decode_in(now(), &endpoint, band, rtp_time, &data) {
                     self.deliver_external(subscriber, ExternalMedia::Frame { endpoint, rtp_time, pcm });
                 }
             }

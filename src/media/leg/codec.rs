@@ -19,8 +19,6 @@ pub(super) enum CodecState {
 
 pub(super) struct G711State {
     law: Law,
-    up: Upsampler,
-    down: Decimator,
     /// Last decoded frame, for concealment by repetition.
     last: [i16; NARROW_FRAME],
     concealed_run: u32,
@@ -55,8 +53,6 @@ impl CodecState {
         Ok(match &negotiated.codec {
             Codec::Pcmu | Codec::Pcma => Self::G711(Box::new(G711State {
                 law: if negotiated.codec == Codec::Pcmu { Law::Mu } else { Law::A },
-                up: Upsampler::new(),
-                down: Decimator::new(),
                 last: [0; NARROW_FRAME],
                 concealed_run: 0,
                 cn_level: None,
@@ -131,16 +127,21 @@ impl CodecState {
         Ok(())
     }
 
-    /// Turns the jitter buffer's answer into 16 kHz audio.
-    pub(super) fn play(
-        &mut self,
-        playout: Playout<'_>,
-        pcm8: &mut [i16; NARROW_FRAME],
-        out: &mut [i16; WIDE_FRAME],
-    ) -> AudioStatus {
+    /// The band the codec's audio is in.
+    pub(super) fn band(&self) -> Band {
+        match self {
+            Self::G711(_) => Band::Narrow,
+            Self::AmrWb(_) => Band::Wide,
+        }
+    }
+
+    /// Turns the jitter buffer's answer into 20 ms of audio in the codec's band
+    /// ([`Self::band`]; `out` is that long).
+    pub(super) fn play(&mut self, playout: Playout<'_>, out: &mut [i16]) -> AudioStatus {
         match self {
             Self::G711(g) => {
-                let status = match playout {
+                let Ok(pcm8) = <&mut [i16; NARROW_FRAME]>::try_from(out) else { return AudioStatus::Silence };
+                match playout {
                     Playout::Buffering => {
                         pcm8.fill(0);
                         AudioStatus::Silence
@@ -176,40 +177,12 @@ impl CodecState {
                         }
                         AudioStatus::Concealed
                     }
-                };
-                g.up.process(pcm8, out);
-                status
+                }
             }
-            Self::AmrWb(amr) => match playout {
-                Playout::Buffering => {
-                    out.fill(0);
-                    AudioStatus::Silence
-                }
-                Playout::Frame(frame) => {
-                    let quality = FrameQuality::from_bit(frame.tag & 1 == 1);
-                    let frame_type = FrameType::from_ft(frame.tag >> 1).unwrap_or(FrameType::SpeechLost);
-                    let decoded = amr.decoder.decode(FrameRef { frame_type, quality, data: frame.data }, out);
-                    match (decoded, frame.kind) {
-                        (Err(_), _) => {
-                            amr.decoder.conceal(out);
-                            AudioStatus::Concealed
-                        }
-                        (Ok(()), FrameKind::Speech) => AudioStatus::Audio,
-                        (Ok(()), _) => AudioStatus::ComfortNoise,
-                    }
-                }
-                Playout::Dtx => {
-                    let no_data = FrameRef { frame_type: FrameType::NoData, quality: FrameQuality::Good, data: &[] };
-                    if amr.decoder.decode(no_data, out).is_err() {
-                        out.fill(0);
-                    }
-                    AudioStatus::ComfortNoise
-                }
-                Playout::Conceal | Playout::Stretch => {
-                    amr.decoder.conceal(out);
-                    AudioStatus::Concealed
-                }
-            },
+            Self::AmrWb(amr) => {
+                let Ok(out) = <&mut [i16; WIDE_FRAME]>::try_from(out) else { return AudioStatus::Silence };
+                amr.play(playout, out)
+            }
         }
     }
 
@@ -218,7 +191,7 @@ impl CodecState {
     /// packet's payload is written into `out`, with its timestamp and length returned.
     pub(super) fn encode(
         &mut self,
-        pcm: &[i16; WIDE_FRAME],
+        pcm: &[i16],
         timestamp: u32,
         step: usize,
         out: &mut [u8],
@@ -230,8 +203,7 @@ impl CodecState {
                     if g.pending_ts.wrapping_add(g.pending_len as u32) != timestamp {
                         g.pending_len = 0;
                     }
-                    let mut narrow = [0i16; NARROW_FRAME];
-                    g.down.process(pcm, &mut narrow);
+                    let narrow = <&[i16; NARROW_FRAME]>::try_from(pcm).map_err(|_| ())?;
                     if g.pending_len + NARROW_FRAME > g.pending.len() {
                         g.pending_len = 0;
                     }
@@ -239,7 +211,7 @@ impl CodecState {
                         g.pending_ts = timestamp;
                     }
                     let at = g.pending_len;
-                    g711::encode(g.law, &narrow, &mut g.pending[at..at + NARROW_FRAME]).map_err(|_| ())?;
+                    g711::encode(g.law, narrow, &mut g.pending[at..at + NARROW_FRAME]).map_err(|_| ())?;
                     g.pending_len += NARROW_FRAME;
                 }
                 let n = g.ptime_samples;
@@ -262,7 +234,7 @@ impl CodecState {
                     amr.pending_len = 0;
                     amr.pending_ts = timestamp;
                 }
-                amr.pcm.copy_from_slice(pcm);
+                amr.pcm.copy_from_slice(pcm.get(..FRAME_SAMPLES).ok_or(())?);
                 let i = amr.pending_len;
                 let encoded = amr.encoder.encode(&amr.pcm, amr.mode, &mut amr.pending[i]).map_err(|_| ())?;
                 amr.pending_types[i] = encoded.frame_type;
@@ -301,6 +273,41 @@ impl G711State {
 }
 
 impl AmrWbState {
+    /// The jitter buffer's answer as 16 kHz audio.
+    fn play(&mut self, playout: Playout<'_>, out: &mut [i16; WIDE_FRAME]) -> AudioStatus {
+        let amr = self;
+        match playout {
+            Playout::Buffering => {
+                out.fill(0);
+                AudioStatus::Silence
+            }
+            Playout::Frame(frame) => {
+                let quality = FrameQuality::from_bit(frame.tag & 1 == 1);
+                let frame_type = FrameType::from_ft(frame.tag >> 1).unwrap_or(FrameType::SpeechLost);
+                let decoded = amr.decoder.decode(FrameRef { frame_type, quality, data: frame.data }, out);
+                match (decoded, frame.kind) {
+                    (Err(_), _) => {
+                        amr.decoder.conceal(out);
+                        AudioStatus::Concealed
+                    }
+                    (Ok(()), FrameKind::Speech) => AudioStatus::Audio,
+                    (Ok(()), _) => AudioStatus::ComfortNoise,
+                }
+            }
+            Playout::Dtx => {
+                let no_data = FrameRef { frame_type: FrameType::NoData, quality: FrameQuality::Good, data: &[] };
+                if amr.decoder.decode(no_data, out).is_err() {
+                    out.fill(0);
+                }
+                AudioStatus::ComfortNoise
+            }
+            Playout::Conceal | Playout::Stretch => {
+                amr.decoder.conceal(out);
+                AudioStatus::Concealed
+            }
+        }
+    }
+
     pub(super) fn configure(&mut self, mode_set: Option<&[u8]>, ptime_ms: u32, octet_align: bool) {
         let modes = mode_set.map_or(ModeSet::ALL, |set| {
             let mut modes = [Mode::M0; 9];

@@ -65,7 +65,7 @@ use thiserror::Error;
 
 use super::params::{Codec, Negotiated};
 use crate::media::jitter::{Frame, FrameKind, JitterBuffer, JitterConfig, JitterStats, Playout, SLOT_BYTES};
-use crate::media::resample::{Decimator, NARROW_FRAME, Upsampler, WIDE_FRAME};
+use crate::media::resample::{Band, Decimator, NARROW_FRAME, Upsampler, WIDE_FRAME};
 use crate::media::rtcp::{self, ReceiveStats, Report, RtcpError, SenderInfo, is_rtcp, ntp_time, parse_compound};
 use crate::media::rtp::{ClockRate, RTP_HEADER_LEN, RtpError, RtpHeader, RtpPacket, Ssrc};
 use crate::media::srtp::{SrtpError, SrtpSession};
@@ -356,8 +356,16 @@ pub struct SipLeg {
     tx: TxQueue,
     scratch: Vec<u8>,
     rx_buf: Vec<u8>,
-    pcm8: [i16; NARROW_FRAME],
+    /// The 16 kHz view of a narrowband leg ([`Self::poll_audio`], [`Self::send_audio`]).
+    wide: WideView,
     stats: LegStats,
+}
+
+/// What turns a G.711 leg's 8 kHz audio into 16 kHz and back, for callers that want 16 kHz.
+struct WideView {
+    pcm8: [i16; NARROW_FRAME],
+    up: Upsampler,
+    down: Decimator,
 }
 
 impl std::fmt::Debug for SipLeg {
@@ -402,7 +410,7 @@ impl SipLeg {
             tx: TxQueue::new(),
             scratch: vec![0; MTU],
             rx_buf: vec![0; MTU],
-            pcm8: [0; NARROW_FRAME],
+            wide: WideView { pcm8: [0; NARROW_FRAME], up: Upsampler::new(), down: Decimator::new() },
             stats: LegStats::default(),
             negotiated: negotiated.clone(),
             config,
@@ -473,19 +481,36 @@ impl SipLeg {
         result
     }
 
-    /// The leg's audio for this 20 ms tick, at 16 kHz, into `out`.
-    pub fn poll_audio(&mut self, now: Instant, out: &mut [i16; WIDE_FRAME]) -> AudioStatus {
+    /// The band the leg's audio is in: 8 kHz for G.711, 16 kHz for AMR-WB.
+    pub fn band(&self) -> Band {
+        self.codec.band()
+    }
+
+    /// The leg's audio for this 20 ms tick, in its band ([`Self::band`]), into `out` (that
+    /// many samples: [`Band::frame`]; another length gets silence).
+    pub fn poll_frame(&mut self, now: Instant, out: &mut [i16]) -> AudioStatus {
         if self.is_on_hold() {
             out.fill(0);
             return AudioStatus::Held;
         }
-        if !self.negotiated.local_direction.receives() {
+        if !self.negotiated.local_direction.receives() || out.len() != self.band().frame() {
             out.fill(0);
             return AudioStatus::Silence;
         }
         let playout = self.jitter.poll(now);
-        let status = self.codec.play(playout, &mut self.pcm8, out);
+        let status = self.codec.play(playout, out);
         self.stats.jitter_buffer = self.jitter.stats();
+        status
+    }
+
+    /// The leg's audio for this 20 ms tick at 16 kHz whatever its band, into `out`.
+    pub fn poll_audio(&mut self, now: Instant, out: &mut [i16; WIDE_FRAME]) -> AudioStatus {
+        if self.band() == Band::Wide {
+            return self.poll_frame(now, out);
+        }
+        let mut pcm8 = self.wide.pcm8;
+        let status = self.poll_frame(now, &mut pcm8);
+        self.wide.up.process(&pcm8, out);
         status
     }
 
@@ -498,6 +523,17 @@ impl SipLeg {
     /// queues the packets that are due. While a DTMF digit is being sent, its RFC 4733 packets
     /// replace the audio.
     pub fn send_audio(&mut self, now: Instant, pcm: &[i16; WIDE_FRAME]) {
+        if self.band() == Band::Wide {
+            return self.send_frame(now, pcm);
+        }
+        let mut pcm8 = self.wide.pcm8;
+        self.wide.down.process(pcm, &mut pcm8);
+        self.send_frame(now, &pcm8);
+    }
+
+    /// [`Self::send_audio`] in the leg's band ([`Self::band`]): `pcm` is 20 ms of it (another
+    /// length is counted as a dropped frame).
+    pub fn send_frame(&mut self, now: Instant, pcm: &[i16]) {
         let samples = self.clock.ticks(Duration::from_millis(20)) as u32;
         let timestamp = self.tx_timestamp;
         self.tx_timestamp = self.tx_timestamp.wrapping_add(samples);
