@@ -159,12 +159,14 @@ pub(super) struct Bridge {
     heard: Mixdown,
     heard_band: Band,
     /// From the mix's band to the leg's, once a re-INVITE changed the leg's band.
-    convert: Option<Convert>,
+    convert: Option<Box<Convert>>,
     frames_published: u64,
     frames_dropped: u64,
 }
 
-/// The mix in the other band (a leg whose codec changed band mid-call).
+/// The mix in the other band (a leg whose codec changed band mid-call). Boxed whole where it
+/// is kept, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Convert {
     Up(Upsampler, [i16; WIDE_FRAME]),
     Down(Decimator, [i16; NARROW_FRAME]),
@@ -215,8 +217,8 @@ impl Bridge {
         self.band = band;
         self.encoder = None;
         self.convert = match (self.heard_band, band) {
-            (Band::Narrow, Band::Wide) => Some(Convert::Up(Upsampler::new(), [0; WIDE_FRAME])),
-            (Band::Wide, Band::Narrow) => Some(Convert::Down(Decimator::new(), [0; NARROW_FRAME])),
+            (Band::Narrow, Band::Wide) => Some(Box::new(Convert::Up(Upsampler::new(), [0; WIDE_FRAME]))),
+            (Band::Wide, Band::Narrow) => Some(Box::new(Convert::Down(Decimator::new(), [0; NARROW_FRAME]))),
             _ => None,
         };
     }
@@ -265,7 +267,7 @@ impl Bridge {
 
         // (b) What the SIP peer hears: 20 ms of every heard publisher, summed.
         let mix = self.heard.mix(now);
-        let out: &[i16] = match (&mut self.convert, mix.len()) {
+        let out: &[i16] = match (self.convert.as_deref_mut(), mix.len()) {
             (Some(Convert::Up(up, wide)), NARROW_FRAME) => {
                 up.process(mix.try_into().expect("a narrow frame"), wide);
                 wide
