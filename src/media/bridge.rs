@@ -560,6 +560,38 @@ mod tests {
     }
 
     #[test]
+    fn a_leg_whose_codec_changes_band_keeps_hearing_and_being_heard() {
+        let mut h = Harness::new();
+        let phone = frames(1000.0, 300);
+        let browser = frames(440.0, 300);
+        for i in 0..100 {
+            h.step(&phone[i], Some(&browser[i]));
+        }
+        assert_eq!(h.bridge.heard_band(), Band::Narrow);
+        // A re-INVITE moves the call from PCMU to AMR-WB: the leg subscribed at 8 kHz, and its
+        // mix is now converted up for the 16 kHz codec.
+        let amr = |remote: &str| {
+            Negotiated::sendrecv(Codec::AmrWb(crate::media::params::AmrWbParams::new(false)), remote.parse().unwrap())
+        };
+        let now = h.now();
+        h.gateway.update(now, &amr(PHONE)).unwrap();
+        h.bridge.update(&amr(PHONE));
+        h.phone.update(now, &amr(GATEWAY)).unwrap();
+        let published_before = h.published.len();
+        for i in 100..300 {
+            h.step(&phone[i], Some(&browser[i]));
+        }
+        assert_eq!(h.bridge.heard_band(), Band::Narrow, "the subscription stays");
+        let heard = &h.phone_heard[h.phone_heard.len() - 16_000..];
+        assert!((dominant_frequency(heard, 16_000) - 440.0).abs() < 2.0, "{}", dominant_frequency(heard, 16_000));
+        assert!(rms_dbfs(heard) > -15.0, "{}", rms_dbfs(heard));
+        // Browsers still get the phone, now from a 16 kHz encoder.
+        assert!(h.published.len() > published_before + 150);
+        let last: Vec<i16> = h.published[h.published.len() - 50..].iter().flat_map(|(_, p)| p.clone()).collect();
+        assert!((dominant_frequency(&last, 16_000) - 1000.0).abs() < 2.0);
+    }
+
+    #[test]
     fn a_held_leg_publishes_nothing_and_resumes_on_the_same_timeline() {
         let mut h = Harness::new();
         let phone = frames(1000.0, 300);
