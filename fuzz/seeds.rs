@@ -386,7 +386,7 @@ fn minted_token(session: Option<&str>) -> String {
 }
 
 fn tokens(corpus: &mut Corpus) {
-    use interwork::app::config::InterconnectMode;
+    use interwork::config::InterconnectMode;
     let minter = &token_fixture().1;
     let now = token_now();
     let bob = ParticipantId::from("bob");

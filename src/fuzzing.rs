@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::app::config::TokensConfig;
+use crate::config::TokensConfig;
 use crate::ids::{self, ParticipantId, SessionId};
 use crate::media::leg::{LegConfig, MTU, SipLeg};
 use crate::media::resample::WIDE_FRAME;

@@ -10,12 +10,15 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod config;
 pub mod control;
+pub mod drain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ids;
 pub mod interconnect;
 pub mod media;
+pub mod metrics;
 pub mod private_file;
 pub mod replay;
 pub mod rooms;

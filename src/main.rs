@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use interwork::app::config::{Config, InterconnectMode, ProcessEnv};
 use interwork::app::{self, Daemon};
+use interwork::config::{Config, InterconnectMode, ProcessEnv};
 
 /// Exit status for a bad config or command line (sysexits.h EX_USAGE).
 const EX_USAGE: u8 = 64;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{self, ParticipantId, SessionId};
 use crate::interconnect::InterconnectMode;
 
-/// `[tokens]` of the config file (read by `crate::app::config`).
+/// `[tokens]` of the config file (read by `crate::config`).
 #[derive(Clone, Debug)]
 pub struct TokensConfig {
     /// Lifetime of the tokens the node mints.

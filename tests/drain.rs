@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::Daemon;
 use interwork::app::Daemon as InProcess;
-use interwork::app::config::Config;
+use interwork::config::Config;
 
 #[test]
 fn sigterm_exits_zero_promptly_when_idle() {

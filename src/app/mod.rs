@@ -12,22 +12,20 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-pub mod config;
-pub mod drain;
 pub mod memory;
-pub mod metrics;
 pub mod state;
 pub mod token_check;
 
+use crate::config::{self, Config, InterconnectMode, LogFormat};
 use crate::control::callbacks::Callbacks;
 use crate::control::extract::Accounts;
 use crate::control::{self, AppState};
+use crate::drain::{Drain, DrainOutcome};
 use crate::ids::{ParticipantId, SessionId};
+use crate::metrics;
 use crate::rooms::{RoomsConfig, RoomsHandle};
 use crate::store::RedbStore;
 use crate::tokens::{Minter, NodeKey, Verifier};
-use config::{Config, InterconnectMode, LogFormat};
-use drain::{Drain, DrainOutcome};
 
 /// How long BYEs sent at the end of a drain may take to be answered before the process exits.
 const BYE_GRACE: Duration = Duration::from_secs(2);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::config::AccountConfig;
+use crate::config::AccountConfig;
 use crate::private_file::write_private_file;
 
 /// File names inside the state directory.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::config::Config;
 use super::state;
+use crate::config::Config;
 
 /// What the daemon said about the ids.
 #[derive(Debug, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::error::responses::{BadRequest, Internal, MethodNotAllowed, TooManyRequests, UpgradeRequired};
 use super::limit::{SourceIp, WindowLimiter};
-use crate::app::config::DemoConfig;
+use crate::config::DemoConfig;
 use crate::ids::AccountId;
 use crate::rooms::NewParticipant;
 use crate::rooms::model::MediaType;

@@ -26,8 +26,8 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, broadcast};
 
 use super::callback_events::{CallbackEvent, ParticipantJoinedEvent, ParticipantLeftEvent, timestamp};
-use crate::app::config::CallbacksConfig;
-use crate::app::metrics::{CallbackLabels, Metrics};
+use crate::config::CallbacksConfig;
+use crate::metrics::{CallbackLabels, Metrics};
 use crate::rooms::RoomEvent;
 
 /// Most deliveries pending at once (queued or being retried); beyond it new events are dropped.

@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq as _;
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use super::limit::source_ip;
-use crate::app::config::AccountConfig;
+use crate::config::AccountConfig;
 use crate::ids::AccountId;
 
 /// The accounts and their credentials.

@@ -35,9 +35,9 @@ pub mod extract;
 pub mod limit;
 pub mod paging;
 
-use crate::app::config::HttpConfig;
-use crate::app::drain::Drain;
-use crate::app::metrics::{HttpLabels, Metrics};
+use crate::config::HttpConfig;
+use crate::drain::Drain;
+use crate::metrics::{HttpLabels, Metrics};
 use crate::rooms::RoomsHandle;
 use crate::tokens::{Minter, NodeKey};
 use error::ApiError;

@@ -309,3 +309,15 @@ impl AmrWbParams {
         }
     }
 }
+
+/// SRTP policy on the SIP side (`media.srtp`): what the SDP negotiation accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpPolicy {
+    /// Answer SRTP offers with SRTP and plain offers with RTP.
+    Optional,
+    /// Refuse plain RTP offers (488).
+    Mandatory,
+    /// Refuse SRTP-only offers (488).
+    Off,
+}

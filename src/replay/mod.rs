@@ -27,7 +27,7 @@ pub mod rewrite;
 pub mod script;
 pub mod setup;
 
-use crate::app::config::Config;
+use crate::config::Config;
 use player::{CallResult, PlayOptions};
 
 /// What `interwork replay` was asked.

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use super::expect::ParticipantPolicy;
-use crate::app::config::Config;
 use crate::app::state;
+use crate::config::Config;
 use crate::ids::{ParticipantId, SessionId};
 use crate::tokens::{Minter, NodeKey};
 

@@ -23,18 +23,18 @@ use super::transport::{Inbox, Incoming, LATE, Lane, LoadMeter, Outbound, TcpConn
 use super::ua::{
     Admitted, CallEvent, CallNo, Event, Inbound, MediaCommand, Output, RoomsCommand, Transport, UaConfig, UserAgent,
 };
-use crate::app::config::Config;
-use crate::app::drain::{CallGuard, Drain};
-use crate::app::metrics::{InviteLabels, Metrics};
+use crate::config::Config;
 use crate::control::callback_events::{
     CallbackEvent, DtmfEvent, LegMedia, SipLegConnectedEvent, SipLegEndedEvent, timestamp,
 };
 use crate::control::callbacks::Callbacks;
+use crate::drain::{CallGuard, Drain};
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::bridge::{LegNotice, LegSetup, LegSummary};
 use crate::media::ports::{PortRange, RtpPair};
 use crate::media::router::Forwarder;
 use crate::media::worker::MediaWorkers;
+use crate::metrics::{InviteLabels, Metrics};
 use crate::rooms::RoomsHandle;
 use crate::tokens::{self, TokenError, VerifiedTokens, Verifier};
 

@@ -12,11 +12,11 @@ use tokio::time::Instant;
 
 use super::driver::SipService;
 use super::message::{self, Message, Method, Request, Response};
-use crate::app::config::{Config, ListenAddr};
-use crate::app::drain::Drain;
-use crate::app::metrics::Metrics;
+use crate::config::{Config, ListenAddr};
 use crate::control::callbacks::Callbacks;
+use crate::drain::Drain;
 use crate::ids::AccountId;
+use crate::metrics::Metrics;
 use crate::rooms::model::Subscriptions;
 use crate::rooms::{NewParticipant, RoomsConfig, RoomsHandle};
 use crate::store::MemoryStore;

@@ -20,9 +20,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -33,28 +30,7 @@ use super::message::{self, Message};
 use super::refusal::{Refusal, STATELESS_TAG};
 use super::transaction::{ConnId, Peer, Transport};
 
-/// What the transports count, for /metrics: the application registers these counters, the
-/// transports only add to them.
-#[derive(Clone, Debug, Default)]
-pub struct TransportCounters {
-    /// Requests refused with 503: at the door (queue too long), by the transaction layer (full)
-    /// or by the endpoint (a new INVITE that waited past [`LATE`]).
-    pub shed: Counter,
-    /// Of those, the new INVITEs the endpoint refused after waiting past [`LATE`] (the door's
-    /// estimate let them in): the others were answered as soon as they were read.
-    pub shed_late: Counter,
-    /// Messages that could not be parsed, by what was done about them.
-    pub malformed: Family<MalformedLabels, Counter>,
-    /// Stream connections refused at the caps (in total or per source).
-    pub connections_refused: Counter,
-}
-
-/// Labels of a SIP message the transport could not parse.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MalformedLabels {
-    /// `answered` (400/505/513 sent) or `dropped` (nothing could be answered).
-    pub outcome: &'static str,
-}
+pub use crate::metrics::{MalformedLabels, TransportCounters};
 
 /// Most stream connections at once.
 pub const MAX_CONNECTIONS: usize = 4096;

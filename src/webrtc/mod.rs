@@ -26,8 +26,8 @@ pub mod signaling;
 pub mod sim;
 pub mod timeline;
 
-use crate::app::config::Config;
-use crate::app::drain::Drain;
+use crate::config::Config;
+use crate::drain::Drain;
 use crate::media::router::{Forwarder, LegRequest};
 use crate::rooms::RoomsHandle;
 use crate::tokens::Verifier;

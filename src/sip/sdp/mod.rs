@@ -29,18 +29,6 @@
 
 use std::net::IpAddr;
 
-/// SRTP policy on the SIP side (`media.srtp`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SrtpPolicy {
-    /// Answer SRTP offers with SRTP and plain offers with RTP.
-    Optional,
-    /// Refuse plain RTP offers (488).
-    Mandatory,
-    /// Refuse SRTP-only offers (488).
-    Off,
-}
-
 mod crypto;
 mod fmtp;
 mod media;
@@ -48,7 +36,7 @@ mod negotiate;
 mod rtpmap;
 mod write;
 
-pub use crate::media::params::{AmrWbParams, Codec, Direction, Negotiated, Profile, SrtpKeys, SrtpSuite};
+pub use crate::media::params::{AmrWbParams, Codec, Direction, Negotiated, Profile, SrtpKeys, SrtpPolicy, SrtpSuite};
 pub use negotiate::{PendingOffer, accept_answer, answer, offer};
 // The pcap replay (`interwork replay`) reads and rewrites captured SDP with the same readers.
 pub(crate) use crypto::{fresh_key, parse_crypto, write_crypto};

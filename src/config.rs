@@ -15,7 +15,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use crate::interconnect::InterconnectMode;
-pub use crate::sip::sdp::SrtpPolicy;
+pub use crate::media::params::SrtpPolicy;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

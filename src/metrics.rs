@@ -13,7 +13,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::media::counters::MediaCounters;
-use crate::sip::transport::TransportCounters;
 
 /// Labels of an HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -174,4 +173,27 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encoding into a String");
         out
     }
+}
+
+/// What the transports count, for /metrics: the application registers these counters, the
+/// transports only add to them.
+#[derive(Clone, Debug, Default)]
+pub struct TransportCounters {
+    /// Requests refused with 503: at the door (queue too long), by the transaction layer (full)
+    /// or by the endpoint (a new INVITE that waited past the endpoint's lateness bound (`sip::transport::LATE`)).
+    pub shed: Counter,
+    /// Of those, the new INVITEs the endpoint refused after waiting past the endpoint's lateness bound (`sip::transport::LATE`) (the door's
+    /// estimate let them in): the others were answered as soon as they were read.
+    pub shed_late: Counter,
+    /// Messages that could not be parsed, by what was done about them.
+    pub malformed: Family<MalformedLabels, Counter>,
+    /// Stream connections refused at the caps (in total or per source).
+    pub connections_refused: Counter,
+}
+
+/// Labels of a SIP message the transport could not parse.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MalformedLabels {
+    /// `answered` (400/505/513 sent) or `dropped` (nothing could be answered).
+    pub outcome: &'static str,
 }
