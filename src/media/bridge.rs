@@ -3,8 +3,9 @@
 //! runs their ticks; this module is the tick itself, sans-IO.
 //!
 //! A leg's [`Bridge`] owns one Opus encoder (see below for its rate), the mix the SIP peer
-//! hears and every buffer, allocated once. What the leg hears comes already decoded, once per
-//! publisher for all the legs that hear it ([`crate::media::heard`]).
+//! hears and every buffer, allocated once. What the leg hears comes as Opus from the forwarder
+//! and is decoded by its worker once per publisher for all the worker's legs that hear it
+//! ([`crate::media::heard`]).
 //!
 //! ```text
 //! RTP/RTCP datagrams ─▶ SipLeg::handle_datagram                      (the worker, at the tick)
@@ -58,6 +59,7 @@ use super::router::{ExternalMedia, ExternalSubscriberId, Forwarder};
 use crate::ids::EndpointId;
 use crate::ids::{ParticipantId, SessionId};
 use crate::media::counters::{Counts, MediaCounters};
+use crate::media::heard::HeardDecoders;
 use crate::media::leg::{AudioStatus, Latching, LegStats, SipLeg};
 use crate::media::mixdown::Mixdown;
 use crate::media::ports::RtpPair;
@@ -223,15 +225,27 @@ impl Bridge {
         };
     }
 
-    /// The band the leg hears in, for its subscription: its band at the start.
+    /// The band the leg hears in: its band at the start.
+    #[cfg(test)]
     pub(super) fn heard_band(&self) -> Band {
         self.heard_band
     }
 
-    /// A frame or a tone from the forwarder.
-    pub(super) fn handle_media(&mut self, now: Instant, leg: &mut SipLeg, media: ExternalMedia) {
+    /// A frame or a tone from the forwarder; a frame is decoded in the leg's heard band by the
+    /// worker's `decoders` (once for all its legs that hear it).
+    pub(super) fn handle_media(
+        &mut self,
+        now: Instant,
+        leg: &mut SipLeg,
+        decoders: &mut HeardDecoders,
+        media: ExternalMedia,
+    ) {
         match media {
-            ExternalMedia::Frame { endpoint, pcm, .. } => self.heard.push(now, endpoint, &pcm),
+            ExternalMedia::Frame { endpoint, rtp_time, data } => {
+                if let Some(pcm) = decoders.decode_in(now, &endpoint, self.heard_band, rtp_time, &data) {
+                    self.heard.push(now, endpoint, &pcm);
+                }
+            }
             ExternalMedia::Dtmf { tone, .. } => {
                 if let Err(e) = leg.send_dtmf(now, tone) {
                     tracing::debug!(call = self.call, tone = %tone, error = %e, "DTMF not sent to the SIP peer");
@@ -392,7 +406,6 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::media::heard::HeardDecoders;
     use crate::media::leg::{LegConfig, MTU};
     use crate::media::params::{Codec, Direction};
     use crate::media::rtp::Ssrc;
@@ -430,7 +443,7 @@ mod tests {
         phone_heard: Vec<i16>,
         published: Vec<(u64, Vec<i16>)>,
         published_decoder: OpusDecoder,
-        /// The forwarder's decoding of heard publishers.
+        /// The worker's decoding of heard publishers.
         decoders: HeardDecoders,
     }
 
@@ -480,10 +493,8 @@ mod tests {
                 let n = self.browser.encode(pcm, &mut opus).unwrap();
                 let (endpoint, rtp_time) =
                     (EndpointId("web".into()), MediaTime::new(self.browser_time, Frequency::FORTY_EIGHT_KHZ));
-                let band = self.bridge.heard_band();
-                let pcm = self.decoders.decode_in(now, &endpoint, band, rtp_time, &Arc::from(&opus[..n])).unwrap();
-                let frame = ExternalMedia::Frame { endpoint, rtp_time, pcm };
-                self.bridge.handle_media(now, &mut self.gateway, frame);
+                let frame = ExternalMedia::Frame { endpoint, rtp_time, data: Arc::from(&opus[..n]) };
+                self.bridge.handle_media(now, &mut self.gateway, &mut self.decoders, frame);
             }
             self.browser_time += OPUS_FRAME_TICKS;
             self.bridge.tick(now + Duration::from_millis(10), &mut self.gateway);

@@ -1,8 +1,8 @@
 //! What SIP legs hear, decoded once per publisher: each publisher's Opus is decoded once for
 //! all the SIP legs that hear it, not once per leg.
 //!
-//! The forwarder hands every heard Opus frame to [`HeardDecoders::decode`] once per
-//! subscriber; the first call decodes it to 16 kHz PCM and the others get the same shared
+//! A media worker holds one [`HeardDecoders`] for all its legs and hands it every heard Opus
+//! frame once per leg that hears it ([`HeardDecoders::decode_in`], in the leg's band); the first call decodes it to 16 kHz PCM and the others get the same shared
 //! buffer. Loss is concealed here too, once per publisher: a gap in the publisher's RTP time of
 //! up to [`MAX_CONCEALED_FRAMES`] frames is filled with Opus PLC, the last missing frame from
 //! the next packet's in-band FEC when it carries one.

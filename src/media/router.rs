@@ -9,7 +9,6 @@ use str0m::media::MediaTime;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::{EndpointId, ParticipantId, SessionId};
-use crate::media::resample::Band;
 
 /// Names a non-browser subscriber (a SIP leg's mixer input) in the router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,8 +60,6 @@ pub enum LegRequest {
         session: SessionId,
         /// Where frames and tones go.
         frames: mpsc::Sender<ExternalMedia>,
-        /// The band the leg hears in: frames come decoded to it.
-        band: Band,
         /// Where the subscriber's id goes.
         reply: oneshot::Sender<ExternalSubscriberId>,
     },
@@ -85,16 +82,16 @@ pub enum LegRequest {
 /// What an external subscriber (a SIP leg) receives from the forwarder.
 #[derive(Debug)]
 pub enum ExternalMedia {
-    /// A frame of a stream the subscriber's participant hears, decoded to the subscriber's band
-    /// (once for every subscriber in that band, [`super::heard`]); missing frames before it
-    /// already concealed.
+    /// A 20 ms Opus frame of a stream the subscriber's participant hears, shared by every
+    /// subscriber; the leg's media worker decodes it once for all its legs that hear it
+    /// ([`super::heard`]).
     Frame {
         /// The stream.
         endpoint: EndpointId,
         /// On the endpoint's continuous timeline, 48 kHz.
         rtp_time: MediaTime,
-        /// The audio, mono in the subscriber's band (shared with every other subscriber).
-        pcm: Arc<[i16]>,
+        /// The Opus frame, as the publisher sent it.
+        data: Arc<[u8]>,
     },
     /// A DTMF tone from someone the participant hears.
     Dtmf {
@@ -128,17 +125,16 @@ impl Forwarder {
         answer.await.ok()
     }
 
-    /// Subscribes `participant` in `session` to what it hears: frames (decoded to `band`) and
-    /// DTMF arrive on `frames`. `None` when the forwarder is gone.
+    /// Subscribes `participant` in `session` to what it hears: Opus frames and DTMF arrive on
+    /// `frames`. `None` when the forwarder is gone.
     pub async fn subscribe(
         &self,
         participant: ParticipantId,
         session: SessionId,
-        band: Band,
         frames: mpsc::Sender<ExternalMedia>,
     ) -> Option<ExternalSubscriberId> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(LegRequest::Subscribe { participant, session, frames, band, reply }).await.ok()?;
+        self.requests.send(LegRequest::Subscribe { participant, session, frames, reply }).await.ok()?;
         answer.await.ok()
     }
 

@@ -1,8 +1,9 @@
 //! Media workers: a fixed pool of threads, each carrying many SIP legs (CONTRACT §6).
 //!
 //! A worker owns its legs whole: the sans-IO [`SipLeg`], the [`Bridge`] around it (Opus encode,
-//! the mix the peer hears), its RTP and RTCP sockets and the queue the forwarder fills with what
-//! the leg hears. It sleeps until the next leg is due, then runs one pass: for every leg whose
+//! the mix the peer hears), its RTP and RTCP sockets and the queue the forwarder fills with the
+//! Opus the leg hears, which the worker decodes once per publisher for all its legs that hear it
+//! (the legs of a session share a worker). It sleeps until the next leg is due, then runs one pass: for every leg whose
 //! 20 ms tick has come it drains the leg's socket (`recvmmsg`, each datagram with the kernel's
 //! arrival time), takes the heard frames waiting in the leg's queue, runs the tick and sends
 //! what came out. Nothing waits on a leg's socket or queue, so no task wakes per leg or per
@@ -49,11 +50,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::bridge::{Bridge, CallNo, LegNotice, LegSetup, LegSummary, Registration, TICK};
 use super::counters::{LegCounters, MediaCounters};
+use super::heard::HeardDecoders;
 use super::leg::{Channel, LegConfig, LegEvent, MTU, SipLeg};
 use super::params::Negotiated;
 use super::ports::Lease;
-use super::resample::Band;
 use super::router::{ExternalMedia, Forwarder};
+use crate::ids::SessionId;
 
 /// The longest stall whose missed ticks are caught up.
 pub const MAX_CATCH_UP: Duration = Duration::from_millis(100);
@@ -98,12 +100,18 @@ pub enum WorkerError {
 }
 
 /// The SIP driver's handle on the pool: which worker carries which call.
+///
+/// The legs of one session go to the same worker: what they hear of each other and of the
+/// session's browsers is then decoded once, on that worker. A new session goes to the least
+/// loaded worker.
 #[derive(Debug)]
 pub struct MediaWorkers {
     workers: Vec<mpsc::Sender<Command>>,
-    /// Where each live call's leg is.
-    placed: HashMap<CallNo, usize>,
-    /// Legs per worker, to place a new one on the least loaded.
+    /// Where each live call's leg is, and its session.
+    placed: HashMap<CallNo, (usize, SessionId)>,
+    /// Each session with live legs: its worker and how many legs it has there.
+    sessions: HashMap<SessionId, (usize, usize)>,
+    /// Legs per worker, to place a new session on the least loaded.
     load: Vec<usize>,
 }
 
@@ -133,24 +141,42 @@ impl MediaWorkers {
             })?;
             workers.push(tx);
         }
-        Ok(Self { load: vec![0; workers.len()], workers, placed: HashMap::new() })
+        Ok(Self { load: vec![0; workers.len()], workers, placed: HashMap::new(), sessions: HashMap::new() })
     }
 
-    /// Hands a new leg to the least loaded worker.
+    /// Hands a new leg to the worker of its session, or the least loaded one.
     pub fn start(&mut self, setup: LegSetup) -> Result<(), WorkerError> {
-        let call = setup.call;
-        let index = (0..self.load.len()).min_by_key(|&i| self.load[i]).unwrap_or(0);
+        let (call, session) = (setup.call, setup.session.clone());
+        if self.placed.contains_key(&call) {
+            self.forget(call);
+        }
+        let index = match self.sessions.get(&session) {
+            Some(&(index, _)) => index,
+            None => (0..self.load.len()).min_by_key(|&i| self.load[i]).unwrap_or(0),
+        };
         self.workers[index].try_send(Command::Start(Box::new(setup))).map_err(|_| WorkerError::Unavailable)?;
         self.load[index] += 1;
-        if let Some(old) = self.placed.insert(call, index) {
-            self.load[old] -= 1;
-        }
+        self.sessions.entry(session.clone()).or_insert((index, 0)).1 += 1;
+        self.placed.insert(call, (index, session));
         Ok(())
+    }
+
+    /// Takes `call` out of the books; its worker, when it had one.
+    fn forget(&mut self, call: CallNo) -> Option<usize> {
+        let (index, session) = self.placed.remove(&call)?;
+        self.load[index] -= 1;
+        if let Some((_, legs)) = self.sessions.get_mut(&session) {
+            *legs -= 1;
+            if *legs == 0 {
+                self.sessions.remove(&session);
+            }
+        }
+        Some(index)
     }
 
     /// New media agreed for `call`'s leg.
     pub fn update(&self, call: CallNo, negotiated: Box<Negotiated>) -> Result<(), WorkerError> {
-        let index = *self.placed.get(&call).ok_or(WorkerError::Unavailable)?;
+        let index = self.placed.get(&call).ok_or(WorkerError::Unavailable)?.0;
         self.workers[index].try_send(Command::Update { call, negotiated }).map_err(|_| WorkerError::Unavailable)
     }
 
@@ -158,8 +184,7 @@ impl MediaWorkers {
     /// when the leg is unknown or its worker is gone).
     pub fn stop(&mut self, call: CallNo) -> oneshot::Receiver<LegSummary> {
         let (summary, receiver) = oneshot::channel();
-        if let Some(index) = self.placed.remove(&call) {
-            self.load[index] -= 1;
+        if let Some(index) = self.forget(call) {
             // A full queue drops the command and with it `summary`: the caller hears of it.
             let _ = self.workers[index].try_send(Command::Stop { call, summary });
         }
@@ -188,6 +213,8 @@ struct Worker {
     /// Legs started, for their phases.
     started: u32,
     receiver: Receiver,
+    /// What the worker's legs hear, each publisher decoded once per band for all of them.
+    decoders: HeardDecoders,
     tx_buf: Vec<u8>,
 }
 
@@ -226,6 +253,7 @@ impl Worker {
             legs: Vec::new(),
             started: 0,
             receiver: Receiver::new(),
+            decoders: HeardDecoders::new(),
             tx_buf: vec![0; MTU],
         }
     }
@@ -302,7 +330,6 @@ impl Worker {
             }
         }
         let bridge = Bridge::new(call, participant.clone(), session.clone(), self.forwarder.clone(), &negotiated);
-        let bridge_band = bridge.heard_band();
         let phase = TICK / PHASES * (self.started % PHASES);
         self.started = self.started.wrapping_add(1);
         self.legs.push(Slot {
@@ -323,8 +350,7 @@ impl Worker {
         });
         // Joining the forwarder waits for its answers: off the pass, in a task of this thread.
         if let Some(commands) = self.commands.upgrade() {
-            let band = bridge_band;
-            tokio::spawn(join(self.forwarder.clone(), call, participant, session, band, keep_stream, commands));
+            tokio::spawn(join(self.forwarder.clone(), call, participant, session, keep_stream, commands));
         }
     }
 
@@ -337,7 +363,7 @@ impl Worker {
                 continue;
             }
             worked = true;
-            slot.run(now, &clock, &mut self.receiver, &self.notices);
+            slot.run(now, &clock, &mut self.receiver, &mut self.decoders, &self.notices);
             slot.transmit(&mut self.tx_buf);
         }
         worked
@@ -354,7 +380,14 @@ impl Slot {
     }
 
     /// Everything due at `now`: the ticks, the leg's timers, the inactivity check.
-    fn run(&mut self, now: Instant, clock: &Clock, receiver: &mut Receiver, notices: &mpsc::Sender<LegNotice>) {
+    fn run(
+        &mut self,
+        now: Instant,
+        clock: &Clock,
+        receiver: &mut Receiver,
+        decoders: &mut HeardDecoders,
+        notices: &mpsc::Sender<LegNotice>,
+    ) {
         if self.next_tick <= now {
             if now.saturating_duration_since(self.next_tick) > MAX_CATCH_UP {
                 // A stall too long to catch up: its frames are lost.
@@ -364,7 +397,7 @@ impl Slot {
             while self.next_tick <= now {
                 if let Some(media) = &mut self.media {
                     while let Ok(m) = media.try_recv() {
-                        self.bridge.handle_media(now, &mut self.leg, m);
+                        self.bridge.handle_media(now, &mut self.leg, decoders, m);
                     }
                 }
                 self.bridge.tick(now, &mut self.leg);
@@ -452,15 +485,14 @@ async fn join(
     forwarder: Forwarder,
     call: CallNo,
     participant: crate::ids::ParticipantId,
-    session: crate::ids::SessionId,
-    band: Band,
+    session: SessionId,
     keep_stream: bool,
     commands: mpsc::Sender<Command>,
 ) {
     let mut registration = Registration::new(forwarder.clone(), keep_stream);
     registration.endpoint = forwarder.publish(participant.clone(), session.clone()).await;
     let (media_tx, media) = mpsc::channel(MEDIA_QUEUE);
-    registration.subscriber = forwarder.subscribe(participant, session, band, media_tx).await;
+    registration.subscriber = forwarder.subscribe(participant, session, media_tx).await;
     // Without a subscription the channel is closed: nothing to read.
     let media = registration.subscriber.is_some().then_some(media);
     // A worker whose queue is full or gone drops the command, and the registration with it.
@@ -667,6 +699,48 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    fn setup(call: CallNo, session: &str, ports: crate::media::ports::RtpPair) -> LegSetup {
+        LegSetup {
+            call,
+            participant: ParticipantId::from(format!("p{call}").as_str()),
+            session: SessionId::from(session),
+            negotiated: Box::new(Negotiated::sendrecv(Codec::Pcmu, "127.0.0.1:9".parse().unwrap())),
+            ports,
+            rtp_timeout: Duration::from_secs(30),
+            latching: Default::default(),
+            keep_stream: false,
+            counters: MediaCounters::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_legs_of_a_session_share_a_worker_and_new_sessions_go_to_the_least_loaded() {
+        let (requests, requests_rx) = mpsc::channel(1024);
+        let (frames_tx, _frames) = mpsc::unbounded_channel();
+        tokio::spawn(forwarder(requests_rx, frames_tx));
+        let (notices, _notices) = mpsc::channel(16);
+        let mut workers = MediaWorkers::spawn(2, Forwarder::new(requests), notices, MediaCounters::default()).unwrap();
+        let mut range = PortRange::new(Ipv4Addr::LOCALHOST.into(), 40_000, 60_000);
+        for (call, session) in [(1, "a"), (2, "b"), (3, "a"), (4, "c"), (5, "a")] {
+            workers.start(setup(call, session, range.reserve().unwrap().1)).unwrap();
+        }
+        let worker = |w: &MediaWorkers, call| w.placed[&call].0;
+        assert_eq!(worker(&workers, 1), worker(&workers, 3));
+        assert_eq!(worker(&workers, 1), worker(&workers, 5));
+        assert_ne!(worker(&workers, 1), worker(&workers, 2), "b went to the idle worker");
+        assert_eq!(worker(&workers, 4), worker(&workers, 2), "c went to the less loaded one");
+        assert_eq!(workers.load, [3, 2]);
+        // Every leg of "a" ends: a new "a" is a new session, placed by load again.
+        for call in [1, 3, 5] {
+            tokio::time::timeout(Duration::from_secs(5), workers.stop(call)).await.unwrap().unwrap();
+        }
+        assert!(!workers.sessions.contains_key(&SessionId::from("a")));
+        assert_eq!(workers.load, [0, 2]);
+        workers.start(setup(6, "a", range.reserve().unwrap().1)).unwrap();
+        assert_eq!(worker(&workers, 6), 0);
+        assert_eq!(workers.len(), 3);
     }
 
     #[tokio::test]

@@ -8,9 +8,10 @@
 //!
 //! The media bridge (SIP legs) reaches the forwarder through the same channel with a
 //! [`Forwarder`] handle: a leg publishes its transcoded Opus as an external publisher, receives
-//! the streams its participant hears as an external subscriber, decoded here once per publisher
-//! for all the legs that hear it (on a bounded channel of its own, [`ExternalMedia`]; a leg that
-//! does not keep up loses frames, counted), and sends and receives DTMF.
+//! the Opus frames of the streams its participant hears as an external subscriber (shared, not
+//! decoded here: the legs' media workers decode them, spreading that work over the cores; on a
+//! bounded channel of its own, [`ExternalMedia`]; a leg that does not keep up loses frames,
+//! counted), and sends and receives DTMF.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -23,8 +24,6 @@ use super::protocol::{CloseReason, ServerMessage};
 
 use super::sfu::{Change, ExternalSubscriberId, Parked, PeerId, PeerInfo, Scope, Sfu, SfuConfig, SfuError, SfuEvent};
 use crate::ids::{ParticipantId, SessionId};
-use crate::media::heard::HeardDecoders;
-use crate::media::resample::Band;
 use crate::media::router::{ExternalMedia, LegRequest};
 use crate::rooms::{RoomEvent, Rooms, RoomsHandle};
 
@@ -109,9 +108,7 @@ pub(crate) struct Driver {
     rooms: RoomsHandle,
     devices: HashMap<PeerId, mpsc::Sender<ToDevice>>,
     /// External subscribers' channels (SIP legs).
-    externals: HashMap<ExternalSubscriberId, (mpsc::Sender<ExternalMedia>, Band)>,
-    /// Heard publishers' Opus decoded once for every SIP leg that hears them.
-    heard: HeardDecoders,
+    externals: HashMap<ExternalSubscriberId, mpsc::Sender<ExternalMedia>>,
     /// Frames and tones an external subscriber's full channel refused.
     external_dropped: u64,
     /// Sessions whose subscriptions must be recomputed at the next flush.
@@ -158,7 +155,6 @@ impl Driver {
             rooms,
             devices: HashMap::new(),
             externals: HashMap::new(),
-            heard: HeardDecoders::new(),
             external_dropped: 0,
             stale: Stale::Clean,
             changes: Vec::new(),
@@ -280,10 +276,10 @@ impl Driver {
             LegRequest::Muted { endpoint, muted } => {
                 let _ = self.sfu.set_external_muted(&endpoint, muted);
             }
-            LegRequest::Subscribe { participant, session, frames, band, reply } => {
+            LegRequest::Subscribe { participant, session, frames, reply } => {
                 let id = self.sfu.add_external_subscriber(participant, session);
                 if reply.send(id).is_ok() {
-                    self.externals.insert(id, (frames, band));
+                    self.externals.insert(id, frames);
                 } else {
                     self.sfu.remove_external_subscriber(id);
                 }
@@ -305,7 +301,7 @@ impl Driver {
 
     /// Hands `media` to an external subscriber; a full channel loses it (counted).
     fn deliver_external(&mut self, subscriber: ExternalSubscriberId, media: ExternalMedia) {
-        let Some((tx, _)) = self.externals.get(&subscriber) else { return };
+        let Some(tx) = self.externals.get(&subscriber) else { return };
         match tx.try_send(media) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -415,10 +411,7 @@ impl Driver {
             SfuEvent::SubscriptionsStale { change, .. } => self.changes.push(change),
             SfuEvent::Dtmf { session, participant, tone } => self.dtmf(&session, &participant, tone),
             SfuEvent::ExternalFrame { subscriber, endpoint, rtp_time, data } => {
-                let Some(&(_, band)) = self.externals.get(&subscriber) else { return };
-                if let Some(pcm) = self.heard.decode_in(now(), &endpoint, band, rtp_time, &data) {
-                    self.deliver_external(subscriber, ExternalMedia::Frame { endpoint, rtp_time, pcm });
-                }
+                self.deliver_external(subscriber, ExternalMedia::Frame { endpoint, rtp_time, data });
             }
             SfuEvent::ExternalDtmf { subscriber, participant, tone } => {
                 self.deliver_external(subscriber, ExternalMedia::Dtmf { participant, tone });
