@@ -65,8 +65,6 @@ pub const PHASES: u32 = 4;
 pub const INACTIVITY_CHECK: Duration = Duration::from_millis(500);
 /// Frames and tones from the forwarder waiting for a leg: about a second of one publisher.
 pub const MEDIA_QUEUE: usize = 64;
-/// Commands waiting for a worker.
-const COMMAND_QUEUE: usize = 1024;
 /// Datagrams taken from a socket in one system call.
 const BATCH: usize = 8;
 /// Most system calls per socket per tick: a leg that falls behind catches up over a few ticks
@@ -94,7 +92,7 @@ enum Command {
 /// Why a leg was not started or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// The worker is gone (shutting down) or its queue is full.
+    /// The worker is gone (shutting down), or the call has no leg.
     #[error("the media worker is not taking commands")]
     Unavailable,
 }
@@ -106,7 +104,10 @@ pub enum WorkerError {
 /// loaded worker.
 #[derive(Debug)]
 pub struct MediaWorkers {
-    workers: Vec<mpsc::Sender<Command>>,
+    /// Unbounded on purpose: a lost `Stop` would leak a leg with its sockets, and every
+    /// command stands for a call event the SIP side already bounds (`sip.max_calls`, the
+    /// INVITE rate), so the queue cannot outgrow them.
+    workers: Vec<mpsc::UnboundedSender<Command>>,
     /// Where each live call's leg is, and its session.
     placed: HashMap<CallNo, (usize, SessionId)>,
     /// Each session with live legs: its worker and how many legs it has there.
@@ -130,7 +131,7 @@ impl MediaWorkers {
         };
         let mut workers = Vec::with_capacity(count);
         for index in 0..count {
-            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+            let (tx, rx) = mpsc::unbounded_channel();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (forwarder, notices, counters, commands) =
                 (forwarder.clone(), notices.clone(), counters.clone(), tx.downgrade());
@@ -148,13 +149,14 @@ impl MediaWorkers {
     pub fn start(&mut self, setup: LegSetup) -> Result<(), WorkerError> {
         let (call, session) = (setup.call, setup.session.clone());
         if self.placed.contains_key(&call) {
-            self.forget(call);
+            // A leg started again for the same call replaces the old one.
+            drop(self.stop(call));
         }
         let index = match self.sessions.get(&session) {
             Some(&(index, _)) => index,
             None => (0..self.load.len()).min_by_key(|&i| self.load[i]).unwrap_or(0),
         };
-        self.workers[index].try_send(Command::Start(Box::new(setup))).map_err(|_| WorkerError::Unavailable)?;
+        self.workers[index].send(Command::Start(Box::new(setup))).map_err(|_| WorkerError::Unavailable)?;
         self.load[index] += 1;
         self.sessions.entry(session.clone()).or_insert((index, 0)).1 += 1;
         self.placed.insert(call, (index, session));
@@ -177,7 +179,7 @@ impl MediaWorkers {
     /// New media agreed for `call`'s leg.
     pub fn update(&self, call: CallNo, negotiated: Box<Negotiated>) -> Result<(), WorkerError> {
         let index = self.placed.get(&call).ok_or(WorkerError::Unavailable)?.0;
-        self.workers[index].try_send(Command::Update { call, negotiated }).map_err(|_| WorkerError::Unavailable)
+        self.workers[index].send(Command::Update { call, negotiated }).map_err(|_| WorkerError::Unavailable)
     }
 
     /// Ends `call`'s leg; its part of the call record comes on the returned channel (closed
@@ -185,8 +187,8 @@ impl MediaWorkers {
     pub fn stop(&mut self, call: CallNo) -> oneshot::Receiver<LegSummary> {
         let (summary, receiver) = oneshot::channel();
         if let Some(index) = self.forget(call) {
-            // A full queue drops the command and with it `summary`: the caller hears of it.
-            let _ = self.workers[index].try_send(Command::Stop { call, summary });
+            // A worker that is gone drops `summary`: the caller hears of it.
+            let _ = self.workers[index].send(Command::Stop { call, summary });
         }
         receiver
     }
@@ -208,7 +210,7 @@ struct Worker {
     notices: mpsc::Sender<LegNotice>,
     counters: MediaCounters,
     /// For the join tasks' answers; weak, so that the worker ends when the driver's handle goes.
-    commands: mpsc::WeakSender<Command>,
+    commands: mpsc::WeakUnboundedSender<Command>,
     legs: Vec<Slot>,
     /// Legs started, for their phases.
     started: u32,
@@ -243,7 +245,7 @@ impl Worker {
         forwarder: Forwarder,
         notices: mpsc::Sender<LegNotice>,
         counters: MediaCounters,
-        commands: mpsc::WeakSender<Command>,
+        commands: mpsc::WeakUnboundedSender<Command>,
     ) -> Self {
         Self {
             forwarder,
@@ -258,7 +260,7 @@ impl Worker {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         loop {
             let wake = self.next_wake().map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -487,7 +489,7 @@ async fn join(
     participant: crate::ids::ParticipantId,
     session: SessionId,
     keep_stream: bool,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::UnboundedSender<Command>,
 ) {
     let mut registration = Registration::new(forwarder.clone(), keep_stream);
     registration.endpoint = forwarder.publish(participant.clone(), session.clone()).await;
@@ -495,8 +497,8 @@ async fn join(
     registration.subscriber = forwarder.subscribe(participant, session, media_tx).await;
     // Without a subscription the channel is closed: nothing to read.
     let media = registration.subscriber.is_some().then_some(media);
-    // A worker whose queue is full or gone drops the command, and the registration with it.
-    let _ = commands.try_send(Command::Joined { call, registration, media });
+    // A worker that is gone drops the command, and the registration with it.
+    let _ = commands.send(Command::Joined { call, registration, media });
 }
 
 /// Sleeps until `at`; forever without one (the `select!` branch is then disabled anyway).
