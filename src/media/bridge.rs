@@ -78,7 +78,7 @@ pub type CallNo = u64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LegNotice {
     /// No RTP arrived for the inactivity timeout while the peer should be sending (repeated
-    /// every [`INACTIVITY_CHECK`] while it lasts).
+    /// every [`crate::media::worker::INACTIVITY_CHECK`] while it lasts).
     Inactive {
         /// The call.
         call: CallNo,
@@ -91,6 +91,11 @@ pub enum LegNotice {
         digit: char,
         /// How long it lasted.
         duration: Duration,
+    },
+    /// The leg failed (a bug: its tick panicked) and was dropped; the call cannot go on.
+    Failed {
+        /// The call.
+        call: CallNo,
     },
 }
 

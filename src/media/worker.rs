@@ -85,6 +85,9 @@ enum Command {
     Update { call: CallNo, negotiated: Box<Negotiated> },
     /// The call is over: the leg's part of the call record goes to `summary`.
     Stop { call: CallNo, summary: oneshot::Sender<LegSummary> },
+    /// Tests: make `call`'s leg panic at its next run.
+    #[cfg(test)]
+    Poison { call: CallNo },
     /// The forwarder answered a leg's publish and subscribe (see [`join`]).
     Joined { call: CallNo, registration: Registration, media: Option<mpsc::Receiver<ExternalMedia>> },
 }
@@ -238,6 +241,9 @@ struct Slot {
     next_tick: Instant,
     next_check: Instant,
     ticks: u32,
+    /// Tests: the next run panics, as a bug in the leg's code would.
+    #[cfg(test)]
+    poisoned: bool,
 }
 
 impl Worker {
@@ -288,8 +294,11 @@ impl Worker {
         match command {
             Command::Start(setup) => self.start(*setup),
             Command::Update { call, negotiated } => {
-                if let Some(slot) = self.legs.iter_mut().find(|s| s.call == call) {
-                    slot.update(negotiated);
+                if let Some(index) = self.legs.iter().position(|s| s.call == call) {
+                    let slot = &mut self.legs[index];
+                    if !isolate(|| slot.update(negotiated)) {
+                        self.fail(index);
+                    }
                 }
             }
             Command::Stop { call, summary } => {
@@ -298,6 +307,12 @@ impl Worker {
                     // What arrived since the last tick still counts in the call record.
                     slot.receive(&Clock::new(Instant::now()), &mut self.receiver, true);
                     let _ = summary.send(slot.finish());
+                }
+            }
+            #[cfg(test)]
+            Command::Poison { call } => {
+                if let Some(slot) = self.legs.iter_mut().find(|s| s.call == call) {
+                    slot.poisoned = true;
                 }
             }
             Command::Joined { call, registration, media } => {
@@ -349,6 +364,8 @@ impl Worker {
             next_tick: now + phase,
             next_check: now + INACTIVITY_CHECK,
             ticks: 0,
+            #[cfg(test)]
+            poisoned: false,
         });
         // Joining the forwarder waits for its answers: off the pass, in a task of this thread.
         if let Some(commands) = self.commands.upgrade() {
@@ -360,15 +377,38 @@ impl Worker {
     fn pass(&mut self, now: Instant) -> bool {
         let clock = Clock::new(now);
         let mut worked = false;
-        for slot in &mut self.legs {
+        let mut i = 0;
+        while i < self.legs.len() {
+            let slot = &mut self.legs[i];
             if slot.next_due() > now {
+                i += 1;
                 continue;
             }
             worked = true;
-            slot.run(now, &clock, &mut self.receiver, &mut self.decoders, &self.notices);
-            slot.transmit(&mut self.tx_buf);
+            let Self { receiver, decoders, notices, tx_buf, .. } = self;
+            let ran = isolate(|| {
+                slot.run(now, &clock, receiver, decoders, notices);
+                slot.transmit(tx_buf);
+            });
+            if ran {
+                i += 1;
+            } else {
+                self.fail(i);
+            }
         }
         worked
+    }
+
+    /// Drops the leg at `index` after a panic, and tells the driver the call cannot go on.
+    fn fail(&mut self, index: usize) {
+        let slot = self.legs.swap_remove(index);
+        tracing::error!(call = slot.call, "the media leg failed and was dropped");
+        if self.notices.try_send(LegNotice::Failed { call: slot.call }).is_err() {
+            tracing::error!(call = slot.call, "the SIP driver was not told of the failed leg");
+        }
+        // Dropping the slot leaves the forwarder and frees the ports; the panic may have left
+        // it half-updated, which dropping tolerates.
+        drop(slot);
     }
 }
 
@@ -390,6 +430,8 @@ impl Slot {
         decoders: &mut HeardDecoders,
         notices: &mpsc::Sender<LegNotice>,
     ) {
+        #[cfg(test)]
+        assert!(!self.poisoned, "a poisoned leg");
         if self.next_tick <= now {
             if now.saturating_duration_since(self.next_tick) > MAX_CATCH_UP {
                 // A stall too long to catch up: its frames are lost.
@@ -499,6 +541,12 @@ async fn join(
     let media = registration.subscriber.is_some().then_some(media);
     // A worker that is gone drops the command, and the registration with it.
     let _ = commands.send(Command::Joined { call, registration, media });
+}
+
+/// Runs `f`, containing a panic in it (a bug in one leg's code) to that leg: `false` when it
+/// panicked. The worker's other legs go on; the caller drops the leg.
+fn isolate(f: impl FnOnce()) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok()
 }
 
 /// Sleeps until `at`; forever without one (the `select!` branch is then disabled anyway).
@@ -743,6 +791,27 @@ mod tests {
         workers.start(setup(6, "a", range.reserve().unwrap().1)).unwrap();
         assert_eq!(worker(&workers, 6), 0);
         assert_eq!(workers.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_leg_that_panics_is_dropped_and_reported_and_its_workers_other_legs_go_on() {
+        let (requests, requests_rx) = mpsc::channel(1024);
+        let (frames_tx, _frames) = mpsc::unbounded_channel();
+        tokio::spawn(forwarder(requests_rx, frames_tx));
+        let (notices, mut notices_rx) = mpsc::channel(16);
+        let mut workers = MediaWorkers::spawn(1, Forwarder::new(requests), notices, MediaCounters::default()).unwrap();
+        let mut range = PortRange::new(Ipv4Addr::LOCALHOST.into(), 40_000, 60_000);
+        workers.start(setup(1, "s", range.reserve().unwrap().1)).unwrap();
+        workers.start(setup(2, "s", range.reserve().unwrap().1)).unwrap();
+        workers.workers[0].send(Command::Poison { call: 1 }).unwrap();
+        let notice = tokio::time::timeout(Duration::from_secs(5), notices_rx.recv()).await.unwrap();
+        assert_eq!(notice, Some(LegNotice::Failed { call: 1 }));
+        // The worker goes on: the other leg still runs and gives its record back; the failed
+        // one has none.
+        let other = tokio::time::timeout(Duration::from_secs(5), workers.stop(2)).await.unwrap();
+        assert!(other.is_ok());
+        let failed = tokio::time::timeout(Duration::from_secs(5), workers.stop(1)).await.unwrap();
+        assert!(failed.is_err());
     }
 
     #[tokio::test]

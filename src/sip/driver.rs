@@ -418,6 +418,7 @@ impl Actor {
     fn notice(&mut self, notice: LegNotice) {
         match notice {
             LegNotice::Inactive { call } => self.ua.handle_event(Instant::now(), Event::MediaInactive { call }),
+            LegNotice::Failed { call } => self.ua.handle_event(Instant::now(), Event::MediaFailed { call }),
             LegNotice::Dtmf { call, digit, duration } => {
                 let Some(leg) = self.media.get(&call) else { return };
                 let participant = leg.participant.clone();

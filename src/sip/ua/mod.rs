@@ -161,6 +161,11 @@ pub enum Event {
         /// The call.
         call: CallNo,
     },
+    /// The call's media leg failed and is gone: the call cannot go on.
+    MediaFailed {
+        /// The call.
+        call: CallNo,
+    },
     /// Draining started: refuse new calls.
     Drain,
     /// The drain timeout passed: end every call.
@@ -413,6 +418,8 @@ impl UserAgent {
                     self.hang_up(now, call, "RTP timeout");
                 }
             }
+            // Whatever the call's state: `end` waits for the ACK where it must.
+            Event::MediaFailed { call } => self.hang_up(now, call, "media failure"),
             Event::Drain => self.draining = true,
             Event::DrainOver => {
                 self.refuse_pending();

@@ -426,6 +426,22 @@ fn hold_and_resume_follow_rfc_3264_directions() {
 }
 
 #[test]
+fn a_failed_media_leg_ends_the_call_even_on_hold() {
+    let mut h = Harness::new(config());
+    let (_, tag) = connected(&mut h, "c1", &jwt("alice"), "");
+    let offer = OFFER.replace("a=sendrecv", "a=sendonly").replace("o=- 1 1", "o=- 1 2");
+    let (tx, _) = h.send(&in_dialog("INVITE", "c1", &tag, 2, "Content-Type: application/sdp\r\n", &offer));
+    let ack = in_dialog("ACK", "c1", &tag, 2, "", "");
+    let Message::Request(ack) = parse(ack.as_bytes()).unwrap() else { unreachable!() };
+    h.event(Event::Ack { tx, request: ack });
+    // Held: the inactivity timeout would not end it; a leg that is gone does.
+    assert!(!h.event(Event::MediaInactive { call: 1 }).iter().any(|o| matches!(o, Output::Send { .. })));
+    let out = h.event(Event::MediaFailed { call: 1 });
+    let bye = out.iter().find_map(|o| if let Output::Send { request, .. } = o { Some(request) } else { None });
+    assert_eq!(bye.expect("BYE on a failed leg").method, Method::Bye);
+}
+
+#[test]
 fn a_reinvite_before_the_previous_ack_is_taken_as_its_ack_and_cseq_is_ordered() {
     let mut h = Harness::new(config());
     let (_, tag) = connected(&mut h, "c1", &jwt("alice"), "");
