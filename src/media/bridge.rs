@@ -331,10 +331,10 @@ impl Bridge {
         ]
     }
 
-    pub(super) fn summary(&self, leg: &SipLeg, negotiated: &Negotiated) -> LegSummary {
+    pub(super) fn summary(&self, leg: &SipLeg) -> LegSummary {
         let stats = leg.stats();
         LegSummary {
-            codec: negotiated.codec.encoding_name(),
+            codec: leg.negotiated().codec.encoding_name(),
             stats,
             latency_to_webrtc: stats.target_delay + TICK,
             latency_to_sip: TICK + Duration::from_millis(u64::from(self.ptime_ms)),

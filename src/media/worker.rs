@@ -228,7 +228,6 @@ struct Slot {
     call: CallNo,
     leg: SipLeg,
     bridge: Bridge,
-    negotiated: Box<Negotiated>,
     rtp: UdpSocket,
     rtcp: UdpSocket,
     /// The port pair's place in the range, given back after the sockets.
@@ -353,7 +352,6 @@ impl Worker {
             call,
             leg,
             bridge,
-            negotiated,
             rtp: ports.rtp,
             rtcp: ports.rtcp,
             _lease: ports.lease,
@@ -495,10 +493,7 @@ impl Slot {
 
     fn update(&mut self, negotiated: Box<Negotiated>) {
         match self.leg.update(Instant::now(), &negotiated) {
-            Ok(()) => {
-                self.bridge.update(&negotiated);
-                self.negotiated = negotiated;
-            }
+            Ok(()) => self.bridge.update(&negotiated),
             Err(e) => tracing::warn!(call = self.call, error = %e, "the leg refused the new media"),
         }
         // Hold shows as muted in the SDK (CONTRACT §4).
@@ -518,7 +513,7 @@ impl Slot {
     /// The leg's part of the call record; leaving the forwarder as the slot drops.
     fn finish(mut self) -> LegSummary {
         self.counters.publish(&self.bridge.counts(&self.leg));
-        self.bridge.summary(&self.leg, &self.negotiated)
+        self.bridge.summary(&self.leg)
     }
 }
 

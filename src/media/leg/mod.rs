@@ -363,7 +363,6 @@ pub struct SipLeg {
 
 /// What turns a G.711 leg's 8 kHz audio into 16 kHz and back, for callers that want 16 kHz.
 struct WideView {
-    pcm8: [i16; NARROW_FRAME],
     up: Upsampler,
     down: Decimator,
 }
@@ -410,7 +409,7 @@ impl SipLeg {
             tx: TxQueue::new(),
             scratch: vec![0; MTU],
             rx_buf: vec![0; MTU],
-            wide: WideView { pcm8: [0; NARROW_FRAME], up: Upsampler::new(), down: Decimator::new() },
+            wide: WideView { up: Upsampler::new(), down: Decimator::new() },
             stats: LegStats::default(),
             negotiated: negotiated.clone(),
             config,
@@ -508,7 +507,7 @@ impl SipLeg {
         if self.band() == Band::Wide {
             return self.poll_frame(now, out);
         }
-        let mut pcm8 = self.wide.pcm8;
+        let mut pcm8 = [0; NARROW_FRAME];
         let status = self.poll_frame(now, &mut pcm8);
         self.wide.up.process(&pcm8, out);
         status
@@ -526,7 +525,7 @@ impl SipLeg {
         if self.band() == Band::Wide {
             return self.send_frame(now, pcm);
         }
-        let mut pcm8 = self.wide.pcm8;
+        let mut pcm8 = [0; NARROW_FRAME];
         self.wide.down.process(pcm, &mut pcm8);
         self.send_frame(now, &pcm8);
     }
@@ -619,6 +618,11 @@ impl SipLeg {
     /// Whether the peer holds the call (its direction does not receive).
     pub fn is_on_hold(&self) -> bool {
         !self.negotiated.remote_direction.receives()
+    }
+
+    /// What the SDP agreed, as last updated.
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.negotiated
     }
 
     /// Our SSRC.
