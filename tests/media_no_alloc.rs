@@ -1,6 +1,9 @@
 //! A steady SIP leg allocates nothing per packet or frame: two legs back to back, PCMU and
 //! AMR-WB, 3,000 frames each way with RTCP and DTMF, under a counting global allocator; nor
-//! does the heard decode (each publisher's Opus decoded once for the legs that hear it). The
+//! does the heard decode (each publisher's Opus decoded once for the legs that hear it); nor do
+//! two legs talking through the forwarder as a media worker and the router carry them (the
+//! bridge's tick with its Opus encode and mix, the forwarder's queue, the forwarder's fan-out
+//! to external subscribers, the heard decode). The
 //! legs run without SRTP: rtc-srtp 0.21 returns each packet in a new buffer (see
 //! `media::srtp`), which this test measures separately and reports.
 //!
@@ -12,12 +15,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use codecs::opus::{MAX_PACKET_BYTES, OpusEncoder, OpusEncoderConfig, SampleRate};
+use codecs::pcm::analysis::{dominant_frequency, rms_dbfs};
+use interwork::ids::{ParticipantId, SessionId};
+use interwork::media::bridge::Bridge;
 use interwork::media::heard::HeardDecoders;
 use interwork::media::leg::{LegConfig, MTU, SipLeg};
+use interwork::media::router::{ExternalMedia, Forwarder, LegRequest};
 use interwork::media::rtp::Ssrc;
 use interwork::sip::sdp::{AmrWbParams, Codec, Negotiated, SrtpKeys, SrtpSuite};
-use interwork::webrtc::sfu::EndpointId;
+use interwork::webrtc::sfu::{EndpointId, Scope, Sfu, SfuConfig, SfuEvent};
 use str0m::media::{Frequency, MediaTime};
+use tokio::sync::mpsc;
 
 #[path = "../codecs/tests/support/counting_alloc.rs"]
 mod counting_alloc;
@@ -138,6 +146,106 @@ fn heard_allocations(frames: usize, warm_up: usize) -> usize {
     counting_alloc::allocations() - counted_from
 }
 
+/// A tone of `hz` at 16 kHz, frame `n`.
+fn tone_frame(hz: f64, n: u32) -> [i16; 320] {
+    std::array::from_fn(|i| {
+        let t = f64::from(n * 320 + i as u32) / 16_000.0;
+        ((t * 2.0 * std::f64::consts::PI * hz).sin() * 8_000.0) as i16
+    })
+}
+
+/// Two SIP legs of one session hearing each other through the forwarder, as the daemon carries
+/// them: phone → leg → the bridge's tick (Opus, shared buffer) → the forwarder's queue → the
+/// forwarder (external publisher to external subscriber) → the other bridge (heard decode, mix)
+/// → its leg → its phone. Phone A says 1 kHz and phone B 440 Hz; returns the allocations after
+/// `warm_up` ticks and what each phone heard in the last second.
+fn bridged_allocations(codec: Codec, frames: u32, warm_up: u32) -> (usize, [Vec<i16>; 2]) {
+    let phones: [SocketAddr; 2] = ["192.0.2.1:4000".parse().unwrap(), "192.0.2.2:4000".parse().unwrap()];
+    let legs: [SocketAddr; 2] = ["198.51.100.1:20000".parse().unwrap(), "198.51.100.1:20002".parse().unwrap()];
+    let start = Instant::now();
+    let local = "127.0.0.1:19000".parse().unwrap();
+    let mut sfu = Sfu::new(SfuConfig::new(local, vec![local]));
+    let session = SessionId::from("s");
+    let who = [ParticipantId::from("a"), ParticipantId::from("b")];
+    let (requests, mut queue) = mpsc::channel(64);
+    let forwarder = Forwarder::new(requests);
+    let mut bridges: Vec<Bridge> = (0..2)
+        .map(|i| {
+            let mut bridge = Bridge::new(
+                i as u64,
+                who[i].clone(),
+                session.clone(),
+                forwarder.clone(),
+                &negotiated(codec.clone(), phones[i], None),
+            );
+            bridge.endpoint = Some(sfu.add_external_publisher(who[i].clone(), session.clone()));
+            bridge
+        })
+        .collect();
+    let subscribers: Vec<_> = (0..2).map(|i| sfu.add_external_subscriber(who[i].clone(), session.clone())).collect();
+    // Each leg's queue of heard media, which the router fills and the worker drains.
+    let (heard_tx, mut heard_rx): (Vec<_>, Vec<_>) = (0..2).map(|_| mpsc::channel::<ExternalMedia>(64)).unzip();
+    sfu.refresh_subscriptions(start, Scope::All, |_, listener, publisher| listener != publisher);
+    while sfu.poll_event().is_some() {}
+    let mut gateway: Vec<SipLeg> = (0..2)
+        .map(|i| SipLeg::new(start, &negotiated(codec.clone(), phones[i], None), config(10 + i as u32)).unwrap())
+        .collect();
+    let mut phone: Vec<SipLeg> = (0..2)
+        .map(|i| SipLeg::new(start, &negotiated(codec.clone(), legs[i], None), config(20 + i as u32)).unwrap())
+        .collect();
+    let mut decoders = HeardDecoders::new();
+    let mut buf = vec![0u8; MTU];
+    let mut out = [0i16; 320];
+    let mut heard = [Vec::with_capacity(16_000), Vec::with_capacity(16_000)];
+    let mut counted_from = 0;
+    for n in 0..frames {
+        if n == warm_up {
+            counted_from = counting_alloc::allocations();
+        }
+        let now = start + Duration::from_millis(20 * u64::from(n));
+        for (i, hz) in [1_000.0, 440.0].into_iter().enumerate() {
+            phone[i].send_audio(now, &tone_frame(hz, n));
+            while let Some(t) = phone[i].poll_transmit(&mut buf) {
+                let _ = gateway[i].handle_datagram(now + Duration::from_millis(5), phones[i], &buf[..t.len]);
+            }
+        }
+        // The worker's pass: each leg's heard media, then its tick; then the router forwards
+        // what was published.
+        let tick = now + Duration::from_millis(10);
+        for i in 0..2 {
+            while let Ok(media) = heard_rx[i].try_recv() {
+                bridges[i].handle_media(tick, &mut gateway[i], &mut decoders, media);
+            }
+            if gateway[i].poll_timeout().is_some_and(|t| t <= tick) {
+                gateway[i].handle_timeout(tick);
+            }
+            bridges[i].tick(tick, &mut gateway[i]);
+        }
+        while let Ok(request) = queue.try_recv() {
+            if let LegRequest::Frame { endpoint, rtp_time, data } = request {
+                sfu.handle_external_frame(tick, &endpoint, rtp_time, data).unwrap();
+            }
+        }
+        while let Some(event) = sfu.poll_event() {
+            if let SfuEvent::ExternalFrame { subscriber, endpoint, rtp_time, data } = event {
+                let i = subscribers.iter().position(|s| *s == subscriber).unwrap();
+                heard_tx[i].try_send(ExternalMedia::Frame { endpoint, rtp_time, data }).unwrap();
+            }
+        }
+        for i in 0..2 {
+            while let Some(t) = gateway[i].poll_transmit(&mut buf) {
+                let _ = phone[i].handle_datagram(tick, legs[i], &buf[..t.len]);
+            }
+            phone[i].poll_audio(now + Duration::from_millis(15), &mut out);
+            if n + 50 >= frames {
+                heard[i].extend_from_slice(&out);
+            }
+            while gateway[i].poll_event().is_some() || phone[i].poll_event().is_some() {}
+        }
+    }
+    (counting_alloc::allocations() - counted_from, heard)
+}
+
 #[test]
 fn a_steady_leg_allocates_nothing_per_frame() {
     // (One test: the counter is global and tests run in parallel.)
@@ -146,6 +254,18 @@ fn a_steady_leg_allocates_nothing_per_frame() {
     for codec in [Codec::Pcmu, Codec::AmrWb(AmrWbParams::new(false)), Codec::AmrWb(AmrWbParams::new(true))] {
         let count = allocations(codec.clone(), false, 3_000, 200);
         assert_eq!(count, 0, "{codec:?}: {count} allocations in 2,800 frames");
+    }
+    for codec in [Codec::Pcmu, Codec::AmrWb(AmrWbParams::new(false))] {
+        let (count, heard) = bridged_allocations(codec.clone(), 1_500, 300);
+        for (heard, hz) in heard.iter().zip([440.0, 1_000.0]) {
+            let f = dominant_frequency(heard, 16_000);
+            assert!(
+                (f - hz).abs() < 5.0 && rms_dbfs(heard) > -20.0,
+                "{codec:?}: heard {f} Hz at {} dBFS",
+                rms_dbfs(heard)
+            );
+        }
+        assert_eq!(count, 0, "{codec:?} through the forwarder: {count} allocations in 1,200 ticks of two legs");
     }
     // With SRTP only the SRTP library allocates: a buffer per protect and per unprotect.
     // (One test, not two: the counter is global and tests run in parallel.)

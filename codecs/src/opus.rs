@@ -84,6 +84,11 @@ pub struct OpusEncoderConfig {
     pub packet_loss_percent: u8,
     /// Discontinuous transmission during silence.
     pub dtx: bool,
+    /// Constant bit rate: every packet of a frame duration has the same length (the bit rate
+    /// times the duration). RFC 6562 recommends it where speech is encrypted, since packet
+    /// lengths under VBR give away what is said; and packets of one length can go out in the
+    /// same buffers again.
+    pub cbr: bool,
     /// What to tune for.
     pub application: Application,
 }
@@ -100,6 +105,7 @@ impl Default for OpusEncoderConfig {
             inband_fec: false,
             packet_loss_percent: 0,
             dtx: false,
+            cbr: false,
             application: Application::Voip,
         }
     }
@@ -218,6 +224,7 @@ impl OpusEncoder {
         encoder.set_inband_fec(config.inband_fec)?;
         encoder.set_packet_loss_percent(config.packet_loss_percent)?;
         encoder.set_dtx(config.dtx)?;
+        encoder.set_cbr(config.cbr)?;
         Ok(encoder)
     }
 
@@ -259,6 +266,11 @@ impl OpusEncoder {
             return Err(OpusError::InvalidSetting { setting: OpusSetting::PacketLossPercent });
         }
         self.coder().set_packet_loss_perc(percent).map_err(map_error)
+    }
+
+    /// Constant (`true`) or variable bit rate.
+    pub fn set_cbr(&mut self, on: bool) -> Result<(), OpusError> {
+        self.coder().set_vbr(!on).map_err(map_error)
     }
 
     /// Turns DTX on or off.
@@ -403,6 +415,24 @@ mod tests {
         (packets, out)
     }
 
+    /// Constant bit rate: every 20 ms packet is the bit rate's length (60 bytes at 24 kbit/s),
+    /// speech or silence, and still carries the tone; variable bit rate varies.
+    #[test]
+    fn cbr_packets_have_one_length() {
+        let mut input = tone(16_000, 440.0, -12.0, 16_000);
+        input.extend(std::iter::repeat_n(0, 16_000));
+        let (packets, out) = coded(OpusEncoderConfig { cbr: true, ..OpusEncoderConfig::default() }, &input);
+        assert!(
+            packets.iter().all(|p| p.len() == 24_000 / 8 / 50),
+            "{:?}",
+            packets.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        let heard = &out[4_000..12_000];
+        assert!((dominant_frequency(heard, 16_000) - 440.0).abs() < 10.0 && rms_dbfs(heard) > -18.0);
+        let (vbr, _) = coded(OpusEncoderConfig::default(), &input);
+        assert!(vbr.iter().any(|p| p.len() != vbr[0].len()), "VBR packets vary");
+    }
+
     /// A kept coder is reset and given its new owner's settings: what it encodes and decodes
     /// is bit-exact what fresh coders give, whatever its last owner did and set.
     #[test]
@@ -416,6 +446,7 @@ mod tests {
             let mut other = OpusEncoderConfig { complexity: 10, bitrate: 64_000, ..OpusEncoderConfig::default() };
             other.inband_fec = true;
             other.packet_loss_percent = 20;
+            other.cbr = true;
             let _ = coded(other, &b);
             // …then open again: the kept ones come back, equal to new.
             let again = coded(OpusEncoderConfig::default(), &a);

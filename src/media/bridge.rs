@@ -43,12 +43,14 @@
 //!
 //! ## Allocation
 //!
-//! Per frame, nothing but the shared Opus buffer handed to the forwarder (an `Arc<[u8]>`,
-//! encoded once and shared by every subscriber; the endpoint id that names it is an `Arc<str>`
-//! too, so naming it costs a reference count); what the forwarder, the heard decoders and
-//! rtc-srtp allocate is theirs. A heard publisher's queue is made on its first frame.
+//! Nothing per frame. The Opus frame handed to the forwarder is shared by every subscriber (an
+//! `Arc<[u8]>`, encoded once) and its buffer is written again once they have all dropped it
+//! ([`SharedFrames`]): the leg encodes at a constant bit rate, so every frame has the same
+//! length (RFC 6562 asks for it anyway: the lengths of VBR packets give away what is said,
+//! through SRTP). The endpoint id that names the frame is an `Arc<str>`, so naming it costs a
+//! reference count. What rtc-srtp allocates is its own. A heard publisher's queue is made on
+//! its first frame.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use codecs::opus::{MAX_PACKET_BYTES, OpusEncoder, OpusEncoderConfig, OpusError, SampleRate, rtp_duration};
@@ -64,6 +66,7 @@ use crate::media::leg::{AudioStatus, Latching, LegStats, SipLeg};
 use crate::media::mixdown::Mixdown;
 use crate::media::ports::RtpPair;
 use crate::media::resample::{Band, Decimator, NARROW_FRAME, Upsampler, WIDE_FRAME};
+use crate::media::shared::SharedFrames;
 
 /// The frame length of the bridge: 20 ms.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -144,14 +147,15 @@ pub struct LegSummary {
     pub heard_overflow: u64,
 }
 
-/// The leg's state around the [`SipLeg`]: codecs, mix and counters.
-pub(super) struct Bridge {
+/// The leg's state around the [`SipLeg`]: codecs, mix and counters. Public for the tests and
+/// benches that drive a leg's tick without a worker.
+pub struct Bridge {
     call: CallNo,
     participant: ParticipantId,
     session: SessionId,
     forwarder: Forwarder,
-    /// This participant's stream in the forwarder, once joined.
-    pub(super) endpoint: Option<EndpointId>,
+    /// This participant's stream in the forwarder, once joined: nothing is published before.
+    pub endpoint: Option<EndpointId>,
     ptime_ms: u32,
     /// The band of the leg's codec, which its Opus is encoded from.
     band: Band,
@@ -161,6 +165,8 @@ pub(super) struct Bridge {
     /// This participant's audio of the tick (in `band`), then its Opus frame.
     pcm: [i16; WIDE_FRAME],
     opus: Vec<u8>,
+    /// The buffers the Opus frames go out in.
+    frames: SharedFrames<u8>,
     rtp_time: u64,
     /// What the SIP peer hears, mixed in the band the leg subscribed in (its band at the start).
     heard: Mixdown,
@@ -180,7 +186,8 @@ enum Convert {
 }
 
 impl Bridge {
-    pub(super) fn new(
+    /// The bridge of `call`'s leg (`participant` in `session`), publishing through `forwarder`.
+    pub fn new(
         call: CallNo,
         participant: ParticipantId,
         session: SessionId,
@@ -201,6 +208,7 @@ impl Bridge {
             encoder: None,
             pcm: [0; WIDE_FRAME],
             opus: vec![0; MAX_PACKET_BYTES],
+            frames: SharedFrames::new(),
             // RFC 3550 §5.1: a random start.
             rtp_time: u64::from(u32::from_be_bytes(start)),
             heard: Mixdown::in_band(band),
@@ -238,13 +246,7 @@ impl Bridge {
 
     /// A frame or a tone from the forwarder; a frame is decoded in the leg's heard band by the
     /// worker's `decoders` (once for all its legs that hear it).
-    pub(super) fn handle_media(
-        &mut self,
-        now: Instant,
-        leg: &mut SipLeg,
-        decoders: &mut HeardDecoders,
-        media: ExternalMedia,
-    ) {
+    pub fn handle_media(&mut self, now: Instant, leg: &mut SipLeg, decoders: &mut HeardDecoders, media: ExternalMedia) {
         match media {
             ExternalMedia::Frame { endpoint, rtp_time, data } => {
                 if let Some(pcm) = decoders.decode_in(now, &endpoint, self.heard_band, rtp_time, &data) {
@@ -260,7 +262,7 @@ impl Bridge {
     }
 
     /// One 20 ms tick: the leg's audio to the forwarder, the mix to the leg.
-    pub(super) fn tick(&mut self, now: Instant, leg: &mut SipLeg) {
+    pub fn tick(&mut self, now: Instant, leg: &mut SipLeg) {
         // (a) What the SIP peer says, encoded once, for everyone who hears this participant.
         let pcm = &mut self.pcm[..self.band.frame()];
         let status = leg.poll_frame(now, pcm);
@@ -273,7 +275,7 @@ impl Bridge {
             match encoder.and_then(|encoder| encoder.encode(pcm, &mut self.opus)) {
                 Ok(n) => {
                     let time = MediaTime::new(self.rtp_time, Frequency::FORTY_EIGHT_KHZ);
-                    if self.forwarder.frame(endpoint.clone(), time, Arc::from(&self.opus[..n])) {
+                    if self.forwarder.frame(endpoint.clone(), time, self.frames.share(&self.opus[..n])) {
                         self.frames_published += 1;
                     } else {
                         self.frames_dropped += 1;
@@ -354,13 +356,14 @@ fn band_of(negotiated: &Negotiated) -> Band {
     }
 }
 
-/// The Opus encoder for a leg's band: 8 kHz input for G.711, 16 kHz for AMR-WB.
+/// The Opus encoder for a leg's band: 8 kHz input for G.711, 16 kHz for AMR-WB; constant bit
+/// rate (see the module docs).
 fn opus_encoder(band: Band) -> Result<OpusEncoder, OpusError> {
     let rate = match band {
         Band::Narrow => SampleRate::Hz8000,
         Band::Wide => SampleRate::Hz16000,
     };
-    OpusEncoder::new(rate, OpusEncoderConfig::default())
+    OpusEncoder::new(rate, OpusEncoderConfig { cbr: true, ..OpusEncoderConfig::default() })
 }
 
 /// The leg's place in the forwarder, left when the leg ends (or its join is abandoned).
@@ -403,6 +406,7 @@ mod tests {
     //! `SipLeg` playing the phone, and the forwarder is its command channel.
 
     use std::net::SocketAddr;
+    use std::sync::Arc;
 
     use std::time::SystemTime;
 
@@ -447,6 +451,7 @@ mod tests {
         /// What the phone played, and the published frames (rtp time, decoded audio).
         phone_heard: Vec<i16>,
         published: Vec<(u64, Vec<i16>)>,
+        published_lengths: Vec<usize>,
         published_decoder: OpusDecoder,
         /// The worker's decoding of heard publishers.
         decoders: HeardDecoders,
@@ -475,6 +480,7 @@ mod tests {
                 browser_time: 0,
                 phone_heard: Vec::new(),
                 published: Vec::new(),
+                published_lengths: Vec::new(),
                 published_decoder: OpusDecoder::new(SampleRate::Hz16000).unwrap(),
                 decoders: HeardDecoders::new(),
             }
@@ -515,6 +521,7 @@ mod tests {
                     let mut pcm = [0i16; 1920];
                     let n = self.published_decoder.decode(&data, &mut pcm).unwrap();
                     self.published.push((rtp_time.numer(), pcm[..n].to_vec()));
+                    self.published_lengths.push(data.len());
                 }
             }
             self.tick += 1;
@@ -548,6 +555,9 @@ mod tests {
         assert!((dominant_frequency(heard, 16_000) - 440.0).abs() < 2.0, "{}", dominant_frequency(heard, 16_000));
         assert!(rms_dbfs(heard) > -15.0, "{}", rms_dbfs(heard));
         assert_eq!((h.bridge.heard.late, h.decoders.frames_concealed), (0, 0));
+        // Constant bit rate: one length, so one buffer served every frame (nothing held it).
+        assert!(h.published_lengths.iter().all(|&n| n == h.published_lengths[0]), "{:?}", h.published_lengths);
+        assert_eq!(h.bridge.frames.allocated, 1);
     }
 
     #[test]

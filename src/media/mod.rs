@@ -21,6 +21,7 @@
 //! - [`mixdown`]: what one SIP leg hears, queued per publisher and summed once per tick.
 //! - [`heard`]: each heard publisher's Opus decoded once for every leg that hears it. Who hears whom is
 //!   the forwarder's business: it follows the rooms' subscriptions for SIP legs as for browsers.
+//! - [`shared`]: frames shared with many readers, their buffers reused once nobody holds them.
 
 pub mod bridge;
 pub mod counters;
@@ -34,6 +35,7 @@ pub mod resample;
 pub mod router;
 pub mod rtcp;
 pub mod rtp;
+pub mod shared;
 pub mod srtp;
 pub mod worker;
 
