@@ -84,11 +84,6 @@ pub struct OpusEncoderConfig {
     pub packet_loss_percent: u8,
     /// Discontinuous transmission during silence.
     pub dtx: bool,
-    /// Constant bit rate: every packet of a frame duration has the same length (the bit rate
-    /// times the duration). RFC 6562 recommends it where speech is encrypted, since packet
-    /// lengths under VBR give away what is said; and packets of one length can go out in the
-    /// same buffers again.
-    pub cbr: bool,
     /// What to tune for.
     pub application: Application,
 }
@@ -105,7 +100,6 @@ impl Default for OpusEncoderConfig {
             inband_fec: false,
             packet_loss_percent: 0,
             dtx: false,
-            cbr: false,
             application: Application::Voip,
         }
     }
@@ -224,7 +218,6 @@ impl OpusEncoder {
         encoder.set_inband_fec(config.inband_fec)?;
         encoder.set_packet_loss_percent(config.packet_loss_percent)?;
         encoder.set_dtx(config.dtx)?;
-        encoder.set_cbr(config.cbr)?;
         Ok(encoder)
     }
 
@@ -266,11 +259,6 @@ impl OpusEncoder {
             return Err(OpusError::InvalidSetting { setting: OpusSetting::PacketLossPercent });
         }
         self.coder().set_packet_loss_perc(percent).map_err(map_error)
-    }
-
-    /// Constant (`true`) or variable bit rate.
-    pub fn set_cbr(&mut self, on: bool) -> Result<(), OpusError> {
-        self.coder().set_vbr(!on).map_err(map_error)
     }
 
     /// Turns DTX on or off.
@@ -393,6 +381,39 @@ fn map_error(error: audiopus::Error) -> OpusError {
     }
 }
 
+/// Padded packets' lengths are multiples of this ([`padded_length`]).
+pub const PAD_TO: usize = 16;
+
+/// The length [`pad`] gives a packet of `len` bytes: the next multiple of [`PAD_TO`] with room
+/// for the two bytes padding adds.
+pub const fn padded_length(len: usize) -> usize {
+    (len + 2).div_ceil(PAD_TO) * PAD_TO
+}
+
+/// Pads the one-frame packet in `packet[..len]` to `target` bytes in place (RFC 6716 §3.2.5: a
+/// code 3 packet of one frame with padding), returning `target`. It decodes to the same audio.
+///
+/// Packets of a few lengths can go out in buffers used again (an encoder's VBR output has a
+/// different length nearly every frame), and lengths rounded up give away less of what is said
+/// through SRTP (RFC 6562). Only code 0 packets (one frame, which is what a 20 ms encode gives)
+/// are padded, by at most 254 bytes.
+pub fn pad(packet: &mut [u8], len: usize, target: usize) -> Result<usize, OpusError> {
+    if len == 0 || packet[0] & 0x03 != 0 || target < len + 2 || target - len - 2 > 254 {
+        return Err(OpusError::InvalidPacket);
+    }
+    if packet.len() < target {
+        return Err(OpusError::BufferTooSmall);
+    }
+    // TOC (code 3), frame count byte (CBR, padding, one frame), padding length, the frame,
+    // then the padding's zeros.
+    packet.copy_within(1..len, 3);
+    packet[0] |= 0x03;
+    packet[1] = 0x40 | 1;
+    packet[2] = (target - len - 2) as u8;
+    packet[len + 2..target].fill(0);
+    Ok(target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,22 +436,33 @@ mod tests {
         (packets, out)
     }
 
-    /// Constant bit rate: every 20 ms packet is the bit rate's length (60 bytes at 24 kbit/s),
-    /// speech or silence, and still carries the tone; variable bit rate varies.
+    /// Padded packets decode to exactly what the packet did, and padding that cannot be done
+    /// is an error: a packet of several frames, a target too short or too long, a short buffer.
     #[test]
-    fn cbr_packets_have_one_length() {
-        let mut input = tone(16_000, 440.0, -12.0, 16_000);
-        input.extend(std::iter::repeat_n(0, 16_000));
-        let (packets, out) = coded(OpusEncoderConfig { cbr: true, ..OpusEncoderConfig::default() }, &input);
-        assert!(
-            packets.iter().all(|p| p.len() == 24_000 / 8 / 50),
-            "{:?}",
-            packets.iter().map(Vec::len).collect::<Vec<_>>()
-        );
-        let heard = &out[4_000..12_000];
-        assert!((dominant_frequency(heard, 16_000) - 440.0).abs() < 10.0 && rms_dbfs(heard) > -18.0);
-        let (vbr, _) = coded(OpusEncoderConfig::default(), &input);
-        assert!(vbr.iter().any(|p| p.len() != vbr[0].len()), "VBR packets vary");
+    fn padding_changes_the_length_not_the_audio() {
+        let input = tone(16_000, 440.0, -12.0, 8_000);
+        let (packets, _) = coded(OpusEncoderConfig::default(), &input);
+        let mut plain = OpusDecoder::new(SampleRate::Hz16000).unwrap();
+        let mut padded = OpusDecoder::new(SampleRate::Hz16000).unwrap();
+        let (mut a, mut b) = ([0i16; 320], [0i16; 320]);
+        for packet in &packets {
+            let target = padded_length(packet.len());
+            assert!(target >= packet.len() + 2 && target % PAD_TO == 0 && target < packet.len() + 2 + PAD_TO);
+            let mut buf = [0u8; MAX_PACKET_BYTES];
+            buf[..packet.len()].copy_from_slice(packet);
+            assert_eq!(pad(&mut buf, packet.len(), target), Ok(target));
+            assert_eq!(plain.decode(packet, &mut a).unwrap(), padded.decode(&buf[..target], &mut b).unwrap());
+            assert_eq!(a, b, "the padded packet decodes to the same samples");
+        }
+        let mut buf = [0u8; MAX_PACKET_BYTES];
+        buf[..packets[0].len()].copy_from_slice(&packets[0]);
+        let n = packets[0].len();
+        assert_eq!(pad(&mut buf, n, n + 1), Err(OpusError::InvalidPacket), "no room for the header");
+        assert_eq!(pad(&mut buf, n, n + 300), Err(OpusError::InvalidPacket), "over 254 bytes of padding");
+        assert_eq!(pad(&mut buf[..n + 4], n, n + 8), Err(OpusError::BufferTooSmall));
+        buf[0] |= 1;
+        assert_eq!(pad(&mut buf, n, n + 8), Err(OpusError::InvalidPacket), "two frames");
+        assert_eq!(pad(&mut buf, 0, 8), Err(OpusError::InvalidPacket), "empty");
     }
 
     /// A kept coder is reset and given its new owner's settings: what it encodes and decodes
@@ -446,7 +478,6 @@ mod tests {
             let mut other = OpusEncoderConfig { complexity: 10, bitrate: 64_000, ..OpusEncoderConfig::default() };
             other.inband_fec = true;
             other.packet_loss_percent = 20;
-            other.cbr = true;
             let _ = coded(other, &b);
             // …then open again: the kept ones come back, equal to new.
             let again = coded(OpusEncoderConfig::default(), &a);

@@ -21,6 +21,7 @@
 //! - [`mixdown`]: what one SIP leg hears, queued per publisher and summed once per tick.
 //! - [`heard`]: each heard publisher's Opus decoded once for every leg that hears it. Who hears whom is
 //!   the forwarder's business: it follows the rooms' subscriptions for SIP legs as for browsers.
+//! - [`pacing`]: when a leg ticks: just after its peer's packets arrive.
 //! - [`shared`]: frames shared with many readers, their buffers reused once nobody holds them.
 
 pub mod bridge;
@@ -29,6 +30,7 @@ pub mod heard;
 pub mod jitter;
 pub mod leg;
 pub mod mixdown;
+pub mod pacing;
 pub mod params;
 pub mod ports;
 pub mod resample;

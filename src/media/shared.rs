@@ -4,8 +4,8 @@
 //! last few buffers and reusing one nobody holds any longer means no allocation per frame.
 //!
 //! A buffer is reused only for data of its own length (an `Arc<[T]>` cannot change length), so
-//! this pays off for frames of one length: the SIP legs' Opus is constant bit rate for that
-//! reason (and RFC 6562's).
+//! this pays off for frames of a few lengths: the SIP legs pad their Opus frames to a multiple
+//! of 16 bytes for that reason (and RFC 6562's).
 
 use std::sync::Arc;
 

@@ -12,7 +12,10 @@
 //! ## Phases
 //!
 //! A new leg's ticks fall in one of [`PHASES`] phases of the 20 ms period, in turn, so that a
-//! worker's passes are small and regular rather than one burst of every leg every 20 ms.
+//! worker's passes are small and regular rather than one burst of every leg every 20 ms. Once
+//! its peer's packets flow, a leg's tick moves to just after they usually arrive
+//! ([`super::pacing`]), on a 2 ms grid: a packet no longer waits up to a period for the tick
+//! that reads it, and the phones' own phases keep the passes spread.
 //!
 //! ## Arrival times
 //!
@@ -51,7 +54,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::bridge::{Bridge, CallNo, LegNotice, LegSetup, LegSummary, Registration, TICK};
 use super::counters::{LegCounters, MediaCounters};
 use super::heard::HeardDecoders;
-use super::leg::{Channel, LegConfig, LegEvent, MTU, SipLeg};
+use super::leg::{Channel, LegConfig, LegEvent, MTU, Received, SipLeg};
+use super::pacing::Pacer;
 use super::params::Negotiated;
 use super::ports::Lease;
 use super::router::{ExternalMedia, Forwarder};
@@ -221,6 +225,8 @@ struct Worker {
     /// What the worker's legs hear, each publisher decoded once per band for all of them.
     decoders: HeardDecoders,
     tx_buf: Vec<u8>,
+    /// The worker's start: the origin of its legs' tick grid.
+    epoch: Instant,
 }
 
 /// A leg on a worker.
@@ -238,6 +244,8 @@ struct Slot {
     counters: LegCounters,
     rtp_timeout: Duration,
     next_tick: Instant,
+    /// Moves `next_tick` to just after the peer's packets arrive.
+    pacer: Pacer,
     next_check: Instant,
     ticks: u32,
     /// Tests: the next run panics, as a bug in the leg's code would.
@@ -262,6 +270,7 @@ impl Worker {
             receiver: Receiver::new(),
             decoders: HeardDecoders::new(),
             tx_buf: vec![0; MTU],
+            epoch: Instant::now(),
         }
     }
 
@@ -360,6 +369,7 @@ impl Worker {
             counters: LegCounters::new(counters),
             rtp_timeout,
             next_tick: now + phase,
+            pacer: Pacer::new(self.epoch),
             next_check: now + INACTIVITY_CHECK,
             ticks: 0,
             #[cfg(test)]
@@ -431,11 +441,12 @@ impl Slot {
         #[cfg(test)]
         assert!(!self.poisoned, "a poisoned leg");
         if self.next_tick <= now {
+            let due = self.next_tick;
             if now.saturating_duration_since(self.next_tick) > MAX_CATCH_UP {
                 // A stall too long to catch up: its frames are lost.
                 self.next_tick = now;
             }
-            self.receive(clock, receiver, self.ticks.is_multiple_of(RTCP_EVERY));
+            let arrival = self.receive(clock, receiver, self.ticks.is_multiple_of(RTCP_EVERY));
             while self.next_tick <= now {
                 if let Some(media) = &mut self.media {
                     while let Ok(m) = media.try_recv() {
@@ -445,6 +456,11 @@ impl Slot {
                 self.bridge.tick(now, &mut self.leg);
                 self.next_tick += TICK;
                 self.ticks = self.ticks.wrapping_add(1);
+            }
+            if let Some(moved) = self.pacer.observe(due, arrival, self.next_tick)
+                && moved > now
+            {
+                self.next_tick = moved;
             }
         }
         if self.leg.poll_timeout().is_some_and(|at| at <= now) {
@@ -465,16 +481,23 @@ impl Slot {
         }
     }
 
-    /// Feeds the leg what waits on its RTP socket, and on its RTCP socket with `rtcp`.
-    fn receive(&mut self, clock: &Clock, receiver: &mut Receiver, rtcp: bool) {
+    /// Feeds the leg what waits on its RTP socket, and on its RTCP socket with `rtcp`; when
+    /// the last datagram on the RTP socket arrived.
+    fn receive(&mut self, clock: &Clock, receiver: &mut Receiver, rtcp: bool) -> Option<Instant> {
         let leg = &mut self.leg;
-        let sockets: &[&UdpSocket] = if rtcp { &[&self.rtp, &self.rtcp] } else { &[&self.rtp] };
-        for socket in sockets {
-            receiver.drain(socket, clock, |at, from, datagram| {
-                // A refused datagram is counted in the leg's stats.
+        let mut last = None;
+        receiver.drain(&self.rtp, clock, |at, from, datagram| {
+            // A refused datagram is counted in the leg's stats; the peer's audio sets the pace.
+            if let Ok(Received::Audio | Received::TelephoneEvent) = leg.handle_datagram(at, from, datagram) {
+                last = Some(at);
+            }
+        });
+        if rtcp {
+            receiver.drain(&self.rtcp, clock, |at, from, datagram| {
                 let _ = leg.handle_datagram(at, from, datagram);
             });
         }
+        last
     }
 
     /// Sends what the leg produced. Never waits: a full socket buffer loses the datagram, as the
