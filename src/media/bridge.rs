@@ -263,9 +263,15 @@ impl Bridge {
         }
     }
 
-    /// One 20 ms tick: the leg's audio to the forwarder, the mix to the leg.
+    /// One 20 ms tick at once: [`Bridge::publish`] then [`Bridge::mix`].
     pub fn tick(&mut self, now: Instant, leg: &mut SipLeg) {
-        // (a) What the SIP peer says, encoded once, for everyone who hears this participant.
+        self.publish(now, leg);
+        self.mix(now, leg);
+    }
+
+    /// The first half of a tick: what the SIP peer says, encoded once, for everyone who hears
+    /// this participant.
+    pub fn publish(&mut self, now: Instant, leg: &mut SipLeg) {
         let pcm = &mut self.pcm[..self.band.frame()];
         let status = leg.poll_frame(now, pcm);
         let speaking = matches!(status, AudioStatus::Audio | AudioStatus::Concealed | AudioStatus::ComfortNoise);
@@ -289,8 +295,12 @@ impl Bridge {
             }
         }
         self.rtp_time = self.rtp_time.wrapping_add(OPUS_FRAME_TICKS);
+    }
 
-        // (b) What the SIP peer hears: 20 ms of every heard publisher, summed.
+    /// The second half of a tick: what the SIP peer hears, 20 ms of every heard publisher
+    /// summed. A worker runs it a little after [`Bridge::publish`], so that what the leg's
+    /// session-mates published at the same moment has come back from the forwarder.
+    pub fn mix(&mut self, now: Instant, leg: &mut SipLeg) {
         let mix = self.heard.mix(now);
         let out: &[i16] = match (self.convert.as_deref_mut(), mix.len()) {
             (Some(Convert::Up(up, wide)), NARROW_FRAME) => {

@@ -6,8 +6,10 @@
 //! Each queue holds at most [`PUBLISHER_QUEUE_FRAMES`] (older audio is dropped beyond that,
 //! counted). A queue that ran dry (a frame late, not lost) adds nothing that tick, counted, and
 //! keeps the frame that arrives late, so the queue grows by one frame to absorb the phase
-//! between the forwarder's frames and the tick. A publisher silent for [`PUBLISHER_GONE`] is
-//! forgotten.
+//! between the forwarder's frames and the tick. A queue that kept a whole frame after every
+//! tick for [`STANDING_WINDOW`] ticks has a standing backlog (a late frame long ago, a phase
+//! that moved since): one frame of it is dropped, or the publisher would be heard 20 ms late
+//! for the rest of the call. A publisher silent for [`PUBLISHER_GONE`] is forgotten.
 //!
 //! The sum is taken in 32 bits and saturated once, at the end: saturating after each addition
 //! makes the result depend on the order of the publishers (a + b clipped, then − c, is not
@@ -29,6 +31,9 @@ const TICK: Duration = Duration::from_millis(20);
 pub const PUBLISHER_GONE: Duration = Duration::from_secs(1);
 /// Most 20 ms frames of decoded audio queued per heard publisher.
 pub const PUBLISHER_QUEUE_FRAMES: usize = 4;
+/// Ticks (500 ms) over which a queue that never ran below a whole frame after the mix loses
+/// one frame.
+pub const STANDING_WINDOW: u32 = 25;
 
 /// The heard publishers' queues and the mix of the tick.
 #[derive(Debug)]
@@ -42,6 +47,8 @@ pub struct Mixdown {
     pub late: u64,
     /// Decoded audio dropped because a publisher's queue was full, in deliveries.
     pub overflow: u64,
+    /// Frames dropped from standing backlogs.
+    pub trimmed: u64,
 }
 
 /// One heard publisher.
@@ -50,6 +57,9 @@ struct Heard {
     endpoint: EndpointId,
     queue: VecDeque<i16>,
     last_frame: Instant,
+    /// The fewest samples left after a mix in this window, and the window's ticks.
+    standing: usize,
+    ticks: u32,
 }
 
 impl Default for Mixdown {
@@ -73,6 +83,7 @@ impl Mixdown {
             mix: [0; WIDE_FRAME],
             late: 0,
             overflow: 0,
+            trimmed: 0,
         }
     }
 
@@ -82,7 +93,8 @@ impl Mixdown {
         let at = match self.heard.iter().position(|h| h.endpoint == endpoint) {
             Some(at) => at,
             None => {
-                self.heard.push(Heard { endpoint, queue: VecDeque::with_capacity(capacity), last_frame: now });
+                let queue = VecDeque::with_capacity(capacity);
+                self.heard.push(Heard { endpoint, queue, last_frame: now, standing: usize::MAX, ticks: 0 });
                 self.heard.len() - 1
             }
         };
@@ -119,6 +131,15 @@ impl Mixdown {
                 // phase); a pause is just silence.
                 self.late += 1;
             }
+            h.standing = h.standing.min(h.queue.len());
+            h.ticks += 1;
+            if h.ticks == STANDING_WINDOW {
+                if h.standing >= frame {
+                    h.queue.drain(..frame);
+                    self.trimmed += 1;
+                }
+                (h.standing, h.ticks) = (usize::MAX, 0);
+            }
             i += 1;
         }
         for (m, a) in self.mix.iter_mut().zip(acc.iter()) {
@@ -152,6 +173,37 @@ mod tests {
 
     fn endpoint(name: &str) -> EndpointId {
         EndpointId(name.into())
+    }
+
+    /// A publisher whose frames come a tick ahead of the mix (one late frame long ago) loses
+    /// that frame's worth of backlog once; one whose frames come just in time, or now and then
+    /// late, keeps every frame.
+    #[test]
+    fn a_standing_backlog_is_dropped_once_and_a_jittery_queue_is_not() {
+        let start = Instant::now();
+        let mut m = Mixdown::new();
+        let (ahead, on_time) = (endpoint("ahead"), endpoint("on-time"));
+        m.push(start, ahead.clone(), &[1; WIDE_FRAME]);
+        for n in 0..4 * STANDING_WINDOW {
+            let now = start + TICK * n;
+            m.push(now, ahead.clone(), &[1; WIDE_FRAME]);
+            // Every fifth frame of the other comes after the mix (late), the next before.
+            if n % 5 != 3 {
+                m.push(now, on_time.clone(), &[2; WIDE_FRAME]);
+            }
+            let mix = m.mix(now).to_vec();
+            if n % 5 == 4 {
+                m.push(now, on_time.clone(), &[2; WIDE_FRAME]);
+            }
+            let queued = |m: &Mixdown, e: &EndpointId| m.heard.iter().find(|h| h.endpoint == *e).unwrap().queue.len();
+            if n >= STANDING_WINDOW {
+                assert_eq!(queued(&m, &ahead), 0, "tick {n}: the backlog is gone");
+                assert!(mix.iter().all(|s| *s == 1 || *s == 3), "tick {n}: {}", mix[0]);
+            }
+            assert!(queued(&m, &on_time) <= WIDE_FRAME);
+        }
+        assert_eq!(m.trimmed, 1, "one frame of the standing backlog");
+        assert!(m.late > 0);
     }
 
     #[test]
