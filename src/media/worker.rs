@@ -130,6 +130,8 @@ pub struct MediaWorkers {
     sessions: HashMap<SessionId, (usize, usize)>,
     /// Legs per worker, to place a new session on the least loaded.
     load: Vec<usize>,
+    /// The driver's notices, for a leg that could not be handed to a worker.
+    notices: mpsc::Sender<LegNotice>,
 }
 
 impl MediaWorkers {
@@ -149,19 +151,21 @@ impl MediaWorkers {
         for index in 0..count {
             let (tx, rx) = mpsc::unbounded_channel();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let (forwarder, notices, counters, commands) =
+            let (forwarder, worker_notices, counters, commands) =
                 (forwarder.clone(), notices.clone(), counters.clone(), tx.downgrade());
             std::thread::Builder::new().name(format!("media-{index}")).spawn(move || {
                 // Made on its thread: the batch headers hold raw pointers and never move.
-                let worker = Worker::new(forwarder, notices, counters, commands);
+                let worker = Worker::new(forwarder, worker_notices, counters, commands);
                 runtime.block_on(worker.run(rx));
             })?;
             workers.push(tx);
         }
-        Ok(Self { load: vec![0; workers.len()], workers, placed: HashMap::new(), sessions: HashMap::new() })
+        Ok(Self { load: vec![0; workers.len()], workers, placed: HashMap::new(), sessions: HashMap::new(), notices })
     }
 
-    /// Hands a new leg to the worker of its session, or the least loaded one.
+    /// Hands a new leg to the worker of its session, or the least loaded one. A leg that cannot
+    /// run (its worker is gone, or it fails to start there) is also a [`LegNotice::Failed`]:
+    /// the call cannot go on without its media.
     pub fn start(&mut self, setup: LegSetup) -> Result<(), WorkerError> {
         let (call, session) = (setup.call, setup.session.clone());
         if self.placed.contains_key(&call) {
@@ -172,7 +176,10 @@ impl MediaWorkers {
             Some(&(index, _)) => index,
             None => (0..self.load.len()).min_by_key(|&i| self.load[i]).unwrap_or(0),
         };
-        self.workers[index].send(Command::Start(Box::new(setup))).map_err(|_| WorkerError::Unavailable)?;
+        if self.workers[index].send(Command::Start(Box::new(setup))).is_err() {
+            let _ = self.notices.try_send(LegNotice::Failed { call });
+            return Err(WorkerError::Unavailable);
+        }
         self.load[index] += 1;
         self.sessions.entry(session.clone()).or_insert((index, 0)).1 += 1;
         self.placed.insert(call, (index, session));
@@ -349,17 +356,17 @@ impl Worker {
         let now = Instant::now();
         let LegSetup { call, participant, session, negotiated, ports, rtp_timeout, latching, keep_stream, counters } =
             setup;
+        let failed = |what: &str, error: &dyn std::fmt::Display| {
+            tracing::warn!(call, %error, "{what}");
+            let _ = self.notices.try_send(LegNotice::Failed { call });
+        };
         let leg = match SipLeg::new(now, &negotiated, LegConfig { latching, ..LegConfig::random(SystemTime::now()) }) {
             Ok(leg) => leg,
-            Err(e) => {
-                tracing::warn!(call, error = %e, "the media leg could not run");
-                return;
-            }
+            Err(e) => return failed("the media leg could not run", &e),
         };
         for socket in [&ports.rtp, &ports.rtcp] {
             if let Err(e) = socket.set_nonblocking(true) {
-                tracing::warn!(call, error = %e, "the media leg's socket cannot be non-blocking");
-                return;
+                return failed("the media leg's socket cannot be non-blocking", &e);
             }
             // Without arrival times the leg still runs, its jitter measured at the ticks.
             if let Err(e) = setsockopt(socket, sockopt::ReceiveTimestampns, &true) {
@@ -855,6 +862,28 @@ mod tests {
         assert!(other.is_ok());
         let failed = tokio::time::timeout(Duration::from_secs(5), workers.stop(1)).await.unwrap();
         assert!(failed.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_leg_that_cannot_start_is_reported_failed() {
+        let (requests, _requests_rx) = mpsc::channel(1024);
+        let (notices, mut notices_rx) = mpsc::channel(16);
+        let mut workers = MediaWorkers::spawn(1, Forwarder::new(requests), notices, MediaCounters::default()).unwrap();
+        let mut range = PortRange::new(Ipv4Addr::LOCALHOST.into(), 40_000, 60_000);
+        // RTP/SAVP agreed without keys: the leg refuses to run in the clear.
+        let mut broken = setup(7, "s", range.reserve().unwrap().1);
+        broken.negotiated.profile = crate::media::params::Profile::Savp;
+        workers.start(broken).unwrap();
+        let notice = tokio::time::timeout(Duration::from_secs(5), notices_rx.recv()).await.unwrap();
+        assert_eq!(notice, Some(LegNotice::Failed { call: 7 }));
+        // With its worker gone (its queue closed), a new leg is refused and reported the same way.
+        let (closed, _) = mpsc::unbounded_channel();
+        workers.workers[0] = closed;
+        let refused = workers.start(setup(8, "t", range.reserve().unwrap().1));
+        assert!(matches!(refused, Err(WorkerError::Unavailable)));
+        assert!(!workers.placed.contains_key(&8));
+        let notice = tokio::time::timeout(Duration::from_secs(5), notices_rx.recv()).await.unwrap();
+        assert_eq!(notice, Some(LegNotice::Failed { call: 8 }));
     }
 
     #[tokio::test]

@@ -570,7 +570,7 @@ impl Actor {
                     counters: self.metrics.media.clone(),
                 };
                 if let Err(e) = self.workers.start(setup) {
-                    // The call goes on without audio; its RTP inactivity is not watched either.
+                    // The workers' notice ends the call (`Event::MediaFailed`).
                     tracing::error!(call, error = %e, "the media leg could not start");
                     return;
                 }
