@@ -514,13 +514,17 @@ impl Slot {
     }
 
     /// Feeds the leg what waits on its RTP socket, and on its RTCP socket with `rtcp`; when
-    /// the last datagram on the RTP socket arrived.
+    /// the last audio on the RTP socket arrived, if the kernel dated it.
     fn receive(&mut self, clock: &Clock, receiver: &mut Receiver, rtcp: bool) -> Option<Instant> {
         let leg = &mut self.leg;
         let mut last = None;
         receiver.drain(&self.rtp, clock, |at, from, datagram| {
-            // A refused datagram is counted in the leg's stats; the peer's audio sets the pace.
-            if let Ok(Received::Audio | Received::TelephoneEvent) = leg.handle_datagram(at, from, datagram) {
+            // A refused datagram is counted in the leg's stats; the peer's audio sets the pace,
+            // by the kernel's arrival times only (a datagram without one is dated at the pass,
+            // which would pull the tick later at every window).
+            if let Ok(Received::Audio | Received::TelephoneEvent) = leg.handle_datagram(at, from, datagram)
+                && at < clock.now
+            {
                 last = Some(at);
             }
         });
