@@ -4,7 +4,8 @@
 # and drives N conference legs (sessions of 4; PCMU over RTP, or AMR-WB over SRTP-SDES) over
 # real UDP on loopback for SECONDS_EACH after a WARMUP, then prints one table: the daemon's CPU per leg-second from /proc, legs per core, the
 # ratio to the matched ceiling timed in the same run, RSS per leg, packets, and the phone →
-# phone latency through the conference.
+# phone latency through the conference and phone → browser to BROWSERS listening browsers per
+# session (str0m peers over real UDP, default 1).
 #
 #   bash benches/media_load.sh                  # PCMU 20, 50, 100 legs, AMR-WB 20, 20 s each
 #   RUNS="pcmu:50 amrwb:50" SECONDS_EACH=10 bash benches/media_load.sh
@@ -32,7 +33,7 @@ for run in $RUNS; do
     sleep 1 # let the start-up settle before the RSS baseline
     out=$(INTERWORK_ACCOUNTS_DEFAULT_PASSWORD=bench "$generator" --legs "$n" --codec "$codec" \
         --seconds "$SECONDS_EACH" --warmup "$WARMUP" --http "$HTTP" --sip "127.0.0.1:$SIP_PORT" \
-        --pid "$daemon" --user bench)
+        --pid "$daemon" --user bench --browsers "${BROWSERS:-1}")
     echo "$out" >&2
     header=$(echo "$out" | grep '^| legs' -A1)
     rows+=("$(echo "$out" | grep '^| [0-9]')")

@@ -13,7 +13,9 @@
 //!
 //! Latency phone → phone through the conference: the first leg of each session replaces one
 //! frame a second by a loud 20 ms burst; the other three legs time when a frame whose peak
-//! crosses a threshold arrives after it. Over the window it also reads the daemon's
+//! crosses a threshold arrives after it. Phone → browser: `--browsers` listening browsers per
+//! session (str0m peers over real UDP, signalled over `/v1/device` like the SDK; `browser.rs`)
+//! decode what they hear and time the same bursts. Over the window it also reads the daemon's
 //! `heard_late` and `frames_concealed` counters from `/metrics`, its own CPU, and how many of
 //! its sends were more than 10 ms behind their clock.
 //!
@@ -26,6 +28,8 @@
 //! `bench`). Every loop is bounded in count and time; it talks to loopback only.
 
 #![allow(unsafe_code, missing_docs, unreachable_pub)]
+
+mod browser;
 
 use std::hint::black_box;
 use std::net::{SocketAddr, UdpSocket};
@@ -97,6 +101,8 @@ struct Args {
     user: String,
     password: String,
     ceiling_frames: usize,
+    /// Listening browsers per session.
+    browsers: usize,
 }
 
 fn args() -> Args {
@@ -111,6 +117,7 @@ fn args() -> Args {
         user: "bench".into(),
         password: std::env::var("INTERWORK_ACCOUNTS_DEFAULT_PASSWORD").unwrap_or_else(|_| "bench".into()),
         ceiling_frames: 2_000,
+        browsers: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -131,11 +138,13 @@ fn args() -> Args {
             "--pid" => a.pid = Some(value().parse().expect("--pid PID")),
             "--user" => a.user = value(),
             "--ceiling-frames" => a.ceiling_frames = value().parse().expect("--ceiling-frames N"),
+            "--browsers" => a.browsers = value().parse().expect("--browsers N"),
             other => panic!("unknown argument {other}"),
         }
     }
     assert!(a.legs > 0 && a.legs <= 2_000, "--legs 1..=2000");
     assert!(a.seconds > 0 && a.seconds <= 3_600, "--seconds 1..=3600");
+    assert!(a.browsers <= 4, "--browsers 0..=4");
     a
 }
 
@@ -610,6 +619,7 @@ fn main() {
     let sessions = a.legs.div_ceil(SESSION_SIZE);
     let mut sids = Vec::with_capacity(sessions);
     let mut tokens = Vec::with_capacity(a.legs);
+    let (mut browser_tokens, mut browser_sessions) = (Vec::new(), Vec::new());
     for i in 0..a.legs {
         if i % SESSION_SIZE == 0 {
             let s = api.post("/sessions", serde_json::json!({"tag": "media-load"}));
@@ -620,6 +630,16 @@ fn main() {
         let pid = p["participant"]["id"].as_str().expect("participant id").to_string();
         api.put(&format!("/sessions/{sid}/participants/{pid}"), serde_json::json!({"sessionId": sid}));
         tokens.push(p["token"].as_str().expect("token").to_string());
+        // The session's listening browsers, once its last phone is in.
+        if i % SESSION_SIZE == SESSION_SIZE - 1 || i == a.legs - 1 {
+            for _ in 0..a.browsers {
+                let b = api.post("/participants", serde_json::json!({"publishPermissions": []}));
+                let bid = b["participant"]["id"].as_str().expect("participant id").to_string();
+                api.put(&format!("/sessions/{sid}/participants/{bid}"), serde_json::json!({"sessionId": sid}));
+                browser_tokens.push(b["token"].as_str().expect("token").to_string());
+                browser_sessions.push(sids.len() - 1);
+            }
+        }
     }
 
     // One call per participant.
@@ -672,6 +692,8 @@ fn main() {
     let warm_end = start + Duration::from_secs(a.warmup);
     let end = warm_end + Duration::from_secs(a.seconds);
     let mut bursts: Vec<Burst> = (0..sessions).map(|_| Burst { sent_at: Vec::new() }).collect();
+    let (detections_tx, detections) = std::sync::mpsc::channel();
+    let browsers = browser::spawn(a.http.clone(), browser_tokens, BURST_THRESHOLD as u16, end, detections_tx);
     let mut latencies_us: Vec<u64> = Vec::new();
     let mut packet = [0u8; 1500];
     let mut rx = [0u8; 2048];
@@ -818,6 +840,23 @@ fn main() {
         }
     }
     let window = end - warm_end;
+    let browsers = browsers.join().unwrap_or_default();
+    // Phone → browser: the first frame over the threshold on each browser's m-line after each
+    // burst of its session, once per burst.
+    let mut to_browser_us: Vec<u64> = Vec::new();
+    let mut seen: std::collections::HashSet<(usize, String, usize)> = std::collections::HashSet::new();
+    for d in detections.try_iter() {
+        let sent = &bursts[browser_sessions[d.browser]].sent_at;
+        let Some((k, at)) = sent.iter().enumerate().rev().find_map(|(k, t)| t.filter(|t| *t <= d.at).map(|t| (k, t)))
+        else {
+            continue;
+        };
+        if at >= warm_end && d.at.duration_since(at) < Duration::from_millis(500) && seen.insert((d.browser, d.mid, k))
+        {
+            to_browser_us.push(d.at.duration_since(at).as_micros() as u64);
+        }
+    }
+    to_browser_us.sort_unstable();
     let (cpu_after, rss_after) = match a.pid {
         Some(pid) => (proc_cpu_ticks(pid), proc_rss_kb(pid)),
         None => (0, 0),
@@ -835,14 +874,23 @@ fn main() {
     let received: u64 = legs.iter().map(|l| l.received_window).sum();
     let expected = (window.as_secs_f64() * 50.0 * n) as u64;
     latencies_us.sort_unstable();
-    let pct = |p: f64| -> String {
-        if latencies_us.is_empty() {
+    let percentile = |samples: &[u64], p: f64| -> String {
+        if samples.is_empty() {
             "—".into()
         } else {
-            let i = ((latencies_us.len() - 1) as f64 * p).round() as usize;
-            format!("{:.1}", latencies_us[i] as f64 / 1000.0)
+            let i = ((samples.len() - 1) as f64 * p).round() as usize;
+            format!("{:.1}", samples[i] as f64 / 1000.0)
         }
     };
+    let pct = |p: f64| percentile(&latencies_us, p);
+    let to_browser = |p: f64| percentile(&to_browser_us, p);
+    println!(
+        "browsers: {} of {} connected, {} Opus frames received, {} phone → browser samples",
+        browsers.connected,
+        browser_sessions.len(),
+        browsers.frames,
+        to_browser_us.len()
+    );
     println!(
         "matched ceiling (bare codec calls, both directions): {ceiling_codec:.0} µs/leg-s ({:.0} legs/core); with 4 UDP syscalls per frame {ceiling_udp:.0} µs/leg-s ({:.0} legs/core)",
         1e6 / ceiling_codec,
@@ -864,11 +912,11 @@ fn main() {
         let per_leg_s = cpu_us / (n * window.as_secs_f64());
         let rss_per_leg = (rss_after as f64 - rss_base.unwrap_or(0) as f64) / n;
         println!(
-            "| legs | codec | daemon µs CPU/leg-s | legs/core | vs ceiling (codecs) | vs ceiling (+UDP) | RSS KB/leg | RSS base → end MB | sent | received | expected each way | heard late / concealed | p→p latency p50 / p99 ms | gen late sends | load avg |"
+            "| legs | codec | daemon µs CPU/leg-s | legs/core | vs ceiling (codecs) | vs ceiling (+UDP) | RSS KB/leg | RSS base → end MB | sent | received | expected each way | heard late / concealed | p→p latency p50 / p99 ms | p→browser p50 / p99 ms | gen late sends | load avg |"
         );
-        println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         println!(
-            "| {} | {} | {per_leg_s:.0} | {:.0} | {:.2} × | {:.2} × | {rss_per_leg:.0} | {:.1} → {:.1} | {sent} | {received} | {expected} | {:.0} / {:.0} | {} / {} | {late_sends} | {load} |",
+            "| {} | {} | {per_leg_s:.0} | {:.0} | {:.2} × | {:.2} × | {rss_per_leg:.0} | {:.1} → {:.1} | {sent} | {received} | {expected} | {:.0} / {:.0} | {} / {} | {} / {} | {late_sends} | {load} |",
             a.legs,
             a.codec.name(),
             1e6 / per_leg_s,
@@ -880,6 +928,8 @@ fn main() {
             delta[1],
             pct(0.5),
             pct(0.99),
+            to_browser(0.5),
+            to_browser(0.99),
         );
         let _ = rss_before_window;
     } else {

@@ -1,0 +1,171 @@
+//! Listening browsers for the load generator: one str0m peer per browser over a real UDP socket
+//! on loopback, signalled over the daemon's WebSocket (`/v1/device`) as the SDK does: `hello`
+//! with the participant's token, then an `answer` to every offer the server makes as streams
+//! come and go. Each received Opus frame is decoded; a frame whose peak crosses the burst
+//! threshold is a detection (which browser, which m-line, when), and the main thread matches
+//! detections to the bursts the phones sent: the phone → browser latency.
+//!
+//! All browsers run as tasks of one tokio runtime on a thread of their own, so that they never
+//! hold up the phones' timer loop. Every wait is bounded: the run's end stops them.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use codecs::opus::{OpusDecoder, SampleRate};
+use futures_util::{SinkExt as _, StreamExt as _};
+use str0m::change::SdpOffer;
+use str0m::media::Mid;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A frame whose decoded peak crossed the threshold.
+#[derive(Debug)]
+pub struct Detection {
+    /// Which browser (index in the order given).
+    pub browser: usize,
+    /// On which of its m-lines (one per stream it hears).
+    pub mid: String,
+    /// When the frame arrived.
+    pub at: Instant,
+}
+
+/// What the browsers report when the run ends.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Browsers whose media connected.
+    pub connected: usize,
+    /// Opus frames received, all browsers.
+    pub frames: u64,
+}
+
+/// Starts one browser per token on a thread of its own; they run until `until`, sending
+/// detections (peak ≥ `threshold`) on `detections`. The handle gives the report.
+pub fn spawn(
+    http: String,
+    tokens: Vec<String>,
+    threshold: u16,
+    until: Instant,
+    detections: mpsc::Sender<Detection>,
+) -> std::thread::JoinHandle<Report> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(async move {
+            let tasks: Vec<_> = tokens
+                .into_iter()
+                .enumerate()
+                .map(|(i, token)| {
+                    let (http, detections) = (http.clone(), detections.clone());
+                    tokio::spawn(async move {
+                        match browser(i, &http, &token, threshold, until, detections).await {
+                            Ok(r) => r,
+                            Err(e) => {
+                                eprintln!("browser {i}: {e}");
+                                (false, 0)
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut report = Report::default();
+            for t in tasks {
+                let (connected, frames) = t.await.unwrap_or((false, 0));
+                report.connected += usize::from(connected);
+                report.frames += frames;
+            }
+            report
+        })
+    })
+}
+
+/// One browser: signalling, ICE/DTLS/SRTP through str0m, decoding what it hears. Returns
+/// whether it connected and the frames it received.
+async fn browser(
+    index: usize,
+    http: &str,
+    token: &str,
+    threshold: u16,
+    until: Instant,
+    detections: mpsc::Sender<Detection>,
+) -> Result<(bool, u64), String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/v1/device"))
+        .await
+        .map_err(|e| format!("WebSocket: {e}"))?;
+    let hello = serde_json::json!({"type": "hello", "token": token, "sdkVersion": "media_load"});
+    ws.send(Message::text(hello.to_string())).await.map_err(|e| e.to_string())?;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let mut rtc = Rtc::builder().clear_codecs().enable_opus(true, false).build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+    let mut decoders: HashMap<Mid, OpusDecoder> = HashMap::new();
+    let mut pcm = [0i16; 5_760];
+    let mut buf = vec![0u8; 2_048];
+    let (mut connected, mut frames) = (false, 0u64);
+    let deadline = tokio::time::Instant::from_std(until);
+    loop {
+        // Everything str0m has to say, then wait for its timeout, a datagram or a message.
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.send_to(&t.contents, t.destination).await;
+                }
+                Ok(Output::Event(Event::Connected)) => connected = true,
+                Ok(Output::Event(Event::MediaData(d))) => {
+                    frames += 1;
+                    let decoder = match decoders.get_mut(&d.mid) {
+                        Some(d) => d,
+                        None => decoders
+                            .entry(d.mid)
+                            .or_insert(OpusDecoder::new(SampleRate::Hz16000).map_err(|e| e.to_string())?),
+                    };
+                    let Ok(n) = decoder.decode(&d.data, &mut pcm) else { continue };
+                    let peak = pcm[..n].iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+                    if peak >= threshold {
+                        let _ =
+                            detections.send(Detection { browser: index, mid: d.mid.to_string(), at: Instant::now() });
+                    }
+                }
+                Ok(Output::Event(_)) => {}
+                Err(e) => return Err(format!("str0m: {e}")),
+            }
+        };
+        let wake = tokio::time::Instant::from_std(timeout.max(Instant::now())).min(deadline);
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {
+                if Instant::now() >= until {
+                    return Ok((connected, frames));
+                }
+                rtc.handle_input(Input::Timeout(Instant::now())).map_err(|e| e.to_string())?;
+            }
+            r = socket.recv_from(&mut buf) => {
+                let (n, source) = r.map_err(|e| e.to_string())?;
+                if let Ok(receive) = Receive::new(Protocol::Udp, source, local, &buf[..n]) {
+                    rtc.handle_input(Input::Receive(Instant::now(), receive)).map_err(|e| e.to_string())?;
+                }
+            }
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(text))) => {
+                    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                    match v["type"].as_str() {
+                        Some("offer") => {
+                            let sdp = v["sdp"].as_str().ok_or("an offer without SDP")?;
+                            let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+                            let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| e.to_string())?;
+                            let reply = serde_json::json!({"type": "answer", "sdp": answer.to_sdp_string()});
+                            ws.send(Message::text(reply.to_string())).await.map_err(|e| e.to_string())?;
+                        }
+                        Some("error") => return Err(format!("the server said {text}")),
+                        _ => {}
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}")),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("WebSocket: {e}")),
+                None => return Err("WebSocket ended".into()),
+            },
+        }
+    }
+}
