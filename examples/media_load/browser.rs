@@ -1,21 +1,24 @@
-//! Listening browsers for the load generator: one str0m peer per browser over a real UDP socket
-//! on loopback, signalled over the daemon's WebSocket (`/v1/device`) as the SDK does: `hello`
-//! with the participant's token, then an `answer` to every offer the server makes as streams
-//! come and go. Each received Opus frame is decoded; a frame whose peak crosses the burst
-//! threshold is a detection (which browser, which m-line, when), and the main thread matches
-//! detections to the bursts the phones sent: the phone → browser latency.
+//! Browsers for the load generator: one str0m peer per browser over a real UDP socket on
+//! loopback, signalled over the daemon's WebSocket (`/v1/device`) as the SDK does: `hello` with
+//! the participant's token, `publish` (audio), then an `answer` to every offer the server makes
+//! as streams come and go. Each received Opus frame is decoded; a frame whose peak crosses the
+//! burst threshold is a detection (which browser, which m-line, when), and the main thread
+//! matches detections to the bursts the phones sent: the phone → browser latency. Each browser
+//! also sends 20 ms Opus frames of its own (a quiet tone, encoded ahead), a loud burst once a
+//! second half a second away from the phones' bursts; the phones time those: browser → phone.
 //!
 //! All browsers run as tasks of one tokio runtime on a thread of their own, so that they never
 //! hold up the phones' timer loop. Every wait is bounded: the run's end stops them.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
-use std::time::Instant;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
-use codecs::opus::{OpusDecoder, SampleRate};
+use codecs::opus::{MAX_PACKET_BYTES, OpusDecoder, OpusEncoder, OpusEncoderConfig, SampleRate};
 use futures_util::{SinkExt as _, StreamExt as _};
 use str0m::change::SdpOffer;
-use str0m::media::Mid;
+use str0m::format::Codec;
+use str0m::media::{Frequency, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -32,6 +35,20 @@ pub struct Detection {
     pub at: Instant,
 }
 
+/// A burst a browser sent.
+#[derive(Debug)]
+pub struct Sent {
+    /// Which browser.
+    pub browser: usize,
+    /// When.
+    pub at: Instant,
+}
+
+/// A burst once a second, at this frame of each 50: half a second from the phones' (frame 25).
+const BURST_FRAME: u64 = 0;
+/// Frames in the signal's cycle (1 s).
+const CYCLE: u64 = 50;
+
 /// What the browsers report when the run ends.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -47,8 +64,9 @@ pub fn spawn(
     http: String,
     tokens: Vec<String>,
     threshold: u16,
-    until: Instant,
+    (start, until): (Instant, Instant),
     detections: mpsc::Sender<Detection>,
+    bursts: mpsc::Sender<Sent>,
 ) -> std::thread::JoinHandle<Report> {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
@@ -57,9 +75,10 @@ pub fn spawn(
                 .into_iter()
                 .enumerate()
                 .map(|(i, token)| {
-                    let (http, detections) = (http.clone(), detections.clone());
+                    let (http, detections, bursts) = (http.clone(), detections.clone(), bursts.clone());
                     tokio::spawn(async move {
-                        match browser(i, &http, &token, threshold, until, detections).await {
+                        let report = (detections, bursts);
+                        match browser(i, &http, &token, threshold, (start, until), report).await {
                             Ok(r) => r,
                             Err(e) => {
                                 eprintln!("browser {i}: {e}");
@@ -87,14 +106,21 @@ async fn browser(
     http: &str,
     token: &str,
     threshold: u16,
-    until: Instant,
-    detections: mpsc::Sender<Detection>,
+    (start, until): (Instant, Instant),
+    (detections, bursts): (mpsc::Sender<Detection>, mpsc::Sender<Sent>),
 ) -> Result<(bool, u64), String> {
+    let cycle = signal_cycle(index)?;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/v1/device"))
         .await
         .map_err(|e| format!("WebSocket: {e}"))?;
     let hello = serde_json::json!({"type": "hello", "token": token, "sdkVersion": "media_load"});
     ws.send(Message::text(hello.to_string())).await.map_err(|e| e.to_string())?;
+    let publish = serde_json::json!({"type": "publish", "requestId": 1, "audio": true});
+    ws.send(Message::text(publish.to_string())).await.map_err(|e| e.to_string())?;
+    let mut publish_mid: Option<Mid> = None;
+    // Its frames on a 20 ms clock of its own, 10 ms off the run's start.
+    let mut frame = 0u64;
+    let frame_at = |f: u64| start + Duration::from_millis(10 + 20 * f);
     let socket = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     let mut rtc = Rtc::builder().clear_codecs().enable_opus(true, false).build(Instant::now());
@@ -132,13 +158,31 @@ async fn browser(
                 Err(e) => return Err(format!("str0m: {e}")),
             }
         };
-        let wake = tokio::time::Instant::from_std(timeout.max(Instant::now())).min(deadline);
+        let wake = tokio::time::Instant::from_std(timeout.min(frame_at(frame)).max(Instant::now())).min(deadline);
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {
-                if Instant::now() >= until {
+                let now = Instant::now();
+                if now >= until {
                     return Ok((connected, frames));
                 }
-                rtc.handle_input(Input::Timeout(Instant::now())).map_err(|e| e.to_string())?;
+                while frame_at(frame) <= now {
+                    let pt = publish_mid.filter(|_| connected).and_then(|mid| {
+                        let writer = rtc.writer(mid)?;
+                        let pt = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt());
+                        pt.map(|pt| (mid, pt))
+                    });
+                    if let Some((mid, pt)) = pt
+                        && let Some(writer) = rtc.writer(mid)
+                    {
+                        let time = MediaTime::new(960 * frame, Frequency::FORTY_EIGHT_KHZ);
+                        let data = cycle[(frame % CYCLE) as usize].clone();
+                        if writer.write(pt, now, time, data).is_ok() && frame % CYCLE == BURST_FRAME {
+                            let _ = bursts.send(Sent { browser: index, at: now });
+                        }
+                    }
+                    frame += 1;
+                }
+                rtc.handle_input(Input::Timeout(now)).map_err(|e| e.to_string())?;
             }
             r = socket.recv_from(&mut buf) => {
                 let (n, source) = r.map_err(|e| e.to_string())?;
@@ -154,6 +198,9 @@ async fn browser(
                             let sdp = v["sdp"].as_str().ok_or("an offer without SDP")?;
                             let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
                             let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| e.to_string())?;
+                            if let Some(mid) = v["publishMid"].as_str() {
+                                publish_mid = Some(Mid::from(mid));
+                            }
                             let reply = serde_json::json!({"type": "answer", "sdp": answer.to_sdp_string()});
                             ws.send(Message::text(reply.to_string())).await.map_err(|e| e.to_string())?;
                         }
@@ -168,4 +215,19 @@ async fn browser(
             },
         }
     }
+}
+
+/// The 50 frames (1 s) browser `index` sends, encoded once: the phones' kind of quiet tone, its
+/// burst at [`BURST_FRAME`].
+fn signal_cycle(index: usize) -> Result<Vec<Arc<[u8]>>, String> {
+    let mut encoder = OpusEncoder::new(SampleRate::Hz16000, OpusEncoderConfig::default()).map_err(|e| e.to_string())?;
+    let mut phase = 0.0;
+    let (mut pcm, mut out) = ([0i16; 320], [0u8; MAX_PACKET_BYTES]);
+    (0..CYCLE)
+        .map(|f| {
+            super::signal(100 + index, f, f == BURST_FRAME, 16_000.0, &mut phase, &mut pcm);
+            let n = encoder.encode(&pcm, &mut out).map_err(|e| e.to_string())?;
+            Ok(Arc::from(&out[..n]))
+        })
+        .collect()
 }

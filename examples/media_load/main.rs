@@ -49,6 +49,9 @@ const FRAME: Duration = Duration::from_millis(20);
 const SIP_LIMIT: Duration = Duration::from_secs(10);
 /// A burst every this many frames from the first leg of each session.
 const BURST_EVERY: u64 = 50;
+/// A detection this long after a burst is that burst's (bursts of phones and of browsers are
+/// half a second apart).
+const MATCH_WINDOW: Duration = Duration::from_millis(300);
 /// Peak (of the decoded µ-law frame) above which a received frame is the burst.
 const BURST_THRESHOLD: i16 = 16_000;
 const PT_PCMU: u8 = 0;
@@ -633,7 +636,7 @@ fn main() {
         // The session's listening browsers, once its last phone is in.
         if i % SESSION_SIZE == SESSION_SIZE - 1 || i == a.legs - 1 {
             for _ in 0..a.browsers {
-                let b = api.post("/participants", serde_json::json!({"publishPermissions": []}));
+                let b = api.post("/participants", serde_json::json!({"publishPermissions": ["AUDIO"]}));
                 let bid = b["participant"]["id"].as_str().expect("participant id").to_string();
                 api.put(&format!("/sessions/{sid}/participants/{bid}"), serde_json::json!({"sessionId": sid}));
                 browser_tokens.push(b["token"].as_str().expect("token").to_string());
@@ -693,7 +696,17 @@ fn main() {
     let end = warm_end + Duration::from_secs(a.seconds);
     let mut bursts: Vec<Burst> = (0..sessions).map(|_| Burst { sent_at: Vec::new() }).collect();
     let (detections_tx, detections) = std::sync::mpsc::channel();
-    let browsers = browser::spawn(a.http.clone(), browser_tokens, BURST_THRESHOLD as u16, end, detections_tx);
+    let (browser_bursts_tx, browser_bursts) = std::sync::mpsc::channel();
+    let browsers = browser::spawn(
+        a.http.clone(),
+        browser_tokens,
+        BURST_THRESHOLD as u16,
+        (start, end),
+        detections_tx,
+        browser_bursts_tx,
+    );
+    // Every frame a phone received over the threshold: (leg, when), for browser → phone.
+    let mut phone_detections: Vec<(usize, Instant)> = Vec::new();
     let mut latencies_us: Vec<u64> = Vec::new();
     let mut packet = [0u8; 1500];
     let mut rx = [0u8; 2048];
@@ -701,9 +714,8 @@ fn main() {
     let mut decoded = [0i16; 480];
     let depacketizer = Depacketizer::new(PayloadConfig::bandwidth_efficient());
     let mut amr_frames = PacketFrames::new();
-    let mut amr_decoders: Vec<Option<AmrWbDecoder>> = (0..a.legs)
-        .map(|i| (a.codec == Codec::AmrWbSrtp && i % SESSION_SIZE != 0).then(|| AmrWbDecoder::new().unwrap()))
-        .collect();
+    let mut amr_decoders: Vec<Option<AmrWbDecoder>> =
+        (0..a.legs).map(|_| (a.codec == Codec::AmrWbSrtp).then(|| AmrWbDecoder::new().unwrap())).collect();
     let (samples, pt) = (a.codec.samples() as u32, a.codec.pt());
     let mut fds: Vec<libc::pollfd> =
         legs.iter().map(|l| libc::pollfd { fd: l.rtp.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
@@ -782,7 +794,9 @@ fn main() {
         if ready <= 0 {
             continue;
         }
-        for ((leg, fd), amr_decoder) in legs.iter_mut().zip(fds.iter_mut()).zip(amr_decoders.iter_mut()) {
+        for (index, ((leg, fd), amr_decoder)) in
+            legs.iter_mut().zip(fds.iter_mut()).zip(amr_decoders.iter_mut()).enumerate()
+        {
             if fd.revents == 0 {
                 continue;
             }
@@ -797,7 +811,7 @@ fn main() {
                 if in_window {
                     leg.received_window += 1;
                 }
-                if rx[1] & 0x7f != pt || leg.member == 0 {
+                if rx[1] & 0x7f != pt {
                     continue;
                 }
                 let arrived = Instant::now();
@@ -825,11 +839,16 @@ fn main() {
                 if peak < BURST_THRESHOLD as u16 {
                     continue;
                 }
+                phone_detections.push((index, arrived));
+                // Its own bursts leg 0 never hears (nobody hears themselves).
+                if leg.member == 0 {
+                    continue;
+                }
                 // The latest burst of this session sent before now, counted once.
                 let sent = &bursts[leg.session].sent_at;
                 if let Some((idx, at)) = sent.iter().enumerate().rev().find_map(|(i, t)| t.map(|t| (i as u64, t)))
                     && leg.seen_burst != idx
-                    && arrived.duration_since(at) < Duration::from_millis(500)
+                    && arrived.duration_since(at) < MATCH_WINDOW
                 {
                     leg.seen_burst = idx;
                     if in_window {
@@ -851,12 +870,26 @@ fn main() {
         else {
             continue;
         };
-        if at >= warm_end && d.at.duration_since(at) < Duration::from_millis(500) && seen.insert((d.browser, d.mid, k))
-        {
+        if at >= warm_end && d.at.duration_since(at) < MATCH_WINDOW && seen.insert((d.browser, d.mid, k)) {
             to_browser_us.push(d.at.duration_since(at).as_micros() as u64);
         }
     }
     to_browser_us.sort_unstable();
+    // Browser → phone: the first frame over the threshold each phone got after each burst of a
+    // browser of its session, once per burst.
+    let mut sent_by_session: Vec<Vec<Instant>> = vec![Vec::new(); sessions];
+    for b in browser_bursts.try_iter() {
+        sent_by_session[browser_sessions[b.browser]].push(b.at);
+    }
+    let mut to_phone_us: Vec<u64> = Vec::new();
+    let mut counted: std::collections::HashSet<(usize, Instant)> = std::collections::HashSet::new();
+    for (leg, at) in phone_detections {
+        let Some(&sent) = sent_by_session[legs[leg].session].iter().filter(|t| **t <= at).max() else { continue };
+        if sent >= warm_end && at.duration_since(sent) < MATCH_WINDOW && counted.insert((leg, sent)) {
+            to_phone_us.push(at.duration_since(sent).as_micros() as u64);
+        }
+    }
+    to_phone_us.sort_unstable();
     let (cpu_after, rss_after) = match a.pid {
         Some(pid) => (proc_cpu_ticks(pid), proc_rss_kb(pid)),
         None => (0, 0),
@@ -884,12 +917,14 @@ fn main() {
     };
     let pct = |p: f64| percentile(&latencies_us, p);
     let to_browser = |p: f64| percentile(&to_browser_us, p);
+    let to_phone = |p: f64| percentile(&to_phone_us, p);
     println!(
-        "browsers: {} of {} connected, {} Opus frames received, {} phone → browser samples",
+        "browsers: {} of {} connected, {} Opus frames received, {} phone → browser and {} browser → phone samples",
         browsers.connected,
         browser_sessions.len(),
         browsers.frames,
-        to_browser_us.len()
+        to_browser_us.len(),
+        to_phone_us.len()
     );
     println!(
         "matched ceiling (bare codec calls, both directions): {ceiling_codec:.0} µs/leg-s ({:.0} legs/core); with 4 UDP syscalls per frame {ceiling_udp:.0} µs/leg-s ({:.0} legs/core)",
@@ -912,11 +947,11 @@ fn main() {
         let per_leg_s = cpu_us / (n * window.as_secs_f64());
         let rss_per_leg = (rss_after as f64 - rss_base.unwrap_or(0) as f64) / n;
         println!(
-            "| legs | codec | daemon µs CPU/leg-s | legs/core | vs ceiling (codecs) | vs ceiling (+UDP) | RSS KB/leg | RSS base → end MB | sent | received | expected each way | heard late / concealed | p→p latency p50 / p99 ms | p→browser p50 / p99 ms | gen late sends | load avg |"
+            "| legs | codec | daemon µs CPU/leg-s | legs/core | vs ceiling (codecs) | vs ceiling (+UDP) | RSS KB/leg | RSS base → end MB | sent | received | expected each way | heard late / concealed | p→p latency p50 / p99 ms | p→browser p50 / p99 ms | browser→p p50 / p99 ms | gen late sends | load avg |"
         );
-        println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         println!(
-            "| {} | {} | {per_leg_s:.0} | {:.0} | {:.2} × | {:.2} × | {rss_per_leg:.0} | {:.1} → {:.1} | {sent} | {received} | {expected} | {:.0} / {:.0} | {} / {} | {} / {} | {late_sends} | {load} |",
+            "| {} | {} | {per_leg_s:.0} | {:.0} | {:.2} × | {:.2} × | {rss_per_leg:.0} | {:.1} → {:.1} | {sent} | {received} | {expected} | {:.0} / {:.0} | {} / {} | {} / {} | {} / {} | {late_sends} | {load} |",
             a.legs,
             a.codec.name(),
             1e6 / per_leg_s,
@@ -930,6 +965,8 @@ fn main() {
             pct(0.99),
             to_browser(0.5),
             to_browser(0.99),
+            to_phone(0.5),
+            to_phone(0.99),
         );
         let _ = rss_before_window;
     } else {
