@@ -20,8 +20,10 @@
 //! target delay is four times the RFC 3550 interarrival jitter (§6.4.1, A.8), plus a bump for
 //! each packet that arrived too late (decaying over about ten seconds), clamped to
 //! [`MIN_DELAY`]–[`MAX_DELAY`]. When the delay is more than a frame above the target one
-//! frame is skipped; more than a frame below, one frame is stretched (the caller conceals, the
-//! slot is played at the next tick); at most one change every [`ADJUST_EVERY`] polls.
+//! frame is skipped; more than half a frame below, one frame is stretched (the caller conceals,
+//! the slot is played at the next tick); at most one change every [`ADJUST_EVERY`] polls. (Half
+//! a frame below, not a whole one: a tick that moves earlier, as a media worker's pacing does,
+//! would otherwise leave the delay anywhere down to nothing, with no room for jitter.)
 //!
 //! ## Loss, DTX, re-sync
 //!
@@ -369,7 +371,7 @@ impl JitterBuffer {
             play.cooldown = ADJUST_EVERY;
             play.concealed_history <<= 1;
             self.stats.skipped += 1;
-        } else if play.cooldown == 0 && delay + self.frame_ticks <= target {
+        } else if play.cooldown == 0 && 2 * delay + self.frame_ticks < 2 * target {
             play.cooldown = ADJUST_EVERY;
             self.play = Some(play);
             if matches!(play.last_kind, Some(FrameKind::Comfort | FrameKind::NoData)) {
@@ -714,6 +716,33 @@ mod tests {
         assert!(s.duplicates > 100, "{s:?}");
         assert_eq!(s.concealed, 0, "{s:?}");
         assert_in_order(&r.played);
+    }
+
+    /// The tick moves earlier (a media worker's pacing follows the packets): the delay falls
+    /// far below the target and one frame is stretched to bring it back, rather than playing
+    /// on with no margin for jitter.
+    #[test]
+    fn a_tick_that_moves_earlier_is_stretched_back_to_the_target() {
+        let start = Instant::now();
+        let mut buffer = JitterBuffer::new(config());
+        // Polls 2 ms after each packet: the buffer settles 22 ms behind, then 8.
+        let mut tick = start + Duration::from_millis(2);
+        let mut delays = Vec::new();
+        for n in 0..200u32 {
+            let at = start + FRAME * n;
+            buffer.packet(at, Ssrc(9), n * 160);
+            buffer.insert(n * 160, Frame::Samples(&[1; 160]));
+            if n == 100 {
+                tick -= Duration::from_millis(14);
+            }
+            let _ = buffer.poll(tick);
+            tick += FRAME;
+            if n > 120 {
+                delays.extend(buffer.current_delay());
+            }
+        }
+        assert_eq!(buffer.stats().stretched, 1, "{:?}", buffer.stats());
+        assert!(delays.iter().all(|d| *d >= MIN_DELAY - FRAME / 2 && *d < MIN_DELAY + FRAME), "{delays:?}");
     }
 
     #[test]

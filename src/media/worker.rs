@@ -332,7 +332,7 @@ impl Worker {
                 if let Some(index) = self.legs.iter().position(|s| s.call == call) {
                     let mut slot = self.legs.swap_remove(index);
                     // What arrived since the last tick still counts in the call record.
-                    slot.receive(&Clock::new(Instant::now()), &mut self.receiver, true);
+                    slot.receive(&Clock::read(), &mut self.receiver, true);
                     let _ = summary.send(slot.finish());
                 }
             }
@@ -404,7 +404,7 @@ impl Worker {
 
     /// Runs every leg that is due; whether any was.
     fn pass(&mut self, now: Instant) -> bool {
-        let clock = Clock::new(now);
+        let clock = Clock::read();
         let mut worked = false;
         let mut i = 0;
         while i < self.legs.len() {
@@ -619,8 +619,24 @@ struct Clock {
 }
 
 impl Clock {
-    fn new(now: Instant) -> Self {
-        Self { now, wall: SystemTime::now() }
+    /// Both clocks read together: the wall clock between two monotonic readings close to each
+    /// other (a thread preempted between two reads would misplace every arrival of the pass by
+    /// the time it lost, and the jitter buffer would play that much too early).
+    fn read() -> Self {
+        let mut best = None;
+        for _ in 0..4 {
+            let before = Instant::now();
+            let wall = SystemTime::now();
+            let spread = before.elapsed();
+            let clock = Self { now: before + spread / 2, wall };
+            if spread < Duration::from_micros(20) {
+                return clock;
+            }
+            if best.as_ref().is_none_or(|(s, _)| spread < *s) {
+                best = Some((spread, clock));
+            }
+        }
+        best.map(|(_, clock)| clock).unwrap_or_else(|| Self { now: Instant::now(), wall: SystemTime::now() })
     }
 
     /// When a datagram stamped `at` arrived: never after the pass, at most a second before it
@@ -741,7 +757,7 @@ mod tests {
         let stamping = (0..100).any(|_| {
             sender.send_to(b"probe", to).unwrap();
             std::thread::sleep(Duration::from_millis(5));
-            let clock = Clock::new(Instant::now());
+            let clock = Clock::read();
             let got = drained(&mut receiver, &socket, &clock);
             got.len() == 1 && got[0].0 + Duration::from_millis(4) <= clock.now
         });
@@ -752,13 +768,13 @@ mod tests {
         }
         // Read well after they arrived: the arrival times must be the kernel's, not the read's.
         std::thread::sleep(Duration::from_millis(30));
-        let clock = Clock::new(Instant::now());
+        let clock = Clock::read();
         let first = drained(&mut receiver, &socket, &clock);
         // One read takes at most MAX_BATCHES batches; the rest waits for the next.
         assert_eq!(first.len(), MAX_BATCHES * BATCH);
-        let second = drained(&mut receiver, &socket, &Clock::new(Instant::now()));
+        let second = drained(&mut receiver, &socket, &Clock::read());
         assert_eq!(second.len(), 40 - MAX_BATCHES * BATCH);
-        assert!(drained(&mut receiver, &socket, &Clock::new(Instant::now())).is_empty());
+        assert!(drained(&mut receiver, &socket, &Clock::read()).is_empty());
         for (i, (at, from, datagram)) in first.iter().chain(&second).enumerate() {
             assert_eq!(datagram, &vec![i as u8; 100]);
             assert_eq!(*from, sender.local_addr().unwrap());
@@ -774,7 +790,7 @@ mod tests {
 
     #[test]
     fn a_timestamp_from_a_wall_clock_that_jumped_is_the_pass_time() {
-        let clock = Clock::new(Instant::now());
+        let clock = Clock::read();
         let future =
             TimeSpec::from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap() + Duration::from_secs(5));
         let past =
