@@ -11,6 +11,7 @@
 //! hold up the phones' timer loop. Every wait is bounded: the run's end stops them.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -141,11 +142,9 @@ async fn browser(
                 Ok(Output::Event(Event::Connected)) => connected = true,
                 Ok(Output::Event(Event::MediaData(d))) => {
                     frames += 1;
-                    let decoder = match decoders.get_mut(&d.mid) {
-                        Some(d) => d,
-                        None => decoders
-                            .entry(d.mid)
-                            .or_insert(OpusDecoder::new(SampleRate::Hz16000).map_err(|e| e.to_string())?),
+                    let decoder = match decoders.entry(d.mid) {
+                        Entry::Occupied(e) => e.into_mut(),
+                        Entry::Vacant(e) => e.insert(OpusDecoder::new(SampleRate::Hz16000).map_err(|e| e.to_string())?),
                     };
                     let Ok(n) = decoder.decode(&d.data, &mut pcm) else { continue };
                     let peak = pcm[..n].iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);

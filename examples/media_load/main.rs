@@ -333,26 +333,24 @@ struct Api {
 
 impl Api {
     fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .basic_auth(&self.user, Some(&self.password))
-            .json(&body)
-            .send()
-            .expect("POST");
-        assert!(r.status().is_success(), "POST {path}: {}", r.status());
-        r.json().expect("JSON")
+        self.send(reqwest::Method::POST, path, body).json().expect("JSON")
     }
 
     fn put(&self, path: &str, body: serde_json::Value) {
+        self.send(reqwest::Method::PUT, path, body);
+    }
+
+    /// `method` on `path` of the account with `body`, which must succeed.
+    fn send(&self, method: reqwest::Method, path: &str, body: serde_json::Value) -> reqwest::blocking::Response {
         let r = self
             .http
-            .put(format!("{}{path}", self.base))
+            .request(method.clone(), format!("{}{path}", self.base))
             .basic_auth(&self.user, Some(&self.password))
             .json(&body)
             .send()
-            .expect("PUT");
-        assert!(r.status().is_success(), "PUT {path}: {}", r.status());
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(r.status().is_success(), "{method} {path}: {}", r.status());
+        r
     }
 
     /// The daemon's media counters of SIP legs (`interwork_media_leg_total{kind=…}`) from

@@ -31,9 +31,7 @@ pub const GRID: Duration = Duration::from_millis(2);
 pub struct Pacer {
     /// The worker's start: the origin of the grid.
     epoch: Instant,
-    /// The window's waits, as points on the unit circle of one period (their sum).
-    sum: (f64, f64),
-    /// The window's waits, for their spread once the mean is known.
+    /// The window's waits (seconds, folded into one period).
     waits: [f64; WINDOW as usize],
     seen: usize,
     ticks: u32,
@@ -44,7 +42,7 @@ pub struct Pacer {
 impl Pacer {
     /// A leg of the worker started at `epoch`.
     pub fn new(epoch: Instant) -> Self {
-        Self { epoch, sum: (0.0, 0.0), waits: [0.0; WINDOW as usize], seen: 0, ticks: 0, moves: 0 }
+        Self { epoch, waits: [0.0; WINDOW as usize], seen: 0, ticks: 0, moves: 0 }
     }
 
     /// A tick due at `due` ran; `arrival` is when the last datagram it read arrived (`None`: it
@@ -53,11 +51,7 @@ impl Pacer {
         if let Some(arrival) = arrival {
             // How long it waited, folded into one period (a packet that came just after the
             // tick due waited almost a period for the next one).
-            let wait = fold(secs_between(arrival, due));
-            let angle = TAU * wait / period();
-            self.sum.0 += angle.cos();
-            self.sum.1 += angle.sin();
-            self.waits[self.seen] = wait;
+            self.waits[self.seen] = fold(secs_between(arrival, due));
             self.seen += 1;
         }
         self.ticks += 1;
@@ -65,7 +59,6 @@ impl Pacer {
             return None;
         }
         let moved = self.decide(next);
-        self.sum = (0.0, 0.0);
         self.seen = 0;
         self.ticks = 0;
         moved
@@ -77,9 +70,13 @@ impl Pacer {
         if self.seen < WINDOW as usize / 2 {
             return None;
         }
-        let mean = fold(self.sum.1.atan2(self.sum.0) / TAU * period());
+        // The waits' mean on the circle of one period (waits of 19.9 and 0.1 ms average to 0).
+        let waits = &self.waits[..self.seen];
+        let (cos, sin) =
+            waits.iter().map(|w| TAU * w / period()).fold((0.0, 0.0), |(c, s), a| (c + a.cos(), s + a.sin()));
+        let mean = fold(sin.atan2(cos) / TAU * period());
         // The packets that waited least (came closest before the tick) set the margin.
-        let spread = self.waits[..self.seen].iter().map(|w| centred(mean - w)).fold(0.0, f64::max);
+        let spread = waits.iter().map(|w| centred(mean - w)).fold(0.0, f64::max);
         let wanted = spread + MARGIN.as_secs_f64();
         // Positive: the tick comes too long after the packets, and moves earlier.
         let error = centred(mean - wanted);

@@ -262,9 +262,9 @@ struct Slot {
     next_tick: Instant,
     /// Moves `next_tick` to just after the peer's packets arrive.
     pacer: Pacer,
-    /// When the mixes owed by the ticks run so far are due ([`MIX_LAG`] after the first).
-    mix_due: Option<Instant>,
-    mixes_owed: u32,
+    /// The mixes owed by the ticks run so far: when they are due ([`MIX_LAG`] after the first
+    /// of them) and how many.
+    owed_mixes: Option<(Instant, u32)>,
     next_check: Instant,
     ticks: u32,
     /// Tests: the next run panics, as a bug in the leg's code would.
@@ -389,8 +389,7 @@ impl Worker {
             rtp_timeout,
             next_tick: now + phase,
             pacer: Pacer::new(self.epoch),
-            mix_due: None,
-            mixes_owed: 0,
+            owed_mixes: None,
             next_check: now + INACTIVITY_CHECK,
             ticks: 0,
             #[cfg(test)]
@@ -444,7 +443,7 @@ impl Worker {
 impl Slot {
     fn next_due(&self) -> Instant {
         let mut due = self.next_tick.min(self.next_check);
-        if let Some(mix) = self.mix_due {
+        if let Some((mix, _)) = self.owed_mixes {
             due = due.min(mix);
         }
         match self.leg.poll_timeout() {
@@ -473,8 +472,7 @@ impl Slot {
             let arrival = self.receive(clock, receiver, self.ticks.is_multiple_of(RTCP_EVERY));
             while self.next_tick <= now {
                 self.bridge.publish(now, &mut self.leg);
-                self.mix_due.get_or_insert(self.next_tick + MIX_LAG);
-                self.mixes_owed += 1;
+                self.owed_mixes.get_or_insert((self.next_tick + MIX_LAG, 0)).1 += 1;
                 self.next_tick += TICK;
                 self.ticks = self.ticks.wrapping_add(1);
             }
@@ -484,8 +482,11 @@ impl Slot {
                 self.next_tick = moved;
             }
         }
-        if self.mix_due.is_some_and(|at| at <= now) {
-            for _ in 0..std::mem::take(&mut self.mixes_owed) {
+        if let Some((at, owed)) = self.owed_mixes
+            && at <= now
+        {
+            self.owed_mixes = None;
+            for _ in 0..owed {
                 if let Some(media) = &mut self.media {
                     while let Ok(m) = media.try_recv() {
                         self.bridge.handle_media(now, &mut self.leg, decoders, m);
@@ -493,7 +494,6 @@ impl Slot {
                 }
                 self.bridge.mix(now, &mut self.leg);
             }
-            self.mix_due = None;
         }
         if self.leg.poll_timeout().is_some_and(|at| at <= now) {
             self.leg.handle_timeout(now);
